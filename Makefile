@@ -1,0 +1,50 @@
+# Two commands: `make demo` runs the main job, `make test` passes the tests.
+# Both set themselves up: a virtual environment (reused while pyproject.toml is
+# unchanged), Kafka jars from Maven Central (cached in ~/.cache/shelfsight), and
+# redis-server (apt-get, when missing and root).
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SHELFSIGHT := $(BIN)/shelfsight
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: help setup demo test up down status
+
+help:
+	@echo "make demo    set up, start Kafka + Redis, publish sample events, show where they went"
+	@echo "make test    set up, start Kafka + Redis, run the tests, stop what it started"
+	@echo "make up|down|status   the local stack on its own"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11+"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "error: Python 3.11+ needed"; exit 1; }
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@# pip's cache (~/.cache/pip) keeps the ~3 GB of torch wheels for every later clone.
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+up: setup
+	$(SHELFSIGHT) stack up
+
+down: setup
+	$(SHELFSIGHT) stack down
+
+status: setup
+	$(SHELFSIGHT) stack status
+
+demo: setup
+	$(SHELFSIGHT) demo
+
+# Stops the stack afterwards only when this run started it (a running dev stack is left alone).
+test: setup
+	@was_up=0; $(SHELFSIGHT) stack status >/dev/null 2>&1 && was_up=1; \
+	$(SHELFSIGHT) stack up || exit $$?; \
+	status=0; $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \
+	if [ $$was_up = 0 ]; then $(SHELFSIGHT) stack down; fi; \
+	exit $$status

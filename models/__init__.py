@@ -1,0 +1,1 @@
+"""Pure machine learning for Shelfsight: no Kafka, Redis or Qdrant imports here."""

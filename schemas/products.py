@@ -1,0 +1,134 @@
+"""Product contracts: what a store lists, and what the embedder makes of it."""
+
+import math
+from typing import Annotated, ClassVar
+
+from pydantic import AwareDatetime, Field, field_validator, model_validator
+
+from schemas.base import Contract, Identifier, bounded_text
+from schemas.limits import LIMITS
+
+Price = Annotated[float, Field(ge=0, le=10_000_000, allow_inf_nan=False)]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. EUR.")]
+CategoryName = bounded_text(LIMITS.category_chars, min_chars=1, description="A category name.")
+
+
+class ProductListed(Contract):
+    """A product put on sale, or listed again with new details (same product_id overwrites).
+
+    The image travels inline (``image``, base64 in JSON) or by reference (``image_url``);
+    a product with neither is indexed from its text alone.
+    """
+
+    partition_key_field: ClassVar[str] = "product_id"
+
+    product_id: Identifier
+    title: bounded_text(LIMITS.title_chars, min_chars=1)  # type: ignore[valid-type]
+    description: bounded_text(LIMITS.description_chars) = ""  # type: ignore[valid-type]
+    price: Price
+    currency: Currency
+    in_stock: bool = True
+    category_hint: CategoryName | None = Field(  # type: ignore[valid-type]
+        default=None, description="The store's own category, if it has one."
+    )
+    attributes: dict[str, str] = Field(
+        default_factory=dict, description="Free-form attributes such as colour or size."
+    )
+    image: bytes | None = Field(
+        default=None,
+        max_length=LIMITS.image_bytes,
+        description="Image file bytes (JPEG, PNG or WebP); base64 in JSON.",
+    )
+    image_url: str | None = Field(
+        default=None,
+        max_length=LIMITS.url_chars,
+        pattern=r"^(https?|file)://\S+$",
+        description="Where the embedder may fetch the image, under its URL policy.",
+    )
+    listed_at: AwareDatetime
+
+    @field_validator("attributes")
+    @classmethod
+    def _bounded_attributes(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > LIMITS.attributes:
+            raise ValueError(f"at most {LIMITS.attributes} attributes")
+        for key, item in value.items():
+            if not 0 < len(key) <= LIMITS.attribute_key_chars:
+                raise ValueError(f"attribute names are 1-{LIMITS.attribute_key_chars} characters")
+            if len(item) > LIMITS.attribute_value_chars:
+                raise ValueError(
+                    f"attribute {key!r} is longer than {LIMITS.attribute_value_chars} characters"
+                )
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _non_empty_image(cls, value: bytes | None) -> bytes | None:
+        if value is not None and len(value) == 0:
+            raise ValueError("image is empty; leave it out for a text-only product")
+        return value
+
+    @model_validator(mode="after")
+    def _one_image_source(self) -> "ProductListed":
+        if self.image is not None and self.image_url is not None:
+            raise ValueError("give either image or image_url, not both")
+        return self
+
+
+def _unit_vector_values(vector: list[float]) -> list[float]:
+    if not vector:
+        raise ValueError("vectors must not be empty")
+    if len(vector) > LIMITS.vector_dims:
+        raise ValueError(f"vectors have at most {LIMITS.vector_dims} dimensions")
+    if not all(math.isfinite(x) for x in vector):
+        raise ValueError("vectors must be finite")
+    return vector
+
+
+class ProductIndexed(Contract):
+    """A product as the embedder understood it: category, confidence and vectors.
+
+    Published on a compacted topic keyed by product_id, so the latest state of every
+    product can be rebuilt from the topic alone.
+    """
+
+    partition_key_field: ClassVar[str] = "product_id"
+
+    product_id: Identifier
+    title: bounded_text(LIMITS.title_chars, min_chars=1)  # type: ignore[valid-type]
+    price: Price
+    currency: Currency
+    in_stock: bool
+    category: CategoryName  # type: ignore[valid-type]
+    confidence: Annotated[float, Field(ge=0.0, le=1.0)]
+    vectors: dict[str, list[float]] = Field(
+        description="Named L2-normalised vectors; 'fused' is always present."
+    )
+    image_error: bounded_text(LIMITS.message_chars) | None = Field(  # type: ignore[valid-type]
+        default=None, description="Why the image could not be used, when it could not."
+    )
+    model_version: bounded_text(LIMITS.id_chars, min_chars=1)  # type: ignore[valid-type]
+    listed_at: AwareDatetime
+    indexed_at: AwareDatetime
+
+    @field_validator("vectors")
+    @classmethod
+    def _valid_vectors(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
+        if "fused" not in value:
+            raise ValueError("the 'fused' vector is required")
+        if len(value) > LIMITS.vectors_per_event:
+            raise ValueError(f"at most {LIMITS.vectors_per_event} named vectors")
+        for name, vector in value.items():
+            if not 0 < len(name) <= 32:
+                raise ValueError("vector names are 1-32 characters")
+            _unit_vector_values(vector)
+        return value
+
+    @model_validator(mode="after")
+    def _indexed_after_listed(self) -> "ProductIndexed":
+        if self.indexed_at < self.listed_at:
+            raise ValueError("indexed_at is before listed_at")
+        return self
+
+
+__all__ = ["ProductIndexed", "ProductListed"]

@@ -1,0 +1,91 @@
+"""Asking for recommendations over Kafka, and the answer."""
+
+from typing import Annotated, ClassVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from schemas.base import Contract, Identifier, bounded_text
+from schemas.limits import LIMITS
+from schemas.products import CategoryName, Price
+
+TopicName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=249,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="A Kafka topic name.",
+    ),
+]
+
+
+class RecommendationFilters(BaseModel):
+    """Business constraints every returned item must satisfy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    category: CategoryName | None = None  # type: ignore[valid-type]
+    min_price: Price | None = None
+    max_price: Price | None = None
+    in_stock: bool | None = Field(default=True, description="Only items in stock (the default).")
+
+    @model_validator(mode="after")
+    def _ordered_range(self) -> "RecommendationFilters":
+        if self.min_price is not None and self.max_price is not None:
+            if self.min_price > self.max_price:
+                raise ValueError("min_price is greater than max_price")
+        return self
+
+
+class RecommendationRequest(Contract):
+    """Ask for ``k`` recommendations for a shopper; the answer goes to ``reply_topic``."""
+
+    partition_key_field: ClassVar[str] = "user_id"
+
+    request_id: Identifier = Field(description="Echoed in the response, for correlation.")
+    user_id: Identifier
+    k: Annotated[int, Field(ge=1, le=LIMITS.recommendations)] = 10
+    filters: RecommendationFilters = Field(default_factory=RecommendationFilters)
+    context_product_id: Identifier | None = Field(
+        default=None, description="The product on the page, for 'more like this'."
+    )
+    reply_topic: TopicName = "recommendations.responses"
+    requested_at: AwareDatetime
+
+
+class RecommendedItem(BaseModel):
+    """One recommended product and why it was chosen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    product_id: Identifier
+    score: Annotated[float, Field(allow_inf_nan=False)]
+    reason: bounded_text(LIMITS.reason_chars, min_chars=1)  # type: ignore[valid-type]
+
+
+class RecommendationError(BaseModel):
+    """Why no recommendations could be given."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    code: Annotated[str, Field(pattern=r"^[a-z_]{1,64}$")]
+    message: bounded_text(LIMITS.message_chars, min_chars=1)  # type: ignore[valid-type]
+
+
+class RecommendationResponse(Contract):
+    """The answer to one request: items, or an error (never both)."""
+
+    partition_key_field: ClassVar[str] = "user_id"
+
+    request_id: bounded_text(LIMITS.id_chars, min_chars=1)  # type: ignore[valid-type]
+    user_id: bounded_text(LIMITS.id_chars)  # type: ignore[valid-type]
+    items: list[RecommendedItem] = Field(default_factory=list, max_length=LIMITS.recommendations)
+    error: RecommendationError | None = None
+    model_version: bounded_text(LIMITS.id_chars) | None = None  # type: ignore[valid-type]
+    generated_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _items_or_error(self) -> "RecommendationResponse":
+        if self.error is not None and self.items:
+            raise ValueError("an error response carries no items")
+        return self

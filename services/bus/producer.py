@@ -1,0 +1,50 @@
+"""A lazily created confluent-kafka producer with delivery accounting."""
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaError, Message
+from confluent_kafka import Producer as _ConfluentProducer
+
+from schemas.serde import EncodedMessage
+
+log = logging.getLogger(__name__)
+
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+
+class Producer:
+    """Sends :class:`EncodedMessage` s. The client is created on first use."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._config = config
+        self._client: _ConfluentProducer | None = None
+
+    @property
+    def client(self) -> _ConfluentProducer:
+        if self._client is None:
+            self._client = _ConfluentProducer(self._config)
+        return self._client
+
+    def send(self, topic: str, message: EncodedMessage, on_delivery: DeliveryCallback | None = None) -> None:
+        """Queue ``message``; waits for queue space instead of failing when the queue is full."""
+        while True:
+            try:
+                self.client.produce(
+                    topic,
+                    key=message.key,
+                    value=message.value,
+                    headers=message.headers,
+                    on_delivery=on_delivery,
+                )
+                break
+            except BufferError:
+                self.client.poll(0.1)
+        self.client.poll(0)
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait for every queued message; returns how many are still undelivered."""
+        if self._client is None:
+            return 0
+        return self._client.flush(timeout)

@@ -1,0 +1,56 @@
+"""Entry point of the ``shelfsight`` command.
+
+User mistakes surface as one line on stderr (exit 2), never as a traceback.
+"""
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from services.cli import event_commands, stack_commands
+from services.errors import UserError
+from services.logs import configure_logging
+from services.settings import load_settings
+
+log = logging.getLogger("shelfsight")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shelfsight",
+        description="Real-time product recommendations from what products look like and what shoppers do.",
+        epilog="Settings come from SHELFSIGHT_* environment variables; see the README.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    stack_commands.register(commands)
+    event_commands.register(commands)
+    demo = commands.add_parser("demo", help="the main job: stack up, sample events in, where they went")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def _demo(settings, _args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    from services.demo.walkthrough import run_demo
+
+    return run_demo(settings)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        configure_logging(settings.log_level, settings.log_format)
+        return int(args.run(settings, args))
+    except UserError as exc:
+        print(f"shelfsight: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("shelfsight: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

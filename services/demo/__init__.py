@@ -1,0 +1,1 @@
+"""`shelfsight demo`: the main job, end to end on the local stack."""

@@ -1,0 +1,47 @@
+"""User mistakes get one line on stderr and exit code 2, never a traceback."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def _run(*args, env=None):
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "mentions"),
+    [
+        ({"SHELFSIGHT_KAFKA_BOOTSTRAP": "no-port"}, "SHELFSIGHT_KAFKA_BOOTSTRAP"),
+        ({"SHELFSIGHT_TOPIC_PARTITIONS": "zero"}, "SHELFSIGHT_TOPIC_PARTITIONS"),
+        ({"SHELFSIGHT_REDIS_URL": "http://x"}, "SHELFSIGHT_REDIS_URL"),
+    ],
+)
+def test_bad_settings(env, mentions):
+    result = _run("topics", "list", env=env)
+    assert result.returncode == 2
+    assert result.stderr.startswith("shelfsight: error: invalid settings")
+    assert mentions in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_no_broker_says_how_to_start_one():
+    result = _run("topics", "create", env={"SHELFSIGHT_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
+    assert result.returncode == 2
+    assert "no Kafka broker answers at 127.0.0.1:1" in result.stderr
+    assert "shelfsight stack up" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_topic_for_tail(kafka):
+    result = _run("tail", "no-such-topic", "--idle", "1")
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
