@@ -11,11 +11,17 @@ SHELFSIGHT := $(BIN)/shelfsight
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test up down status
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+DATA_DIR ?= $(HOME)/.cache/shelfsight/datasets/fashion-mnist
+MODEL_DIR ?= $(HOME)/.cache/shelfsight/checkpoints/fashion-mnist
+REPORT_DIR ?= reports/fashion-mnist
+
+.PHONY: help setup fashion-mnist model demo test up down status
 
 help:
 	@echo "make demo    set up, start Kafka + Redis, publish sample events, show where they went"
 	@echo "make test    set up, start Kafka + Redis, run the tests, stop what it started"
+	@echo "make model   train the product model on Fashion-MNIST and write its evaluation report"
 	@echo "make up|down|status   the local stack on its own"
 
 setup: $(STAMP)
@@ -28,6 +34,19 @@ $(STAMP): pyproject.toml
 	@# pip's cache (~/.cache/pip) keeps the ~3 GB of torch wheels for every later clone.
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
+
+# Real product photos from Debian's dataset-fashion-mnist (installed when missing, as root).
+fashion-mnist:
+	@[ -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ] || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	  else echo "error: Fashion-MNIST is missing: sudo apt-get install dataset-fashion-mnist"; exit 1; fi; }
+
+# The benchmark model: fine-tunes the top of EfficientNet-Lite0 at 64 px (see docs/benchmarks.md).
+model: setup fashion-mnist
+	@[ -d $(DATA_DIR)/train ] || $(SHELFSIGHT) datasets fashion-mnist $(DATA_DIR)
+	$(SHELFSIGHT) train $(DATA_DIR)/train --out $(MODEL_DIR) $(TRAIN_ARGS)
+	$(SHELFSIGHT) evaluate $(MODEL_DIR) $(DATA_DIR)/test --out $(REPORT_DIR)
 
 up: setup
 	$(SHELFSIGHT) stack up
@@ -42,7 +61,7 @@ demo: setup
 	$(SHELFSIGHT) demo
 
 # Stops the stack afterwards only when this run started it (a running dev stack is left alone).
-test: setup
+test: setup fashion-mnist
 	@was_up=0; $(SHELFSIGHT) stack status >/dev/null 2>&1 && was_up=1; \
 	$(SHELFSIGHT) stack up || exit $$?; \
 	status=0; $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \

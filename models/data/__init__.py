@@ -1,0 +1,1 @@
+"""Datasets: ImageFolder directories with optional product texts, and Fashion-MNIST."""

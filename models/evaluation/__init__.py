@@ -1,0 +1,1 @@
+"""Measuring a checkpoint on labelled data, and writing the report."""

@@ -1,0 +1,84 @@
+"""Fusing image and text embeddings into one product vector and a category.
+
+Either modality may be missing for a product: a learned "missing" embedding stands in,
+and training drops modalities at random so the model does not lean on one alone.
+
+>>> import torch
+>>> head = FusionClassifier(image_dim=8, text_dim=4, num_classes=3, fused_dim=6, hidden_dim=16)
+>>> out = head(torch.randn(2, 8), torch.tensor([True, False]), torch.randn(2, 4), torch.tensor([False, True]))
+>>> out.fused.shape, out.logits.shape, [round(n, 4) for n in out.fused.detach().norm(dim=1).tolist()]
+(torch.Size([2, 6]), torch.Size([2, 3]), [1.0, 1.0])
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass
+class FusionOutput:
+    fused: torch.Tensor  # [B, fused_dim], L2-normalised
+    image: torch.Tensor  # [B, fused_dim], L2-normalised projection of the image (missing rows: zeros)
+    text: torch.Tensor  # [B, fused_dim], likewise for the text
+    logits: torch.Tensor  # [B, num_classes]
+
+
+class FusionClassifier(nn.Module):
+    """Projects each modality, fuses them, and classifies the fused representation."""
+
+    def __init__(
+        self,
+        *,
+        image_dim: int,
+        text_dim: int,
+        num_classes: int,
+        fused_dim: int = 256,
+        hidden_dim: int = 512,
+        dropout: float = 0.2,
+        modality_dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.image_dim, self.text_dim, self.num_classes = image_dim, text_dim, num_classes
+        self.fused_dim, self.hidden_dim = fused_dim, hidden_dim
+        self.dropout, self.modality_dropout = dropout, modality_dropout
+        self.image_proj = nn.Sequential(nn.LayerNorm(image_dim), nn.Linear(image_dim, fused_dim))
+        self.text_proj = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, fused_dim))
+        self.missing_image = nn.Parameter(torch.zeros(fused_dim))
+        self.missing_text = nn.Parameter(torch.zeros(fused_dim))
+        self.mixer = nn.Sequential(
+            nn.Linear(2 * fused_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden_dim, fused_dim)
+        )
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(fused_dim, num_classes))
+
+    def config(self) -> dict[str, float | int]:
+        return {
+            "image_dim": self.image_dim, "text_dim": self.text_dim, "num_classes": self.num_classes,
+            "fused_dim": self.fused_dim, "hidden_dim": self.hidden_dim, "dropout": self.dropout,
+            "modality_dropout": self.modality_dropout,
+        }
+
+    def forward(
+        self, image: torch.Tensor, image_mask: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor
+    ) -> FusionOutput:
+        if self.training and self.modality_dropout > 0:
+            image_mask, text_mask = self._drop_modalities(image_mask, text_mask)
+        image_p = self.image_proj(image)
+        text_p = self.text_proj(text)
+        image_in = torch.where(image_mask[:, None], image_p, self.missing_image.expand_as(image_p))
+        text_in = torch.where(text_mask[:, None], text_p, self.missing_text.expand_as(text_p))
+        hidden = self.mixer(torch.cat([image_in, text_in], dim=1))
+        return FusionOutput(
+            fused=F.normalize(hidden, dim=1),
+            image=F.normalize(image_p, dim=1) * image_mask[:, None],
+            text=F.normalize(text_p, dim=1) * text_mask[:, None],
+            logits=self.classifier(hidden),
+        )
+
+    def _drop_modalities(self, image_mask: torch.Tensor, text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        both = image_mask & text_mask
+        drop = both & (torch.rand_like(image_mask, dtype=torch.float) < self.modality_dropout)
+        drop_image = drop & (torch.rand_like(image_mask, dtype=torch.float) < 0.5)
+        drop_text = drop & ~drop_image
+        return image_mask & ~drop_image, text_mask & ~drop_text

