@@ -19,7 +19,7 @@ from schemas.clicks import ClickContext, ClickEvent, ClickKind
 from schemas.dead_letters import DeadLetter
 from schemas.errors import ContractError
 from schemas.limits import Limits, LIMITS
-from schemas.products import ProductIndexed, ProductListed
+from schemas.products import ProductIndexed, ProductListed, ProductUpdated
 from schemas.recommendations import (
     RecommendationError,
     RecommendationFilters,
@@ -42,6 +42,7 @@ __all__ = [
     "Limits",
     "ProductIndexed",
     "ProductListed",
+    "ProductUpdated",
     "RecommendationError",
     "RecommendationFilters",
     "RecommendationRequest",

@@ -17,11 +17,12 @@ def json_schemas() -> dict[str, str]:
     """File name → JSON Schema text, one per contract carried on a topic."""
     files = {}
     for topic in TOPICS.values():
-        schema = topic.contract.model_json_schema(mode="validation")
-        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-        schema["x-shelfsight-topic"] = topic.name
-        schema["x-shelfsight-key"] = topic.contract.partition_key_field
-        files[f"{topic.contract.__name__}.json"] = _dump(schema)
+        for contract in (topic.contract, *topic.also):
+            schema = contract.model_json_schema(mode="validation")
+            schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+            schema["x-shelfsight-topic"] = topic.name
+            schema["x-shelfsight-key"] = contract.partition_key_field
+            files[f"{contract.__name__}.json"] = _dump(schema)
     dead_letter = DeadLetter.model_json_schema(mode="validation")
     dead_letter["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     dead_letter["x-shelfsight-topic"] = "*.dlq"

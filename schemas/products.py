@@ -1,9 +1,9 @@
 """Product contracts: what a store lists, and what the embedder makes of it."""
 
 import math
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AwareDatetime, Field, field_validator, model_validator
+from pydantic import AwareDatetime, Discriminator, Field, Tag, TypeAdapter, field_validator, model_validator
 
 from schemas.base import Contract, Identifier, bounded_text
 from schemas.limits import LIMITS
@@ -22,6 +22,9 @@ class ProductListed(Contract):
 
     partition_key_field: ClassVar[str] = "product_id"
 
+    event: Literal["product.listed"] = Field(
+        default="product.listed", description="Event type on products.listed; may be left out for listings."
+    )
     product_id: Identifier
     title: bounded_text(LIMITS.title_chars, min_chars=1)  # type: ignore[valid-type]
     description: bounded_text(LIMITS.description_chars) = ""  # type: ignore[valid-type]
@@ -73,6 +76,44 @@ class ProductListed(Contract):
         if self.image is not None and self.image_url is not None:
             raise ValueError("give either image or image_url, not both")
         return self
+
+
+class ProductUpdated(Contract):
+    """A change to a listed product that needs no new embedding: stock, price, or delisting.
+
+    Travels on ``products.listed`` with the same key as the listing, so the two stay in order.
+    Fields left out are unchanged.
+    """
+
+    partition_key_field: ClassVar[str] = "product_id"
+
+    event: Literal["product.updated"]
+    product_id: Identifier
+    in_stock: bool | None = None
+    price: Price | None = None
+    currency: Currency | None = None
+    delisted: bool = Field(default=False, description="True removes the product from recommendations.")
+    updated_at: AwareDatetime
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> "ProductUpdated":
+        if self.in_stock is None and self.price is None and not self.delisted:
+            raise ValueError("an update changes in_stock, price, or delists the product")
+        if (self.price is None) != (self.currency is None):
+            raise ValueError("give price and currency together")
+        return self
+
+
+def _product_event_kind(value: Any) -> str:
+    kind = value.get("event", "product.listed") if isinstance(value, dict) else getattr(value, "event", None)
+    return str(kind)
+
+
+ProductEvent = Annotated[
+    Annotated[ProductListed, Tag("product.listed")] | Annotated[ProductUpdated, Tag("product.updated")],
+    Discriminator(_product_event_kind),
+]
+PRODUCT_EVENTS: TypeAdapter[ProductListed | ProductUpdated] = TypeAdapter(ProductEvent)
 
 
 def _unit_vector_values(vector: list[float]) -> list[float]:
@@ -131,4 +172,4 @@ class ProductIndexed(Contract):
         return self
 
 
-__all__ = ["ProductIndexed", "ProductListed"]
+__all__ = ["PRODUCT_EVENTS", "ProductEvent", "ProductIndexed", "ProductListed", "ProductUpdated"]

@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from schemas.base import Contract
 from schemas.errors import ContractError
@@ -44,13 +44,18 @@ def encode(event: Contract) -> EncodedMessage:
     )
 
 
-def decode(contract: type[C], value: bytes | str | None) -> C:
-    """Parse and validate ``value`` as ``contract``; any failure is a :class:`ContractError`."""
+def decode(contract: "type[C] | TypeAdapter[C]", value: bytes | str | None) -> C:
+    """Parse and validate ``value`` as ``contract`` (a model, or a TypeAdapter of a union of them).
+
+    Any failure is a :class:`ContractError`.
+    """
     if value is None:
         raise ContractError("message has no value")
     if len(value) > LIMITS.event_bytes:
         raise ContractError(f"message is {len(value)} bytes; the limit is {LIMITS.event_bytes}")
     try:
+        if isinstance(contract, TypeAdapter):
+            return contract.validate_json(value)
         return contract.model_validate_json(value)
     except ValidationError as exc:
         raise ContractError(describe_validation_error(exc)) from None

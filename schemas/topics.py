@@ -5,10 +5,13 @@ Names here are logical; a deployment may put a prefix in front of all of them
 """
 
 from dataclasses import dataclass
+from typing import Any
+
+from pydantic import TypeAdapter
 
 from schemas.base import Contract
 from schemas.clicks import ClickEvent
-from schemas.products import ProductIndexed, ProductListed
+from schemas.products import PRODUCT_EVENTS, ProductIndexed, ProductListed, ProductUpdated
 from schemas.recommendations import RecommendationRequest, RecommendationResponse
 
 
@@ -21,6 +24,14 @@ class Topic:
     compacted: bool = False
     has_dlq: bool = False
     description: str = ""
+    keep_forever: bool = False  # the source of truth: `shelfsight reindex` replays it from the start
+    also: tuple[type[Contract], ...] = ()  # further contracts that share the topic (and its keys)
+    union: TypeAdapter[Any] | None = None  # reads any of them, by their `event` field
+
+    @property
+    def reader(self) -> "type[Contract] | TypeAdapter[Any]":
+        """What to decode this topic's messages with (see ``schemas.serde.decode``)."""
+        return self.union or self.contract
 
     @property
     def dlq(self) -> str:
@@ -31,7 +42,13 @@ class Topic:
 
 
 PRODUCTS_LISTED = Topic(
-    "products.listed", ProductListed, has_dlq=True, description="Products put on sale or changed."
+    "products.listed",
+    ProductListed,
+    has_dlq=True,
+    keep_forever=True,
+    description="Products put on sale, and later changes to them (stock, price, delisting).",
+    also=(ProductUpdated,),
+    union=PRODUCT_EVENTS,
 )
 PRODUCTS_INDEXED = Topic(
     "products.indexed",
@@ -68,6 +85,6 @@ TOPICS: dict[str, Topic] = {
 def topic_for(contract: type[Contract]) -> Topic:
     """The topic whose messages follow ``contract``."""
     for topic in TOPICS.values():
-        if topic.contract is contract:
+        if topic.contract is contract or contract in topic.also:
             return topic
     raise KeyError(f"no topic carries {contract.__name__}")

@@ -51,6 +51,45 @@ class Settings(BaseSettings):
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0", description="Redis URL. The local stack listens here."
     )
+    qdrant_url: str | None = Field(
+        default=None,
+        description="Qdrant server URL (`:memory:` for qdrant-client's in-process mode). Unset: embedded Qdrant Edge.",
+    )
+    qdrant_path: Path | None = Field(
+        default=None,
+        description="Folder of the embedded Qdrant Edge shard. Default: `<cache_dir>/qdrant/<collection>`.",
+    )
+    qdrant_collection: str = Field(
+        default="products", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Qdrant collection of the products."
+    )
+    model_dir: Path | None = Field(
+        default=None,
+        description="Checkpoint the services load. Default: `<cache_dir>/checkpoints/fashion-mnist` (`make model`).",
+    )
+    device: str | None = Field(default=None, description="Torch device for the model; default CUDA when present.")
+    embedder_batch_size: int = Field(default=32, ge=1, le=1024, description="Most products per Predictor call.")
+    embedder_max_wait_ms: int = Field(
+        default=100, ge=1, le=60_000, description="How long a batch waits to fill before it runs."
+    )
+    embedder_decode_threads: int = Field(default=4, ge=1, le=64, description="Threads that fetch and decode images.")
+    embedder_metrics_port: int = Field(
+        default=9108, ge=0, le=65535, description="Port of the embedder's /metrics and /healthz (0: off)."
+    )
+    image_max_bytes: int = Field(
+        default=2 * 1024 * 1024, ge=1024, description="Largest image accepted, inline or fetched."
+    )
+    image_max_pixels: int = Field(default=24_000_000, ge=1, description="Largest image in pixels (bomb guard).")
+    image_allowed_hosts: str = Field(
+        default="", description="Comma-separated hosts image URLs may point at; empty: any public host."
+    )
+    image_allow_http: bool = Field(default=False, description="Allow http:// image URLs (https only by default).")
+    image_allow_private: bool = Field(
+        default=False, description="Allow image URLs that resolve to private or loopback addresses."
+    )
+    image_file_root: Path | None = Field(
+        default=None, description="Enables file:// image URLs, inside this folder only."
+    )
+    image_timeout_s: float = Field(default=5.0, gt=0, le=60, description="Connect and read timeout of image fetches.")
     topic_prefix: str = Field(
         default="",
         pattern=r"^[A-Za-z0-9._-]*$",
@@ -85,6 +124,10 @@ class Settings(BaseSettings):
     @property
     def stack_dir(self) -> Path:
         return self.state_dir or self.cache_dir / "stack"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.model_dir or self.cache_dir / "checkpoints" / "fashion-mnist"
 
     def topic(self, name: str) -> str:
         """The real topic name of a logical one (see ``schemas.topics``)."""

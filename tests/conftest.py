@@ -5,9 +5,12 @@ Each test session works on its own topic prefix, so runs never see each other's 
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
+
+from models.data import fashion_mnist
 
 from services.bus.topics import create_topics, delete_topics, topic_specs
 from services.settings import Settings, load_settings
@@ -49,3 +52,23 @@ def redis_client(settings: Settings) -> Iterator[redis.Redis]:
         )
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def fmnist_small(tmp_path_factory) -> Path:
+    """30 training and 30 test photos per category (600 real product photos in all)."""
+    if not (fashion_mnist.DEBIAN_DIR / "train-images-idx3-ubyte.gz").exists():
+        pytest.fail("Fashion-MNIST is missing: apt-get install dataset-fashion-mnist (make test does)", pytrace=False)
+    out = tmp_path_factory.mktemp("fmnist")
+    fashion_mnist.export_image_folder(out, per_class=30)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(fmnist_small, tmp_path_factory) -> Path:
+    """A quickly trained image-only model (frozen backbone, 64 px) for the service tests."""
+    from models.training import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("small-checkpoint")
+    train(fmnist_small / "train", TrainConfig(input_size=64, epochs=4, batch_size=64, val_fraction=0.2), out=out, progress=False)
+    return out

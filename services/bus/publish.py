@@ -110,7 +110,7 @@ class Publisher:
                 self._refuse(report, number, reason, b"", delivered(number, True))
                 continue
             try:
-                event = decode(self._topic.contract, content)
+                event = decode(self._topic.reader, content)
             except ContractError as exc:
                 self._refuse(report, number, exc.reason, content, delivered(number, True))
                 continue

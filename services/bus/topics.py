@@ -27,6 +27,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         config = {"max.message.bytes": str(LIMITS.event_bytes + 64 * 1024)}
         if topic.compacted:
             config["cleanup.policy"] = "compact"
+        if topic.keep_forever:
+            config["retention.ms"] = "-1"
         specs.append(TopicSpec(settings.topic(topic.name), settings.topic_partitions, config))
         if topic.has_dlq:
             specs.append(

@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from services.cli import event_commands, model_commands, stack_commands
+from services.cli import event_commands, model_commands, service_commands, stack_commands
 from services.errors import UserError
 from services.logs import configure_logging
 from services.settings import load_settings
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     stack_commands.register(commands)
     event_commands.register(commands)
     model_commands.register(commands)
+    service_commands.register(commands)
     demo = commands.add_parser("demo", help="the main job: stack up, sample events in, where they went")
     demo.set_defaults(run=_demo)
     return parser

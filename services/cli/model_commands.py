@@ -19,6 +19,12 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     fmnist.add_argument("--per-class", type=int, default=None, help="keep at most N images per category and split")
     fmnist.add_argument("--source", type=Path, default=None, help="folder with the *-ubyte.gz files")
     fmnist.set_defaults(run=_fashion_mnist)
+    catalogue = kinds.add_parser("catalogue", help="a product catalogue (JSON Lines) from the Fashion-MNIST photos")
+    catalogue.add_argument("out", type=Path, help="JSON Lines file to write (publish it with `shelfsight publish products`)")
+    catalogue.add_argument("--count", type=int, default=1000)
+    catalogue.add_argument("--split", choices=["train", "test"], default="test")
+    catalogue.add_argument("--seed", type=int, default=0)
+    catalogue.set_defaults(run=_catalogue)
 
     train = commands.add_parser("train", help="train the product model on an ImageFolder dataset")
     train.add_argument("data", type=Path, help="one sub-folder of images per category")
@@ -59,6 +65,18 @@ def _fashion_mnist(_settings: Settings, args: argparse.Namespace) -> int:
     except fashion_mnist.DatasetMissing as exc:
         raise UserError(str(exc)) from None
     print(f"wrote {counts['train']} training and {counts['test']} test images to {args.out}/{{train,test}}")
+    return 0
+
+
+def _catalogue(_settings: Settings, args: argparse.Namespace) -> int:
+    from models.data.fashion_mnist import DatasetMissing
+    from services.demo.catalogue import write_catalogue
+
+    try:
+        n = write_catalogue(args.out, args.count, args.split, args.seed)
+    except DatasetMissing as exc:
+        raise UserError(str(exc)) from None
+    print(f"wrote {n} products to {args.out}")
     return 0
 
 

@@ -1,0 +1,79 @@
+"""`shelfsight embedder`, `shelfsight similar` and `shelfsight reindex`."""
+
+import argparse
+import shutil
+
+from services.errors import UserError
+from services.settings import Settings
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    embedder = commands.add_parser("embedder", help="run the embedder: products.listed → Qdrant + products.indexed")
+    embedder.set_defaults(run=_embedder)
+
+    similar = commands.add_parser("similar", help="products that look like a given one (reads the product store)")
+    similar.add_argument("product_id")
+    similar.add_argument("-k", type=int, default=5)
+    similar.add_argument("--using", choices=["fused", "image", "text"], default="image")
+    similar.set_defaults(run=_similar)
+
+    reindex = commands.add_parser("reindex", help="drop the product store and re-embed products.listed from the start")
+    reindex.add_argument("--yes", action="store_true", help="confirm: the collection is deleted")
+    reindex.set_defaults(run=_reindex)
+
+
+def _embedder(settings: Settings, _args: argparse.Namespace) -> int:
+    from services.embedder.service import run_until_signalled
+
+    return run_until_signalled(settings)
+
+
+def _similar(settings: Settings, args: argparse.Namespace) -> int:
+    from services.embedder.service import load_predictor, open_product_store
+    from services.vectors.store import SearchFilters
+
+    store = open_product_store(settings, load_predictor(settings))
+    try:
+        found = store.get([args.product_id], with_vectors=True)
+        if not found:
+            raise UserError(f"product {args.product_id} is not in the store; has the embedder indexed it?")
+        vector = found[0].vectors.get(args.using)
+        if vector is None:
+            raise UserError(f"product {args.product_id} has no {args.using} vector (image_error: {found[0].payload.get('image_error')})")
+        print(f"{args.product_id}: {found[0].payload['title']} [{found[0].payload['category']}]")
+        hits = store.search(list(vector), using=args.using, limit=args.k, filters=SearchFilters(exclude=frozenset({args.product_id})))
+        for hit in hits:
+            print(f"  {hit.score:.3f}  {hit.product_id}  {hit.payload['title']} [{hit.payload['category']}]")
+    finally:
+        store.close()
+    return 0
+
+
+def _reindex(settings: Settings, args: argparse.Namespace) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    from schemas.topics import PRODUCTS_LISTED
+    from services.bus.broker import require_broker
+    from services.bus.config import consumer_config
+    from services.embedder.worker import GROUP_ID
+
+    if not args.yes:
+        raise UserError("reindex deletes the product collection; stop the embedder, then run `shelfsight reindex --yes`")
+    require_broker(settings)
+    if settings.qdrant_url:
+        from qdrant_client import QdrantClient
+
+        QdrantClient(url=settings.qdrant_url).delete_collection(settings.qdrant_collection)
+    else:
+        path = settings.qdrant_path or settings.cache_dir / "qdrant" / settings.qdrant_collection
+        shutil.rmtree(path, ignore_errors=True)
+    topic = settings.topic(PRODUCTS_LISTED.name)
+    consumer = Consumer(consumer_config(settings, GROUP_ID))
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        starts = [TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[0]) for p in partitions]
+        consumer.commit(offsets=starts, asynchronous=False)
+    finally:
+        consumer.close()
+    print(f"product store dropped; {GROUP_ID} will re-embed {topic} from the start: run `shelfsight embedder`")
+    return 0

@@ -1,0 +1,1 @@
+"""The embedder: products.listed → Predictor → Qdrant + products.indexed."""

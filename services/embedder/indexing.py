@@ -1,0 +1,152 @@
+"""Turning product events into stored vectors and ``ProductIndexed`` events (no Kafka here)."""
+
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from PIL import Image
+
+from models.images.decoding import ImageError, ImagePolicy, decode_image
+from models.predictor import Prediction, Predictor, ProductInput
+from schemas import ProductIndexed, ProductListed, ProductUpdated
+from services.embedder.fetch import FetchError, ImageFetcher
+from services.vectors.store import ProductStore, StoredProduct
+
+log = logging.getLogger(__name__)
+
+Decoded = tuple[Image.Image | None, str | None]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one event: a new ProductIndexed, a tombstone (None), or a refusal."""
+
+    product_id: str
+    indexed: ProductIndexed | None = None
+    refused: str | None = None  # reason, for the dead-letter queue
+    tombstone: bool = False
+
+
+def payload_of(product: ProductListed, prediction: Prediction, model_version: str, indexed_at: datetime) -> dict[str, Any]:
+    return {
+        "title": product.title,
+        "price": product.price,
+        "currency": product.currency,
+        "in_stock": product.in_stock,
+        "delisted": False,
+        "category": prediction.category,
+        "confidence": round(prediction.confidence, 6),
+        "category_hint": product.category_hint,
+        "listed_at": product.listed_at.isoformat(),
+        "listed_ts": product.listed_at.timestamp(),
+        "indexed_at": indexed_at.isoformat(),
+        "model_version": model_version,
+        "image_error": prediction.image_error,
+        "has_image": "image" in prediction.vectors,
+    }
+
+
+class Indexer:
+    """Decodes (in a thread pool), predicts, and writes products to the store."""
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        store: ProductStore,
+        fetcher: ImageFetcher,
+        pool: Executor,
+        image_policy: ImagePolicy,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._predictor = predictor
+        self._store = store
+        self._fetcher = fetcher
+        self._pool = pool
+        self._policy = image_policy
+        self._clock = clock
+
+    def decode_all(self, products: Sequence[ProductListed]) -> list[Decoded]:
+        """Fetch and decode every picture in parallel; failures become reasons, never exceptions."""
+        return list(self._pool.map(self.decode_one, products))
+
+    def decode_one(self, product: ProductListed) -> Decoded:
+        try:
+            if product.image is not None:
+                data = product.image
+            elif product.image_url is not None:
+                data = self._fetcher.fetch(product.image_url)
+            else:
+                return None, None
+            return decode_image(data, self._policy), None
+        except (ImageError, FetchError) as exc:
+            return None, str(exc)[:500]
+
+    def index(self, products: Sequence[ProductListed], decoded: Sequence[Decoded]) -> list[Outcome]:
+        """One Predictor call for the batch, one durable upsert; the outcomes in input order."""
+        if not products:
+            return []
+        inputs = [ProductInput(title=p.title, description=p.description) for p in products]
+        predictions = self._predictor.predict_decoded(inputs, decoded)
+        now = self._clock()
+        version = self._predictor.model_version
+        stored, outcomes = [], []
+        for product, prediction in zip(products, predictions, strict=True):
+            indexed_at = max(now, product.listed_at)
+            stored.append(StoredProduct(product.product_id, prediction.vectors, payload_of(product, prediction, version, indexed_at)))
+            outcomes.append(
+                Outcome(
+                    product.product_id,
+                    ProductIndexed(
+                        product_id=product.product_id,
+                        title=product.title,
+                        price=product.price,
+                        currency=product.currency,
+                        in_stock=product.in_stock,
+                        category=prediction.category,
+                        confidence=min(1.0, max(0.0, prediction.confidence)),
+                        vectors=prediction.vectors,
+                        image_error=prediction.image_error,
+                        model_version=version,
+                        listed_at=product.listed_at,
+                        indexed_at=indexed_at,
+                    ),
+                )
+            )
+        self._store.upsert(stored)
+        return outcomes
+
+    def update(self, event: ProductUpdated) -> Outcome:
+        """Apply a stock/price/delisting change to the payload, without re-embedding."""
+        changes: dict[str, Any] = {}
+        if event.in_stock is not None:
+            changes["in_stock"] = event.in_stock
+        if event.price is not None:
+            changes["price"], changes["currency"] = event.price, event.currency
+        if event.delisted:
+            changes |= {"delisted": True, "in_stock": False}
+        if not self._store.update_payload(event.product_id, changes):
+            return Outcome(event.product_id, refused="unknown product: it was never listed (or not yet indexed)")
+        if event.delisted:
+            return Outcome(event.product_id, tombstone=True)
+        (current,) = self._store.get([event.product_id], with_vectors=True)
+        p = current.payload
+        return Outcome(
+            event.product_id,
+            ProductIndexed(
+                product_id=event.product_id,
+                title=p["title"],
+                price=p["price"],
+                currency=p["currency"],
+                in_stock=p["in_stock"],
+                category=p["category"],
+                confidence=p["confidence"],
+                vectors={k: list(v) for k, v in current.vectors.items()},
+                image_error=p.get("image_error"),
+                model_version=p["model_version"],
+                listed_at=datetime.fromisoformat(p["listed_at"]),
+                indexed_at=max(self._clock(), datetime.fromisoformat(p["listed_at"])),
+            ),
+        )

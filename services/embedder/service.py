@@ -1,0 +1,123 @@
+"""Assembling and running the embedder: `shelfsight embedder`."""
+
+import logging
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer
+
+from models.checkpoint import CheckpointError
+from models.images.decoding import ImagePolicy
+from models.predictor import Predictor
+from services.bus.broker import require_broker
+from services.bus.config import consumer_config, producer_config
+from services.bus.producer import Producer
+from services.embedder.fetch import ImageFetcher, UrlPolicy
+from services.embedder.indexing import Indexer
+from services.embedder.metrics import EmbedderMetrics
+from services.embedder.worker import GROUP_ID, EmbedderWorker
+from services.errors import UserError
+from services.ops.http import OpsServer
+from services.settings import Settings
+from services.vectors.factory import open_store
+from services.vectors.store import ProductStore, StoreMismatch
+
+log = logging.getLogger(__name__)
+
+
+def image_policy(settings: Settings) -> ImagePolicy:
+    return ImagePolicy(max_bytes=settings.image_max_bytes, max_pixels=settings.image_max_pixels)
+
+
+def url_policy(settings: Settings) -> UrlPolicy:
+    hosts = frozenset(h.strip() for h in settings.image_allowed_hosts.split(",") if h.strip())
+    return UrlPolicy(
+        allow_http=settings.image_allow_http,
+        allow_file=settings.image_file_root is not None,
+        file_root=settings.image_file_root,
+        allowed_hosts=hosts,
+        allow_private=settings.image_allow_private,
+        connect_timeout=settings.image_timeout_s,
+        read_timeout=settings.image_timeout_s,
+        max_bytes=settings.image_max_bytes,
+    )
+
+
+def load_predictor(settings: Settings) -> Predictor:
+    if not (settings.checkpoint / "model_card.json").exists():
+        raise UserError(
+            f"no model checkpoint at {settings.checkpoint}: train one with `make model` "
+            "(or `shelfsight train`) and/or set SHELFSIGHT_MODEL_DIR"
+        )
+    try:
+        return Predictor.load(settings.checkpoint, device=settings.device, image_policy=image_policy(settings))
+    except CheckpointError as exc:
+        raise UserError(str(exc)) from None
+
+
+def open_product_store(settings: Settings, predictor: Predictor) -> ProductStore:
+    try:
+        return open_store(settings, predictor.dims)
+    except StoreMismatch as exc:
+        raise UserError(str(exc)) from None
+    except RuntimeError as exc:  # ShardLocked
+        raise UserError(str(exc)) from None
+
+
+@dataclass
+class Embedder:
+    worker: EmbedderWorker
+    predictor: Predictor
+    store: ProductStore
+    pool: ThreadPoolExecutor
+    ops: OpsServer | None
+
+    def run(self, stop: threading.Event) -> None:
+        try:
+            self.worker.run(stop)
+        finally:
+            self.pool.shutdown(wait=True)
+            self.store.close()
+            if self.ops:
+                self.ops.stop()
+
+
+def build_embedder(settings: Settings, predictor: Predictor | None = None, store: ProductStore | None = None) -> Embedder:
+    require_broker(settings)
+    predictor = predictor or load_predictor(settings)
+    store = store or open_product_store(settings, predictor)
+    pool = ThreadPoolExecutor(settings.embedder_decode_threads, thread_name_prefix="decode")
+    indexer = Indexer(predictor, store, ImageFetcher(url_policy(settings)), pool, image_policy(settings))
+    consumer = Consumer(consumer_config(settings, GROUP_ID))
+    metrics = EmbedderMetrics()
+    worker = EmbedderWorker(settings, indexer, consumer, Producer(producer_config(settings)), pool, metrics)
+    ops = None
+    if settings.embedder_metrics_port:
+        def health() -> dict[str, object]:
+            idle = time.monotonic() - worker.last_progress
+            return {"healthy": idle < 60, "seconds_since_last_poll": round(idle, 1), "indexed": worker.indexed_total,
+                    "model_version": predictor.model_version}
+
+        try:
+            ops = OpsServer(settings.embedder_metrics_port, metrics.registry, health).start()
+        except OSError as exc:
+            raise UserError(
+                f"port {settings.embedder_metrics_port} for the embedder's metrics is busy ({exc.strerror}); "
+                "set SHELFSIGHT_EMBEDDER_METRICS_PORT (0 turns it off)"
+            ) from None
+    return Embedder(worker, predictor, store, pool, ops)
+
+
+def run_until_signalled(settings: Settings) -> int:
+    """SIGTERM or SIGINT: finish the batch in hand, commit, close."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    embedder = build_embedder(settings)
+    log.info("embedder ready", extra={"model": embedder.predictor.model_version})
+    embedder.run(stop)
+    log.info("embedder stopped", extra={"indexed": embedder.worker.indexed_total})
+    return 0

@@ -1,0 +1,202 @@
+"""The Kafka side of the embedder: consume, micro-batch, index, publish, commit.
+
+At-least-once: a batch's offsets are committed only after its products are durably in
+the store and its ``products.indexed`` events (and dead letters) are delivered. Re-running
+a batch is harmless: point ids derive from product ids, and products.indexed is compacted.
+
+While one batch is being embedded, the next one is already fetched and its pictures are
+decoding in the thread pool, so the model is not left waiting for I/O.
+"""
+
+import logging
+import threading
+import time
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from schemas import ContractError, ProductListed, ProductUpdated, decode, encode
+from schemas.serde import EncodedMessage
+from schemas.topics import PRODUCTS_INDEXED, PRODUCTS_LISTED
+from services.bus.dead_letters import dead_letter
+from services.bus.producer import Producer
+from services.embedder.indexing import Decoded, Indexer, Outcome
+from services.embedder.metrics import EmbedderMetrics
+from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+GROUP_ID = "shelfsight-embedder"
+
+
+@dataclass
+class _Batch:
+    messages: list[Message]
+    events: list[ProductListed | ProductUpdated | ContractError]
+    decoded: Future[list[Decoded]]
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True)
+class _Output:
+    topic: str
+    key: bytes | None
+    message: EncodedMessage | None  # None: a tombstone
+    kind: str  # indexed | updated | delisted | dead_letter
+
+
+class UndeliveredError(RuntimeError):
+    """Kafka did not take our output; the batch is not committed and will be redone."""
+
+
+class EmbedderWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        indexer: Indexer,
+        consumer: Consumer,
+        producer: Producer,
+        pool: Executor,
+        metrics: EmbedderMetrics,
+    ) -> None:
+        self._settings = settings
+        self._indexer = indexer
+        self._consumer = consumer
+        self._producer = producer
+        self._pool = pool
+        self.metrics = metrics
+        self._source = settings.topic(PRODUCTS_LISTED.name)
+        self._output = settings.topic(PRODUCTS_INDEXED.name)
+        self._dlq = settings.topic(PRODUCTS_LISTED.dlq)
+        self._pending: _Batch | None = None
+        self.last_progress = time.monotonic()
+        self.indexed_total = 0
+
+    def run(self, stop: threading.Event) -> None:
+        """Until ``stop`` is set; then finish the batch in hand, commit, and close the consumer."""
+        self._consumer.subscribe([self._source], on_revoke=self._on_revoke)
+        log.info("embedder consuming", extra={"topic": self._source, "group": GROUP_ID})
+        try:
+            while not stop.is_set():
+                batch = self._next_batch()
+                self._drain()
+                self._pending = batch
+                self.last_progress = time.monotonic()
+            self._drain()
+        finally:
+            self._consumer.close()
+
+    def _next_batch(self) -> _Batch | None:
+        messages = self._consumer.consume(
+            num_messages=self._settings.embedder_batch_size, timeout=self._settings.embedder_max_wait_ms / 1000
+        )
+        kept = []
+        for m in messages:
+            if m.error():
+                if m.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error", extra={"error": m.error().str()})
+                continue
+            kept.append(m)
+        if not kept:
+            return None
+        events: list[ProductListed | ProductUpdated | ContractError] = []
+        for m in kept:
+            try:
+                events.append(decode(PRODUCTS_LISTED.reader, m.value()))
+            except ContractError as exc:
+                events.append(exc)
+        listed = [e for e in events if isinstance(e, ProductListed)]
+        return _Batch(kept, events, self._pool.submit(self._indexer.decode_all, listed))
+
+    def _on_revoke(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+        # Finish what we hold before the partitions move, so the next owner starts after it.
+        self._drain()
+
+    def _drain(self) -> None:
+        batch, self._pending = self._pending, None
+        if batch is None:
+            return
+        outcomes = self._process(batch)
+        output: list[_Output] = []
+        for message, event, outcome in zip(batch.messages, batch.events, outcomes, strict=True):
+            if outcome.refused is not None:
+                letter = dead_letter(
+                    value=message.value(), key=message.key(), reason=outcome.refused, source_topic=self._source,
+                    service="embedder", partition=message.partition(), offset=message.offset(),
+                )
+                output.append(_Output(self._dlq, letter.key, letter, "dead_letter"))
+            elif outcome.tombstone:
+                output.append(_Output(self._output, outcome.product_id.encode(), None, "delisted"))
+            elif outcome.indexed is not None:
+                kind = "indexed" if isinstance(event, ProductListed) else "updated"
+                output.append(_Output(self._output, outcome.product_id.encode(), encode(outcome.indexed), kind))
+        self._publish(output)
+        self._commit(batch.messages)
+        self._account(output, batch)
+
+    def _process(self, batch: _Batch) -> list[Outcome]:
+        """Outcomes in message order; runs of listings are embedded together."""
+        decoded = iter(batch.decoded.result())
+        outcomes: list[Outcome] = []
+        run: list[ProductListed] = []
+
+        def flush_run() -> None:
+            if run:
+                outcomes.extend(self._indexer.index(run, [next(decoded) for _ in run]))
+                run.clear()
+
+        for event in batch.events:
+            if isinstance(event, ProductListed):
+                run.append(event)
+                continue
+            flush_run()
+            if isinstance(event, ContractError):
+                outcomes.append(Outcome("", refused=event.reason))
+            else:
+                outcomes.append(self._indexer.update(event))
+        flush_run()
+        return outcomes
+
+    def _publish(self, output: list["_Output"]) -> None:
+        failures: list[str] = []
+
+        def delivered(error: KafkaError | None, _message: Message) -> None:
+            if error is not None:
+                failures.append(error.str())
+
+        for item in output:
+            if item.message is None:
+                # A tombstone removes the product from the compacted products.indexed.
+                self._producer.client.produce(item.topic, key=item.key, value=None, on_delivery=delivered)
+            else:
+                self._producer.send(item.topic, item.message, delivered)
+        if self._producer.flush(30) or failures:
+            raise UndeliveredError(f"could not deliver output of a batch: {failures[:1] or 'timeout'}")
+
+    def _commit(self, messages: list[Message]) -> None:
+        last: dict[tuple[str, int], int] = {}
+        for m in messages:
+            last[(m.topic(), m.partition())] = max(last.get((m.topic(), m.partition()), -1), m.offset())
+        self._consumer.commit(
+            offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()], asynchronous=False
+        )
+
+    def _account(self, output: list["_Output"], batch: _Batch) -> None:
+        for item in output:
+            self.metrics.messages.labels(item.kind).inc()
+            if item.kind == "dead_letter":
+                self.metrics.dead_letters.inc()
+        self.indexed_total += sum(1 for item in output if item.kind == "indexed")
+        self.metrics.batches.inc()
+        self.metrics.batch_seconds.observe(time.perf_counter() - batch.started)
+        self.metrics.lag.set(self._lag())
+
+    def _lag(self) -> int:
+        lag = 0
+        for tp in self._consumer.assignment():
+            _low, high = self._consumer.get_watermark_offsets(tp, cached=True) or (0, 0)
+            position = self._consumer.position([tp])[0].offset
+            if position >= 0 and high >= 0:
+                lag += max(0, high - position)
+        return lag

@@ -1,0 +1,1 @@
+"""Operations plumbing shared by the long-running services: metrics, health, signals."""

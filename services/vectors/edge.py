@@ -1,0 +1,122 @@
+"""The embedded backend: the real Qdrant engine in-process, through qdrant-edge-py.
+
+One process owns a shard: a second open fails on the WAL lock, reported as a
+:class:`ShardLocked` with what to do instead.
+"""
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import qdrant_edge as q
+
+from services.vectors.store import INDEXED_FIELDS, VECTOR_NAMES, availability, with_availability, SearchFilters, SearchHit, StoredProduct, StoreMismatch, point_id
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = {"keyword": q.PayloadSchemaType.Keyword, "float": q.PayloadSchemaType.Float}
+_META = "shelfsight-collection.json"
+
+
+class ShardLocked(RuntimeError):
+    pass
+
+
+class EdgeProductStore:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._shard: q.EdgeShard | None = None
+
+    def ensure_collection(self, dims: dict[str, int]) -> None:
+        wanted = {name: size for name, size in dims.items() if name in VECTOR_NAMES}
+        meta = self._path / _META
+        shard_dir = self._path / "shard"
+        if meta.exists():
+            existing = json.loads(meta.read_text())["dims"]
+            if existing != wanted:
+                raise StoreMismatch(
+                    f"the product collection in {self._path} has vectors {existing}, the model gives {wanted}; "
+                    "run `shelfsight reindex` to rebuild it for this model"
+                )
+            self._shard = self._open(lambda: q.EdgeShard.load(str(shard_dir)))
+            return
+        config = q.EdgeConfig(vectors={n: q.EdgeVectorParams(size, q.Distance.Cosine) for n, size in wanted.items()})
+        self._path.mkdir(parents=True, exist_ok=True)
+        self._shard = self._open(lambda: q.EdgeShard.create(str(shard_dir), config))
+        for name, kind in INDEXED_FIELDS.items():
+            self._shard.update(q.UpdateOperation.create_field_index(name, _SCHEMA[kind]))
+        self._shard.flush()
+        meta.write_text(json.dumps({"dims": wanted}) + "\n")
+
+    def _open(self, opener):  # type: ignore[no-untyped-def]
+        try:
+            return opener()
+        except Exception as exc:  # qdrant-edge raises plain Exception
+            if "WAL" in str(exc) or "WouldBlock" in str(exc):
+                raise ShardLocked(
+                    f"the embedded Qdrant shard in {self._path} is open in another process; in embedded mode "
+                    "one `shelfsight serve` process owns it (or set SHELFSIGHT_QDRANT_URL to use a Qdrant server)"
+                ) from None
+            raise
+
+    @property
+    def shard(self) -> q.EdgeShard:
+        if self._shard is None:
+            raise RuntimeError("call ensure_collection() first")
+        return self._shard
+
+    def upsert(self, products: list[StoredProduct]) -> None:
+        if not products:
+            return
+        points = [q.Point(point_id(p.product_id), dict(p.vectors), {**with_availability(p.payload), "product_id": p.product_id}) for p in products]
+        self.shard.update(q.UpdateOperation.upsert_points(points))
+        # Offsets are committed after this returns: make the write durable first.
+        self.shard.flush()
+
+    def update_payload(self, product_id: str, payload: dict[str, Any]) -> bool:
+        if not self.shard.retrieve([point_id(product_id)], with_payload=False, with_vector=False):
+            return False
+        self.shard.update(q.UpdateOperation.set_payload([point_id(product_id)], with_availability(payload)))
+        self.shard.flush()
+        return True
+
+    def get(self, product_ids: list[str], with_vectors: bool = False) -> list[StoredProduct]:
+        records = self.shard.retrieve([point_id(p) for p in product_ids], with_payload=True, with_vector=with_vectors)
+        return [
+            StoredProduct(r.payload["product_id"], dict(r.vector or {}) if with_vectors else {}, dict(r.payload))
+            for r in records
+        ]
+
+    def search(
+        self, vector: list[float], using: str = "fused", limit: int = 10, filters: SearchFilters | None = None
+    ) -> list[SearchHit]:
+        request = q.QueryRequest(
+            limit=limit, query=q.Query.Nearest(vector, using=using), with_payload=True, filter=_filter(filters)
+        )
+        return [SearchHit(p.payload["product_id"], p.score, dict(p.payload)) for p in self.shard.query(request)]
+
+    def count(self) -> int:
+        return self.shard.count(q.CountRequest(exact=True))
+
+    def close(self) -> None:
+        if self._shard is not None:
+            self._shard.flush()
+            self._shard.close()
+            self._shard = None
+
+
+def _filter(filters: SearchFilters | None) -> q.Filter | None:
+    if filters is None:
+        return None
+    must: list[Any] = []
+    if filters.category is not None:
+        must.append(q.FieldCondition("category", match=q.MatchValue(filters.category)))
+    if filters.in_stock is not None:
+        must.append(q.FieldCondition("availability", match=q.MatchValue(availability(filters.in_stock))))
+    if filters.min_price is not None or filters.max_price is not None:
+        must.append(q.FieldCondition("price", range=q.RangeFloat(gte=filters.min_price, lte=filters.max_price)))
+    must_not = [q.HasIdCondition({point_id(p) for p in filters.exclude})] if filters.exclude else None
+    if not must and not must_not:
+        return None
+    return q.Filter(must=must or None, must_not=must_not)

@@ -1,0 +1,92 @@
+"""The server backend: a Qdrant server through qdrant-client (also its in-process ``:memory:`` mode)."""
+
+import warnings
+from typing import Any
+
+from qdrant_client import QdrantClient
+from qdrant_client import models as m
+
+from services.vectors.store import INDEXED_FIELDS, VECTOR_NAMES, availability, with_availability, SearchFilters, SearchHit, StoredProduct, StoreMismatch, point_id
+
+_SCHEMA = {"keyword": m.PayloadSchemaType.KEYWORD, "float": m.PayloadSchemaType.FLOAT}
+
+
+class ServerProductStore:
+    def __init__(self, client: QdrantClient, collection: str = "products") -> None:
+        self._client = client
+        self._collection = collection
+
+    def ensure_collection(self, dims: dict[str, int]) -> None:
+        wanted = {name: size for name, size in dims.items() if name in VECTOR_NAMES}
+        if self._client.collection_exists(self._collection):
+            vectors = self._client.get_collection(self._collection).config.params.vectors
+            existing = {name: params.size for name, params in (vectors or {}).items()}  # type: ignore[union-attr]
+            if existing != wanted:
+                raise StoreMismatch(
+                    f"Qdrant collection {self._collection!r} has vectors {existing}, the model gives {wanted}; "
+                    "run `shelfsight reindex` to rebuild it for this model"
+                )
+            return
+        self._client.create_collection(
+            self._collection,
+            vectors_config={n: m.VectorParams(size=size, distance=m.Distance.COSINE) for n, size in wanted.items()},
+        )
+        with warnings.catch_warnings():
+            # qdrant-client's in-process mode ignores payload indexes and says so; a server uses them.
+            warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+            for name, kind in INDEXED_FIELDS.items():
+                self._client.create_payload_index(self._collection, name, _SCHEMA[kind])
+
+    def upsert(self, products: list[StoredProduct]) -> None:
+        if not products:
+            return
+        points = [
+            m.PointStruct(id=point_id(p.product_id), vector=dict(p.vectors), payload={**with_availability(p.payload), "product_id": p.product_id})
+            for p in products
+        ]
+        self._client.upsert(self._collection, points, wait=True)
+
+    def update_payload(self, product_id: str, payload: dict[str, Any]) -> bool:
+        if not self._client.retrieve(self._collection, [point_id(product_id)], with_payload=False):
+            return False
+        self._client.set_payload(self._collection, with_availability(payload), points=[point_id(product_id)], wait=True)
+        return True
+
+    def get(self, product_ids: list[str], with_vectors: bool = False) -> list[StoredProduct]:
+        records = self._client.retrieve(
+            self._collection, [point_id(p) for p in product_ids], with_payload=True, with_vectors=with_vectors
+        )
+        return [
+            StoredProduct(r.payload["product_id"], dict(r.vector or {}) if with_vectors else {}, dict(r.payload))  # type: ignore[index,arg-type]
+            for r in records
+        ]
+
+    def search(
+        self, vector: list[float], using: str = "fused", limit: int = 10, filters: SearchFilters | None = None
+    ) -> list[SearchHit]:
+        result = self._client.query_points(
+            self._collection, query=vector, using=using, limit=limit, with_payload=True, query_filter=_filter(filters)
+        )
+        return [SearchHit(p.payload["product_id"], p.score, dict(p.payload)) for p in result.points]  # type: ignore[index,arg-type]
+
+    def count(self) -> int:
+        return self._client.count(self._collection, exact=True).count
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _filter(filters: SearchFilters | None) -> m.Filter | None:
+    if filters is None:
+        return None
+    must: list[Any] = []
+    if filters.category is not None:
+        must.append(m.FieldCondition(key="category", match=m.MatchValue(value=filters.category)))
+    if filters.in_stock is not None:
+        must.append(m.FieldCondition(key="availability", match=m.MatchValue(value=availability(filters.in_stock))))
+    if filters.min_price is not None or filters.max_price is not None:
+        must.append(m.FieldCondition(key="price", range=m.Range(gte=filters.min_price, lte=filters.max_price)))
+    must_not = [m.HasIdCondition(has_id=[point_id(p) for p in filters.exclude])] if filters.exclude else None
+    if not must and not must_not:
+        return None
+    return m.Filter(must=must or None, must_not=must_not)

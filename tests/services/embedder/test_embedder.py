@@ -1,0 +1,187 @@
+"""The embedder against the real broker and an embedded Qdrant shard."""
+
+import base64
+import io
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+from schemas import ProductIndexed
+from services.bus.consume import read_all
+from services.demo.catalogue import catalogue
+from services.vectors.edge import EdgeProductStore
+from tests.services.embedder.conftest import publish_lines, wait_committed
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+
+def _png(size=(28, 28)) -> str:
+    buffer = io.BytesIO()
+    Image.new("L", size, 128).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _bomb_png() -> str:
+    buffer = io.BytesIO()
+    Image.new("1", (6000, 5000)).save(buffer, format="PNG")  # 30 MP of nothing, a few KB compressed
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _store(settings) -> EdgeProductStore:
+    store = EdgeProductStore(settings.qdrant_path)
+    store.ensure_collection({"image": 256, "text": 256, "fused": 256})
+    return store
+
+
+def test_everything_valid_is_searchable_and_everything_else_is_accounted_for(embedder_settings, running_embedder):
+    products = list(catalogue(12, seed=1))
+    base = {k: v for k, v in products[0].items() if k not in ("image", "product_id")}
+    text_only = [{**base, "product_id": f"text-{i}"} for i in range(2)]
+    hostile = [
+        {**base, "product_id": "truncated", "image": base64.b64encode(base64.b64decode(products[1]["image"])[:40]).decode()},
+        {**base, "product_id": "bomb", "image": _bomb_png()},
+        {**base, "product_id": "gif", "image": base64.b64encode(b"GIF89a" + b"\0" * 30).decode()},
+        {**base, "product_id": "ssrf-loopback", "image_url": "https://127.0.0.1/admin.png"},
+        {**base, "product_id": "ssrf-metadata", "image_url": "https://169.254.169.254/latest/meta-data"},
+        {**base, "product_id": "ssrf-http", "image_url": "http://example.com/x.png"},
+    ]
+    invalid = [
+        "{not json",
+        json.dumps({**base, "product_id": "no-price", "price": None}),
+        json.dumps({**base, "product_id": "neg", "price": -1}),
+        json.dumps({"event": "product.updated", "product_id": "ghost", "in_stock": False, "updated_at": "2026-11-27T10:00:00Z"}),
+    ]
+    publish_lines(embedder_settings, [*products, *text_only, *hostile, *invalid])
+
+    embedder = running_embedder()
+    valid = len(products) + len(text_only) + len(hostile)
+    assert embedder.worker.indexed_total == valid
+
+    store = _store(embedder_settings)
+    try:
+        assert store.count() == valid
+        stored = {p.product_id: p for p in store.get([p["product_id"] for p in [*products, *text_only, *hostile]], with_vectors=True)}
+        assert len(stored) == valid
+        first = stored[products[0]["product_id"]]
+        assert first.payload["title"] == products[0]["title"] and first.payload["price"] == products[0]["price"]
+        assert first.payload["category"] and 0 < first.payload["confidence"] <= 1
+        assert first.payload["model_version"] == embedder.predictor.model_version
+        assert set(first.vectors) == {"image", "fused"} and len(first.vectors["fused"]) == 256
+        for pid in ("text-0", "text-1"):
+            assert set(stored[pid].vectors) == {"fused"} and stored[pid].payload["image_error"] is None
+        errors = {pid: stored[pid].payload["image_error"] for pid in (h["product_id"] for h in hostile)}
+        assert errors["truncated"].startswith(("truncated", "undecodable"))
+        assert errors["bomb"].startswith("too_many_pixels")
+        assert errors["gif"].startswith(("undecodable", "format_not_allowed"))
+        assert "non-public address" in errors["ssrf-loopback"] and "non-public address" in errors["ssrf-metadata"]
+        assert "scheme 'http' not allowed" in errors["ssrf-http"]
+        assert all(set(stored[pid].vectors) == {"fused"} for pid in errors)
+
+        # visually similar: the nearest image neighbours of a photo share its category more often than not
+        probe = stored[products[0]["product_id"]]
+        hits = store.search(list(probe.vectors["image"]), using="image", limit=3)
+        assert hits[0].product_id == probe.product_id
+    finally:
+        store.close()
+
+    indexed = read_all(embedder_settings, embedder_settings.topic("products.indexed"), expected=valid)
+    assert sorted(m.key for m in indexed) == sorted(stored)
+    event = ProductIndexed.model_validate_json(next(m.value for m in indexed if m.key == products[0]["product_id"]))
+    assert event.vectors["fused"] == pytest.approx(first.vectors["fused"], abs=1e-5)
+
+    letters = read_all(embedder_settings, embedder_settings.topic("products.listed.dlq"), expected=len(invalid))
+    reasons = sorted(m.headers["shelfsight-reason"] for m in letters)
+    assert len(reasons) == len(invalid)
+    assert any("Invalid JSON" in r for r in reasons) and any("price" in r for r in reasons)
+    assert any("unknown product" in r for r in reasons)
+    assert int(embedder.worker.metrics.dead_letters._value.get()) == len(invalid)
+
+
+def test_relisting_overwrites_and_updates_change_only_the_payload(embedder_settings, running_embedder):
+    product = next(catalogue(1, seed=2))
+    publish_lines(
+        embedder_settings,
+        [
+            product,
+            {**product, "title": "Renamed boot", "price": 11.0},
+            {"event": "product.updated", "product_id": product["product_id"], "in_stock": False, "updated_at": "2026-11-27T10:00:00Z"},
+        ],
+    )
+    running_embedder()
+    store = _store(embedder_settings)
+    try:
+        assert store.count() == 1
+        (stored,) = store.get([product["product_id"]])
+        assert stored.payload["title"] == "Renamed boot" and stored.payload["price"] == 11.0
+        assert stored.payload["in_stock"] is False and stored.payload["availability"] == "out_of_stock"
+    finally:
+        store.close()
+    events = read_all(embedder_settings, embedder_settings.topic("products.indexed"), expected=3)
+    assert [json.loads(m.value)["in_stock"] for m in events] == [product["in_stock"], product["in_stock"], False]
+
+
+def test_delisting_leaves_a_tombstone(embedder_settings, running_embedder):
+    product = next(catalogue(1, seed=3))
+    publish_lines(
+        embedder_settings,
+        [product, {"event": "product.updated", "product_id": product["product_id"], "delisted": True, "updated_at": "2026-11-27T10:00:00Z"}],
+    )
+    running_embedder()
+    events = read_all(embedder_settings, embedder_settings.topic("products.indexed"), expected=2)
+    assert events[-1].value == "" and events[-1].key == product["product_id"]
+    store = _store(embedder_settings)
+    try:
+        (stored,) = store.get([product["product_id"]])
+        assert stored.payload["delisted"] is True and stored.payload["in_stock"] is False
+    finally:
+        store.close()
+
+
+def test_sigkill_mid_run_then_restart_indexes_everything_once(embedder_settings):
+    products = list(catalogue(400, seed=4))
+    publish_lines(embedder_settings, products)
+    env = {
+        **os.environ,
+        "SHELFSIGHT_TOPIC_PREFIX": embedder_settings.topic_prefix,
+        "SHELFSIGHT_MODEL_DIR": str(embedder_settings.model_dir),
+        "SHELFSIGHT_QDRANT_PATH": str(embedder_settings.qdrant_path),
+        "SHELFSIGHT_EMBEDDER_METRICS_PORT": "0",
+        "SHELFSIGHT_EMBEDDER_BATCH_SIZE": "16",
+        "SHELFSIGHT_DEVICE": "cpu",
+    }
+    command = [sys.executable, "-m", "services.cli", "embedder"]
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    indexed_topic = embedder_settings.topic("products.indexed")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        partial = read_all(embedder_settings, indexed_topic, expected=400, timeout=1)
+        if len(partial) >= 40:
+            break
+        assert first.poll() is None, first.stderr.read().decode()[-2000:]
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(10)
+    assert 40 <= len(partial) < 400, "the kill should land mid-run"
+
+    second = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_committed(embedder_settings, timeout=240)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(60) == 0, second.stderr.read().decode()[-2000:]
+
+    store = _store(embedder_settings)
+    try:
+        assert store.count() == 400
+        assert len(store.get([p["product_id"] for p in products])) == 400
+    finally:
+        store.close()
+    events = read_all(embedder_settings, indexed_topic, expected=1000, timeout=3)
+    assert {m.key for m in events} == {p["product_id"] for p in products}
+    assert len(events) >= 400  # redelivered batches publish again; compaction keeps the last

@@ -1,0 +1,104 @@
+"""One contract test over both store backends: Qdrant Edge (embedded) and qdrant-client.
+
+The server backend runs through qdrant-client's in-process local mode (`:memory:`), which
+answers the same client API a Qdrant server does.
+"""
+
+import math
+
+import pytest
+
+from services.vectors.edge import EdgeProductStore, ShardLocked
+from services.vectors.server import ServerProductStore
+from services.vectors.store import SearchFilters, StoredProduct, StoreMismatch
+
+DIMS = {"image": 3, "text": 3, "fused": 4}
+
+
+def _unit(*values: float) -> list[float]:
+    norm = math.sqrt(sum(v * v for v in values))
+    return [v / norm for v in values]
+
+
+def _product(pid: str, fused: list[float], category: str = "Bag", price: float = 10.0, in_stock: bool = True) -> StoredProduct:
+    return StoredProduct(pid, {"fused": fused, "image": _unit(1, 0, 0)}, {"title": pid, "category": category, "price": price, "in_stock": in_stock})
+
+
+def _edge(tmp_path):
+    return EdgeProductStore(tmp_path / "edge")
+
+
+def _server(tmp_path):
+    from qdrant_client import QdrantClient
+
+    return ServerProductStore(QdrantClient(location=":memory:"))
+
+
+@pytest.fixture(params=[_edge, _server], ids=["edge", "server"])
+def store(request, tmp_path):
+    s = request.param(tmp_path)
+    s.ensure_collection(DIMS)
+    yield s
+    s.close()
+
+
+def test_upsert_is_idempotent_and_overwrites(store):
+    store.upsert([_product("a", _unit(1, 0, 0, 0)), _product("b", _unit(0, 1, 0, 0))])
+    store.upsert([_product("a", _unit(1, 0, 0, 0), price=99.0)])
+    assert store.count() == 2
+    (a,) = store.get(["a"])
+    assert a.payload["price"] == 99.0 and a.payload["product_id"] == "a"
+
+
+def test_nearest_search_with_filters_and_exclusions(store):
+    store.upsert(
+        [
+            _product("near-bag", _unit(1, 0.1, 0, 0)),
+            _product("far-bag", _unit(0, 0, 1, 0)),
+            _product("near-dress", _unit(1, 0.2, 0, 0), category="Dress", price=50.0),
+            _product("sold-out", _unit(1, 0, 0, 0), in_stock=False),
+        ]
+    )
+    hits = store.search(_unit(1, 0, 0, 0), limit=4)
+    assert [h.product_id for h in hits][:3] == ["sold-out", "near-bag", "near-dress"]
+    assert hits[0].score == pytest.approx(1.0, abs=1e-4)
+    in_stock_bags = store.search(_unit(1, 0, 0, 0), filters=SearchFilters(category="Bag", in_stock=True))
+    assert [h.product_id for h in in_stock_bags] == ["near-bag", "far-bag"]
+    cheap = store.search(_unit(1, 0, 0, 0), filters=SearchFilters(max_price=20.0, exclude=frozenset({"sold-out"})))
+    assert {h.product_id for h in cheap} == {"near-bag", "far-bag"}
+    by_image = store.search(_unit(1, 0, 0), using="image", limit=10)
+    assert len(by_image) == 4
+
+
+def test_payload_update_without_vectors(store):
+    store.upsert([_product("a", _unit(1, 0, 0, 0))])
+    assert store.update_payload("a", {"in_stock": False, "price": 5.0})
+    assert not store.update_payload("missing", {"in_stock": False})
+    (a,) = store.get(["a"], with_vectors=True)
+    assert a.payload["in_stock"] is False and a.payload["price"] == 5.0
+    assert a.vectors["fused"] == pytest.approx(_unit(1, 0, 0, 0), abs=1e-5)
+    assert store.search(_unit(1, 0, 0, 0), filters=SearchFilters(in_stock=True)) == []
+
+
+def test_dimension_mismatch_is_a_clear_error(store, tmp_path, request):
+    store.upsert([_product("a", _unit(1, 0, 0, 0))])
+    if isinstance(store, EdgeProductStore):
+        store.close()
+        other = EdgeProductStore(tmp_path / "edge")
+    else:
+        other = store
+    with pytest.raises(StoreMismatch, match="shelfsight reindex"):
+        other.ensure_collection({**DIMS, "fused": 8})
+
+
+def test_edge_survives_a_reopen_and_refuses_a_second_owner(tmp_path):
+    first = EdgeProductStore(tmp_path / "edge")
+    first.ensure_collection(DIMS)
+    first.upsert([_product("a", _unit(1, 0, 0, 0))])
+    with pytest.raises(ShardLocked, match="one `shelfsight serve` process owns it"):
+        EdgeProductStore(tmp_path / "edge").ensure_collection(DIMS)
+    first.close()
+    again = EdgeProductStore(tmp_path / "edge")
+    again.ensure_collection(DIMS)
+    assert again.count() == 1
+    again.close()
