@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     embedder_metrics_port: int = Field(
         default=9108, ge=0, le=65535, description="Port of the embedder's /metrics and /healthz (0: off)."
     )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address the services' /metrics and /healthz listen on (0.0.0.0 in containers)."
+    )
     image_max_bytes: int = Field(
         default=2 * 1024 * 1024, ge=1024, description="Largest image accepted, inline or fetched."
     )

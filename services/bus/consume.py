@@ -7,3 +7,31 @@ from services.settings import Settings
 def read_all(settings: Settings, topic: str, expected: int, timeout: float = 20.0) -> list[TailedMessage]:
     """The first ``expected`` messages of ``topic`` (fewer if the topic goes quiet for ``timeout`` s)."""
     return list(tail(settings, topic, from_beginning=True, max_messages=expected, idle_timeout=timeout))
+
+
+def group_caught_up(settings: Settings, topic: str, group: str) -> bool:
+    """Whether consumer group ``group`` has committed every message of ``topic``."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from services.bus.config import consumer_config
+
+    consumer = Consumer(consumer_config(settings, group))
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        committed = {tp.partition: tp.offset for tp in consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)}
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        return all(ends[p] == 0 or committed.get(p, -1) >= ends[p] for p in partitions)
+    finally:
+        consumer.close()
+
+
+def wait_caught_up(settings: Settings, topic: str, group: str, timeout: float = 120.0) -> None:
+    """Block until ``group`` has committed all of ``topic``; AssertionError after ``timeout`` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if group_caught_up(settings, topic, group):
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"{group} did not commit everything on {topic} within {timeout} s")

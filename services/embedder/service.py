@@ -102,7 +102,7 @@ def build_embedder(settings: Settings, predictor: Predictor | None = None, store
                     "model_version": predictor.model_version}
 
         try:
-            ops = OpsServer(settings.embedder_metrics_port, metrics.registry, health).start()
+            ops = OpsServer(settings.embedder_metrics_port, metrics.registry, health, host=settings.metrics_host).start()
         except OSError as exc:
             raise UserError(
                 f"port {settings.embedder_metrics_port} for the embedder's metrics is busy ({exc.strerror}); "

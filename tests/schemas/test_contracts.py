@@ -204,3 +204,34 @@ def test_error_report_is_one_line_naming_each_field():
     assert "\n" not in caught.value.reason
     for field in ("price", "currency", "title"):
         assert field in caught.value.reason
+
+
+UPDATE = {"event": "product.updated", "product_id": "sku-1", "in_stock": False, "updated_at": "2026-11-27T11:00:00Z"}
+
+
+def test_products_topic_reads_listings_and_updates():
+    from schemas.topics import PRODUCTS_LISTED
+
+    from schemas import ProductUpdated
+
+    assert isinstance(decode(PRODUCTS_LISTED.reader, _bytes(PRODUCT)), ProductListed)
+    assert isinstance(decode(PRODUCTS_LISTED.reader, _bytes({**PRODUCT, "event": "product.listed"})), ProductListed)
+    update = decode(PRODUCTS_LISTED.reader, _bytes(UPDATE))
+    assert isinstance(update, ProductUpdated) and encode(update).key == b"sku-1"
+    with pytest.raises(ContractError, match="product.sold"):
+        decode(PRODUCTS_LISTED.reader, _bytes({**UPDATE, "event": "product.sold"}))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"in_stock": None}, "changes in_stock, price, or delists"),
+        ({"price": 10.0}, "price and currency together"),
+        ({"updated_at": "2026-11-27T11:00:00"}, "timezone"),
+    ],
+)
+def test_updates_must_change_something_valid(change, message):
+    from schemas.topics import PRODUCTS_LISTED
+
+    with pytest.raises(ContractError, match=message):
+        decode(PRODUCTS_LISTED.reader, _bytes({**UPDATE, **change}))

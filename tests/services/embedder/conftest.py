@@ -2,14 +2,13 @@
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from schemas.topics import PRODUCTS_LISTED
-from services.bus.config import consumer_config, producer_config
+from services.bus.config import producer_config
+from services.bus.consume import wait_caught_up
 from services.bus.producer import Producer
 from services.embedder.worker import GROUP_ID
 
@@ -42,26 +41,8 @@ def publish_lines(settings, lines: list[dict | str | bytes]) -> None:
     assert producer.flush(30) == 0
 
 
-def committed_all(settings, topic: str) -> bool:
-    consumer = Consumer(consumer_config(settings, GROUP_ID))
-    try:
-        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        tps = [TopicPartition(topic, p) for p in partitions]
-        committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
-        return all(ends[p] == 0 or committed.get(p, -1) >= ends[p] for p in partitions)
-    finally:
-        consumer.close()
-
-
 def wait_committed(settings, timeout: float = 120.0) -> None:
-    topic = settings.topic(PRODUCTS_LISTED.name)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if committed_all(settings, topic):
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"the embedder did not commit everything on {topic} within {timeout} s")
+    wait_caught_up(settings, settings.topic(PRODUCTS_LISTED.name), GROUP_ID, timeout)
 
 
 @pytest.fixture
