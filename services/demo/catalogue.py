@@ -37,7 +37,7 @@ def catalogue(count: int, split: str = "test", seed: int = 0, source: Path = DEB
             "price": round(_PRICE[category] * rng.uniform(0.6, 1.6), 2),
             "currency": "EUR",
             "in_stock": rng.random() > 0.1,
-            "category_hint": None,
+            "category_hint": category,
             "attributes": {"material": material, "source": "fashion-mnist"},
             "image": base64.b64encode(buffer.getvalue()).decode(),
             "listed_at": (start + timedelta(minutes=index)).isoformat(),

@@ -185,3 +185,68 @@ def test_sigkill_mid_run_then_restart_indexes_everything_once(embedder_settings)
     events = read_all(embedder_settings, indexed_topic, expected=1000, timeout=3)
     assert {m.key for m in events} == {p["product_id"] for p in products}
     assert len(events) >= 400  # redelivered batches publish again; compaction keeps the last
+
+
+def test_image_neighbours_look_alike(embedder_settings, running_embedder):
+    products = list(catalogue(80, seed=5))  # 8 real photos per category; the store's own category is the hint
+    publish_lines(embedder_settings, products)
+    running_embedder()
+    store = _store(embedder_settings)
+    try:
+        same = total = 0
+        for product in store.get([p["product_id"] for p in products], with_vectors=True):
+            from services.vectors.store import SearchFilters
+
+            hits = store.search(list(product.vectors["image"]), using="image", limit=3, filters=SearchFilters(exclude=frozenset({product.product_id})))
+            same += sum(h.payload["category_hint"] == product.payload["category_hint"] for h in hits)
+            total += len(hits)
+    finally:
+        store.close()
+    # chance is 1 in 10; ImageNet features of real photos do far better even before fine-tuning
+    assert same / total > 0.5
+
+
+def test_metrics_and_health_endpoints(embedder_settings):
+    import urllib.request
+
+    from services.embedder.service import build_embedder
+
+    embedder = build_embedder(embedder_settings.model_copy(update={"embedder_metrics_port": 0}))
+    assert embedder.ops is None
+    embedder.store.close()
+    embedder.pool.shutdown()
+
+    port_settings = embedder_settings.model_copy(update={"embedder_metrics_port": _free_port()})
+    embedder = build_embedder(port_settings)
+    try:
+        base = f"http://127.0.0.1:{embedder.ops.port}"
+        with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
+            health = json.loads(response.read())
+        assert response.status == 200 and health["healthy"] and health["model_version"] == embedder.predictor.model_version
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        for name in ("shelfsight_embedder_messages_total", "shelfsight_embedder_batch_seconds_bucket", "shelfsight_embedder_consumer_lag"):
+            assert name in text or name.replace("_total", "") in text
+    finally:
+        embedder.ops.stop()
+        embedder.store.close()
+        embedder.pool.shutdown()
+
+
+def test_dimension_mismatch_stops_start_up_with_one_line(embedder_settings):
+    from services.embedder.service import build_embedder
+    from services.errors import UserError
+
+    other = EdgeProductStore(embedder_settings.qdrant_path)
+    other.ensure_collection({"image": 128, "fused": 128})
+    other.close()
+    with pytest.raises(UserError, match="shelfsight reindex"):
+        build_embedder(embedder_settings)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
