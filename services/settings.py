@@ -78,6 +78,21 @@ class Settings(BaseSettings):
     metrics_host: str = Field(
         default="127.0.0.1", description="Address the services' /metrics and /healthz listen on (0.0.0.0 in containers)."
     )
+    redis_prefix: str = Field(
+        default="shelfsight:", pattern=r"^[A-Za-z0-9:._-]*$", description="Put in front of every Redis key Shelfsight writes."
+    )
+    profiles_batch_size: int = Field(default=500, ge=1, le=10_000, description="Most click events per Redis transaction.")
+    profiles_batch_wait_ms: int = Field(default=20, ge=1, le=5_000, description="How long a click batch waits to fill.")
+    profiles_metrics_port: int = Field(
+        default=9109, ge=0, le=65535, description="Port of the profiles worker's /metrics and /healthz (0: off)."
+    )
+    learners_checkpoint_s: float = Field(
+        default=30.0, gt=0, description="How often the River learners are checkpointed to Redis."
+    )
+    state_secret: str | None = Field(
+        default=None,
+        description="Key that signs learner checkpoints in Redis. Unset: a random one kept in `<cache_dir>/state-secret`.",
+    )
     image_max_bytes: int = Field(
         default=2 * 1024 * 1024, ge=1024, description="Largest image accepted, inline or fetched."
     )

@@ -14,6 +14,9 @@ class TrainConfig:
     ``mode="finetune"``: the last ``trainable_stages`` stages of the backbone learn too.
     Below them the activations are computed once and cached, unless every stage is trained,
     in which case training runs end to end on augmented pictures (slow on a CPU).
+    With cached inputs, ``mirror_views`` caches the flipped pictures too and each epoch
+    shows every sample in a random one of its two views: augmentation at twice the
+    caching cost, none per epoch.
     """
 
     backbone: str = "efficientnet-lite0"
@@ -32,6 +35,7 @@ class TrainConfig:
     seed: int = 0
     fused_dim: int = 256
     hidden_dim: int = 512
+    mirror_views: bool = True  # cached training: also learn from horizontally flipped pictures
     use_text: bool = True
     device: str | None = None
     cache_dir: Path | None = None

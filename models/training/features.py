@@ -32,13 +32,16 @@ def frozen_inputs(
     batch_size: int = 128,
     cache_dir: Path | None = None,
     progress: bool = True,
+    mirrored: bool = False,
 ) -> torch.Tensor:
     """Activations after ``cut`` stages for every sample (``cut=None``: pooled features).
 
-    Stored as float16 to halve memory; with ``cache_dir`` they are saved and reused by
-    later runs over the same data, backbone, weights and resolution.
+    ``mirrored`` computes them for the horizontally flipped pictures: a second view that
+    training on cached inputs can use as augmentation. Stored as float16 to halve memory;
+    with ``cache_dir`` they are saved and reused by later runs over the same data,
+    backbone, weights, resolution and view.
     """
-    key = _cache_key(encoder, dataset, cut)
+    key = _cache_key(encoder, dataset, cut) + ("-mirrored" if mirrored else "")
     # Random weights differ from run to run: never reuse their features.
     cached = cache_dir / f"features-{key}.pt" if cache_dir and not encoder.weights.random else None
     if cached and cached.exists():
@@ -48,9 +51,11 @@ def frozen_inputs(
     encoder = encoder.prepare_for_inference(device)
     chunks = []
     samples = dataset.samples
-    bar = tqdm(total=len(samples), desc="features", unit="img", disable=not progress)
+    bar = tqdm(total=len(samples), desc="mirrored features" if mirrored else "features", unit="img", disable=not progress)
     for start in range(0, len(samples), batch_size):
         batch = torch.stack([transform(load_picture(s.path)) for s in samples[start : start + batch_size]])
+        if mirrored:
+            batch = batch.flip(dims=[3])
         x = batch.to(device).contiguous(memory_format=torch.channels_last)
         with autocast(device):
             out = encoder(x) if cut is None else encoder.bottom(x, cut)

@@ -90,7 +90,12 @@ def train(
     if trainable < stages:
         cut = None if trainable == 0 else stages - trainable
         inputs = frozen_inputs(encoder, dataset, cut, device, cache_dir=config.cache_dir, progress=progress)
-        fit = _CachedFit(model, inputs, text, text_mask, y, start=cut)
+        mirrored = (
+            frozen_inputs(encoder, dataset, cut, device, cache_dir=config.cache_dir, progress=progress, mirrored=True)
+            if config.mirror_views
+            else None
+        )
+        fit = _CachedFit(model, inputs, text, text_mask, y, start=cut, mirrored=mirrored, seed=config.seed)
     else:
         fit = _EndToEndFit(model, dataset, text, text_mask, y)
     history, best = _fit(fit, model, train_idx, val_idx, config, device, progress)
@@ -136,11 +141,20 @@ def _text_features(dataset: FolderDataset, device: torch.device) -> tuple[torch.
 class _CachedFit:
     """Batches from cached activations (or pooled features) plus text."""
 
-    def __init__(self, model: ProductModel, inputs: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, y: torch.Tensor, start: int | None) -> None:
+    def __init__(
+        self, model: ProductModel, inputs: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, y: torch.Tensor,
+        start: int | None, mirrored: torch.Tensor | None = None, seed: int = 0,
+    ) -> None:
         self.model, self.inputs, self.text, self.text_mask, self.y, self.start = model, inputs, text, text_mask, y, start
+        self.mirrored = mirrored
+        self.views = torch.Generator().manual_seed(seed + 1)
 
     def batch(self, idx: list[int], device: torch.device, training: bool):  # type: ignore[no-untyped-def]
-        x = self.inputs[idx].to(device).float()
+        x = self.inputs[idx]
+        if training and self.mirrored is not None:
+            flip = torch.rand(len(idx), generator=self.views) < 0.5
+            x = torch.where(flip.view(-1, *[1] * (x.dim() - 1)), self.mirrored[idx], x)
+        x = x.to(device).float()
         image_mask = torch.ones(len(idx), dtype=torch.bool, device=device)
         text, text_mask = self.text[idx].to(device), self.text_mask[idx].to(device)
         if self.start is None:
@@ -199,8 +213,11 @@ def _fit(fit, model: ProductModel, train_idx: list[int], val_idx: list[int], con
         bar.close()
         val_acc = _accuracy(fit, model, val_idx or train_idx, device, config.batch_size)
         history.append({"epoch": epoch, "train_loss": round(total_loss / max(seen, 1), 4), "val_accuracy": round(val_acc, 4)})
+        summary = f"epoch {epoch}/{config.epochs}: train loss {total_loss / max(seen, 1):.4f}, validation accuracy {val_acc:.4f}"
         if progress:
-            tqdm.write(f"epoch {epoch}: train loss {total_loss / max(seen, 1):.4f}, validation accuracy {val_acc:.4f}")
+            tqdm.write(summary)
+        else:
+            log.info(summary)
         if val_acc > best:
             best, best_state, stale = val_acc, copy.deepcopy(model.state_dict()), 0
         else:

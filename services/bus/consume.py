@@ -9,8 +9,8 @@ def read_all(settings: Settings, topic: str, expected: int, timeout: float = 20.
     return list(tail(settings, topic, from_beginning=True, max_messages=expected, idle_timeout=timeout))
 
 
-def group_caught_up(settings: Settings, topic: str, group: str) -> bool:
-    """Whether consumer group ``group`` has committed every message of ``topic``."""
+def group_lag(settings: Settings, topic: str, group: str) -> int:
+    """Messages of ``topic`` that consumer group ``group`` has not committed yet."""
     from confluent_kafka import Consumer, TopicPartition
 
     from services.bus.config import consumer_config
@@ -19,10 +19,19 @@ def group_caught_up(settings: Settings, topic: str, group: str) -> bool:
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         committed = {tp.partition: tp.offset for tp in consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)}
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
-        return all(ends[p] == 0 or committed.get(p, -1) >= ends[p] for p in partitions)
+        lag = 0
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            done = committed.get(p, -1)
+            lag += high - (done if done >= 0 else low)
+        return lag
     finally:
         consumer.close()
+
+
+def group_caught_up(settings: Settings, topic: str, group: str) -> bool:
+    """Whether consumer group ``group`` has committed every message of ``topic``."""
+    return group_lag(settings, topic, group) == 0
 
 
 def wait_caught_up(settings: Settings, topic: str, group: str, timeout: float = 120.0) -> None:

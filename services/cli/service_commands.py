@@ -11,6 +11,9 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     embedder = commands.add_parser("embedder", help="run the embedder: products.listed → Qdrant + products.indexed")
     embedder.set_defaults(run=_embedder)
 
+    profiles = commands.add_parser("profiles", help="run the profiles worker: clicks → shopper profiles in Redis")
+    profiles.set_defaults(run=_profiles)
+
     similar = commands.add_parser("similar", help="products that look like a given one (reads the product store)")
     similar.add_argument("product_id")
     similar.add_argument("-k", type=int, default=5)
@@ -26,6 +29,12 @@ def _embedder(settings: Settings, _args: argparse.Namespace) -> int:
     from services.embedder.service import run_until_signalled
 
     return run_until_signalled(settings)
+
+
+def _profiles(settings: Settings, _args: argparse.Namespace) -> int:
+    from services.profiles.service import run_profiles
+
+    return run_profiles(settings)
 
 
 def _similar(settings: Settings, args: argparse.Namespace) -> int:

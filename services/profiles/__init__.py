@@ -1,0 +1,1 @@
+"""Shopper profiles: a Faust app over `clicks`, with state in Redis and River learners."""

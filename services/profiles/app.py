@@ -1,0 +1,125 @@
+"""The Faust app: an agent over `clicks` (keyed by user_id) joined with items from `products.indexed`.
+
+The item side lives in Redis, not in a Faust table: clicks are partitioned by shopper and
+items by product, so a table would have to be global (every worker reading the whole
+changelog), while Redis gives every worker — and the recommender — the same items at once.
+"""
+
+import asyncio
+import logging
+import time
+
+import faust
+import redis
+
+from schemas import ContractError, ProductIndexed, decode
+from schemas.topics import CLICKS, PRODUCTS_INDEXED
+from services.bus.dead_letters import dead_letter
+from services.bus.producer import Producer
+from services.profiles.handler import ClickHandler, RawMessage
+from services.profiles.learners import Learners, dump
+from services.profiles.metrics import ProfilesMetrics
+from services.profiles.state import ProfileState
+from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+GROUP_ID = "shelfsight-profiles"
+
+
+def build_app(
+    settings: Settings,
+    state: ProfileState,
+    learners: Learners,
+    producer: Producer,
+    metrics: ProfilesMetrics,
+    secret: bytes,
+) -> faust.App:
+    app = faust.App(
+        f"{settings.topic_prefix}{GROUP_ID}",
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        web_enabled=False,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        processing_guarantee="at_least_once",
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+        producer_max_request_size=1_000_000,
+    )
+    clicks_topic = app.topic(settings.topic(CLICKS.name), key_serializer="raw", value_serializer="raw")
+    items_topic = app.topic(settings.topic(PRODUCTS_INDEXED.name), key_serializer="raw", value_serializer="raw")
+    clicks_dlq = settings.topic(CLICKS.dlq)
+    items_dlq = settings.topic(PRODUCTS_INDEXED.dlq)
+
+    def to_dlq(topic: str, source: str):  # type: ignore[no-untyped-def]
+        def send(message: RawMessage, reason: str) -> None:
+            producer.send(
+                topic,
+                dead_letter(value=message.value, key=message.key, reason=reason, source_topic=source,
+                            service="profiles", partition=message.partition, offset=message.offset),
+            )
+            metrics.events.labels("dead_letter").inc()
+
+        return send
+
+    handler = ClickHandler(state, learners, state.params, to_dlq(clicks_dlq, settings.topic(CLICKS.name)))
+
+    @app.agent(items_topic)
+    async def items(stream):  # type: ignore[no-untyped-def]
+        async for event in stream.events():
+            m = event.message
+            raw = RawMessage(m.key, m.value, m.partition, m.offset)
+            try:
+                if m.value is None:  # tombstone: the product was delisted
+                    await state.delete_item(m.key.decode())
+                    continue
+                item = decode(ProductIndexed, m.value)
+                await _retrying(lambda i=item: state.put_item(i.product_id, i.vectors["fused"], i.category, i.price, i.in_stock))
+                metrics.items.inc()
+            except ContractError as exc:
+                to_dlq(items_dlq, settings.topic(PRODUCTS_INDEXED.name))(raw, exc.reason)
+            except Exception as exc:  # never let one item stop the agent: Faust would drop the message
+                log.exception("item not applied")
+                to_dlq(items_dlq, settings.topic(PRODUCTS_INDEXED.name))(raw, f"internal error: {exc!r}"[:500])
+
+    @app.agent(clicks_topic)
+    async def clicks(stream):  # type: ignore[no-untyped-def]
+        async for events in stream.take_events(settings.profiles_batch_size, within=settings.profiles_batch_wait_ms / 1000):
+            batch = [RawMessage(e.message.key, e.message.value, e.message.partition, e.message.offset) for e in events]
+            started = time.perf_counter()
+            try:
+                result = await _retrying(lambda b=batch: handler.handle(b))
+            except Exception as exc:  # a bug, not bad input: keep every event, in the DLQ, with the reason
+                log.exception("click batch failed")
+                for raw in batch:
+                    to_dlq(clicks_dlq, settings.topic(CLICKS.name))(raw, f"internal error: {exc!r}"[:500])
+                producer.flush(30)
+                continue
+            if result.refused:
+                producer.flush(30)  # dead letters are out before these offsets are committed
+            metrics.events.labels("applied").inc(result.applied)
+            metrics.events.labels("duplicate").inc(result.duplicates)
+            metrics.update_seconds.observe(time.perf_counter() - started)
+
+    @app.timer(interval=settings.learners_checkpoint_s)
+    async def checkpoint() -> None:
+        await state.redis.set(state.keys.learners("main"), dump(learners, secret))
+        producer.flush(5)
+
+    return app
+
+
+async def _retrying(operation, attempts: int = 30):  # type: ignore[no-untyped-def]
+    """Redis being away is not bad input: wait for it (the events stay unacknowledged meanwhile)."""
+    delay = 0.1
+    for attempt in range(attempts):
+        try:
+            return await operation()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if attempt == attempts - 1:
+                raise
+            log.warning("redis unavailable; retrying", extra={"error": str(exc), "delay_s": delay})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    return None

@@ -1,0 +1,17 @@
+"""The profiles worker's Prometheus metrics, in a registry of its own."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class ProfilesMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.events = Counter("shelfsight_profiles_events", "Click events, by outcome.", ["outcome"], registry=self.registry)
+        self.items = Counter("shelfsight_profiles_items", "products.indexed events applied.", registry=self.registry)
+        self.update_seconds = Histogram(
+            "shelfsight_profiles_update_seconds",
+            "Time to apply one batch of clicks to Redis.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+            registry=self.registry,
+        )
+        self.lag = Gauge("shelfsight_profiles_consumer_lag", "Click events behind the end of the topic.", registry=self.registry)

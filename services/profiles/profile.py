@@ -1,0 +1,80 @@
+"""The pure arithmetic of a shopper profile: decayed preferences in the fused space.
+
+>>> p = Profile.empty(2)
+>>> p = apply(p, ClickParams(), vector=[1.0, 0.0], category="Bag", kind="click", at=0.0)
+>>> p = apply(p, ClickParams(half_life_s=10.0), vector=[0.0, 1.0], category="Dress", kind="click", at=10.0)
+>>> [round(x, 3) for x in p.vector.tolist()], {k: round(v, 3) for k, v in p.categories.items()}
+([1.0, 2.0], {'Bag': 1.0, 'Dress': 2.0})
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ClickParams:
+    """How much each kind of event says, and how fast it is forgotten."""
+
+    weights: dict[str, float] = field(
+        default_factory=lambda: {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0, "dismiss": -3.0}
+    )
+    half_life_s: float = 7 * 24 * 3600.0
+    recent_items: int = 50
+    purchased_items: int = 200
+    session_items: int = 20
+    neighbours: int = 50
+    trending: int = 1000
+    profile_ttl_s: int = 90 * 24 * 3600
+    session_ttl_s: int = 30 * 60
+    dedupe_ttl_s: int = 7 * 24 * 3600
+    max_future_s: float = 300.0
+
+
+@dataclass
+class Profile:
+    vector: np.ndarray  # decayed, weighted sum of item vectors (not normalised)
+    categories: dict[str, float]
+    updated_at: float
+    counts: dict[str, int]
+
+    @classmethod
+    def empty(cls, dims: int) -> "Profile":
+        return cls(np.zeros(dims, dtype=np.float32), {}, 0.0, {})
+
+
+def decay(params: ClickParams, elapsed_s: float) -> float:
+    """How much of an old signal survives ``elapsed_s`` seconds (1 → 0 with the half-life)."""
+    return 0.5 ** (max(0.0, elapsed_s) / params.half_life_s)
+
+
+def apply(profile: Profile, params: ClickParams, *, vector: list[float] | np.ndarray, category: str, kind: str, at: float) -> Profile:
+    """The profile after one event at time ``at`` (seconds); events out of order decay, not grow."""
+    weight = params.weights[kind]
+    if at >= profile.updated_at:
+        keep, add, now = decay(params, at - profile.updated_at), weight, at
+    else:  # an older event arriving late counts for what it would be worth now
+        keep, add, now = 1.0, weight * decay(params, profile.updated_at - at), profile.updated_at
+    item = np.asarray(vector, dtype=np.float32)
+    new_vector = profile.vector * keep + add * item if profile.vector.size else add * item
+    categories = {c: v * keep for c, v in profile.categories.items() if abs(v * keep) > 1e-6}
+    categories[category] = categories.get(category, 0.0) + add
+    counts = dict(profile.counts)
+    counts[kind] = counts.get(kind, 0) + 1
+    return Profile(new_vector.astype(np.float32), categories, now, counts)
+
+
+RESCALE_AFTER_HALF_LIVES = 64.0
+
+
+def forward_decay_score(params: ClickParams, weight: float, at: float, epoch: float) -> float:
+    """Popularity increment that needs no rewriting of old scores (forward decay).
+
+    Adding ``w * 2^((t - epoch) / half_life)`` ranks items exactly as decayed sums do. The
+    numbers grow with time, so the state moves ``epoch`` forward and rescales the sorted
+    sets once it is :data:`RESCALE_AFTER_HALF_LIVES` half-lives behind
+    (``ProfileState.current_epoch``).
+    """
+    exponent = max(-1000.0, min(1000.0, (at - epoch) / params.half_life_s))
+    return weight * math.pow(2.0, exponent)

@@ -1,0 +1,112 @@
+"""Assembling and running the profiles worker: `shelfsight profiles`."""
+
+import logging
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+
+import redis
+import redis.asyncio as aioredis
+
+from schemas.topics import CLICKS
+from services.bus.broker import require_broker
+from services.bus.config import producer_config
+from services.bus.consume import group_lag
+from services.bus.producer import Producer
+from services.errors import UserError
+from services.ops.http import OpsServer
+from services.profiles.app import GROUP_ID, build_app
+from services.profiles.learners import CheckpointRejected, Learners, load
+from services.profiles.metrics import ProfilesMetrics
+from services.profiles.profile import ClickParams
+from services.profiles.state import Keys, ProfileState
+from services.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def state_secret(settings: Settings) -> bytes:
+    """The key that signs learner checkpoints: the setting, or a random one kept beside the cache."""
+    if settings.state_secret:
+        return settings.state_secret.encode()
+    path = settings.cache_dir / "state-secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
+
+
+def restore_learners(settings: Settings, keys: Keys, secret: bytes) -> Learners:
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        blob = client.get(keys.learners("main"))
+    except redis.RedisError as exc:
+        raise UserError(f"no Redis answers at {settings.redis_url} ({exc}); start one with `shelfsight stack up`") from None
+    finally:
+        client.close()
+    if blob is None:
+        return Learners()
+    try:
+        learners = load(blob, secret)
+    except CheckpointRejected as exc:
+        log.warning("learners checkpoint ignored; starting fresh", extra={"reason": str(exc)})
+        return Learners()
+    log.info("learners restored", extra={"events_seen": learners.events})
+    return learners
+
+
+def run_profiles(settings: Settings) -> int:
+    import faust
+
+    require_broker(settings)
+    keys = Keys(settings.redis_prefix)
+    secret = state_secret(settings)
+    learners = restore_learners(settings, keys, secret)
+    state = ProfileState(aioredis.Redis.from_url(settings.redis_url), keys, ClickParams())
+    metrics = ProfilesMetrics()
+    producer = Producer(producer_config(settings))
+    app = build_app(settings, state, learners, producer, metrics, secret)
+    ops = _start_ops(settings, metrics)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()  # SIGTERM/SIGINT: stop agents, commit, close
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    finally:
+        producer.flush(30)
+        if ops:
+            ops.stop()
+    return 0
+
+
+def _start_ops(settings: Settings, metrics: ProfilesMetrics) -> OpsServer | None:
+    if not settings.profiles_metrics_port:
+        return None
+    last = {"at": time.monotonic(), "lag": 0}
+
+    def refresh_lag() -> None:
+        while True:
+            try:
+                last["lag"] = group_lag(settings, settings.topic(CLICKS.name), f"{settings.topic_prefix}{GROUP_ID}")
+                metrics.lag.set(last["lag"])
+                last["at"] = time.monotonic()
+            except Exception:  # a lag probe must not take the worker down
+                log.debug("lag probe failed", exc_info=True)
+            time.sleep(10)
+
+    threading.Thread(target=refresh_lag, name="lag", daemon=True).start()
+
+    def health() -> dict[str, object]:
+        return {"healthy": time.monotonic() - last["at"] < 60, "consumer_lag": last["lag"]}
+
+    try:
+        return OpsServer(settings.profiles_metrics_port, metrics.registry, health, host=settings.metrics_host).start()
+    except OSError as exc:
+        raise UserError(
+            f"port {settings.profiles_metrics_port} for the profiles metrics is busy ({exc.strerror}); "
+            "set SHELFSIGHT_PROFILES_METRICS_PORT (0 turns it off)"
+        ) from None

@@ -1,0 +1,174 @@
+"""Profile state in Redis: key layout, batched reads, and one transaction of writes per batch.
+
+Every key has a TTL or a cap, so memory stays bounded (see docs/profiles.md for sizes).
+"""
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from services.profiles.profile import RESCALE_AFTER_HALF_LIVES, ClickParams, Profile
+
+
+@dataclass
+class Keys:
+    prefix: str
+
+    def user(self, u: str) -> str:
+        return f"{self.prefix}u:{u}"
+
+    def recent(self, u: str) -> str:
+        return f"{self.prefix}u:{u}:recent"
+
+    def purchased(self, u: str) -> str:
+        return f"{self.prefix}u:{u}:purchased"
+
+    def dismissed(self, u: str) -> str:
+        return f"{self.prefix}u:{u}:dismissed"
+
+    def item(self, i: str) -> str:
+        return f"{self.prefix}i:{i}"
+
+    def session(self, s: str) -> str:
+        return f"{self.prefix}s:{s}"
+
+    def neighbours(self, i: str) -> str:
+        return f"{self.prefix}co:{i}"
+
+    def seen(self, event_id: str) -> str:
+        return f"{self.prefix}seen:{event_id}"
+
+    def trending(self, category: str | None = None) -> str:
+        return f"{self.prefix}pop:all" if category is None else f"{self.prefix}pop:cat:{category}"
+
+    @property
+    def updates_channel(self) -> str:
+        return f"{self.prefix}profile-updated"
+
+    @property
+    def trending_epoch(self) -> str:
+        return f"{self.prefix}pop:epoch"
+
+    def learners(self, worker: str) -> str:
+        return f"{self.prefix}learners:{worker}"
+
+
+@dataclass(frozen=True)
+class Item:
+    vector: np.ndarray
+    category: str
+    price: float
+    in_stock: bool
+
+
+def encode_profile(p: Profile) -> dict[str, Any]:
+    return {
+        "vec": p.vector.astype(np.float32).tobytes(),
+        "t": repr(p.updated_at),
+        "cats": json.dumps(p.categories),
+        "counts": json.dumps(p.counts),
+    }
+
+
+def decode_profile(raw: dict[bytes, bytes]) -> Profile | None:
+    if not raw or b"vec" not in raw:
+        return None
+    return Profile(
+        np.frombuffer(raw[b"vec"], dtype=np.float32).copy(),
+        json.loads(raw[b"cats"]),
+        float(raw[b"t"]),
+        {k: int(v) for k, v in json.loads(raw[b"counts"]).items()},
+    )
+
+
+def decode_item(raw: dict[bytes, bytes]) -> Item | None:
+    if not raw or b"vec" not in raw:
+        return None
+    return Item(
+        np.frombuffer(raw[b"vec"], dtype=np.float32).copy(),
+        raw[b"category"].decode(),
+        float(raw[b"price"]),
+        raw[b"in_stock"] == b"1",
+    )
+
+
+@dataclass
+class Loaded:
+    seen: dict[str, bool] = field(default_factory=dict)
+    items: dict[str, Item | None] = field(default_factory=dict)
+    profiles: dict[str, Profile | None] = field(default_factory=dict)
+    sessions: dict[str, list[str]] = field(default_factory=dict)
+    popularity: dict[str, float] = field(default_factory=dict)
+
+
+class ProfileState:
+    def __init__(self, client: aioredis.Redis, keys: Keys, params: ClickParams) -> None:
+        self.redis = client
+        self.keys = keys
+        self.params = params
+
+    async def put_item(self, product_id: str, vector: list[float], category: str, price: float, in_stock: bool) -> None:
+        await self.redis.hset(
+            self.keys.item(product_id),
+            mapping={"vec": np.asarray(vector, dtype=np.float32).tobytes(), "category": category, "price": repr(price), "in_stock": "1" if in_stock else "0"},
+        )
+
+    async def delete_item(self, product_id: str) -> None:
+        await self.redis.delete(self.keys.item(product_id))
+
+    async def load(self, event_ids: list[str], items: set[str], users: set[str], sessions: set[str]) -> Loaded:
+        """Everything a batch needs, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for e in event_ids:
+            pipe.exists(self.keys.seen(e))
+        for i in items:
+            pipe.hgetall(self.keys.item(i))
+        for u in users:
+            pipe.hgetall(self.keys.user(u))
+        for s in sessions:
+            pipe.lrange(self.keys.session(s), 0, -1)
+        for i in items:
+            pipe.zscore(self.keys.trending(), i)
+        results = iter(await pipe.execute())
+        loaded = Loaded()
+        loaded.seen = {e: bool(next(results)) for e in event_ids}
+        loaded.items = {i: decode_item(next(results)) for i in items}
+        loaded.profiles = {u: decode_profile(next(results)) for u in users}
+        loaded.sessions = {s: [x.decode() for x in next(results)] for s in sessions}
+        loaded.popularity = {i: float(next(results) or 0.0) for i in items}
+        return loaded
+
+    async def current_epoch(self, now: float) -> float:
+        """The forward-decay epoch of the trending sets, moved forward (and the sets rescaled) when due."""
+        epoch_key = self.keys.trending_epoch
+        await self.redis.set(epoch_key, repr(now), nx=True)
+        epoch = float(await self.redis.get(epoch_key))
+        behind = (now - epoch) / self.params.half_life_s
+        if behind <= RESCALE_AFTER_HALF_LIVES:
+            return epoch
+        factor = 2.0 ** -behind
+        async with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                await pipe.watch(epoch_key)  # another worker rescaling first wins; we re-read
+                keys = [k async for k in self.redis.scan_iter(match=f"{self.keys.prefix}pop:all")]
+                keys += [k async for k in self.redis.scan_iter(match=f"{self.keys.prefix}pop:cat:*")]
+                pipe.multi()
+                for key in keys:
+                    pipe.zunionstore(key, {key: factor})
+                pipe.set(epoch_key, repr(now))
+                await pipe.execute()
+            except aioredis.WatchError:
+                pass
+        return float(await self.redis.get(epoch_key))
+
+    async def items(self, product_ids: set[str]) -> dict[str, Item | None]:
+        pipe = self.redis.pipeline(transaction=False)
+        for i in product_ids:
+            pipe.hgetall(self.keys.item(i))
+        return {i: decode_item(raw) for i, raw in zip(product_ids, await pipe.execute(), strict=True)}
+
+    async def profile(self, user: str) -> Profile | None:
+        return decode_profile(await self.redis.hgetall(self.keys.user(user)))

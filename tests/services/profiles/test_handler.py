@@ -1,0 +1,131 @@
+"""Click batches against a real redis-server: joins, dedupe, caps, TTLs, dead letters."""
+
+import asyncio
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from services.profiles.handler import ClickHandler, RawMessage
+from services.profiles.learners import CheckpointRejected, Learners, dump, features, load
+from services.profiles.profile import ClickParams
+from services.profiles.state import Keys, ProfileState
+
+pytestmark = pytest.mark.redis
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+SMALL = ClickParams(half_life_s=3600.0, recent_items=5, neighbours=3, trending=4, session_items=4)
+
+
+def _click(i, user="u1", product="p1", kind="click", session="s1", at=None, event_id=None):
+    body = {
+        "event_id": event_id or f"e{i}", "user_id": user, "product_id": product, "kind": kind,
+        "occurred_at": (at or NOW + timedelta(seconds=i)).isoformat(), "session_id": session,
+    }
+    return RawMessage(user.encode(), json.dumps(body).encode(), 0, i)
+
+
+@pytest.fixture
+def setup(settings, redis_client):
+    keys = Keys(f"test-{uuid.uuid4().hex[:8]}:")
+    letters = []
+    loop = asyncio.new_event_loop()
+    client = aioredis.Redis.from_url(settings.redis_url)
+    state = ProfileState(client, keys, SMALL)
+    handler = ClickHandler(state, Learners(), SMALL, lambda m, reason: letters.append((m, reason)), clock=lambda: NOW.timestamp() + 1000, item_wait_s=0.05)
+    vectors = {f"p{i}": np.eye(4, dtype=np.float32)[i % 4] for i in range(12)}
+    for pid, vec in vectors.items():
+        loop.run_until_complete(state.put_item(pid, vec.tolist(), f"cat{int(pid[1:]) % 2}", 10.0 + int(pid[1:]), True))
+    yield loop, state, handler, letters, keys, redis_client
+    loop.run_until_complete(client.aclose())
+    loop.close()
+    for key in redis_client.scan_iter(f"{keys.prefix}*"):
+        redis_client.delete(key)
+
+
+def test_profile_follows_clicks_and_items_join(setup):
+    loop, state, handler, letters, keys, r = setup
+    result = loop.run_until_complete(handler.handle([_click(0, product="p1"), _click(1, product="p1", kind="purchase"), _click(2, product="p2", kind="view")]))
+    assert (result.applied, result.duplicates, letters) == (3, 0, [])
+    profile = loop.run_until_complete(state.profile("u1"))
+    assert int(np.argmax(profile.vector)) == 1  # p1 = axis 1, clicked and bought
+    assert profile.counts == {"click": 1, "purchase": 1, "view": 1}
+    assert [x.decode() for x in r.lrange(keys.recent("u1"), 0, -1)] == ["p2", "p1", "p1"]
+    assert r.zscore(keys.purchased("u1"), "p1") is not None
+    assert r.zscore(keys.neighbours("p1"), "p2") and r.zscore(keys.neighbours("p2"), "p1")
+    assert r.zrevrange(keys.trending(), 0, 0) == [b"p1"]
+    assert r.ttl(keys.user("u1")) > 0 and r.ttl(keys.recent("u1")) > 0 and r.ttl(keys.session("s1")) > 0
+
+
+def test_redelivery_is_not_counted_twice(setup):
+    loop, state, handler, letters, keys, r = setup
+    batch = [_click(i, product=f"p{i}") for i in range(4)]
+    loop.run_until_complete(handler.handle(batch))
+    again = loop.run_until_complete(handler.handle(batch + [_click(9, event_id="e0")]))
+    assert (again.applied, again.duplicates) == (0, 5)
+    assert loop.run_until_complete(state.profile("u1")).counts == {"click": 4}
+    assert r.ttl(keys.seen("e0")) > 0
+
+
+def test_bad_events_are_dead_lettered_with_reasons(setup):
+    loop, state, handler, letters, keys, r = setup
+    future = NOW + timedelta(days=2)
+    messages = [
+        RawMessage(b"u1", b"{broken", 0, 0),
+        _click(1, product="never-indexed"),
+        _click(2, at=future),
+        RawMessage(b"u1", json.dumps({"event_id": "x", "user_id": "u" * 500}).encode(), 0, 3),
+        _click(4, product="p3"),
+    ]
+    result = loop.run_until_complete(handler.handle(messages))
+    assert result.applied == 1
+    reasons = [reason for _, reason in letters]
+    assert len(reasons) == 4
+    assert any("Invalid JSON" in x for x in reasons)
+    assert any("unknown product never-indexed" in x for x in reasons)
+    assert any("in the future" in x for x in reasons)
+    assert any("user_id" in x for x in reasons)
+
+
+def test_caps_hold_under_a_flood(setup):
+    loop, state, handler, letters, keys, r = setup
+    flood = [_click(i, product=f"p{i % 12}", session=f"s{i % 2}") for i in range(600)]
+    for start in range(0, 600, 100):
+        loop.run_until_complete(handler.handle(flood[start : start + 100]))
+    assert r.llen(keys.recent("u1")) == SMALL.recent_items
+    assert r.llen(keys.session("s0")) <= SMALL.session_items
+    assert all(r.zcard(keys.neighbours(f"p{i}")) <= SMALL.neighbours for i in range(12))
+    assert r.zcard(keys.trending()) <= SMALL.trending and r.zcard(keys.trending("cat0")) <= SMALL.trending
+    assert loop.run_until_complete(state.profile("u1")).counts == {"click": 600}
+
+
+def test_learner_checkpoints_round_trip_and_refuse_tampering():
+    learners = Learners(seed=1)
+    f = features(0.9, 0.5, 3.0, 20.0, 60.0)
+    for i in range(200):
+        learners.learn_one(f"u{i % 5}", f"p{i % 7}", "click" if i % 3 else "view", 2.0, features(i % 3 / 3, 0.2, i, 10.0, 5.0))
+    blob = dump(learners, b"secret")
+    restored = load(blob, b"secret")
+    assert restored.click_probability(f) == pytest.approx(learners.click_probability(f))
+    assert restored.affinity("u1", "p2") == pytest.approx(learners.affinity("u1", "p2"))
+    with pytest.raises(CheckpointRejected, match="signature"):
+        load(blob, b"other secret")
+    tampered = blob[:-1] + bytes([blob[-1] ^ 1])
+    with pytest.raises(CheckpointRejected, match="signature"):
+        load(tampered, b"secret")
+    with pytest.raises(CheckpointRejected, match="not a Shelfsight"):
+        load(b"\x80\x04" + blob, b"secret")
+
+
+def test_trending_epoch_moves_forward_and_keeps_the_order(setup):
+    loop, state, handler, letters, keys, r = setup
+    loop.run_until_complete(handler.handle([_click(0, product="p1", kind="purchase"), _click(1, product="p2", kind="view")]))
+    before = r.zrevrange(keys.trending(), 0, -1, withscores=True)
+    far = NOW.timestamp() + 100 * SMALL.half_life_s
+    epoch = loop.run_until_complete(state.current_epoch(far))
+    assert epoch == pytest.approx(far)
+    after = r.zrevrange(keys.trending(), 0, -1, withscores=True)
+    assert [k for k, _ in after] == [k for k, _ in before]
+    assert after[0][1] == pytest.approx(before[0][1] * 2.0 ** -((far - NOW.timestamp() - 1000) / SMALL.half_life_s), rel=1e-3)
