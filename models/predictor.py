@@ -49,7 +49,9 @@ class Predictor:
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
-        self._transform = self.model.encoder.preprocessing.eval_transform()
+        # Pictures are resized one by one but normalised as a batch: at small input sizes the
+        # per-picture float work cost as much as a fifth of the throughput.
+        self._resize = self.model.encoder.preprocessing.resize_picture
 
     @classmethod
     def load(
@@ -112,11 +114,12 @@ class Predictor:
             text, text_mask = self.text_encoder.embed(texts)
         else:
             text, text_mask = torch.zeros(n, TEXT_DIM), torch.zeros(n, dtype=torch.bool)
-        present = [self._transform(p) for p in pictures if p is not None]
+        present = [self._resize(p) for p in pictures if p is not None]
         with self._lock, torch.inference_mode():
             features = torch.zeros(n, self.model.encoder.dim, device=self.device)
             if present:
-                batch = torch.stack(present).to(self.device).contiguous(memory_format=torch.channels_last)
+                pixels = torch.stack(present).to(self.device)
+                batch = self.model.encoder.preprocessing.normalize_batch(pixels).contiguous(memory_format=torch.channels_last)
                 with autocast(self.device):
                     features[image_mask.to(self.device)] = self.model.encoder(batch).float()
             out = self.model.fusion(features, image_mask.to(self.device), text.to(self.device), text_mask.to(self.device))

@@ -130,7 +130,7 @@ def confusion_matrix_png(confusion: np.ndarray, categories: list[str], cell: int
         ImageDraw.Draw(label).text((margin - 12, 8), name, fill="black", font=font, anchor="rm")
         rotated = label.rotate(90, expand=True)
         image.paste(rotated, (margin + k * cell + cell // 2 - 8, 4), rotated)
-    draw.text((margin, margin + n * cell + 4), "predicted →  (rows: true category)", fill="gray", font=font)
+    draw.text((margin, margin + n * cell + 4), "columns: predicted category, rows: true category", fill="gray", font=font)
     return image
 
 

@@ -16,6 +16,7 @@ from schemas import ClickEvent, ContractError, decode
 from services.profiles.learners import Learners, features
 from services.profiles.profile import ClickParams, Profile, apply, forward_decay_score
 from services.profiles.state import ProfileState, encode_profile
+from services.profiles.writes import WriteBatch
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +97,12 @@ class ClickHandler:
         profiles: dict[str, Profile] = {}
         sessions = {s: list(items) for s, items in loaded.sessions.items()}
         done: set[str] = set()
-        pipe = self._state.redis.pipeline(transaction=True)
+        pipe = WriteBatch()
         touched_neighbours: set[str] = set()
         touched_trending: set[str | None] = set()
+        touched_sessions: set[str] = set()
+        purchasers: set[str] = set()
+        dismissers: set[str] = set()
         for message, e in events:
             if loaded.seen.get(e.event_id) or e.event_id in done:
                 result.duplicates += 1
@@ -128,43 +132,51 @@ class ClickHandler:
             done.add(e.event_id)
             result.applied += 1
             result.users.add(e.user_id)
-            pipe.set(keys.seen(e.event_id), 1, ex=p.dedupe_ttl_s)
-            pipe.lpush(keys.recent(e.user_id), e.product_id)
-            pipe.ltrim(keys.recent(e.user_id), 0, p.recent_items - 1)
-            pipe.expire(keys.recent(e.user_id), p.profile_ttl_s)
+            pipe.call("SET", keys.seen(e.event_id), 1, "EX", p.dedupe_ttl_s)
+            pipe.call("LPUSH", keys.recent(e.user_id), e.product_id)
             if kind == "purchase":
-                pipe.zadd(keys.purchased(e.user_id), {e.product_id: at})
-                pipe.zremrangebyrank(keys.purchased(e.user_id), 0, -(p.purchased_items + 1))
-                pipe.expire(keys.purchased(e.user_id), p.profile_ttl_s)
+                pipe.call("ZADD", keys.purchased(e.user_id), at, e.product_id)
+                purchasers.add(e.user_id)
             if kind == "dismiss":
-                pipe.zadd(keys.dismissed(e.user_id), {e.product_id: at})
-                pipe.zremrangebyrank(keys.dismissed(e.user_id), 0, -(p.recent_items + 1))
-                pipe.expire(keys.dismissed(e.user_id), p.profile_ttl_s)
+                pipe.call("ZADD", keys.dismissed(e.user_id), at, e.product_id)
+                dismissers.add(e.user_id)
                 continue
             score = forward_decay_score(p, p.weights[kind], at, epoch)
-            pipe.zincrby(keys.trending(), score, e.product_id)
-            pipe.zincrby(keys.trending(item.category), score, e.product_id)
+            pipe.call("ZINCRBY", keys.trending(), score, e.product_id)
+            pipe.call("ZINCRBY", keys.trending(item.category), score, e.product_id)
             touched_trending.update({None, item.category})
             session = sessions.setdefault(e.session_id, [])
-            for other in dict.fromkeys(session):
+            for other in list(dict.fromkeys(session))[: p.covisit_window]:
                 if other != e.product_id:
-                    pipe.zincrby(keys.neighbours(e.product_id), 1.0, other)
-                    pipe.zincrby(keys.neighbours(other), 1.0, e.product_id)
+                    pipe.call("ZINCRBY", keys.neighbours(e.product_id), 1, other)
+                    pipe.call("ZINCRBY", keys.neighbours(other), 1, e.product_id)
                     touched_neighbours.update({e.product_id, other})
             session.insert(0, e.product_id)
             del session[p.session_items :]
-            pipe.lpush(keys.session(e.session_id), e.product_id)
-            pipe.ltrim(keys.session(e.session_id), 0, p.session_items - 1)
-            pipe.expire(keys.session(e.session_id), p.session_ttl_s)
-        for user, profile in profiles.items():
-            pipe.hset(keys.user(user), mapping=encode_profile(profile))
-            pipe.expire(keys.user(user), p.profile_ttl_s)
-        for item_id in touched_neighbours:
-            pipe.zremrangebyrank(keys.neighbours(item_id), 0, -(p.neighbours + 1))
-            pipe.expire(keys.neighbours(item_id), p.profile_ttl_s)
-        for category in touched_trending:
-            pipe.zremrangebyrank(keys.trending(category), 0, -(p.trending + 1))
+            pipe.call("LPUSH", keys.session(e.session_id), e.product_id)
+            touched_sessions.add(e.session_id)
+        # Trims and TTLs once per key and batch, not once per event.
         for user in result.users:
-            pipe.publish(keys.updates_channel, user)
+            pipe.call("LTRIM", keys.recent(user), 0, p.recent_items - 1)
+            pipe.call("EXPIRE", keys.recent(user), p.profile_ttl_s)
+        for user in purchasers:
+            pipe.call("ZREMRANGEBYRANK", keys.purchased(user), 0, -(p.purchased_items + 1))
+            pipe.call("EXPIRE", keys.purchased(user), p.profile_ttl_s)
+        for user in dismissers:
+            pipe.call("ZREMRANGEBYRANK", keys.dismissed(user), 0, -(p.recent_items + 1))
+            pipe.call("EXPIRE", keys.dismissed(user), p.profile_ttl_s)
+        for session_id in touched_sessions:
+            pipe.call("LTRIM", keys.session(session_id), 0, p.session_items - 1)
+            pipe.call("EXPIRE", keys.session(session_id), p.session_ttl_s)
+        for user, profile in profiles.items():
+            pipe.call("HSET", keys.user(user), *[x for kv in encode_profile(profile).items() for x in kv])
+            pipe.call("EXPIRE", keys.user(user), p.profile_ttl_s)
+        for item_id in touched_neighbours:
+            pipe.call("ZREMRANGEBYRANK", keys.neighbours(item_id), 0, -(p.neighbours + 1))
+            pipe.call("EXPIRE", keys.neighbours(item_id), p.profile_ttl_s)
+        for category in touched_trending:
+            pipe.call("ZREMRANGEBYRANK", keys.trending(category), 0, -(p.trending + 1))
+        for user in result.users:
+            pipe.call("PUBLISH", keys.updates_channel, user)
         if result.applied:
-            await pipe.execute()
+            await pipe.execute(self._state.redis)

@@ -24,6 +24,7 @@ class ClickParams:
     recent_items: int = 50
     purchased_items: int = 200
     session_items: int = 20
+    covisit_window: int = 5  # each event is paired with this many of the session's latest items
     neighbours: int = 50
     trending: int = 1000
     profile_ttl_s: int = 90 * 24 * 3600

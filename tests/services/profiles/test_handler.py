@@ -129,3 +129,16 @@ def test_trending_epoch_moves_forward_and_keeps_the_order(setup):
     after = r.zrevrange(keys.trending(), 0, -1, withscores=True)
     assert [k for k, _ in after] == [k for k, _ in before]
     assert after[0][1] == pytest.approx(before[0][1] * 2.0 ** -((far - NOW.timestamp() - 1000) / SMALL.half_life_s), rel=1e-3)
+
+
+def test_profile_updates_are_announced(setup, settings):
+    import redis
+
+    loop, state, handler, letters, keys, r = setup
+    listener = redis.Redis.from_url(settings.redis_url).pubsub()
+    listener.subscribe(keys.updates_channel)
+    assert listener.get_message(timeout=2)["type"] == "subscribe"
+    loop.run_until_complete(handler.handle([_click(0, user="shopper-9", product="p1")]))
+    message = listener.get_message(timeout=5)
+    assert message["type"] == "message" and message["data"] == b"shopper-9"
+    listener.close()

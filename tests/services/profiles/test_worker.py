@@ -35,7 +35,7 @@ def _item(i: int) -> ProductIndexed:
 def _click(i: int, users: int = 20) -> ClickEvent:
     return decode(ClickEvent, json.dumps({
         "event_id": f"e{i}", "user_id": f"u{i % users}", "product_id": f"p{i % 16}", "kind": "click",
-        "occurred_at": (NOW - timedelta(seconds=3000 - i)).isoformat(), "session_id": f"s{i % 7}",
+        "occurred_at": (NOW - timedelta(seconds=6000 - i)).isoformat(), "session_id": f"s{i % 7}",
     }))
 
 
@@ -44,63 +44,66 @@ def _env(settings, prefix):
         **os.environ, "SHELFSIGHT_TOPIC_PREFIX": settings.topic_prefix, "SHELFSIGHT_REDIS_PREFIX": prefix,
         "SHELFSIGHT_PROFILES_METRICS_PORT": "0", "SHELFSIGHT_PROFILES_BATCH_SIZE": "50",
         "SHELFSIGHT_STATE_SECRET": "test-secret", "SHELFSIGHT_LEARNERS_CHECKPOINT_S": "1",
+        "SHELFSIGHT_LOG_LEVEL": "WARNING",
     }
 
 
-def _wait(predicate, timeout, process):
+def _wait(predicate, timeout, process, log):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
-        assert process.poll() is None, process.stderr.read().decode()[-3000:]
+        assert process.poll() is None, log.read_text()[-3000:]
         time.sleep(0.3)
-    raise AssertionError("timed out")
+    raise AssertionError(f"timed out; worker log: {log.read_text()[-2000:]}")
 
 
-def test_kill_and_restart_counts_every_distinct_valid_event_once(kafka, redis_client):
+def test_kill_and_restart_counts_every_distinct_valid_event_once(kafka, redis_client, tmp_path):
     prefix = f"test-{uuid.uuid4().hex[:8]}:"
     keys = Keys(prefix)
     producer = Producer(producer_config(kafka))
     for i in range(16):
         producer.send(kafka.topic("products.indexed"), encode(_item(i)))
-    clicks = [_click(i) for i in range(3000)]
+    clicks = [_click(i) for i in range(6000)]
     bad = [b"{not json", json.dumps({"event_id": "x1", "user_id": "u1"}).encode()]
     unknown = decode(ClickEvent, json.dumps({**json.loads(_click(1).model_dump_json()), "event_id": "ghost", "product_id": "nope"}))
     topic = kafka.topic("clicks")
-    for c in clicks[:1500]:
+    for c in clicks[:3000]:
         producer.send(topic, encode(c))
     for raw in bad:
         producer.client.produce(topic, key=b"u1", value=raw)
     producer.send(topic, encode(unknown))
-    for c in clicks[1500:] + clicks[:200]:  # the last 200 are redeliveries of earlier events
+    for c in clicks[3000:] + clicks[:200]:  # the last 200 are redeliveries of earlier events
         producer.send(topic, encode(c))
     assert producer.flush(30) == 0
-    total = 3000 + len(bad) + 1 + 200
+    total = 6000 + len(bad) + 1 + 200
 
     command = [sys.executable, "-m", "services.cli", "profiles"]
     group = f"{kafka.topic_prefix}{GROUP_ID}"
-    first = subprocess.Popen(command, env=_env(kafka, prefix), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "worker.log"
+    first = subprocess.Popen(command, env=_env(kafka, prefix), stdout=subprocess.DEVNULL, stderr=log.open("ab"))
     try:
-        _wait(lambda: group_lag(kafka, topic, group) < total - 300, 120, first)
+        _wait(lambda: group_lag(kafka, topic, group) < total - 300, 120, first, log)
     finally:
         os.kill(first.pid, signal.SIGKILL)
         first.wait(10)
     assert group_lag(kafka, topic, group) > 0, "the kill should land mid-stream"
 
-    second = subprocess.Popen(command, env=_env(kafka, prefix), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    second = subprocess.Popen(command, env=_env(kafka, prefix), stdout=subprocess.DEVNULL, stderr=log.open("ab"))
     try:
-        _wait(lambda: group_lag(kafka, topic, group) == 0, 180, second)
+        _wait(lambda: group_lag(kafka, topic, group) == 0, 180, second, log)
         time.sleep(2)  # one more learners checkpoint
     finally:
         second.send_signal(signal.SIGTERM)
-        second.wait(60)
+        stopped = second.wait(60)
+    assert stopped == 0, "SIGTERM is a clean stop"
 
     try:
         counted = 0
         for u in range(20):
             profile = decode_profile(redis_client.hgetall(keys.user(f"u{u}")))
             counted += sum(profile.counts.values())
-        assert counted == 3000
+        assert counted == 6000
         assert redis_client.exists(keys.learners("main"))
         letters = read_all(kafka, kafka.topic("clicks.dlq"), expected=10, timeout=3)
         reasons = [m.headers["shelfsight-reason"] for m in letters]

@@ -1,0 +1,184 @@
+"""Click-stream throughput per worker and click → profile latency, against a bare consumer.
+
+1. N click events are pre-loaded on a fresh `clicks` topic (items already in Redis).
+2. Baseline: a bare aiokafka consume loop reads the same N messages (no processing).
+3. Worker: `shelfsight profiles` (one process) consumes them from the start; events/s is
+   measured from its first commit to its last, so start-up is not counted.
+4. Latency: single clicks at a steady rate, each timed from the produce call to the
+   profile-updated notification, which Redis publishes in the same transaction as the write.
+5. Memory: MEMORY USAGE of a shopper's keys and of an item's keys, averaged.
+
+Needs the local stack (`shelfsight stack up`).
+
+    .venv/bin/python bench/profiles.py [--events 50000] [--rate 200] [--seconds 10]
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import redis
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from services.bus.config import producer_config
+from services.bus.consume import group_lag
+from services.bus.producer import Producer
+from services.bus.topics import create_topics, delete_topics, topic_specs
+from services.profiles.app import GROUP_ID
+from services.profiles.profile import ClickParams
+from services.profiles.state import Keys, ProfileState
+from services.settings import load_settings
+
+USERS, ITEMS = 5000, 2000
+
+
+def _click(i: int, now: datetime, user: str | None = None) -> bytes:
+    return json.dumps({
+        "event_id": f"e{i}", "user_id": user or f"u{i % USERS}", "product_id": f"p{(i * 7919) % ITEMS}",
+        "kind": ("view", "view", "click", "add_to_cart", "purchase", "dismiss")[i % 6],
+        "occurred_at": (now - timedelta(milliseconds=i)).isoformat(), "session_id": f"s{i % 900}",
+    }).encode()
+
+
+async def _items(settings, keys: Keys) -> None:  # type: ignore[no-untyped-def]
+    client = aioredis.Redis.from_url(settings.redis_url)
+    state = ProfileState(client, keys, ClickParams())
+    rng = np.random.default_rng(0)
+    for i in range(ITEMS):
+        v = rng.normal(size=256).astype(np.float32)
+        await state.put_item(f"p{i}", (v / np.linalg.norm(v)).tolist(), f"c{i % 10}", float(10 + i % 90), True)
+    await client.aclose()
+
+
+async def _bare(settings, topic: str, n: int) -> float:  # type: ignore[no-untyped-def]
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    partitions = [TopicPartition(topic, p) for p in admin.list_topics(topic, timeout=10).topics[topic].partitions]
+    if not partitions:
+        await consumer.stop()
+        raise SystemExit(f"topic {topic} has no partitions")
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
+    seen, started = 0, time.perf_counter()
+    while seen < n:
+        batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+        seen += sum(len(records) for records in batch.values())
+    elapsed = time.perf_counter() - started
+    await consumer.stop()
+    return n / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    base = load_settings()
+    settings = base.model_copy(update={"topic_prefix": f"bench-{uuid.uuid4().hex[:6]}."})
+    prefix = f"bench-{uuid.uuid4().hex[:6]}:"
+    keys = Keys(prefix)
+    create_topics(settings)
+    topic = settings.topic("clicks")
+    worker = None
+    r = redis.Redis.from_url(settings.redis_url)
+    try:
+        asyncio.run(_items(settings, keys))
+        producer = Producer(producer_config(settings))
+        now = datetime.now(UTC)
+        for i in range(args.events):
+            producer.client.produce(topic, key=f"u{i % USERS}".encode(), value=_click(i, now))
+            if i % 10_000 == 0:
+                producer.client.poll(0)
+        producer.flush(120)
+        bare = asyncio.run(_bare(settings, topic, args.events))
+
+        env = {**os.environ, "SHELFSIGHT_TOPIC_PREFIX": settings.topic_prefix, "SHELFSIGHT_REDIS_PREFIX": prefix,
+               "SHELFSIGHT_PROFILES_METRICS_PORT": "0", "SHELFSIGHT_LOG_LEVEL": "WARNING"}
+        worker = subprocess.Popen([sys.executable, "-m", "services.cli", "profiles"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        group = f"{settings.topic_prefix}{GROUP_ID}"
+        first_at = first_lag = None
+        while True:
+            lag = group_lag(settings, topic, group)
+            if first_at is None and lag < args.events:
+                first_at, first_lag = time.perf_counter(), lag
+            if lag == 0:
+                break
+            time.sleep(0.1)
+        rate = (first_lag or 0) / max(time.perf_counter() - (first_at or time.perf_counter()), 1e-9)
+
+        latencies = _latency(settings, r, keys, producer, args.rate, args.seconds)
+        shopper, item = _memory(r, keys)
+        p50, p95 = statistics.median(latencies), statistics.quantiles(latencies, n=20)[18]
+        print(f"{args.events} click events, {USERS} shoppers, {ITEMS} items (256-d vectors)")
+        print(f"bare aiokafka consume loop  {bare:9.0f} events/s")
+        print(f"profiles worker (1 process) {rate:9.0f} events/s   ratio {rate / bare:.3f}")
+        print(f"click → profile in Redis at {args.rate:g}/s: p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms over {len(latencies)} clicks")
+        print(f"Redis memory: {shopper:.0f} bytes per shopper, {item:.0f} bytes per item (item hash + neighbours)")
+    finally:
+        if worker is not None:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(60)
+        for key in r.scan_iter(f"{prefix}*"):
+            r.delete(key)
+        delete_topics(settings, [s.name for s in topic_specs(settings)])
+
+
+def _latency(settings, r: redis.Redis, keys: Keys, producer: Producer, rate: float, seconds: float) -> list[float]:  # type: ignore[no-untyped-def]
+    listener = r.pubsub()
+    listener.subscribe(keys.updates_channel)
+    listener.get_message(timeout=2)
+    sent: dict[str, float] = {}
+    got: dict[str, float] = {}
+    now = datetime.now(UTC)
+    next_send = time.perf_counter()
+    for i in range(int(rate * seconds)):
+        user = f"latency-{i}"
+        while time.perf_counter() < next_send:
+            message = listener.get_message(timeout=max(0.0, next_send - time.perf_counter()))
+            if message and message["type"] == "message":
+                got.setdefault(message["data"].decode(), time.perf_counter())
+        sent[user] = time.perf_counter()
+        producer.client.produce(settings.topic("clicks"), key=user.encode(), value=_click(10_000_000 + i, now, user))
+        producer.client.poll(0)
+        next_send += 1.0 / rate
+    producer.flush(10)
+    deadline = time.perf_counter() + 10
+    while len(got.keys() & sent.keys()) < len(sent) and time.perf_counter() < deadline:
+        message = listener.get_message(timeout=0.1)
+        if message and message["type"] == "message":
+            got.setdefault(message["data"].decode(), time.perf_counter())
+    listener.close()
+    return [got[u] - sent[u] for u in sent if u in got]
+
+
+def _memory(r: redis.Redis, keys: Keys) -> tuple[float, float]:
+    shoppers = [f"u{i}" for i in range(0, USERS, USERS // 100)]
+    items = [f"p{i}" for i in range(0, ITEMS, ITEMS // 100)]
+
+    def usage(key: str) -> int:
+        return int(r.memory_usage(key) or 0)
+
+    per_shopper = statistics.mean(
+        usage(keys.user(u)) + usage(keys.recent(u)) + usage(keys.purchased(u)) + usage(keys.dismissed(u)) for u in shoppers
+    )
+    per_item = statistics.mean(usage(keys.item(i)) + usage(keys.neighbours(i)) for i in items)
+    return per_shopper, per_item
+
+
+if __name__ == "__main__":
+    main()
