@@ -20,7 +20,7 @@ from services.embedder.indexing import Indexer
 from services.embedder.metrics import EmbedderMetrics
 from services.embedder.worker import GROUP_ID, EmbedderWorker
 from services.errors import UserError
-from services.ops.http import OpsServer
+from services.ops.http import OpsServer, start_ops
 from services.settings import Settings
 from services.vectors.factory import open_store
 from services.vectors.store import ProductStore, StoreMismatch
@@ -94,20 +94,13 @@ def build_embedder(settings: Settings, predictor: Predictor | None = None, store
     consumer = Consumer(consumer_config(settings, GROUP_ID))
     metrics = EmbedderMetrics()
     worker = EmbedderWorker(settings, indexer, consumer, Producer(producer_config(settings)), pool, metrics)
-    ops = None
-    if settings.embedder_metrics_port:
-        def health() -> dict[str, object]:
-            idle = time.monotonic() - worker.last_progress
-            return {"healthy": idle < 60, "seconds_since_last_poll": round(idle, 1), "indexed": worker.indexed_total,
-                    "model_version": predictor.model_version}
+    def health() -> dict[str, object]:
+        idle = time.monotonic() - worker.last_progress
+        return {"healthy": idle < 60, "seconds_since_last_poll": round(idle, 1), "indexed": worker.indexed_total,
+                "model_version": predictor.model_version}
 
-        try:
-            ops = OpsServer(settings.embedder_metrics_port, metrics.registry, health, host=settings.metrics_host).start()
-        except OSError as exc:
-            raise UserError(
-                f"port {settings.embedder_metrics_port} for the embedder's metrics is busy ({exc.strerror}); "
-                "set SHELFSIGHT_EMBEDDER_METRICS_PORT (0 turns it off)"
-            ) from None
+    ops = start_ops(settings.embedder_metrics_port, settings.metrics_host, metrics.registry, health,
+                    "SHELFSIGHT_EMBEDDER_METRICS_PORT")
     return Embedder(worker, predictor, store, pool, ops)
 
 

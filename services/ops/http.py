@@ -48,3 +48,17 @@ class OpsServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def start_ops(
+    port: int, host: str, registry: CollectorRegistry, health: Callable[[], dict[str, object]], setting: str
+) -> OpsServer | None:
+    """Start /metrics and /healthz on ``port`` (0: none); a busy port is a one-line UserError naming ``setting``."""
+    from services.errors import UserError
+
+    if not port:
+        return None
+    try:
+        return OpsServer(port, registry, health, host=host).start()
+    except OSError as exc:
+        raise UserError(f"port {port} for the metrics is busy ({exc.strerror}); set {setting} (0 turns it off)") from None

@@ -16,7 +16,7 @@ from services.bus.config import producer_config
 from services.bus.consume import group_lag
 from services.bus.producer import Producer
 from services.errors import UserError
-from services.ops.http import OpsServer
+from services.ops.http import OpsServer, start_ops
 from services.profiles.app import GROUP_ID, build_app
 from services.profiles.learners import CheckpointRejected, Learners, load
 from services.profiles.metrics import ProfilesMetrics
@@ -103,10 +103,5 @@ def _start_ops(settings: Settings, metrics: ProfilesMetrics) -> OpsServer | None
     def health() -> dict[str, object]:
         return {"healthy": time.monotonic() - last["at"] < 60, "consumer_lag": last["lag"]}
 
-    try:
-        return OpsServer(settings.profiles_metrics_port, metrics.registry, health, host=settings.metrics_host).start()
-    except OSError as exc:
-        raise UserError(
-            f"port {settings.profiles_metrics_port} for the profiles metrics is busy ({exc.strerror}); "
-            "set SHELFSIGHT_PROFILES_METRICS_PORT (0 turns it off)"
-        ) from None
+    return start_ops(settings.profiles_metrics_port, settings.metrics_host, metrics.registry, health,
+                     "SHELFSIGHT_PROFILES_METRICS_PORT")
