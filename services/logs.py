@@ -39,9 +39,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(body, default=str)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of the record, not at set-up.
+
+    Test runners and daemons swap stderr; a handler holding the old one writes to a closed file.
+    """
+
+    @property  # type: ignore[override]
+    def stream(self):  # type: ignore[no-untyped-def]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
 def configure_logging(level: str = "INFO", fmt: Literal["text", "json"] = "text") -> None:
     """Send Shelfsight's logs to stderr in the chosen format."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
