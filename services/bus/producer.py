@@ -29,15 +29,23 @@ class Producer:
 
     def send(self, topic: str, message: EncodedMessage, on_delivery: DeliveryCallback | None = None) -> None:
         """Queue ``message``; waits for queue space instead of failing when the queue is full."""
+        self._produce(topic, message.key, message.value, message.headers, on_delivery)
+
+    def send_tombstone(self, topic: str, key: bytes, on_delivery: DeliveryCallback | None = None) -> None:
+        """Queue a null value for ``key``: on a compacted topic it deletes the key."""
+        self._produce(topic, key, None, None, on_delivery)
+
+    def _produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None,
+        on_delivery: DeliveryCallback | None,
+    ) -> None:
         while True:
             try:
-                self.client.produce(
-                    topic,
-                    key=message.key,
-                    value=message.value,
-                    headers=message.headers,
-                    on_delivery=on_delivery,
-                )
+                self.client.produce(topic, key=key, value=value, headers=headers, on_delivery=on_delivery)
                 break
             except BufferError:
                 self.client.poll(0.1)

@@ -168,7 +168,7 @@ class EmbedderWorker:
         for item in output:
             if item.message is None:
                 # A tombstone removes the product from the compacted products.indexed.
-                self._producer.client.produce(item.topic, key=item.key, value=None, on_delivery=delivered)
+                self._producer.send_tombstone(item.topic, item.key or b"", delivered)
             else:
                 self._producer.send(item.topic, item.message, delivered)
         if self._producer.flush(30) or failures:
