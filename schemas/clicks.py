@@ -17,6 +17,7 @@ class ClickKind(str, Enum):
     ADD_TO_CART = "add_to_cart"
     PURCHASE = "purchase"
     DISMISS = "dismiss"
+    IMPRESSION = "impression"  # shown, e.g. in a recommendation widget: teaches the click model, moves no profile
 
 
 class ClickContext(BaseModel):

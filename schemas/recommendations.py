@@ -6,7 +6,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from schemas.base import Contract, Identifier, bounded_text
 from schemas.limits import LIMITS
-from schemas.products import CategoryName, Price
+from schemas.products import CategoryName, Currency, Price
 
 TopicName = Annotated[
     str,
@@ -61,6 +61,14 @@ class RecommendedItem(BaseModel):
     product_id: Identifier
     score: Annotated[float, Field(allow_inf_nan=False)]
     reason: bounded_text(LIMITS.reason_chars, min_chars=1)  # type: ignore[valid-type]
+    # What a product card needs, so a storefront renders the answer without a second lookup.
+    title: bounded_text(LIMITS.title_chars) | None = None  # type: ignore[valid-type]
+    category: CategoryName | None = None  # type: ignore[valid-type]
+    price: Price | None = None
+    currency: Currency | None = None
+    image_url: Annotated[str, Field(max_length=LIMITS.url_chars)] | None = Field(
+        default=None, description="The product's own image URL, or the API path that serves its thumbnail."
+    )
 
 
 class RecommendationError(BaseModel):

@@ -93,6 +93,35 @@ class Settings(BaseSettings):
         default=None,
         description="Key that signs learner checkpoints in Redis. Unset: a random one kept in `<cache_dir>/state-secret`.",
     )
+    api_host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on (0.0.0.0 in containers).")
+    api_port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API, its /metrics and the storefront.")
+    api_keys: str = Field(
+        default="", description="Comma-separated secret keys that may post any event to `POST /v1/events`. Empty: none."
+    )
+    publishable_keys: str = Field(
+        default="",
+        description="Comma-separated keys safe to put in a web page: they may post click events only (the widget).",
+    )
+    cors_origins: str = Field(
+        default="", description="Comma-separated origins browsers may call the API from (the storefront's). Empty: same origin only."
+    )
+    api_max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest request body the API reads."
+    )
+    rank_weights: str = Field(
+        default="retrieval=0.45,click=0.35,affinity=0.1,popularity=0.1",
+        pattern=r"^(retrieval|click|affinity|popularity)=\d+(\.\d+)?(,(retrieval|click|affinity|popularity)=\d+(\.\d+)?)*$",
+        description="How ranking blends retrieval likeness, the click model, the factorisation and popularity.",
+    )
+    mmr_lambda: float = Field(
+        default=0.75, ge=0.0, le=1.0, description="Relevance against diversity in the final list (1: relevance only)."
+    )
+    new_product_hours: float = Field(
+        default=72.0, ge=0.0, description="How long after listing a product is announced as new in its reason."
+    )
+    learners_refresh_s: float = Field(
+        default=10.0, gt=0, description="How often the recommender reloads the River learners' checkpoint from Redis."
+    )
     image_max_bytes: int = Field(
         default=2 * 1024 * 1024, ge=1024, description="Largest image accepted, inline or fetched."
     )

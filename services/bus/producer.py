@@ -1,6 +1,8 @@
 """A lazily created confluent-kafka producer with delivery accounting."""
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +52,34 @@ class Producer:
             except BufferError:
                 self.client.poll(0.1)
         self.client.poll(0)
+
+    def deliver(self, messages: list[tuple[str, EncodedMessage]], timeout: float = 10.0) -> list[str]:
+        """Send ``messages`` and wait for their own acknowledgements (not the whole queue's, as
+        :meth:`flush` does); the delivery errors, empty when every message is stored."""
+        done = threading.Event()
+        errors: list[str] = []
+        pending = [len(messages)]
+        lock = threading.Lock()
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            with lock:
+                if err is not None:
+                    errors.append(str(err))
+                pending[0] -= 1
+                if pending[0] == 0:
+                    done.set()
+
+        if not messages:
+            return []
+        for topic, message in messages:
+            self.send(topic, message, delivered)
+        deadline = time.monotonic() + timeout
+        while not done.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return errors + [f"{pending[0]} of {len(messages)} not acknowledged within {timeout:.0f} s"]
+            self.client.poll(min(0.01, left))
+        return errors
 
     def flush(self, timeout: float = 30.0) -> int:
         """Wait for every queued message; returns how many are still undelivered."""

@@ -1,4 +1,4 @@
-"""`shelfsight embedder`, `shelfsight similar` and `shelfsight reindex`."""
+"""`shelfsight embedder`, `serve`, `profiles`, `similar` and `reindex`."""
 
 import argparse
 import shutil
@@ -10,6 +10,12 @@ from services.settings import Settings
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     embedder = commands.add_parser("embedder", help="run the embedder: products.listed → Qdrant + products.indexed")
     embedder.set_defaults(run=_embedder)
+
+    serve = commands.add_parser(
+        "serve", help="run the recommender: HTTP API, storefront, Kafka responder, and the embedder (it owns the product store)"
+    )
+    serve.add_argument("--no-embedder", action="store_true", help="read only; needs SHELFSIGHT_QDRANT_URL (a Qdrant server)")
+    serve.set_defaults(run=_serve)
 
     profiles = commands.add_parser("profiles", help="run the profiles worker: clicks → shopper profiles in Redis")
     profiles.set_defaults(run=_profiles)
@@ -29,6 +35,14 @@ def _embedder(settings: Settings, _args: argparse.Namespace) -> int:
     from services.embedder.service import run_until_signalled
 
     return run_until_signalled(settings)
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from services.recommender.service import run_serve
+
+    if args.no_embedder and not settings.qdrant_url:
+        raise UserError("--no-embedder needs a Qdrant server (SHELFSIGHT_QDRANT_URL): the embedded store has one owner")
+    return run_serve(settings, with_embedder=not args.no_embedder)
 
 
 def _profiles(settings: Settings, _args: argparse.Namespace) -> int:

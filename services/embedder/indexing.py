@@ -1,5 +1,6 @@
 """Turning product events into stored vectors and ``ProductIndexed`` events (no Kafka here)."""
 
+import base64
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -10,6 +11,7 @@ from typing import Any
 from PIL import Image
 
 from models.images.decoding import ImageError, ImagePolicy, decode_image
+from models.images.thumbnails import thumbnail_jpeg
 from models.predictor import Prediction, Predictor, ProductInput
 from schemas import ProductIndexed, ProductListed, ProductUpdated
 from services.embedder.fetch import FetchError, ImageFetcher
@@ -30,7 +32,9 @@ class Outcome:
     tombstone: bool = False
 
 
-def payload_of(product: ProductListed, prediction: Prediction, model_version: str, indexed_at: datetime) -> dict[str, Any]:
+def payload_of(
+    product: ProductListed, prediction: Prediction, model_version: str, indexed_at: datetime, picture: Image.Image | None = None
+) -> dict[str, Any]:
     return {
         "title": product.title,
         "price": product.price,
@@ -46,6 +50,9 @@ def payload_of(product: ProductListed, prediction: Prediction, model_version: st
         "model_version": model_version,
         "image_error": prediction.image_error,
         "has_image": "image" in prediction.vectors,
+        "image_url": product.image_url,
+        # Kept small (a few KiB) and left out of searches; the API serves it to product cards.
+        "thumbnail": base64.b64encode(thumbnail_jpeg(picture)).decode() if picture is not None else None,
     }
 
 
@@ -93,9 +100,9 @@ class Indexer:
         now = self._clock()
         version = self._predictor.model_version
         stored, outcomes = [], []
-        for product, prediction in zip(products, predictions, strict=True):
+        for product, prediction, (picture, _) in zip(products, predictions, decoded, strict=True):
             indexed_at = max(now, product.listed_at)
-            stored.append(StoredProduct(product.product_id, prediction.vectors, payload_of(product, prediction, version, indexed_at)))
+            stored.append(StoredProduct(product.product_id, prediction.vectors, payload_of(product, prediction, version, indexed_at, picture)))
             outcomes.append(
                 Outcome(
                     product.product_id,

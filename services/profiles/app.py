@@ -39,6 +39,7 @@ def build_app(
         f"{settings.topic_prefix}{GROUP_ID}",
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
+        datadir=str(settings.cache_dir / "faust" / "{conf.name}-data"),  # not the working directory
         web_enabled=False,
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",

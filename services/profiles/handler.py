@@ -127,12 +127,14 @@ class ClickHandler:
                     seconds_since_last=at - before.updated_at if before.updated_at else 0.0,
                 ),
             )
-            after = apply(before, p, vector=item.vector, category=item.category, kind=kind, at=at)
-            profiles[e.user_id] = after
             done.add(e.event_id)
             result.applied += 1
-            result.users.add(e.user_id)
             pipe.call("SET", keys.seen(e.event_id), 1, "EX", p.dedupe_ttl_s)
+            if kind == "impression":
+                continue  # the click model has learned from it; profile, trending and sessions stay
+            after = apply(before, p, vector=item.vector, category=item.category, kind=kind, at=at)
+            profiles[e.user_id] = after
+            result.users.add(e.user_id)
             pipe.call("LPUSH", keys.recent(e.user_id), e.product_id)
             if kind == "purchase":
                 pipe.call("ZADD", keys.purchased(e.user_id), at, e.product_id)

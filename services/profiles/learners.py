@@ -32,8 +32,10 @@ class Learners:
         self.events = 0
 
     def learn_one(self, user: str, item: str, kind: str, weight: float, features: dict[str, float]) -> None:
-        # MF learns a bounded preference: purchases high, dismissals low.
-        self.mf.learn_one(user, item, math.tanh(weight / 4.0))
+        # MF learns a bounded preference: purchases high, dismissals low. An impression says
+        # nothing of taste, only that the item was shown: it is the click model's negative.
+        if kind != "impression":
+            self.mf.learn_one(user, item, math.tanh(weight / 4.0))
         self.click.learn_one(features, kind in POSITIVE)
         self.events += 1
 
@@ -42,6 +44,9 @@ class Learners:
 
     def affinity(self, user: str, item: str) -> float:
         return float(self.mf.predict_one(user, item))
+
+
+FEATURE_NAMES = ("similarity", "category_share", "log_popularity", "log_price", "log_recency")
 
 
 def features(similarity: float, category_share: float, popularity: float, price: float, seconds_since_last: float) -> dict[str, float]:

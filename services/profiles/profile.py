@@ -18,7 +18,7 @@ class ClickParams:
     """How much each kind of event says, and how fast it is forgotten."""
 
     weights: dict[str, float] = field(
-        default_factory=lambda: {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0, "dismiss": -3.0}
+        default_factory=lambda: {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0, "dismiss": -3.0, "impression": 0.0}
     )
     half_life_s: float = 7 * 24 * 3600.0
     recent_items: int = 50

@@ -11,7 +11,19 @@ from typing import Any
 
 import qdrant_edge as q
 
-from services.vectors.store import INDEXED_FIELDS, VECTOR_NAMES, availability, with_availability, SearchFilters, SearchHit, StoredProduct, StoreMismatch, point_id
+from services.vectors.store import (
+    INDEXED_FIELDS,
+    VECTOR_NAMES,
+    SearchFilters,
+    SearchHit,
+    StoredProduct,
+    StoreMismatch,
+    VectorQuery,
+    availability,
+    point_id,
+    vector_selection,
+    with_availability,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +93,10 @@ class EdgeProductStore:
         self.shard.flush()
         return True
 
-    def get(self, product_ids: list[str], with_vectors: bool = False) -> list[StoredProduct]:
-        records = self.shard.retrieve([point_id(p) for p in product_ids], with_payload=True, with_vector=with_vectors)
+    def get(
+        self, product_ids: list[str], with_vectors: bool | tuple[str, ...] = False, fields: tuple[str, ...] | None = None
+    ) -> list[StoredProduct]:
+        records = self.shard.retrieve([point_id(p) for p in product_ids], with_payload=_payload(fields), with_vector=vector_selection(with_vectors))
         return [
             StoredProduct(r.payload["product_id"], dict(r.vector or {}) if with_vectors else {}, dict(r.payload))
             for r in records
@@ -91,10 +105,33 @@ class EdgeProductStore:
     def search(
         self, vector: list[float], using: str = "fused", limit: int = 10, filters: SearchFilters | None = None
     ) -> list[SearchHit]:
-        request = q.QueryRequest(
-            limit=limit, query=q.Query.Nearest(vector, using=using), with_payload=True, filter=_filter(filters)
-        )
-        return [SearchHit(p.payload["product_id"], p.score, dict(p.payload)) for p in self.shard.query(request)]
+        return self.query_many([VectorQuery(vector=vector, using=using, limit=limit, filters=filters)])[0]
+
+    def query_many(self, queries: list[VectorQuery]) -> list[list[SearchHit]]:
+        if not queries:
+            return []
+        requests = [
+            q.QueryRequest(
+                limit=x.limit,
+                query=_query(x),
+                with_payload=_payload(x.fields),
+                with_vector=[x.using] if x.with_vector else False,
+                filter=_filter(x.filters),
+            )
+            for x in queries
+        ]
+        results = self.shard.query_batch(q.QueryBatchRequest(requests))
+        return [
+            [
+                SearchHit(p.payload["product_id"], p.score, dict(p.payload), list(p.vector[x.using]) if x.with_vector and p.vector else None)
+                for p in points
+            ]
+            for x, points in zip(queries, results, strict=True)
+        ]
+
+    def optimize(self) -> bool:
+        """Build the HNSW index of segments that outgrew plain search (blocking; the embedder calls it when idle)."""
+        return bool(self.shard.optimize())
 
     def count(self) -> int:
         return self.shard.count(q.CountRequest(exact=True))
@@ -104,6 +141,17 @@ class EdgeProductStore:
             self._shard.flush()
             self._shard.close()
             self._shard = None
+
+
+def _payload(fields: tuple[str, ...] | None) -> "bool | q.PayloadSelector":
+    # product_id is how a point maps back to its product, so it always comes along.
+    return True if fields is None else q.PayloadSelector.Include(sorted({*fields, "product_id"}))
+
+
+def _query(x: VectorQuery) -> q.Query:
+    if x.vector is not None:
+        return q.Query.Nearest(x.vector, using=x.using)
+    return q.Query.RecommendBestScore(q.RecommendQuery(list(x.positives), list(x.negatives)), using=x.using)
 
 
 def _filter(filters: SearchFilters | None) -> q.Filter | None:

@@ -6,7 +6,19 @@ from typing import Any
 from qdrant_client import QdrantClient
 from qdrant_client import models as m
 
-from services.vectors.store import INDEXED_FIELDS, VECTOR_NAMES, availability, with_availability, SearchFilters, SearchHit, StoredProduct, StoreMismatch, point_id
+from services.vectors.store import (
+    INDEXED_FIELDS,
+    VECTOR_NAMES,
+    SearchFilters,
+    SearchHit,
+    StoredProduct,
+    StoreMismatch,
+    VectorQuery,
+    availability,
+    point_id,
+    vector_selection,
+    with_availability,
+)
 
 _SCHEMA = {"keyword": m.PayloadSchemaType.KEYWORD, "float": m.PayloadSchemaType.FLOAT}
 
@@ -52,9 +64,11 @@ class ServerProductStore:
         self._client.set_payload(self._collection, with_availability(payload), points=[point_id(product_id)], wait=True)
         return True
 
-    def get(self, product_ids: list[str], with_vectors: bool = False) -> list[StoredProduct]:
+    def get(
+        self, product_ids: list[str], with_vectors: bool | tuple[str, ...] = False, fields: tuple[str, ...] | None = None
+    ) -> list[StoredProduct]:
         records = self._client.retrieve(
-            self._collection, [point_id(p) for p in product_ids], with_payload=True, with_vectors=with_vectors
+            self._collection, [point_id(p) for p in product_ids], with_payload=_payload(fields), with_vectors=vector_selection(with_vectors)
         )
         return [
             StoredProduct(r.payload["product_id"], dict(r.vector or {}) if with_vectors else {}, dict(r.payload))  # type: ignore[index,arg-type]
@@ -64,16 +78,49 @@ class ServerProductStore:
     def search(
         self, vector: list[float], using: str = "fused", limit: int = 10, filters: SearchFilters | None = None
     ) -> list[SearchHit]:
-        result = self._client.query_points(
-            self._collection, query=vector, using=using, limit=limit, with_payload=True, query_filter=_filter(filters)
-        )
-        return [SearchHit(p.payload["product_id"], p.score, dict(p.payload)) for p in result.points]  # type: ignore[index,arg-type]
+        return self.query_many([VectorQuery(vector=vector, using=using, limit=limit, filters=filters)])[0]
+
+    def query_many(self, queries: list[VectorQuery]) -> list[list[SearchHit]]:
+        if not queries:
+            return []
+        requests = [
+            m.QueryRequest(
+                query=_query(x),
+                using=x.using,
+                limit=x.limit,
+                filter=_filter(x.filters),
+                with_payload=_payload(x.fields),
+                with_vector=[x.using] if x.with_vector else False,
+            )
+            for x in queries
+        ]
+        responses = self._client.query_batch_points(self._collection, requests)
+        return [
+            [
+                SearchHit(p.payload["product_id"], p.score, dict(p.payload),  # type: ignore[index,arg-type]
+                          list(p.vector[x.using]) if x.with_vector and isinstance(p.vector, dict) else None)  # type: ignore[arg-type]
+                for p in response.points
+            ]
+            for x, response in zip(queries, responses, strict=True)
+        ]
 
     def count(self) -> int:
         return self._client.count(self._collection, exact=True).count
 
     def close(self) -> None:
         self._client.close()
+
+
+def _payload(fields: tuple[str, ...] | None) -> bool | list[str]:
+    return True if fields is None else sorted({*fields, "product_id"})
+
+
+def _query(x: VectorQuery) -> Any:
+    if x.vector is not None:
+        return x.vector
+    return m.RecommendQuery(
+        recommend=m.RecommendInput(positive=list(x.positives), negative=list(x.negatives), strategy=m.RecommendStrategy.BEST_SCORE)
+    )
 
 
 def _filter(filters: SearchFilters | None) -> m.Filter | None:

@@ -50,6 +50,7 @@ class SearchHit:
     product_id: str
     score: float
     payload: dict[str, Any]
+    vector: list[float] | None = None  # the searched space's vector, when asked for
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,52 @@ class SearchFilters:
     max_price: float | None = None
     in_stock: bool | None = None
     exclude: frozenset[str] = field(default_factory=frozenset)  # product ids
+
+
+def vector_selection(which: bool | tuple[str, ...]) -> bool | list[str]:
+    """``with_vectors`` as both backends take it: all, none, or a list of names."""
+    return list(which) if isinstance(which, tuple) else which
+
+
+def matches(payload: dict[str, Any], filters: SearchFilters) -> bool:
+    """Whether a stored product passes ``filters``: the same test the backends push into Qdrant.
+
+    >>> matches({"category": "Bag", "price": 20.0, "in_stock": True}, SearchFilters(category="Bag", max_price=30.0))
+    True
+    >>> matches({"category": "Bag", "price": 20.0, "in_stock": False}, SearchFilters(in_stock=True))
+    False
+    """
+    if payload.get("product_id") in filters.exclude:
+        return False
+    if filters.category is not None and payload.get("category") != filters.category:
+        return False
+    if filters.in_stock is not None and bool(payload.get("in_stock")) != filters.in_stock:
+        return False
+    price = payload.get("price")
+    if filters.min_price is not None and (price is None or price < filters.min_price):
+        return False
+    if filters.max_price is not None and (price is None or price > filters.max_price):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class VectorQuery:
+    """One search: nearest to ``vector``, or — with ``positives`` — a recommend query that
+    scores each product by its best likeness to a positive example against the negatives."""
+
+    vector: list[float] | None = None
+    positives: tuple[list[float], ...] = ()
+    negatives: tuple[list[float], ...] = ()
+    using: str = "fused"
+    limit: int = 10
+    filters: SearchFilters | None = None
+    fields: tuple[str, ...] | None = None  # payload fields to return; None: all of them
+    with_vector: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.vector is None) == (not self.positives):
+            raise ValueError("a VectorQuery has either a vector or positive examples")
 
 
 class ProductStore(Protocol):
@@ -73,13 +120,21 @@ class ProductStore(Protocol):
     def update_payload(self, product_id: str, payload: dict[str, Any]) -> bool:
         """Change payload fields of a stored product; False when there is no such product."""
 
-    def get(self, product_ids: list[str], with_vectors: bool = False) -> list[StoredProduct]:
-        """The stored products among ``product_ids``, in no particular order."""
+    def get(
+        self, product_ids: list[str], with_vectors: bool | tuple[str, ...] = False, fields: tuple[str, ...] | None = None
+    ) -> list[StoredProduct]:
+        """The stored products among ``product_ids``, in no particular order.
+
+        ``with_vectors``: all named vectors, or those named; ``fields``: a subset of the payload.
+        """
 
     def search(
         self, vector: list[float], using: str = "fused", limit: int = 10, filters: SearchFilters | None = None
     ) -> list[SearchHit]:
         """Nearest products to ``vector`` in the named space, best first."""
+
+    def query_many(self, queries: list[VectorQuery]) -> list[list[SearchHit]]:
+        """Several searches planned as one batch; one hit list per query, best first."""
 
     def count(self) -> int: ...
 

@@ -1,0 +1,1 @@
+"""The recommender: candidates from Qdrant and Redis, ranked, diversified and explained."""

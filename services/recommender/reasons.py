@@ -1,0 +1,56 @@
+"""Why an item was recommended, in words a shopper understands.
+
+>>> explain("recent", {"category": "Sneaker"}, "Urban canvas sneaker", is_new=False)
+'Looks like Urban canvas sneaker you viewed'
+>>> explain("recent", {"category": "Sneaker"}, "Urban canvas sneaker", is_new=True)
+'New in Sneaker, like Urban canvas sneaker you viewed'
+>>> explain("trending_in", {"category": "Bag"}, None, is_new=False)
+'Popular in Bag'
+>>> explain("covisit", {"category": "Bag"}, "Bold leather bag", is_new=False)
+'Often viewed with Bold leather bag'
+"""
+
+from typing import Any
+
+from schemas.limits import LIMITS
+
+# Behaviour specific to this shopper speaks loudest, then likeness, then the crowd.
+_PRIORITY = ("context", "covisit", "recent", "taste", "trending_in", "trending", "affinity", "catalogue")
+
+
+def strongest(evidence: dict[str, tuple[float, str | None]], looks_alike: float) -> tuple[str, str | None]:
+    """Which source explains a candidate: likeness only counts when it is real (≥ ``looks_alike``).
+
+    >>> strongest({"taste": (0.6, None), "trending": (0.7, None)}, looks_alike=0.75)
+    ('trending', None)
+    >>> strongest({"taste": (0.9, None), "trending": (0.7, None)}, looks_alike=0.75)
+    ('taste', None)
+    """
+    usable = {s: v for s, v in evidence.items() if s not in {"taste", "recent"} or v[0] >= looks_alike}
+    for source in _PRIORITY:
+        if source in usable:
+            return source, usable[source][1]
+    source = max(evidence, key=lambda s: evidence[s][0])
+    return source, evidence[source][1]
+
+
+def explain(source: str, payload: dict[str, Any], anchor_title: str | None, is_new: bool) -> str:
+    category = str(payload.get("category") or "the shop")
+    if source in {"taste", "recent"}:
+        if anchor_title:
+            text = f"New in {category}, like {anchor_title} you viewed" if is_new else f"Looks like {anchor_title} you viewed"
+        else:
+            text = f"New in {category}, matches your style" if is_new else f"Matches your style in {category}"
+    elif source == "context":
+        text = f"Looks like {anchor_title}" if anchor_title else f"More in {category}"
+    elif source == "covisit":
+        text = f"Often viewed with {anchor_title}" if anchor_title else "Often viewed together"
+    elif source == "affinity":
+        text = "Shoppers with your taste liked it"
+    elif source == "trending_in":
+        text = f"New in {category}" if is_new else f"Popular in {category}"
+    elif source == "trending":
+        text = f"New in {category}" if is_new else "Popular right now"
+    else:  # catalogue
+        text = f"New in {category}" if is_new else f"From our {category} range"
+    return text[: LIMITS.reason_chars]

@@ -1,0 +1,171 @@
+"""`shelfsight serve`: the process that owns the product store and serves from it.
+
+In embedded mode (Qdrant Edge) one process may open the shard, so this one runs the
+embedder (writing), the Kafka request responder and the HTTP API (reading) side by side.
+With SHELFSIGHT_QDRANT_URL the embedder can run apart (`--no-embedder` here).
+"""
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import redis
+import redis.asyncio as aioredis
+from confluent_kafka import Consumer
+
+from services.bus.broker import require_broker
+from services.bus.config import consumer_config, producer_config
+from services.bus.producer import Producer
+from services.embedder.service import Embedder, build_embedder, load_predictor, open_product_store
+from services.errors import UserError
+from services.profiles.profile import ClickParams
+from services.profiles.service import state_secret
+from services.profiles.state import Keys
+from services.recommender.engine import Recommender, Tuning
+from services.recommender.http.app import ApiParts, build_api
+from services.recommender.http.live import LiveUpdates
+from services.recommender.learned import LearnedCache
+from services.recommender.metrics import RecommenderMetrics
+from services.recommender.ranking import RankWeights
+from services.recommender.responder import GROUP_ID, Responder
+from services.recommender.shopper import ShopperReader
+from services.settings import Settings
+from services.vectors.store import ProductStore
+
+log = logging.getLogger(__name__)
+
+
+def tuning(settings: Settings) -> Tuning:
+    return Tuning(
+        weights=RankWeights.parse(settings.rank_weights),
+        mmr_lambda=settings.mmr_lambda,
+        new_for_s=settings.new_product_hours * 3600.0,
+    )
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, health_check_interval=30)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise UserError(f"no Redis answers at {settings.redis_url} ({exc}); start one with `shelfsight stack up`") from None
+    return client
+
+
+def build_recommender(settings: Settings, store: ProductStore, dims: int, client: redis.Redis) -> tuple[Recommender, LearnedCache]:
+    keys = Keys(settings.redis_prefix)
+    learned = LearnedCache(client, keys, state_secret(settings), settings.learners_refresh_s)
+    engine = Recommender(store, ShopperReader(client, keys), lambda: learned.current, dims, tuning(settings))
+    return engine, learned
+
+
+@dataclass
+class Serving:
+    """Everything `serve` runs, so a test can start and stop it in-process."""
+
+    settings: Settings
+    store: ProductStore
+    engine: Recommender
+    learned: LearnedCache
+    responder: Responder
+    embedder: Embedder | None
+    api: ApiParts
+
+    def start_background(self) -> "Running":
+        learned = self.learned.start()
+        stop_responder, stop_embedder = threading.Event(), threading.Event()
+        threads = [threading.Thread(target=self.responder.run, args=(stop_responder,), name="responder", daemon=True)]
+        if self.embedder is not None:
+            threads.append(threading.Thread(target=self.embedder.run, args=(stop_embedder,), name="embedder", daemon=True))
+        for t in threads:
+            t.start()
+        return Running(self, threads, stop_responder, stop_embedder, learned)
+
+
+@dataclass
+class Running:
+    serving: Serving
+    threads: list[threading.Thread]
+    stop_responder: threading.Event
+    stop_embedder: threading.Event
+    learned: LearnedCache
+
+    def stop(self) -> None:
+        # Readers first, then the embedder, which closes the store it shares with them.
+        self.stop_responder.set()
+        self.threads[0].join(30)
+        self.learned.stop()
+        if self.serving.embedder is not None:
+            self.stop_embedder.set()
+            self.threads[1].join(60)
+        else:
+            self.serving.store.close()
+
+
+def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
+    require_broker(settings)
+    client = redis_client(settings)
+    predictor = load_predictor(settings)
+    store = open_product_store(settings, predictor)
+    engine, learned = build_recommender(settings, store, predictor.dims["fused"], client)
+    metrics = RecommenderMetrics()
+    embedder = None
+    registries = ()
+    if with_embedder:
+        # Its metrics join the API's /metrics instead of a port of their own.
+        embedder = build_embedder(settings.model_copy(update={"embedder_metrics_port": 0}), predictor, store)
+        registries = (embedder.worker.metrics.registry,)
+    responder = Responder(
+        settings, engine, Consumer(consumer_config(settings, f"{settings.topic_prefix}{GROUP_ID}")),
+        Producer(producer_config(settings)), metrics, lambda: predictor.model_version,
+    )
+    keys = Keys(settings.redis_prefix)
+    live = LiveUpdates(aioredis.Redis.from_url(settings.redis_url), keys.updates_channel)
+
+    def health() -> dict[str, object]:
+        now = time.monotonic()
+        report: dict[str, object] = {
+            "model_version": predictor.model_version,
+            "responder_seconds_since_poll": round(now - responder.last_poll, 1),
+            "learner_events": learned.current.events,
+            "live_updates": live.ready.is_set(),
+        }
+        healthy = now - responder.last_poll < 60
+        if embedder is not None:
+            idle = now - embedder.worker.last_progress
+            report |= {"embedder_seconds_since_poll": round(idle, 1), "indexed": embedder.worker.indexed_total}
+            healthy = healthy and idle < 60
+        try:
+            client.ping()
+        except redis.RedisError:
+            healthy = False
+            report["redis"] = "unreachable"
+        return {"healthy": healthy, **report}
+
+    parts = ApiParts(settings, engine, store, Producer(producer_config(settings)), live, metrics, registries, health,
+                     lambda: predictor.model_version)
+    return Serving(settings, store, engine, learned, responder, embedder, parts)
+
+
+def run_serve(settings: Settings, with_embedder: bool = True) -> int:
+    import uvicorn
+
+    serving = build_serving(settings, with_embedder)
+    running = serving.start_background()
+    config = uvicorn.Config(
+        build_api(serving.api), host=settings.api_host, port=settings.api_port, log_level="warning",
+        timeout_graceful_shutdown=2, access_log=False,
+    )
+    server = uvicorn.Server(config)
+    log.info("serving", extra={"url": f"http://{settings.api_host}:{settings.api_port}/", "embedder": with_embedder})
+    try:
+        server.run()  # SIGINT/SIGTERM: stop accepting, finish requests, return
+    except SystemExit:  # uvicorn exits when it cannot bind
+        pass
+    finally:
+        running.stop()
+    if not server.started:
+        raise UserError(f"the API could not listen on {settings.api_host}:{settings.api_port}; set SHELFSIGHT_API_PORT")
+    log.info("stopped")
+    return 0

@@ -1,0 +1,113 @@
+"""The recommender against real Qdrant Edge and Redis, with profiles written by the real click handler."""
+
+import pytest
+
+from services.recommender.engine import Query, UnknownProduct
+from services.vectors.store import SearchFilters
+
+pytestmark = pytest.mark.redis
+
+
+def _crowd(shop, product="coat-5", users=6):
+    for n in range(users):
+        shop.click(f"crowd-{n}", product, "purchase")
+        shop.click(f"crowd-{n}", "dress-2", "view")
+
+
+def test_cold_shopper_gets_trending_items_with_reasons(shop):
+    _crowd(shop)
+    result = shop.engine().recommend(Query("newcomer", k=5))
+    ids = [p.product_id for p in result.items]
+    assert ids[0] == "coat-5" and "dress-2" in ids
+    assert all(p.reason for p in result.items)
+    assert result.items[0].reason in {"Popular right now", "Popular in Coat"}
+
+
+def test_cold_shop_still_answers_from_the_catalogue(shop):
+    result = shop.engine().recommend(Query("first-shopper-ever", k=4))
+    assert len(result.items) == 4
+    assert all(p.reason.startswith("From our ") for p in result.items)
+
+
+def test_visual_taste_drives_recommendations_and_reasons_name_the_viewed_item(shop):
+    for n in (0, 1, 2):
+        shop.click("ann", f"bag-{n}", "click")
+    result = shop.engine().recommend(Query("ann", k=6))
+    categories = [p.payload["category"] for p in result.items]
+    assert categories.count("Bag") >= 4, categories
+    bag_reasons = [p.reason for p in result.items if p.payload["category"] == "Bag"]
+    assert any(r.startswith("Looks like Bag bag-") and r.endswith("you viewed") for r in bag_reasons), bag_reasons
+    assert all(p.reason for p in result.items)
+
+
+def test_purchased_and_recently_seen_items_are_excluded(shop):
+    shop.click("ben", "sneaker-1", "purchase")
+    shop.click("ben", "sneaker-2", "view")
+    shop.click("ben", "sneaker-4", "dismiss")
+    ids = {p.product_id for p in shop.engine().recommend(Query("ben", k=20)).items}
+    assert ids and not ids & {"sneaker-1", "sneaker-2", "sneaker-4"}
+
+
+def test_filters_are_honoured(shop):
+    _crowd(shop)
+    shop.click("cat", "dress-0", "click")
+    filters = SearchFilters(category="Dress", min_price=40.0, max_price=90.0, in_stock=True)
+    items = shop.engine().recommend(Query("cat", k=10, filters=filters)).items
+    assert items
+    for p in items:
+        assert p.payload["category"] == "Dress" and 40.0 <= p.payload["price"] <= 90.0 and p.payload["in_stock"]
+    out_of_stock = shop.engine().recommend(Query("cat", k=30, filters=SearchFilters(in_stock=None))).items
+    assert any(not p.payload["in_stock"] for p in out_of_stock)  # n == 3 of each category is sold out
+    assert all(p.payload["in_stock"] for p in shop.engine().recommend(Query("cat", k=30)).items)
+
+
+def test_a_brand_new_product_reaches_the_shopper_whose_taste_it_matches(shop):
+    for n in range(4):
+        shop.click("dee", f"sneaker-{n}", "add_to_cart")
+    for n in range(6):  # popular, but not dee's taste
+        shop.click(f"crowd-{n}", "coat-1", "purchase")
+    taste = sum(shop.vectors[f"sneaker-{n}"] for n in range(4))  # looks like what dee put in the cart
+    shop.add("sneaker-new", "Sneaker", taste, listed_ts=shop.clock - 60)
+    items = shop.engine().recommend(Query("dee", k=5)).items
+    new = [p for p in items if p.product_id == "sneaker-new"]
+    assert new, [p.product_id for p in items]
+    assert new[0].reason.startswith("New in Sneaker")
+
+
+def test_covisitation_finds_what_others_viewed_alongside(shop):
+    for n in range(5):  # other shoppers pair a dress with one particular coat in their sessions
+        shop.click(f"pair-{n}", "dress-7", "view")
+        shop.click(f"pair-{n}", "coat-9", "click")
+    shop.click("eve", "dress-7", "view")
+    items = shop.engine().recommend(Query("eve", k=10)).items
+    coat = [p for p in items if p.product_id == "coat-9"]
+    assert coat and coat[0].reason == "Often viewed with Dress dress-7"
+
+
+def test_diversity_spreads_a_list_over_the_catalogue(shop):
+    for n in range(3):
+        shop.click("fay", f"bag-{n}", "click")
+    shop.click("fay", "coat-0", "view")
+    focused = shop.engine(mmr_lambda=1.0).recommend(Query("fay", k=8)).items
+    diverse = shop.engine(mmr_lambda=0.2).recommend(Query("fay", k=8)).items
+    spread = lambda items: len({p.payload["category"] for p in items})  # noqa: E731
+    assert spread(diverse) > spread(focused)
+
+
+def test_similar_products_and_unknown_ones(shop):
+    items = shop.engine().similar("bag-0", k=5).items
+    assert len(items) == 5 and all(p.payload["category"] == "Bag" and p.product_id != "bag-0" for p in items)
+    assert items[0].reason == "Looks like Bag bag-0"
+    with pytest.raises(UnknownProduct):
+        shop.engine().similar("no-such-product")
+
+
+def test_the_click_model_and_factorisation_take_part_once_trained(shop):
+    for n in range(40):
+        shop.click(f"u{n % 5}", f"bag-{n % 12}", "click")
+        shop.click(f"u{n % 5}", f"coat-{n % 12}", "impression")
+    engine = shop.engine()
+    learned = engine._learned()
+    assert learned.click.trained and learned.affinity.knows("u1")
+    items = engine.recommend(Query("u1", k=5)).items
+    assert items and all(0.0 < p.score <= 1.0 for p in items)

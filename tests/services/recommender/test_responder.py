@@ -1,0 +1,62 @@
+"""Recommendations over Kafka: request in, answer on the reply topic, correlated by request_id."""
+
+import json
+import threading
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from confluent_kafka import Consumer
+
+from schemas import RecommendationRequest, RecommendationResponse, encode
+from schemas.topics import RECOMMENDATION_REQUESTS, RECOMMENDATION_RESPONSES
+from services.bus.config import consumer_config, producer_config
+from services.bus.producer import Producer
+from services.bus.tail import tail
+from services.recommender.metrics import RecommenderMetrics
+from services.recommender.responder import GROUP_ID, Responder
+
+pytestmark = [pytest.mark.kafka, pytest.mark.redis]
+
+
+def _responses(settings, count):
+    return [json.loads(m.value) for m in tail(settings, settings.topic(RECOMMENDATION_RESPONSES.name), max_messages=count, idle_timeout=15.0)]
+
+
+def test_requests_are_answered_on_the_reply_topic_with_their_request_id(kafka, shop):
+    shop.click("zoe", "dress-1", "click")
+    responder = Responder(kafka, shop.engine(), Consumer(consumer_config(kafka, f"{kafka.topic_prefix}{GROUP_ID}")),
+                          Producer(producer_config(kafka)), RecommenderMetrics(), lambda: "model-x")
+    stop = threading.Event()
+    thread = threading.Thread(target=responder.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        producer = Producer(producer_config(kafka))
+        source = kafka.topic(RECOMMENDATION_REQUESTS.name)
+        ids = [f"req-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+        for n, request_id in enumerate(ids):
+            request = RecommendationRequest(request_id=request_id, user_id="zoe", k=3 + n,
+                                            requested_at=datetime.now(UTC), filters={"category": "Dress"})
+            producer.send(source, encode(request))
+        bad = b'{"request_id": "req-bad", "user_id": "zoe", "k": 1000}'
+        producer.client.produce(source, key=b"zoe", value=bad)
+        producer.client.produce(source, key=b"zoe", value=b"not json at all")
+        assert producer.flush(10) == 0
+
+        answers = {r["request_id"]: r for r in _responses(kafka, 4)}
+        assert set(answers) == {*ids, "req-bad"}
+        for n, request_id in enumerate(ids):
+            answer = RecommendationResponse.model_validate_json(json.dumps(answers[request_id]))
+            assert answer.user_id == "zoe" and answer.error is None and answer.model_version == "model-x"
+            assert len(answer.items) == 3 + n
+            assert all(i.category == "Dress" and i.reason and i.product_id != "dress-1" for i in answer.items)
+            assert all(i.image_url == f"/v1/products/{i.product_id}/image" for i in answer.items)
+        assert answers["req-bad"]["error"]["code"] == "invalid_request" and "k" in answers["req-bad"]["error"]["message"]
+
+        letters = list(tail(kafka, kafka.topic(RECOMMENDATION_REQUESTS.dlq), max_messages=2, idle_timeout=10.0))
+        assert len(letters) == 2
+        assert {m.value for m in letters} and all(m.headers.get("shelfsight-reason") for m in letters)
+    finally:
+        stop.set()
+        thread.join(20)
+    assert not thread.is_alive() and responder.answered == 3
