@@ -18,10 +18,10 @@ REPORT_DIR ?= reports/fashion-mnist
 # Fine-tunes the top six stages of EfficientNet-Lite0 at 64 px on cached activations (docs/benchmarks.md).
 TRAIN_ARGS ?= --mode finetune --input-size 64 --trainable-stages 6 --epochs 10 --batch-size 256
 
-.PHONY: help setup fashion-mnist model demo test up down status
+.PHONY: help setup fashion-mnist chromium model demo test up down status
 
 help:
-	@echo "make demo    set up, start Kafka + Redis, publish sample events, show where they went"
+	@echo "make demo    the whole system: Kafka + Redis, model, serve + profiles, simulated shoppers, live storefront"
 	@echo "make test    set up, start Kafka + Redis, run the tests, stop what it started"
 	@echo "make model   train the product model on Fashion-MNIST and write its evaluation report"
 	@echo "make up|down|status   the local stack on its own"
@@ -44,6 +44,13 @@ fashion-mnist:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
 	  else echo "error: Fashion-MNIST is missing: sudo apt-get install dataset-fashion-mnist"; exit 1; fi; }
 
+# Headless Chromium and its driver from Debian, for the storefront widget test (no browser download).
+chromium:
+	@{ command -v chromium && command -v chromedriver; } >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "error: Chromium is missing: sudo apt-get install chromium chromium-driver"; exit 1; fi; }
+
 # The benchmark model; its figures are in docs/benchmarks.md.
 model: setup fashion-mnist
 	@[ -d $(DATA_DIR)/train ] || $(SHELFSIGHT) datasets fashion-mnist $(DATA_DIR)
@@ -59,11 +66,13 @@ down: setup
 status: setup
 	$(SHELFSIGHT) stack status
 
-demo: setup
-	$(SHELFSIGHT) demo
+# DEMO_ARGS: e.g. --seconds 120 --products 2000 (see `shelfsight demo --help`).
+DEMO_ARGS ?=
+demo: setup fashion-mnist
+	$(SHELFSIGHT) demo $(DEMO_ARGS)
 
 # Stops the stack afterwards only when this run started it (a running dev stack is left alone).
-test: setup fashion-mnist
+test: setup fashion-mnist chromium
 	@was_up=0; $(SHELFSIGHT) stack status >/dev/null 2>&1 && was_up=1; \
 	$(SHELFSIGHT) stack up || exit $$?; \
 	status=0; $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \

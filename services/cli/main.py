@@ -27,15 +27,28 @@ def build_parser() -> argparse.ArgumentParser:
     event_commands.register(commands)
     model_commands.register(commands)
     service_commands.register(commands)
-    demo = commands.add_parser("demo", help="the main job: stack up, sample events in, where they went")
+    demo = commands.add_parser(
+        "demo", help="the main job: the whole system with simulated shoppers and a live storefront (Ctrl-C stops it)"
+    )
+    demo.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl-C)")
+    demo.add_argument("--products", type=int, default=1000, help="catalogue size (real Fashion-MNIST photos)")
+    demo.add_argument("--shoppers", type=int, default=12, help="simulated shoppers")
+    demo.add_argument("--rate", type=float, default=8.0, help="shopper visits per second")
+    demo.add_argument("--pipeline-only", action="store_true", help="only publish sample events and show where they went")
     demo.set_defaults(run=_demo)
     return parser
 
 
-def _demo(settings, _args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
-    from services.demo.walkthrough import run_demo
+def _demo(settings, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    if args.pipeline_only:
+        from services.demo.walkthrough import run_demo
 
-    return run_demo(settings)
+        return run_demo(settings)
+    from services.demo.storefront import run_storefront_demo
+
+    if args.products < 10 or args.shoppers < 1 or args.rate <= 0:
+        raise UserError("demo needs --products ≥ 10, --shoppers ≥ 1 and --rate > 0")
+    return run_storefront_demo(settings, args.seconds, args.products, args.shoppers, args.rate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

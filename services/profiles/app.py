@@ -35,6 +35,7 @@ def build_app(
     metrics: ProfilesMetrics,
     secret: bytes,
 ) -> faust.App:
+    (settings.cache_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"{settings.topic_prefix}{GROUP_ID}",
         broker=f"kafka://{settings.kafka_bootstrap}",

@@ -6,6 +6,7 @@ With SHELFSIGHT_QDRANT_URL the embedder can run apart (`--no-embedder` here).
 """
 
 import logging
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -158,6 +159,10 @@ def run_serve(settings: Settings, with_embedder: bool = True) -> int:
         timeout_graceful_shutdown=2, access_log=False,
     )
     server = uvicorn.Server(config)
+    # uvicorn re-raises the signal that stopped it once it is done; with these in place that
+    # lands here instead of killing the process before the embedder has flushed and committed.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     log.info("serving", extra={"url": f"http://{settings.api_host}:{settings.api_port}/", "embedder": with_embedder})
     try:
         server.run()  # SIGINT/SIGTERM: stop accepting, finish requests, return
