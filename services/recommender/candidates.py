@@ -18,6 +18,7 @@ Sources, and what each one stands for:
 (0.9, 'covisit', 'b', ['covisit', 'taste', 'trending'])
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +35,7 @@ class Candidate:
     anchor: str | None = None  # the product that explains it ("looks like …", "often viewed with …")
     evidence: dict[str, tuple[float, str | None]] = field(default_factory=dict)  # source → (score, anchor)
     payload: dict[str, Any] | None = None
-    vector: np.ndarray | None = None  # unit fused vector
+    vector: Sequence[float] | None = None  # fused vector as stored (unit length); arrays are made in one go when ranking
 
 
 class CandidatePool:
@@ -44,7 +45,7 @@ class CandidatePool:
         self._by_id: dict[str, Candidate] = {}
 
     def offer(self, product_id: str, score: float, source: str, anchor: str | None = None,
-              payload: dict[str, Any] | None = None, vector: list[float] | None = None) -> None:
+              payload: dict[str, Any] | None = None, vector: Sequence[float] | None = None) -> None:
         current = self._by_id.get(product_id)
         if current is None:
             current = self._by_id[product_id] = Candidate(product_id, score, source, anchor)
@@ -55,10 +56,13 @@ class CandidatePool:
         if payload is not None and current.payload is None:
             current.payload = payload
         if vector is not None and current.vector is None:
-            current.vector = unit(np.asarray(vector, dtype=np.float32))
+            current.vector = vector
 
     def get(self, product_id: str) -> Candidate:
         return self._by_id[product_id]
+
+    def drop(self, product_id: str) -> None:
+        self._by_id.pop(product_id, None)
 
     def __len__(self) -> int:
         return len(self._by_id)

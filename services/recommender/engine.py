@@ -58,8 +58,9 @@ class Tuning:
     weights: RankWeights = field(default_factory=RankWeights)
     mmr_lambda: float = 0.75
     new_for_s: float = 72 * 3600.0
-    per_source: int = 40  # nearest neighbours asked of each Qdrant source
-    affinity_items: int = 30
+    per_source: int = 24  # nearest neighbours asked of each Qdrant source
+    affinity_items: int = 15
+    behaviour_pool: int = 4  # at most this many times k candidates from Redis-side sources are looked up
     diversify_from: int = 4  # MMR looks at this many times k of the best-scored candidates
     new_boost: float = 0.05  # added to the score of a new product nobody has clicked yet
     looks_alike: float = 0.75  # likeness ((cosine + 1) / 2) from which "looks like …" is said
@@ -100,7 +101,7 @@ class Recommender:
         context = self._context(query.context_product_id) if query.context_product_id else None
         self._from_qdrant(pool, shopper, signals, filters, context, query.context_product_id)
         self._from_behaviour(pool, shopper, signals, learned)
-        self._complete(pool, filters, [*signals.neighbours, *([query.context_product_id] if context is not None else [])])
+        self._complete(pool, filters, query.k * self.tuning.behaviour_pool)
         candidates = [c for c in pool.all() if c.payload is not None and not c.payload.get("delisted") and matches(c.payload, filters)]
         anchors = self._anchor_titles(shopper, signals, query.context_product_id)
         picks = self._rank(candidates, shopper, signals, learned, query.k, anchors)
@@ -138,10 +139,12 @@ class Recommender:
         limit = self.tuning.per_source
         queries: list[tuple[str, VectorQuery]] = []
         common = {"limit": limit, "filters": filters, "fields": CARD_FIELDS, "with_vector": True}
-        if shopper.vector is not None:
+        # Vectors from before a model change have other dimensions: they cannot be searched with.
+        if shopper.vector is not None and shopper.vector.size == self._dims:
             queries.append(("taste", VectorQuery(vector=shopper.vector.tolist(), **common)))  # type: ignore[arg-type]
-        positives = [signals.vectors[i] for i in shopper.recent if i in signals.vectors][: self._reader.limits.anchors]
-        negatives = [signals.vectors[i] for i in shopper.dismissed if i in signals.vectors]
+        usable = {i: v for i, v in signals.vectors.items() if v.size == self._dims}
+        positives = [usable[i] for i in shopper.recent if i in usable][: self._reader.limits.anchors]
+        negatives = [usable[i] for i in shopper.dismissed if i in usable]
         if positives:
             queries.append(("recent", VectorQuery(positives=tuple(v.tolist() for v in positives),
                                                   negatives=tuple(v.tolist() for v in negatives), **common)))  # type: ignore[arg-type]
@@ -170,16 +173,20 @@ class Recommender:
         for product_id, score in scaled(signals.trending, 0.4, 0.7):
             pool.offer(product_id, score, "trending")
 
-    def _complete(self, pool: CandidatePool, filters: SearchFilters, also: list[str]) -> None:
-        """Payloads and vectors of the candidates no Qdrant query returned (one retrieve)."""
-        missing = [c.product_id for c in pool.all() if c.payload is None and c.product_id not in filters.exclude]
+    def _complete(self, pool: CandidatePool, filters: SearchFilters, most: int) -> None:
+        """Payloads and vectors of the best candidates no Qdrant query returned (one retrieve);
+        the rest of them are dropped."""
+        missing = [c for c in pool.all() if c.payload is None and c.product_id not in filters.exclude]
         if not missing:
             return
-        for product in self._store.get(missing, with_vectors=("fused",), fields=CARD_FIELDS):
+        missing.sort(key=lambda c: -c.retrieval)
+        for c in missing[most:]:
+            pool.drop(c.product_id)
+        wanted = [c.product_id for c in missing[:most]]
+        for product in self._store.get(wanted, with_vectors=("fused",), fields=CARD_FIELDS):
             candidate = pool.get(product.product_id)
             candidate.payload = product.payload
-            if "fused" in product.vectors:
-                candidate.vector = unit(np.asarray(product.vectors["fused"], dtype=np.float32))
+            candidate.vector = product.vectors.get("fused")
 
     def _anchor_titles(self, shopper: Shopper, signals: Signals, context_id: str | None) -> dict[str, str]:
         wanted = list(dict.fromkeys([*signals.neighbours, *(i for i in shopper.recent if i in signals.vectors),
@@ -195,8 +202,12 @@ class Recommender:
         if not candidates:
             return []
         ids = [c.product_id for c in candidates]
-        dims = next((c.vector.size for c in candidates if c.vector is not None), 0)
-        vectors = np.array([c.vector if c.vector is not None else np.zeros(dims, np.float32) for c in candidates])
+        dims = self._dims
+        blank = [0.0] * dims
+        vectors = np.array([c.vector if c.vector is not None and len(c.vector) == dims else blank for c in candidates],
+                           dtype=np.float32)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
         if shopper.vector is not None and shopper.vector.size == dims:
             similarity = vectors @ shopper.vector
         else:
@@ -226,14 +237,14 @@ class Recommender:
 
         shortlist = np.argsort(-scores)[: max(k * self.tuning.diversify_from, 20)]
         order = mmr(spread(scores[shortlist]), vectors[shortlist], k, self.tuning.mmr_lambda)
-        anchor_vectors = {i: unit(signals.vectors[i]) for i in shopper.recent if i in signals.vectors}
+        anchor_vectors = {i: unit(signals.vectors[i]) for i in shopper.recent if i in signals.vectors and signals.vectors[i].size == dims}
         picks = []
         for position in order:
             n = int(shortlist[position])
             c = candidates[n]
             source, anchor = strongest(c.evidence, self.tuning.looks_alike)
-            if source in {"taste", "recent"} and anchor_vectors and c.vector is not None:
-                anchor = max(anchor_vectors, key=lambda i: float(anchor_vectors[i] @ c.vector))  # type: ignore[operator]
+            if source in {"taste", "recent"} and anchor_vectors:
+                anchor = max(anchor_vectors, key=lambda i: float(anchor_vectors[i] @ vectors[n]))
             title = anchors.get(anchor) if anchor else None
             reason = explain(source, c.payload or {}, title or anchor, fresh[n])
             picks.append(Pick(c.product_id, round(float(scores[n]), 6), reason, c.payload or {}))

@@ -17,11 +17,11 @@ class ReadLimits:
     """How much of a shopper's history a request looks at."""
 
     recent: int = 20  # recently seen: excluded, and the source of visual and co-visitation anchors
-    anchors: int = 5  # recent items whose likeness and neighbours become candidates
-    neighbours: int = 20
-    trending: int = 30
+    anchors: int = 3  # recent items whose likeness and neighbours become candidates
+    neighbours: int = 10
+    trending: int = 20
     categories: int = 2  # top categories whose trending items become candidates
-    per_category: int = 15
+    per_category: int = 10
     purchased: int = 200
     dismissed: int = 20
 

@@ -97,10 +97,11 @@ class EdgeProductStore:
         self, product_ids: list[str], with_vectors: bool | tuple[str, ...] = False, fields: tuple[str, ...] | None = None
     ) -> list[StoredProduct]:
         records = self.shard.retrieve([point_id(p) for p in product_ids], with_payload=_payload(fields), with_vector=vector_selection(with_vectors))
-        return [
-            StoredProduct(r.payload["product_id"], dict(r.vector or {}) if with_vectors else {}, dict(r.payload))
-            for r in records
-        ]
+        products = []
+        for r in records:
+            payload = r.payload  # each attribute access converts from Rust: read it once
+            products.append(StoredProduct(payload["product_id"], dict(r.vector or {}) if with_vectors else {}, payload))
+        return products
 
     def search(
         self, vector: list[float], using: str = "fused", limit: int = 10, filters: SearchFilters | None = None
@@ -121,13 +122,15 @@ class EdgeProductStore:
             for x in queries
         ]
         results = self.shard.query_batch(q.QueryBatchRequest(requests))
-        return [
-            [
-                SearchHit(p.payload["product_id"], p.score, dict(p.payload), list(p.vector[x.using]) if x.with_vector and p.vector else None)
-                for p in points
-            ]
-            for x, points in zip(queries, results, strict=True)
-        ]
+        found = []
+        for x, points in zip(queries, results, strict=True):
+            hits = []
+            for p in points:
+                payload = p.payload  # each attribute access converts from Rust: read it once
+                vector = p.vector if x.with_vector else None
+                hits.append(SearchHit(payload["product_id"], p.score, payload, vector[x.using] if vector else None))
+            found.append(hits)
+        return found
 
     def optimize(self) -> bool:
         """Build the HNSW index of segments that outgrew plain search (blocking; the embedder calls it when idle)."""

@@ -1,5 +1,6 @@
 """The interface every product store backend implements."""
 
+import functools
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,6 +26,7 @@ def with_availability(payload: dict[str, Any]) -> dict[str, Any]:
 _NAMESPACE = uuid.UUID("6f1c1f2e-6a55-4b59-9d4a-5e1f3c2b7a10")
 
 
+@functools.lru_cache(maxsize=100_000)  # uuid5 hashes: recommendations ask for the same ids again and again
 def point_id(product_id: str) -> str:
     """The Qdrant point id of a product: a UUIDv5 of its product_id.
 
