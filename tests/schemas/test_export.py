@@ -25,5 +25,5 @@ def test_every_topic_contract_is_exported_with_its_topic_and_key():
     click = json.loads(files["ClickEvent.json"])
     assert click["x-shelfsight-topic"] == "clicks"
     assert click["x-shelfsight-key"] == "user_id"
-    assert set(click["$defs"]["ClickKind"]["enum"]) == {"view", "click", "add_to_cart", "purchase", "dismiss"}
+    assert set(click["$defs"]["ClickKind"]["enum"]) == {"view", "click", "add_to_cart", "purchase", "dismiss", "impression"}
     assert {p.name for p in JSON_DIR.glob("*.json")} == set(files)
