@@ -9,11 +9,11 @@ from schemas.limits import LIMITS
 
 SCHEMA_VERSION = 1
 
-_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$"
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$"
 
 Identifier = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=LIMITS.id_chars, pattern=_ID_PATTERN),
+    StringConstraints(min_length=1, max_length=LIMITS.id_chars, pattern=ID_PATTERN),
     Field(description="Opaque identifier: letters, digits and . _ : @ / -; starts with a letter or digit."),
 ]
 

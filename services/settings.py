@@ -192,6 +192,15 @@ class Settings(BaseSettings):
         return parts.hostname or "127.0.0.1", parts.port or 6379
 
 
+def comma_list(text: str) -> tuple[str, ...]:
+    """The items of a comma-separated setting, trimmed, empty ones left out.
+
+    >>> comma_list(" a, b,,c ")
+    ('a', 'b', 'c')
+    """
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment, with a one-line error when a value is wrong."""
     try:

@@ -94,21 +94,19 @@ def wait_healthy(url: str, service: Service, timeout: float = 180.0) -> dict[str
     while time.monotonic() < deadline:
         if not service.alive():
             raise UserError(f"{service.name} stopped while starting; its log ({service.log}) ends:\n{service.tail()}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                return json.loads(answer.read())
-        except OSError:
-            time.sleep(0.5)
+        report = health(url)
+        if report:
+            return report
+        time.sleep(0.5)
     raise UserError(f"{service.name} did not become healthy at {url} within {timeout:.0f} s; see {service.log}")
 
 
 def health(url: str) -> dict[str, object]:
+    """The /healthz report when the service answers healthy; empty otherwise (503 raises OSError)."""
     try:
         with urllib.request.urlopen(url, timeout=2) as answer:
             return json.loads(answer.read())
-    except OSError:
-        return {}
-    except ValueError:
+    except (OSError, ValueError):
         return {}
 
 

@@ -21,7 +21,7 @@ from services.embedder.metrics import EmbedderMetrics
 from services.embedder.worker import GROUP_ID, EmbedderWorker
 from services.errors import UserError
 from services.ops.http import OpsServer, start_ops
-from services.settings import Settings
+from services.settings import Settings, comma_list
 from services.vectors.factory import open_store
 from services.vectors.store import ProductStore, StoreMismatch
 
@@ -33,7 +33,7 @@ def image_policy(settings: Settings) -> ImagePolicy:
 
 
 def url_policy(settings: Settings) -> UrlPolicy:
-    hosts = frozenset(h.strip() for h in settings.image_allowed_hosts.split(",") if h.strip())
+    hosts = frozenset(comma_list(settings.image_allowed_hosts))
     return UrlPolicy(
         allow_http=settings.image_allow_http,
         allow_file=settings.image_file_root is not None,

@@ -87,15 +87,8 @@ class Recommender:
         started = time.perf_counter()
         shopper, signals = self._reader.read(query.user_id)
         learned = self._learned()
-        excluded = frozenset(shopper.purchased | set(shopper.recent) | set(shopper.dismissed)) | (
-            {query.context_product_id} if query.context_product_id else set()
-        )
-        filters = SearchFilters(
-            category=query.filters.category,
-            min_price=query.filters.min_price,
-            max_price=query.filters.max_price,
-            in_stock=query.filters.in_stock,
-            exclude=query.filters.exclude | excluded,
+        filters = query.filters.excluding(
+            [*shopper.purchased, *shopper.recent, *shopper.dismissed, *([query.context_product_id] if query.context_product_id else [])]
         )
         pool = CandidatePool()
         context = self._context(query.context_product_id) if query.context_product_id else None
@@ -115,8 +108,7 @@ class Recommender:
             raise UnknownProduct(product_id)
         product = found[0]
         using = "image" if "image" in product.vectors else "fused"
-        base = filters or SearchFilters()
-        wanted = SearchFilters(base.category, base.min_price, base.max_price, base.in_stock, base.exclude | {product_id})
+        wanted = (filters or SearchFilters()).excluding([product_id])
         (hits,) = self._store.query_many(
             [VectorQuery(vector=list(product.vectors[using]), using=using, limit=k, filters=wanted, fields=CARD_FIELDS)]
         )
@@ -157,7 +149,7 @@ class Recommender:
         results = self._store.query_many([q for _, q in queries])
         for (source, _), hits in zip(queries, results, strict=True):
             for hit in hits:
-                score = likeness(hit.score) if source != "recent" else likeness(min(1.0, hit.score))
+                score = likeness(min(1.0, hit.score))  # recommend scores are cosines too, but may round past 1
                 anchor = context_id if source == "context" else None
                 pool.offer(hit.product_id, score, source, anchor, hit.payload, hit.vector)
 

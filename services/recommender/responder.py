@@ -15,6 +15,8 @@ from collections.abc import Callable
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from schemas import ContractError, RecommendationRequest, decode, encode
+from schemas.base import ID_PATTERN
+from schemas.limits import LIMITS
 from schemas.topics import RECOMMENDATION_REQUESTS, RECOMMENDATION_RESPONSES
 from services.bus.dead_letters import dead_letter
 from services.bus.producer import Producer
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 
 GROUP_ID = "shelfsight-recommender"
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")  # schemas.base.Identifier
+_ID = re.compile(ID_PATTERN)
 
 
 class Responder:
@@ -127,6 +129,10 @@ class Responder:
                 log.warning("rewind failed", extra={"error": str(exc)})
 
 
+def _is_id(value: object) -> bool:
+    return isinstance(value, str) and len(value) <= LIMITS.id_chars and _ID.match(value) is not None
+
+
 def _salvage(value: bytes | None) -> tuple[str | None, str, str]:
     """request_id, user_id and reply_topic of an invalid request, where they can be trusted."""
     default = RECOMMENDATION_RESPONSES.name
@@ -140,7 +146,7 @@ def _salvage(value: bytes | None) -> tuple[str | None, str, str]:
     user_id = raw.get("user_id")
     reply_topic = raw.get("reply_topic")
     return (
-        request_id if isinstance(request_id, str) and _ID.match(request_id) else None,
-        user_id if isinstance(user_id, str) and _ID.match(user_id) else "",
+        request_id if _is_id(request_id) else None,
+        user_id if _is_id(user_id) else "",
         reply_topic if isinstance(reply_topic, str) and _TOPIC.match(reply_topic) else default,
     )

@@ -2,7 +2,8 @@
 
 import functools
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 VECTOR_NAMES = ("image", "text", "fused")
@@ -62,6 +63,10 @@ class SearchFilters:
     max_price: float | None = None
     in_stock: bool | None = None
     exclude: frozenset[str] = field(default_factory=frozenset)  # product ids
+
+    def excluding(self, product_ids: Iterable[str]) -> "SearchFilters":
+        """The same filters, also leaving out ``product_ids``."""
+        return replace(self, exclude=self.exclude | frozenset(product_ids))
 
 
 def vector_selection(which: bool | tuple[str, ...]) -> bool | list[str]:

@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Stre
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from schemas import RecommendationResponse
+from schemas.base import ID_PATTERN
 from schemas.limits import LIMITS
 from services.bus.producer import Producer
 from services.recommender import answers
@@ -27,12 +28,12 @@ from services.recommender.http import intake
 from services.recommender.http.guards import Access, ApiKeys, BodyLimit
 from services.recommender.http.live import LiveUpdates
 from services.recommender.metrics import RecommenderMetrics
-from services.settings import Settings
+from services.settings import Settings, comma_list
 from services.vectors.store import ProductStore, SearchFilters
 
 log = logging.getLogger(__name__)
 
-IdPath = Annotated[str, Path(min_length=1, max_length=LIMITS.id_chars, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$")]
+IdPath = Annotated[str, Path(min_length=1, max_length=LIMITS.id_chars, pattern=ID_PATTERN)]
 K = Annotated[int, Query(ge=1, le=LIMITS.recommendations, description="How many items.")]
 KEEPALIVE_S = 15.0
 
@@ -78,7 +79,7 @@ def build_api(parts: ApiParts) -> FastAPI:
         summary="Real-time product recommendations from what products look like and what shoppers do.",
         lifespan=lifespan,
     )
-    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    origins = list(comma_list(settings.cors_origins))
     if origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],

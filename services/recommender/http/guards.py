@@ -11,6 +11,8 @@ from enum import Enum
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.settings import comma_list
+
 
 class Access(str, Enum):
     NONE = "none"
@@ -25,10 +27,7 @@ class ApiKeys:
 
     @classmethod
     def parse(cls, secret: str, publishable: str) -> "ApiKeys":
-        def split(text: str) -> tuple[str, ...]:
-            return tuple(k.strip() for k in text.split(",") if k.strip())
-
-        return cls(split(secret), split(publishable))
+        return cls(comma_list(secret), comma_list(publishable))
 
     @property
     def configured(self) -> bool:
