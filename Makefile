@@ -18,12 +18,13 @@ REPORT_DIR ?= reports/fashion-mnist
 # Fine-tunes the top six stages of EfficientNet-Lite0 at 64 px on cached activations (docs/benchmarks.md).
 TRAIN_ARGS ?= --mode finetune --input-size 64 --trainable-stages 6 --epochs 10 --batch-size 256
 
-.PHONY: help setup fashion-mnist chromium model demo test up down status
+.PHONY: help setup eval-deps fashion-mnist chromium model demo test up down status eval-movielens eval-synthetic
 
 help:
 	@echo "make demo    the whole system: Kafka + Redis, model, serve + profiles, simulated shoppers, live storefront"
 	@echo "make test    set up, start Kafka + Redis, run the tests, stop what it started"
 	@echo "make model   train the product model on Fashion-MNIST and write its evaluation report"
+	@echo "make eval-movielens | eval-synthetic   recommendation quality against baselines (docs/evaluation.md)"
 	@echo "make up|down|status   the local stack on its own"
 
 setup: $(STAMP)
@@ -36,6 +37,12 @@ $(STAMP): pyproject.toml
 	@# pip's cache (~/.cache/pip) keeps the ~3 GB of torch wheels for every later clone.
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
+
+# MovieLens-100k ships inside the recbole wheel. Only its data files are read, so it is installed
+# without its dependencies (torch, ray, …); it is never imported, and its data never enters the repo.
+eval-deps: setup
+	@$(BIN)/python -c 'import importlib.metadata as m; m.distribution("recbole")' 2>/dev/null || \
+	  $(BIN)/python -m pip install -q --no-deps recbole==1.2.1
 
 # Real product photos from Debian's dataset-fashion-mnist (installed when missing, as root).
 fashion-mnist:
@@ -66,13 +73,25 @@ down: setup
 status: setup
 	$(SHELFSIGHT) stack status
 
+# Recommendation quality (docs/evaluation.md, figures in docs/benchmarks.md). EVAL_ARGS: e.g.
+# --window validation (tune on it; the default, test, is the window to report).
+EVAL_DATA ?= $(HOME)/.cache/shelfsight/datasets
+EVAL_ARGS ?=
+eval-movielens: eval-deps up
+	@[ -f $(EVAL_DATA)/movielens-100k/clicks.jsonl ] || $(SHELFSIGHT) datasets movielens-100k $(EVAL_DATA)/movielens-100k
+	$(SHELFSIGHT) evaluate-recs $(EVAL_DATA)/movielens-100k $(EVAL_ARGS)
+
+eval-synthetic: setup fashion-mnist up
+	@[ -f $(EVAL_DATA)/synthetic-shop/clicks.jsonl ] || $(SHELFSIGHT) datasets synthetic-shop $(EVAL_DATA)/synthetic-shop
+	$(SHELFSIGHT) evaluate-recs $(EVAL_DATA)/synthetic-shop $(EVAL_ARGS)
+
 # DEMO_ARGS: e.g. --seconds 120 --products 2000 (see `shelfsight demo --help`).
 DEMO_ARGS ?=
 demo: setup fashion-mnist
 	$(SHELFSIGHT) demo $(DEMO_ARGS)
 
 # Stops the stack afterwards only when this run started it (a running dev stack is left alone).
-test: setup fashion-mnist chromium
+test: setup eval-deps fashion-mnist chromium
 	@was_up=0; $(SHELFSIGHT) stack status >/dev/null 2>&1 && was_up=1; \
 	$(SHELFSIGHT) stack up || exit $$?; \
 	status=0; $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \

@@ -34,10 +34,11 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from services.profiles.learners import Learners, dump, features
+from services.profiles.learners import Learners, dump
 from services.profiles.profile import Profile
 from services.profiles.state import Keys, encode_profile
 from services.recommender.engine import Query, Recommender, Tuning
+from services.recommender.features import FEATURES
 from services.recommender.learned import LearnedCache
 from services.recommender.shopper import ShopperReader
 from services.settings import load_settings
@@ -108,16 +109,18 @@ def build_world(path: Path, keys: Keys, client: redis.Redis, products: int, prof
             trending[ids[i]] = trending.get(ids[i], 0.0) + 1.0
         if u < 3000:
             for i in liked:
-                f = features(float(rng.uniform(0.3, 1.0)), 0.4, trending.get(ids[i], 0.0), 10 + i % 190, 60)
-                learners.learn_one(user, ids[i], "click", 2.0, f)
-                j = int(rng.integers(0, products))
-                learners.learn_one(user, ids[j], "impression", 0.0, features(float(rng.uniform(-0.2, 0.5)), 0.05, 0.0, 10 + j % 190, 60))
+                learners.learn_event(user, ids[i], "click", 2.0)
         if u % 500 == 499:
             pipe.execute()
     top = sorted(trending.items(), key=lambda kv: -kv[1])[:1000]
     pipe.zadd(keys.trending(), dict(top))
     for category in CATEGORIES:
         pipe.zadd(keys.trending(category), {i: s for i, s in top if CATEGORIES[cluster[int(i[1:])] % 10] == category} or {"none": 0})
+    # A learned ranking, so requests take the learned path: choices that follow co-visitation and likeness.
+    for _ in range(300):
+        rows = [dict(zip(FEATURES, rng.uniform(0, 1, len(FEATURES)), strict=True)) for _ in range(6)]
+        best = max(rows, key=lambda r: r["covisit_recent"] + r["taste"])
+        learners.learn_choice(FEATURES, best, [r for r in rows if r is not best])
     pipe.set(keys.learners("main"), dump(learners, SECRET))
     pipe.execute()
     print(f"   {profiles} profiles, co-visitation, trending and learners ({learners.events} events) in Redis in "

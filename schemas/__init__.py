@@ -25,6 +25,7 @@ from schemas.recommendations import (
     RecommendationFilters,
     RecommendationRequest,
     RecommendationResponse,
+    RecommendationServed,
     RecommendedItem,
 )
 from schemas.serde import EncodedMessage, decode, encode, partition_key
@@ -47,6 +48,7 @@ __all__ = [
     "RecommendationFilters",
     "RecommendationRequest",
     "RecommendationResponse",
+    "RecommendationServed",
     "RecommendedItem",
     "SCHEMA_VERSION",
     "TOPICS",

@@ -1,9 +1,11 @@
 """The base every contract derives from."""
 
 import re
+import time
+from datetime import UTC, datetime
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from schemas.limits import LIMITS
 
@@ -15,6 +17,24 @@ Identifier = Annotated[
     str,
     StringConstraints(min_length=1, max_length=LIMITS.id_chars, pattern=ID_PATTERN),
     Field(description="Opaque identifier: letters, digits and . _ : @ / -; starts with a letter or digit."),
+]
+
+EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _plausible_time(value: datetime) -> datetime:
+    # A wrong unit or a zero default (1970, "-1") would otherwise pass as a valid past time.
+    if value < EARLIEST_EVENT:
+        raise ValueError("must not be before 2000-01-01: send ISO 8601 with an offset, e.g. 2026-11-28T10:00:00Z")
+    if value.timestamp() > time.time() + LIMITS.future_skew_s:
+        raise ValueError(f"must not be more than {LIMITS.future_skew_s} s in the future: check the sender's clock")
+    return value
+
+
+EventTime = Annotated[
+    AwareDatetime,
+    AfterValidator(_plausible_time),
+    Field(description=f"ISO 8601 with an offset; from 2000-01-01 to {LIMITS.future_skew_s} s after the receiver's clock."),
 ]
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")

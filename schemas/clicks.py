@@ -3,9 +3,9 @@
 from enum import Enum
 from typing import Annotated, ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.base import Contract, Identifier, bounded_text
+from schemas.base import Contract, EventTime, Identifier, bounded_text
 from schemas.limits import LIMITS
 
 
@@ -39,6 +39,6 @@ class ClickEvent(Contract):
     user_id: Identifier
     product_id: Identifier
     kind: ClickKind
-    occurred_at: AwareDatetime
+    occurred_at: EventTime
     session_id: Identifier
     context: ClickContext | None = None

@@ -2,8 +2,9 @@
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.base import EventTime
 from schemas.limits import LIMITS
 
 
@@ -20,4 +21,4 @@ class DeadLetter(BaseModel):
     service: str = Field(description="Who refused it: a service name or `publish`.")
     original: str = Field(description="The original value: UTF-8 text, or base64 when not text.")
     original_encoding: Literal["utf-8", "base64"]
-    failed_at: AwareDatetime
+    failed_at: EventTime

@@ -23,8 +23,12 @@ class Limits:
     vector_dims: int = 4_096
     vectors_per_event: int = 8
     recommendations: int = 100
+    served_candidates: int = 300  # candidates logged with their features per served list
+    feature_names: int = 64
     reason_chars: int = 300
     message_chars: int = 1_000
+    future_skew_s: int = 300  # how far ahead of the receiver's clock an event time may be
+    json_depth: int = 200  # nesting, enforced by the JSON parser (pydantic-core's own limit)
     # base64 inflates the image by 4/3; the rest of a product is a few KiB at most.
     event_bytes: int = 4 * 1024 * 1024
 

@@ -3,9 +3,9 @@
 import math
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AwareDatetime, Discriminator, Field, Tag, TypeAdapter, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, TypeAdapter, field_validator, model_validator
 
-from schemas.base import Contract, Identifier, bounded_text
+from schemas.base import Contract, EventTime, Identifier, bounded_text
 from schemas.limits import LIMITS
 
 Price = Annotated[float, Field(ge=0, le=10_000_000, allow_inf_nan=False)]
@@ -48,7 +48,7 @@ class ProductListed(Contract):
         pattern=r"^(https?|file)://\S+$",
         description="Where the embedder may fetch the image, under its URL policy.",
     )
-    listed_at: AwareDatetime
+    listed_at: EventTime
 
     @field_validator("attributes")
     @classmethod
@@ -93,7 +93,7 @@ class ProductUpdated(Contract):
     price: Price | None = None
     currency: Currency | None = None
     delisted: bool = Field(default=False, description="True removes the product from recommendations.")
-    updated_at: AwareDatetime
+    updated_at: EventTime
 
     @model_validator(mode="after")
     def _changes_something(self) -> "ProductUpdated":
@@ -140,8 +140,13 @@ class ProductIndexed(Contract):
     price: Price
     currency: Currency
     in_stock: bool
-    category: CategoryName  # type: ignore[valid-type]
-    confidence: Annotated[float, Field(ge=0.0, le=1.0)]
+    category: CategoryName = Field(  # type: ignore[valid-type]
+        description="The store's own category (the listing's category_hint); the classifier's prediction when the store gave none."
+    )
+    confidence: Annotated[float, Field(ge=0.0, le=1.0)] = Field(description="The classifier's confidence in predicted_category.")
+    predicted_category: CategoryName | None = Field(  # type: ignore[valid-type]
+        default=None, description="What the product model's classifier made of the product."
+    )
     vectors: dict[str, list[float]] = Field(
         description="Named L2-normalised vectors; 'fused' is always present."
     )
@@ -149,8 +154,8 @@ class ProductIndexed(Contract):
         default=None, description="Why the image could not be used, when it could not."
     )
     model_version: bounded_text(LIMITS.id_chars, min_chars=1)  # type: ignore[valid-type]
-    listed_at: AwareDatetime
-    indexed_at: AwareDatetime
+    listed_at: EventTime
+    indexed_at: EventTime
 
     @field_validator("vectors")
     @classmethod

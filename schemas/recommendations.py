@@ -1,20 +1,27 @@
 """Asking for recommendations over Kafka, and the answer."""
 
+import math
+import struct
 from typing import Annotated, ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.base import Contract, Identifier, bounded_text
+from schemas.base import Contract, EventTime, Identifier, bounded_text
 from schemas.limits import LIMITS
 from schemas.products import CategoryName, Currency, Price
 
-TopicName = Annotated[
+REPLY_TOPIC_PATTERN = r"^recommendations\.responses(\.[A-Za-z0-9_-]+)*$"
+
+ReplyTopic = Annotated[
     str,
     Field(
         min_length=1,
-        max_length=249,
-        pattern=r"^[A-Za-z0-9._-]+$",
-        description="A Kafka topic name.",
+        max_length=200,
+        pattern=REPLY_TOPIC_PATTERN,
+        description=(
+            "Where the answer goes: `recommendations.responses` or a topic under it "
+            "(`recommendations.responses.<name>`, created beforehand), never another service's topic."
+        ),
     ),
 ]
 
@@ -49,8 +56,8 @@ class RecommendationRequest(Contract):
     context_product_id: Identifier | None = Field(
         default=None, description="The product on the page, for 'more like this'."
     )
-    reply_topic: TopicName = "recommendations.responses"
-    requested_at: AwareDatetime
+    reply_topic: ReplyTopic = "recommendations.responses"
+    requested_at: EventTime
 
 
 class RecommendedItem(BaseModel):
@@ -90,10 +97,54 @@ class RecommendationResponse(Contract):
     items: list[RecommendedItem] = Field(default_factory=list, max_length=LIMITS.recommendations)
     error: RecommendationError | None = None
     model_version: bounded_text(LIMITS.id_chars) | None = None  # type: ignore[valid-type]
-    generated_at: AwareDatetime
+    generated_at: EventTime
 
     @model_validator(mode="after")
     def _items_or_error(self) -> "RecommendationResponse":
         if self.error is not None and self.items:
             raise ValueError("an error response carries no items")
+        return self
+
+
+FeatureName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
+
+
+class RecommendationServed(Contract):
+    """What the recommender served for one request, with the features it ranked every candidate by.
+
+    Logged on ``recommendations.served`` (keyed by user_id). The profiles worker joins it with
+    the clicks that follow and learns the ranking from them; because the features travel with
+    the list, training sees exactly what serving computed.
+
+    ``products`` starts with the ``shown`` items in the order they were shown, then the other
+    ranked candidates, best first. ``features`` holds one float32 row (little-endian) per product,
+    one column per name in ``feature_names``.
+    """
+
+    partition_key_field: ClassVar[str] = "user_id"
+
+    request_id: Identifier
+    user_id: Identifier
+    served_at: EventTime
+    shown: Annotated[int, Field(ge=0, le=LIMITS.recommendations)]
+    products: list[Identifier] = Field(max_length=LIMITS.served_candidates)
+    feature_names: list[FeatureName] = Field(min_length=1, max_length=LIMITS.feature_names)
+    features: bytes = Field(
+        max_length=4 * LIMITS.served_candidates * LIMITS.feature_names,
+        description="float32 little-endian, row-major: len(products) rows of len(feature_names) values; base64 in JSON.",
+    )
+    ranker: bounded_text(LIMITS.id_chars, min_chars=1) = Field(  # type: ignore[valid-type]
+        description="Which ranking ordered the list: `prior`, or `learned` after enough examples."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RecommendationServed":
+        if self.shown > len(self.products):
+            raise ValueError("shown is larger than the number of products")
+        if len(set(self.products)) != len(self.products):
+            raise ValueError("products are listed twice")
+        if len(self.features) != 4 * len(self.products) * len(self.feature_names):
+            raise ValueError("features must hold one float32 per product and feature name")
+        if not all(math.isfinite(v) for (v,) in struct.iter_unpack("<f", self.features)):
+            raise ValueError("features must be finite")
         return self

@@ -12,7 +12,7 @@ from pydantic import TypeAdapter
 from schemas.base import Contract
 from schemas.clicks import ClickEvent
 from schemas.products import PRODUCT_EVENTS, ProductIndexed, ProductListed, ProductUpdated
-from schemas.recommendations import RecommendationRequest, RecommendationResponse
+from schemas.recommendations import RecommendationRequest, RecommendationResponse, RecommendationServed
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class Topic:
     has_dlq: bool = False
     description: str = ""
     keep_forever: bool = False  # the source of truth: `shelfsight reindex` replays it from the start
+    retention_hours: int | None = None  # shorter than the broker's default, for bulky short-lived messages
     also: tuple[type[Contract], ...] = ()  # further contracts that share the topic (and its keys)
     union: TypeAdapter[Any] | None = None  # reads any of them, by their `event` field
 
@@ -69,6 +70,13 @@ RECOMMENDATION_RESPONSES = Topic(
     RecommendationResponse,
     description="Default reply topic for recommendation requests.",
 )
+RECOMMENDATIONS_SERVED = Topic(
+    "recommendations.served",
+    RecommendationServed,
+    has_dlq=True,
+    description="Every served list with the features it was ranked by: the ranking learns from it.",
+    retention_hours=24,  # joined with clicks within 30 minutes; a day leaves room to replay a worker's backlog
+)
 
 TOPICS: dict[str, Topic] = {
     t.name: t
@@ -78,6 +86,7 @@ TOPICS: dict[str, Topic] = {
         CLICKS,
         RECOMMENDATION_REQUESTS,
         RECOMMENDATION_RESPONSES,
+        RECOMMENDATIONS_SERVED,
     )
 }
 

@@ -108,10 +108,30 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest request body the API reads."
     )
-    rank_weights: str = Field(
-        default="retrieval=0.45,click=0.35,affinity=0.1,popularity=0.1",
-        pattern=r"^(retrieval|click|affinity|popularity)=\d+(\.\d+)?(,(retrieval|click|affinity|popularity)=\d+(\.\d+)?)*$",
-        description="How ranking blends retrieval likeness, the click model, the factorisation and popularity.",
+    api_head_timeout_s: float = Field(
+        default=10.0, gt=0.0, le=300.0, description="A connection whose request head (line and headers) is not complete this long after it opened, or after its previous response, is closed.",
+    )
+    api_body_timeout_s: float = Field(
+        default=30.0, gt=0.0, le=3600.0, description="A request body not complete this long after its head gets 408.",
+    )
+    ranking: Literal["learned", "prior"] = Field(
+        default="learned",
+        description="`learned`: the pairwise ranker learned from served lists and the choices that followed, once it has `RANKING_WARMUP_PAIRS`; `prior`: hand-set weights only.",
+    )
+    ranking_warmup_pairs: int = Field(
+        default=500, ge=0, description="Ranking examples (chosen vs skipped pairs) the learned ranker needs before it ranks."
+    )
+    covisit_neighbours: int = Field(
+        default=500, ge=10, le=5000,
+        description="Products kept per product in each co-visitation set (session and history). 500 costs about 50 KB of Redis per well-connected product and set; 128 about 4 KB.",
+    )
+    explore_slots: int = Field(
+        default=2, ge=0, le=10,
+        description="Places per list (at most a quarter of it) for new products nobody has clicked yet that look like the shopper's taste.",
+    )
+    explore_margin: float = Field(
+        default=0.05, ge=0.0, le=2.0,
+        description="How much closer to the shopper's taste (cosine) than the average candidate a new product must be to be explored.",
     )
     mmr_lambda: float = Field(
         default=0.75, ge=0.0, le=1.0, description="Relevance against diversity in the final list (1: relevance only)."

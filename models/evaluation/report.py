@@ -5,10 +5,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from models.data.folder import DatasetError, load_folder
+from models.evaluation.charts import load_font
 from models.evaluation.metrics import Metrics, classification_metrics
 from models.predictor import Predictor, ProductInput
 
@@ -100,20 +101,13 @@ def _markdown(m: Metrics, predictor: Predictor, checkpoint: Path, data: Path, ra
     return "\n".join(lines)
 
 
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow without FreeType sizes
-        return ImageFont.load_default()
-
-
 def confusion_matrix_png(confusion: np.ndarray, categories: list[str], cell: int = 56) -> Image.Image:
     """A heat map with counts in each cell and category names on both axes."""
     n = len(categories)
     margin = 130
     image = Image.new("RGB", (margin + n * cell + 20, margin + n * cell + 20), "white")
     draw = ImageDraw.Draw(image)
-    font = _font(12)
+    font = load_font(12)
     row_totals = confusion.sum(axis=1, keepdims=True).clip(min=1)
     share = confusion / row_totals
     for i in range(n):
@@ -138,7 +132,7 @@ def reliability_png(bins: list[tuple[float, float, int]], size: int = 320) -> Im
     pad = 40
     image = Image.new("RGB", (size + 2 * pad, size + 2 * pad), "white")
     draw = ImageDraw.Draw(image)
-    font = _font(12)
+    font = load_font(12)
     draw.rectangle((pad, pad, pad + size, pad + size), outline="black")
     draw.line((pad, pad + size, pad + size, pad), fill=(180, 180, 180), width=1)
     for confidence, accuracy, _count in bins:

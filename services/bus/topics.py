@@ -29,6 +29,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             config["cleanup.policy"] = "compact"
         if topic.keep_forever:
             config["retention.ms"] = "-1"
+        elif topic.retention_hours is not None:
+            config["retention.ms"] = str(topic.retention_hours * 3600 * 1000)
         specs.append(TopicSpec(settings.topic(topic.name), settings.topic_partitions, config))
         if topic.has_dlq:
             specs.append(

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from services.cli import evaluation_commands
 from services.errors import UserError
 from services.settings import Settings
 
@@ -25,6 +26,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     catalogue.add_argument("--split", choices=["train", "test"], default="test")
     catalogue.add_argument("--seed", type=int, default=0)
     catalogue.set_defaults(run=_catalogue)
+    evaluation_commands.register_datasets(kinds)
 
     train = commands.add_parser("train", help="train the product model on an ImageFolder dataset")
     train.add_argument("data", type=Path, help="one sub-folder of images per category")

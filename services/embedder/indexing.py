@@ -32,6 +32,12 @@ class Outcome:
     tombstone: bool = False
 
 
+def category_of(product: ProductListed, prediction: Prediction) -> str:
+    """The store's own category when it gave one: filters, affinities, trending and reasons follow
+    the store's taxonomy; the classifier's guess only fills in where the store is silent."""
+    return product.category_hint or prediction.category
+
+
 def payload_of(
     product: ProductListed, prediction: Prediction, model_version: str, indexed_at: datetime, picture: Image.Image | None = None
 ) -> dict[str, Any]:
@@ -41,7 +47,8 @@ def payload_of(
         "currency": product.currency,
         "in_stock": product.in_stock,
         "delisted": False,
-        "category": prediction.category,
+        "category": category_of(product, prediction),
+        "predicted_category": prediction.category,
         "confidence": round(prediction.confidence, 6),
         "category_hint": product.category_hint,
         "listed_at": product.listed_at.isoformat(),
@@ -112,7 +119,8 @@ class Indexer:
                         price=product.price,
                         currency=product.currency,
                         in_stock=product.in_stock,
-                        category=prediction.category,
+                        category=category_of(product, prediction),
+                        predicted_category=prediction.category,
                         confidence=min(1.0, max(0.0, prediction.confidence)),
                         vectors=prediction.vectors,
                         image_error=prediction.image_error,
@@ -149,6 +157,7 @@ class Indexer:
                 currency=p["currency"],
                 in_stock=p["in_stock"],
                 category=p["category"],
+                predicted_category=p.get("predicted_category"),
                 confidence=p["confidence"],
                 vectors={k: list(v) for k, v in current.vectors.items()},
                 image_error=p.get("image_error"),

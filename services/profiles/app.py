@@ -12,8 +12,8 @@ import time
 import faust
 import redis
 
-from schemas import ContractError, ProductIndexed, decode
-from schemas.topics import CLICKS, PRODUCTS_INDEXED
+from schemas import ContractError, ProductIndexed, RecommendationServed, decode
+from schemas.topics import CLICKS, PRODUCTS_INDEXED, RECOMMENDATIONS_SERVED
 from services.bus.dead_letters import dead_letter
 from services.bus.producer import Producer
 from services.profiles.handler import ClickHandler, RawMessage
@@ -51,8 +51,10 @@ def build_app(
     )
     clicks_topic = app.topic(settings.topic(CLICKS.name), key_serializer="raw", value_serializer="raw")
     items_topic = app.topic(settings.topic(PRODUCTS_INDEXED.name), key_serializer="raw", value_serializer="raw")
+    served_topic = app.topic(settings.topic(RECOMMENDATIONS_SERVED.name), key_serializer="raw", value_serializer="raw")
     clicks_dlq = settings.topic(CLICKS.dlq)
     items_dlq = settings.topic(PRODUCTS_INDEXED.dlq)
+    served_dlq = settings.topic(RECOMMENDATIONS_SERVED.dlq)
 
     def to_dlq(topic: str, source: str):  # type: ignore[no-untyped-def]
         def send(message: RawMessage, reason: str) -> None:
@@ -67,23 +69,40 @@ def build_app(
 
     handler = ClickHandler(state, learners, state.params, to_dlq(clicks_dlq, settings.topic(CLICKS.name)))
 
-    @app.agent(items_topic)
-    async def items(stream):  # type: ignore[no-untyped-def]
+    async def one_by_one(stream, dlq: str, source: str, what: str, apply) -> None:  # type: ignore[no-untyped-def]
+        """Apply each message; a bad one goes to ``dlq`` with its reason and the agent goes on."""
         async for event in stream.events():
             m = event.message
             raw = RawMessage(m.key, m.value, m.partition, m.offset)
             try:
-                if m.value is None:  # tombstone: the product was delisted
-                    await state.delete_item(m.key.decode())
-                    continue
-                item = decode(ProductIndexed, m.value)
-                await _retrying(lambda i=item: state.put_item(i.product_id, i.vectors["fused"], i.category, i.price, i.in_stock))
-                metrics.items.inc()
+                await apply(m)
             except ContractError as exc:
-                to_dlq(items_dlq, settings.topic(PRODUCTS_INDEXED.name))(raw, exc.reason)
-            except Exception as exc:  # never let one item stop the agent: Faust would drop the message
-                log.exception("item not applied")
-                to_dlq(items_dlq, settings.topic(PRODUCTS_INDEXED.name))(raw, f"internal error: {exc!r}"[:500])
+                to_dlq(dlq, source)(raw, exc.reason)
+            except Exception as exc:  # never let one message stop the agent: Faust would drop it
+                log.exception("%s failed", what)
+                to_dlq(dlq, source)(raw, f"internal error: {exc!r}"[:500])
+
+    async def keep_item(m) -> None:  # type: ignore[no-untyped-def]
+        if m.value is None:  # tombstone: the product was delisted
+            await state.delete_item(m.key.decode())
+            return
+        item = decode(ProductIndexed, m.value)
+        await _retrying(lambda: state.put_indexed(item))
+        metrics.items.inc()
+
+    async def keep_served(m) -> None:  # type: ignore[no-untyped-def]
+        """Served lists, kept per shopper until the clicks that follow them can be joined (see choices.py)."""
+        record = decode(RecommendationServed, m.value)
+        await _retrying(lambda: state.remember_served(record.user_id, m.value))
+        metrics.served.inc()
+
+    @app.agent(items_topic)
+    async def items(stream):  # type: ignore[no-untyped-def]
+        await one_by_one(stream, items_dlq, settings.topic(PRODUCTS_INDEXED.name), "item", keep_item)
+
+    @app.agent(served_topic)
+    async def served(stream):  # type: ignore[no-untyped-def]
+        await one_by_one(stream, served_dlq, settings.topic(RECOMMENDATIONS_SERVED.name), "served list", keep_served)
 
     @app.agent(clicks_topic)
     async def clicks(stream):  # type: ignore[no-untyped-def]
@@ -101,6 +120,7 @@ def build_app(
             if result.refused:
                 producer.flush(30)  # dead letters are out before these offsets are committed
             metrics.events.labels("applied").inc(result.applied)
+            metrics.choices.inc(result.choices_learned)
             metrics.events.labels("duplicate").inc(result.duplicates)
             metrics.update_seconds.observe(time.perf_counter() - started)
 

@@ -1,26 +1,29 @@
-"""Applying a batch of click events: validate, dedupe, join with items, update, write once.
+"""Applying a batch of click events: validate, dedupe, join with items, update, write once, learn.
 
 Runs inside the Faust agent but knows nothing of Faust: it takes raw messages and returns
-what happened, so it can be tested and benchmarked on its own.
+what happened, so it can be tested, benchmarked and replayed (``shelfsight evaluate-recs``)
+on its own.
+
+The learners are updated only after the batch's Redis transaction has succeeded, so a batch
+retried because Redis was away is never learned twice.
 """
 
 import asyncio
 import logging
+import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import numpy as np
+from functools import partial
 
 from schemas import ClickEvent, ContractError, decode
-from services.profiles.learners import Learners, features
+from services.profiles.choices import ServedList, choice, pick_list
+from services.profiles.learners import CHOICE_KINDS, Learners
 from services.profiles.profile import ClickParams, Profile, apply, forward_decay_score
 from services.profiles.state import ProfileState, encode_profile
 from services.profiles.writes import WriteBatch
 
 log = logging.getLogger(__name__)
-
-POSITIVE_KINDS = {"view", "click", "add_to_cart", "purchase"}
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,26 @@ class BatchResult:
     duplicates: int = 0
     refused: list[tuple[RawMessage, str]] = field(default_factory=list)
     users: set[str] = field(default_factory=set)
+    choices_learned: int = 0  # choices joined with the list they were made from
 
 
 DeadLetterSink = Callable[[RawMessage, str], None]
+
+
+@dataclass
+class _Pending:
+    """What one batch will write and learn, built up event by event."""
+
+    pipe: WriteBatch = field(default_factory=WriteBatch)
+    learning: list[Callable[[], None]] = field(default_factory=list)
+    choices: list[tuple[ServedList, str]] = field(default_factory=list)
+    neighbours: set[str] = field(default_factory=set)
+    history: set[str] = field(default_factory=set)
+    trending: set[str | None] = field(default_factory=set)
+    sessions: set[str] = field(default_factory=set)
+    purchasers: set[str] = field(default_factory=set)
+    dismissers: set[str] = field(default_factory=set)
+    impressions: dict[str, set[str]] = field(default_factory=dict)  # request id → products reported seen in this batch
 
 
 class ClickHandler:
@@ -51,6 +71,7 @@ class ClickHandler:
         dead_letter: DeadLetterSink,
         clock: Callable[[], float] = time.time,
         item_wait_s: float = 1.0,
+        seed: int = 0,
     ) -> None:
         self._state = state
         self._learners = learners
@@ -58,6 +79,7 @@ class ClickHandler:
         self._dead_letter = dead_letter
         self._clock = clock
         self._item_wait_s = item_wait_s
+        self._rng = random.Random(seed)
 
     async def handle(self, messages: list[RawMessage]) -> BatchResult:
         result = BatchResult()
@@ -86,6 +108,7 @@ class ClickHandler:
             {e.product_id for _, e in events},
             {e.user_id for _, e in events},
             {e.session_id for _, e in events},
+            {e.user_id for _, e in events if e.kind.value in CHOICE_KINDS},
         )
         missing = {i for i, item in loaded.items.items() if item is None}
         if missing and self._item_wait_s > 0:
@@ -94,15 +117,12 @@ class ClickHandler:
             await asyncio.sleep(self._item_wait_s)
             loaded.items.update(await self._state.items(missing))
         epoch = await self._state.current_epoch(self._clock())
+        served = {u: _served_lists(blobs) for u, blobs in loaded.served.items()}
         profiles: dict[str, Profile] = {}
         sessions = {s: list(items) for s, items in loaded.sessions.items()}
+        histories = {u: list(items) for u, items in loaded.recent.items()}
         done: set[str] = set()
-        pipe = WriteBatch()
-        touched_neighbours: set[str] = set()
-        touched_trending: set[str | None] = set()
-        touched_sessions: set[str] = set()
-        purchasers: set[str] = set()
-        dismissers: set[str] = set()
+        w = _Pending()
         for message, e in events:
             if loaded.seen.get(e.event_id) or e.event_id in done:
                 result.duplicates += 1
@@ -111,74 +131,125 @@ class ClickHandler:
             if item is None:
                 result.refused.append((message, f"unknown product {e.product_id}: no products.indexed event for it yet"))
                 continue
-            kind, at = e.kind.value, e.occurred_at.timestamp()
-            before = profiles.get(e.user_id) or loaded.profiles.get(e.user_id) or Profile.empty(item.vector.size)
+            kind, at, user, product = e.kind.value, e.occurred_at.timestamp(), e.user_id, e.product_id
+            before = profiles.get(user) or loaded.profiles.get(user) or Profile.empty(item.vector.size)
             if before.vector.size != item.vector.size:
                 before = Profile.empty(item.vector.size)  # the model changed dimensions: start afresh
-            total = sum(abs(v) for v in before.categories.values()) or 1.0
-            norm = float(np.linalg.norm(before.vector)) or 1.0
-            self._learners.learn_one(
-                e.user_id, e.product_id, kind, p.weights[kind],
-                features(
-                    similarity=float(before.vector @ item.vector) / norm,
-                    category_share=before.categories.get(item.category, 0.0) / total,
-                    popularity=loaded.popularity.get(e.product_id, 0.0),
-                    price=item.price,
-                    seconds_since_last=at - before.updated_at if before.updated_at else 0.0,
-                ),
-            )
+            w.learning.append(partial(self._learners.learn_event, user, product, kind, p.weights[kind]))
             done.add(e.event_id)
             result.applied += 1
-            pipe.call("SET", keys.seen(e.event_id), 1, "EX", p.dedupe_ttl_s)
+            w.pipe.call("SET", keys.seen(e.event_id), 1, "EX", p.dedupe_ttl_s)
             if kind == "impression":
-                continue  # the click model has learned from it; profile, trending and sessions stay
-            after = apply(before, p, vector=item.vector, category=item.category, kind=kind, at=at)
-            profiles[e.user_id] = after
-            result.users.add(e.user_id)
-            pipe.call("LPUSH", keys.recent(e.user_id), e.product_id)
+                if e.context is not None and e.context.request_id is not None:
+                    w.pipe.call("SADD", keys.impressed(e.context.request_id), product)
+                    w.impressions.setdefault(e.context.request_id, set()).add(product)
+                continue  # it marks what was seen; profile, trending and sessions stay
+            profiles[user] = apply(before, p, vector=item.vector, category=item.category, kind=kind, at=at, price=item.price)
+            result.users.add(user)
+            w.pipe.call("LPUSH", keys.recent(user), product)
+            w.pipe.call("ZADD", keys.seen_items(user), at, product)
+            w.pipe.call("ZINCRBY", keys.interactions, 1, product)
+            if kind in CHOICE_KINDS:
+                w.pipe.call("ZINCRBY", keys.choices, 1, product)
+                chosen_from = pick_list(served.get(user, []), e.context.request_id if e.context else None, at, p.served_ttl_s)
+                if chosen_from is not None:
+                    w.choices.append((chosen_from, product))
             if kind == "purchase":
-                pipe.call("ZADD", keys.purchased(e.user_id), at, e.product_id)
-                purchasers.add(e.user_id)
+                w.pipe.call("ZADD", keys.purchased(user), at, product)
+                w.purchasers.add(user)
             if kind == "dismiss":
-                pipe.call("ZADD", keys.dismissed(e.user_id), at, e.product_id)
-                dismissers.add(e.user_id)
+                w.pipe.call("ZADD", keys.dismissed(user), at, product)
+                w.dismissers.add(user)
                 continue
             score = forward_decay_score(p, p.weights[kind], at, epoch)
-            pipe.call("ZINCRBY", keys.trending(), score, e.product_id)
-            pipe.call("ZINCRBY", keys.trending(item.category), score, e.product_id)
-            touched_trending.update({None, item.category})
-            session = sessions.setdefault(e.session_id, [])
-            for other in list(dict.fromkeys(session))[: p.covisit_window]:
-                if other != e.product_id:
-                    pipe.call("ZINCRBY", keys.neighbours(e.product_id), 1, other)
-                    pipe.call("ZINCRBY", keys.neighbours(other), 1, e.product_id)
-                    touched_neighbours.update({e.product_id, other})
-            session.insert(0, e.product_id)
-            del session[p.session_items :]
-            pipe.call("LPUSH", keys.session(e.session_id), e.product_id)
-            touched_sessions.add(e.session_id)
-        # Trims and TTLs once per key and batch, not once per event.
-        for user in result.users:
+            w.pipe.call("ZINCRBY", keys.trending(), score, product)
+            w.pipe.call("ZINCRBY", keys.trending(item.category), score, product)
+            w.trending.update({None, item.category})
+            self._covisit(w, sessions.setdefault(e.session_id, []), product, e.session_id)
+            self._history(w, histories.setdefault(user, []), product)
+        await self._join_choices(w, result)
+        self._trims(w, result.users, profiles)
+        if result.applied:
+            await w.pipe.execute(self._state.redis)
+            for learn in w.learning:
+                learn()
+
+    def _covisit(self, w: _Pending, session: list[str], product: str, session_id: str) -> None:
+        """Pairs with the session's latest items: what is looked at together."""
+        keys, p = self._state.keys, self._params
+        for other in list(dict.fromkeys(session))[: p.covisit_window]:
+            if other != product:
+                w.pipe.call("ZINCRBY", keys.neighbours(product), 1, other)
+                w.pipe.call("ZINCRBY", keys.neighbours(other), 1, product)
+                w.neighbours.update({product, other})
+        session.insert(0, product)
+        del session[p.session_items :]
+        w.pipe.call("LPUSH", keys.session(session_id), product)
+        w.sessions.add(session_id)
+
+    def _history(self, w: _Pending, recent: list[str], product: str) -> None:
+        """Pairs with the shopper's latest distinct items across sessions, nearer ones weighing more."""
+        keys, p = self._state.keys, self._params
+        for distance, other in enumerate(recent[: p.history_items]):
+            if other != product:
+                weight = round(p.history_decay**distance, 6)
+                w.pipe.call("ZINCRBY", keys.history(product), weight, other)
+                w.pipe.call("ZINCRBY", keys.history(other), weight, product)
+                w.history.update({product, other})
+        recent[:] = [product, *(x for x in recent if x != product)][: 2 * p.history_items]
+
+    async def _join_choices(self, w: _Pending, result: BatchResult) -> None:
+        """Each choice made from a served list becomes ranking examples (learned after the write)."""
+        if not w.choices:
+            return
+        impressed = await self._state.impressed({served.request_id for served, _ in w.choices})
+        for request_id, products in w.impressions.items():  # reported in this batch, not yet written
+            impressed.setdefault(request_id, set()).update(products)
+        for served, product in w.choices:
+            p = self._params
+            example = choice(served, product, impressed.get(served.request_id), p.choice_negatives, self._rng, p.shown_negatives)
+            if example is not None:
+                w.learning.append(partial(self._learners.learn_choice, served.names, *example))
+                result.choices_learned += 1
+
+    def _trims(self, w: _Pending, users: set[str], profiles: dict[str, Profile]) -> None:
+        """Trims and TTLs once per key and batch, not once per event."""
+        keys, p, pipe = self._state.keys, self._params, w.pipe
+        for user in users:
             pipe.call("LTRIM", keys.recent(user), 0, p.recent_items - 1)
             pipe.call("EXPIRE", keys.recent(user), p.profile_ttl_s)
-        for user in purchasers:
+            pipe.call("ZREMRANGEBYRANK", keys.seen_items(user), 0, -(p.seen_items + 1))
+            pipe.call("EXPIRE", keys.seen_items(user), p.profile_ttl_s)
+        for user in w.purchasers:
             pipe.call("ZREMRANGEBYRANK", keys.purchased(user), 0, -(p.purchased_items + 1))
             pipe.call("EXPIRE", keys.purchased(user), p.profile_ttl_s)
-        for user in dismissers:
+        for user in w.dismissers:
             pipe.call("ZREMRANGEBYRANK", keys.dismissed(user), 0, -(p.recent_items + 1))
             pipe.call("EXPIRE", keys.dismissed(user), p.profile_ttl_s)
-        for session_id in touched_sessions:
+        for session_id in w.sessions:
             pipe.call("LTRIM", keys.session(session_id), 0, p.session_items - 1)
             pipe.call("EXPIRE", keys.session(session_id), p.session_ttl_s)
         for user, profile in profiles.items():
             pipe.call("HSET", keys.user(user), *[x for kv in encode_profile(profile).items() for x in kv])
             pipe.call("EXPIRE", keys.user(user), p.profile_ttl_s)
-        for item_id in touched_neighbours:
-            pipe.call("ZREMRANGEBYRANK", keys.neighbours(item_id), 0, -(p.neighbours + 1))
-            pipe.call("EXPIRE", keys.neighbours(item_id), p.profile_ttl_s)
-        for category in touched_trending:
+        for key_of, items in ((keys.neighbours, w.neighbours), (keys.history, w.history)):
+            for item_id in items:
+                pipe.call("ZREMRANGEBYRANK", key_of(item_id), 0, -(p.neighbours + 1))
+                pipe.call("EXPIRE", key_of(item_id), p.profile_ttl_s)
+        for category in w.trending:
             pipe.call("ZREMRANGEBYRANK", keys.trending(category), 0, -(p.trending + 1))
-        for user in result.users:
+        for request_id in w.impressions:
+            pipe.call("EXPIRE", keys.impressed(request_id), p.served_ttl_s)
+        for user in users:
             pipe.call("PUBLISH", keys.updates_channel, user)
-        if result.applied:
-            await pipe.execute(self._state.redis)
+
+
+def _served_lists(blobs: list[bytes]) -> list[ServedList]:
+    lists = []
+    for blob in blobs:
+        try:
+            lists.append(ServedList.from_json(blob))
+        except (ValueError, KeyError, TypeError) as exc:  # written by this worker's own agent; never fatal
+            log.warning("served list ignored", extra={"error": str(exc)[:200]})
+    return lists
+

@@ -1,4 +1,11 @@
-"""River learners updated per click: matrix factorisation and a click model, checkpointed safely.
+"""The profiles worker's River learners: a factorisation of shopper × item, and the ranking.
+
+- ``mf``: BiasedMF learns a bounded preference per event (purchases high, dismissals low), and
+  one random known item as a 0 next to each positive, so it learns what a shopper picks
+  *rather than* other things, not only that they pick things.
+- ``ranker``: the pairwise ranker (``models.ranking.PairwiseRanker``) learns from served lists
+  joined with the choices that followed them (``services.profiles.choices``). It is created
+  from the first served list's feature names and started afresh when those names change.
 
 A checkpoint is pickled — River models are plain Python objects — but it is signed with
 HMAC-SHA256 and its signature is checked before anything is unpickled, so whoever can
@@ -9,13 +16,17 @@ import hashlib
 import hmac
 import math
 import pickle
+import random
 import struct
+from collections.abc import Mapping, Sequence
 
-from river import linear_model, optim, preprocessing, reco
+from river import optim, reco
+
+from models.ranking import PairwiseRanker
 
 FORMAT = b"SSLRN"
-VERSION = 1
-POSITIVE = {"click", "add_to_cart", "purchase"}
+VERSION = 2  # 2: the pairwise ranker replaced the pointwise click model
+CHOICE_KINDS = frozenset({"click", "add_to_cart", "purchase"})  # what a shopper picks out of a list
 
 
 class CheckpointRejected(ValueError):
@@ -23,41 +34,38 @@ class CheckpointRejected(ValueError):
 
 
 class Learners:
-    """``mf``: shopper × item affinity (BiasedMF); ``click``: P(click | features) (LogisticRegression)."""
-
-    def __init__(self, n_factors: int = 16, seed: int = 0) -> None:
+    def __init__(self, n_factors: int = 16, seed: int = 0, ranker_learning_rate: float = 0.05, ranker_warmup: int = 500) -> None:
         self.n_factors, self.seed = n_factors, seed
+        self.ranker_learning_rate, self.ranker_warmup = ranker_learning_rate, ranker_warmup
         self.mf = reco.BiasedMF(n_factors=n_factors, bias_optimizer=optim.SGD(0.02), latent_optimizer=optim.SGD(0.02), l2_latent=0.01, seed=seed)
-        self.click = preprocessing.StandardScaler() | linear_model.LogisticRegression(optimizer=optim.SGD(0.05))
+        self.ranker: PairwiseRanker | None = None
         self.events = 0
+        self._rng = random.Random(seed)
+        self._items: list[str] = []
+        self._known: set[str] = set()
 
-    def learn_one(self, user: str, item: str, kind: str, weight: float, features: dict[str, float]) -> None:
-        # MF learns a bounded preference: purchases high, dismissals low. An impression says
-        # nothing of taste, only that the item was shown: it is the click model's negative.
-        if kind != "impression":
-            self.mf.learn_one(user, item, math.tanh(weight / 4.0))
-        self.click.learn_one(features, kind in POSITIVE)
+    def learn_event(self, user: str, item: str, kind: str, weight: float) -> None:
+        """One interaction. An impression says nothing of taste: it only marks what was seen."""
         self.events += 1
+        if kind == "impression":
+            return
+        self.mf.learn_one(user, item, math.tanh(weight / 4.0))
+        if weight > 0 and self._items:
+            other = self._items[self._rng.randrange(len(self._items))]
+            if other != item:
+                self.mf.learn_one(user, other, 0.0)
+        if item not in self._known:
+            self._known.add(item)
+            self._items.append(item)
 
-    def click_probability(self, features: dict[str, float]) -> float:
-        return float(self.click.predict_proba_one(features).get(True, 0.0))
+    def learn_choice(self, names: Sequence[str], chosen: Mapping[str, float], skipped: Sequence[Mapping[str, float]]) -> None:
+        """A shopper picked ``chosen`` over ``skipped`` in a served list ranked by features ``names``."""
+        if self.ranker is None or self.ranker.features != tuple(names):
+            self.ranker = PairwiseRanker(names, learning_rate=self.ranker_learning_rate, warmup=self.ranker_warmup)
+        self.ranker.learn_one(chosen, skipped)
 
     def affinity(self, user: str, item: str) -> float:
         return float(self.mf.predict_one(user, item))
-
-
-FEATURE_NAMES = ("similarity", "category_share", "log_popularity", "log_price", "log_recency")
-
-
-def features(similarity: float, category_share: float, popularity: float, price: float, seconds_since_last: float) -> dict[str, float]:
-    """The click model's inputs; the recommender builds them the same way."""
-    return {
-        "similarity": similarity,
-        "category_share": category_share,
-        "log_popularity": math.log1p(max(0.0, popularity)),
-        "log_price": math.log1p(max(0.0, price)),
-        "log_recency": math.log1p(max(0.0, seconds_since_last)),
-    }
 
 
 def dump(learners: Learners, secret: bytes) -> bytes:

@@ -8,6 +8,11 @@ class ProfilesMetrics:
         self.registry = CollectorRegistry()
         self.events = Counter("shelfsight_profiles_events", "Click events, by outcome.", ["outcome"], registry=self.registry)
         self.items = Counter("shelfsight_profiles_items", "products.indexed events applied.", registry=self.registry)
+        self.served = Counter("shelfsight_profiles_served_lists", "Served lists kept for joining with choices.", registry=self.registry)
+        self.choices = Counter(
+            "shelfsight_profiles_ranking_choices", "Choices joined with the list they were made from: ranking examples learned.",
+            registry=self.registry,
+        )
         self.update_seconds = Histogram(
             "shelfsight_profiles_update_seconds",
             "Time to apply one batch of clicks to Redis.",

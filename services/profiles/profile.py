@@ -25,7 +25,14 @@ class ClickParams:
     purchased_items: int = 200
     session_items: int = 20
     covisit_window: int = 5  # each event is paired with this many of the session's latest items
-    neighbours: int = 50
+    neighbours: int = 500  # per item, in each co-visitation set: small caps evict pairs before they can add up
+    history_items: int = 20  # each event is paired with this many of the shopper's latest distinct items
+    history_decay: float = 0.9  # ... the n-th latest weighing history_decay ** n
+    seen_items: int = 500  # remembered per shopper, never recommended again
+    served_lists: int = 3  # latest served lists kept per shopper, to join with choices
+    served_ttl_s: int = 30 * 60
+    choice_negatives: int = 10  # skipped candidates paired with each choice …
+    shown_negatives: int = 5  # … of which at most this many were shown (the rest: a sample of lower candidates)
     trending: int = 1000
     profile_ttl_s: int = 90 * 24 * 3600
     session_ttl_s: int = 30 * 60
@@ -39,10 +46,16 @@ class Profile:
     categories: dict[str, float]
     updated_at: float
     counts: dict[str, int]
+    log_price: float = 0.0  # decayed, weighted sum of log(1 + price) of what the shopper wanted
+    price_weight: float = 0.0  # ... and the sum of those weights: their ratio is the usual log price
 
     @classmethod
     def empty(cls, dims: int) -> "Profile":
         return cls(np.zeros(dims, dtype=np.float32), {}, 0.0, {})
+
+    @property
+    def usual_log_price(self) -> float | None:
+        return self.log_price / self.price_weight if self.price_weight > 1e-9 else None
 
 
 def decay(params: ClickParams, elapsed_s: float) -> float:
@@ -50,7 +63,8 @@ def decay(params: ClickParams, elapsed_s: float) -> float:
     return 0.5 ** (max(0.0, elapsed_s) / params.half_life_s)
 
 
-def apply(profile: Profile, params: ClickParams, *, vector: list[float] | np.ndarray, category: str, kind: str, at: float) -> Profile:
+def apply(profile: Profile, params: ClickParams, *, vector: list[float] | np.ndarray, category: str, kind: str, at: float,
+          price: float = 0.0) -> Profile:
     """The profile after one event at time ``at`` (seconds); events out of order decay, not grow."""
     weight = params.weights[kind]
     if at >= profile.updated_at:
@@ -63,7 +77,9 @@ def apply(profile: Profile, params: ClickParams, *, vector: list[float] | np.nda
     categories[category] = categories.get(category, 0.0) + add
     counts = dict(profile.counts)
     counts[kind] = counts.get(kind, 0) + 1
-    return Profile(new_vector.astype(np.float32), categories, now, counts)
+    wanted = max(0.0, add)  # a dismissal says nothing about the prices a shopper pays
+    return Profile(new_vector.astype(np.float32), categories, now, counts,
+                   profile.log_price * keep + wanted * math.log1p(max(0.0, price)), profile.price_weight * keep + wanted)
 
 
 RESCALE_AFTER_HALF_LIVES = 64.0

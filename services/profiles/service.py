@@ -48,13 +48,15 @@ def restore_learners(settings: Settings, keys: Keys, secret: bytes) -> Learners:
         raise UserError(f"no Redis answers at {settings.redis_url} ({exc}); start one with `shelfsight stack up`") from None
     finally:
         client.close()
+    fresh = Learners(ranker_warmup=settings.ranking_warmup_pairs)
     if blob is None:
-        return Learners()
+        return fresh
     try:
         learners = load(blob, secret)
     except CheckpointRejected as exc:
         log.warning("learners checkpoint ignored; starting fresh", extra={"reason": str(exc)})
-        return Learners()
+        return fresh
+    learners.ranker_warmup = settings.ranking_warmup_pairs
     log.info("learners restored", extra={"events_seen": learners.events})
     return learners
 
@@ -66,7 +68,7 @@ def run_profiles(settings: Settings) -> int:
     keys = Keys(settings.redis_prefix)
     secret = state_secret(settings)
     learners = restore_learners(settings, keys, secret)
-    state = ProfileState(aioredis.Redis.from_url(settings.redis_url), keys, ClickParams())
+    state = ProfileState(aioredis.Redis.from_url(settings.redis_url), keys, ClickParams(neighbours=settings.covisit_neighbours))
     metrics = ProfilesMetrics()
     producer = Producer(producer_config(settings))
     app = build_app(settings, state, learners, producer, metrics, secret)

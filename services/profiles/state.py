@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import redis.asyncio as aioredis
 
+from schemas import ProductIndexed
+
 from services.profiles.profile import RESCALE_AFTER_HALF_LIVES, ClickParams, Profile
 
 
@@ -36,7 +38,39 @@ class Keys:
         return f"{self.prefix}s:{s}"
 
     def neighbours(self, i: str) -> str:
+        """Items seen in the same sessions (co-visitation)."""
         return f"{self.prefix}co:{i}"
+
+    def history(self, i: str) -> str:
+        """Items close to it in shoppers' histories, closer ones weighing more."""
+        return f"{self.prefix}ch:{i}"
+
+    def seen_items(self, u: str) -> str:
+        """Everything the shopper interacted with, newest scored highest: never recommended again."""
+        return f"{self.prefix}u:{u}:seen"
+
+    def served(self, u: str) -> str:
+        """The shopper's latest served lists (``RecommendationServed`` JSON), for joining with choices."""
+        return f"{self.prefix}u:{u}:served"
+
+    def impressed(self, request_id: str) -> str:
+        """Products of one served list the widget reported as seen."""
+        return f"{self.prefix}req:{request_id}:imp"
+
+    @property
+    def interactions(self) -> str:
+        """Interactions per item (not decayed): how much evidence there is about it."""
+        return f"{self.prefix}stats:interactions"
+
+    @property
+    def choices(self) -> str:
+        """Clicks, carts and purchases per item (not decayed)."""
+        return f"{self.prefix}stats:choices"
+
+    @property
+    def catalogue_since(self) -> str:
+        """The earliest listing time seen: before the shop is older than "new", nothing is new."""
+        return f"{self.prefix}catalogue:since"
 
     def seen(self, event_id: str) -> str:
         return f"{self.prefix}seen:{event_id}"
@@ -70,6 +104,8 @@ def encode_profile(p: Profile) -> dict[str, Any]:
         "t": repr(p.updated_at),
         "cats": json.dumps(p.categories),
         "counts": json.dumps(p.counts),
+        "lp": repr(p.log_price),
+        "lpw": repr(p.price_weight),
     }
 
 
@@ -81,6 +117,8 @@ def decode_profile(raw: dict[bytes, bytes]) -> Profile | None:
         json.loads(raw[b"cats"]),
         float(raw[b"t"]),
         {k: int(v) for k, v in json.loads(raw[b"counts"]).items()},
+        float(raw.get(b"lp", 0.0)),
+        float(raw.get(b"lpw", 0.0)),
     )
 
 
@@ -101,7 +139,16 @@ class Loaded:
     items: dict[str, Item | None] = field(default_factory=dict)
     profiles: dict[str, Profile | None] = field(default_factory=dict)
     sessions: dict[str, list[str]] = field(default_factory=dict)
-    popularity: dict[str, float] = field(default_factory=dict)
+    recent: dict[str, list[str]] = field(default_factory=dict)  # newest first, distinct
+    served: dict[str, list[bytes]] = field(default_factory=dict)  # newest first
+
+
+# SET the key to ARGV[1] unless it already holds a smaller number.
+_KEEP_SMALLER = """
+local current = redis.call('GET', KEYS[1])
+if not current or tonumber(current) > tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"""
 
 
 class ProfileState:
@@ -110,17 +157,28 @@ class ProfileState:
         self.keys = keys
         self.params = params
 
-    async def put_item(self, product_id: str, vector: list[float], category: str, price: float, in_stock: bool) -> None:
-        await self.redis.hset(
+    async def put_item(self, product_id: str, vector: list[float], category: str, price: float, in_stock: bool,
+                       listed_ts: float | None = None) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(
             self.keys.item(product_id),
             mapping={"vec": np.asarray(vector, dtype=np.float32).tobytes(), "category": category, "price": repr(price), "in_stock": "1" if in_stock else "0"},
         )
+        if listed_ts is not None:
+            pipe.eval(_KEEP_SMALLER, 1, self.keys.catalogue_since, repr(listed_ts))
+        await pipe.execute()
+
+    async def put_indexed(self, item: ProductIndexed) -> None:
+        """What the ``items`` agent does with each ``products.indexed`` event."""
+        await self.put_item(item.product_id, item.vectors["fused"], item.category, item.price, item.in_stock, item.listed_at.timestamp())
 
     async def delete_item(self, product_id: str) -> None:
         await self.redis.delete(self.keys.item(product_id))
 
-    async def load(self, event_ids: list[str], items: set[str], users: set[str], sessions: set[str]) -> Loaded:
-        """Everything a batch needs, in one round trip."""
+    async def load(self, event_ids: list[str], items: set[str], users: set[str], sessions: set[str],
+                   choosers: set[str] = frozenset()) -> Loaded:  # type: ignore[assignment]
+        """Everything a batch needs, in one round trip; ``choosers``' served lists too."""
+        p = self.params
         pipe = self.redis.pipeline(transaction=False)
         for e in event_ids:
             pipe.exists(self.keys.seen(e))
@@ -128,18 +186,39 @@ class ProfileState:
             pipe.hgetall(self.keys.item(i))
         for u in users:
             pipe.hgetall(self.keys.user(u))
+            pipe.lrange(self.keys.recent(u), 0, 2 * p.history_items - 1)
         for s in sessions:
             pipe.lrange(self.keys.session(s), 0, -1)
-        for i in items:
-            pipe.zscore(self.keys.trending(), i)
+        for u in choosers:
+            pipe.lrange(self.keys.served(u), 0, p.served_lists - 1)
         results = iter(await pipe.execute())
         loaded = Loaded()
         loaded.seen = {e: bool(next(results)) for e in event_ids}
         loaded.items = {i: decode_item(next(results)) for i in items}
-        loaded.profiles = {u: decode_profile(next(results)) for u in users}
+        for u in users:
+            loaded.profiles[u] = decode_profile(next(results))
+            loaded.recent[u] = list(dict.fromkeys(x.decode() for x in next(results)))
         loaded.sessions = {s: [x.decode() for x in next(results)] for s in sessions}
-        loaded.popularity = {i: float(next(results) or 0.0) for i in items}
+        loaded.served = {u: list(next(results)) for u in choosers}
         return loaded
+
+    async def impressed(self, request_ids: set[str]) -> dict[str, set[str]]:
+        """The products reported as seen in each served list (lists without reports are left out)."""
+        if not request_ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for r in request_ids:
+            pipe.smembers(self.keys.impressed(r))
+        return {r: {x.decode() for x in members} for r, members in zip(request_ids, await pipe.execute(), strict=True) if members}
+
+    async def remember_served(self, user: str, value: bytes) -> None:
+        """Keep one served list (the JSON as it came) among the shopper's latest few."""
+        p, key = self.params, self.keys.served(user)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.lpush(key, value)
+        pipe.ltrim(key, 0, p.served_lists - 1)
+        pipe.expire(key, p.served_ttl_s)
+        await pipe.execute()
 
     async def current_epoch(self, now: float) -> float:
         """The forward-decay epoch of the trending sets, moved forward (and the sets rescaled) when due."""

@@ -1,57 +1,64 @@
-"""Candidate generation: every source proposes products with a retrieval score in [0, 1].
+"""Candidate generation: every source proposes products, each with its own raw evidence.
 
 Sources, and what each one stands for:
 
 - ``taste``: Qdrant nearest neighbours of the shopper's preference vector (fused space);
 - ``recent``: a Qdrant recommend query from recent positives against dismissed items;
 - ``context``: products that look like the one on the page;
+- ``new``: recently listed products nearest the shopper's taste (the exploration budget's pool);
 - ``covisit``: products viewed in the same sessions as the shopper's recent ones;
+- ``history``: products near the shopper's recent ones in other shoppers' histories;
 - ``affinity``: the River factorisation's best items for a shopper it knows;
-- ``trending`` / ``trending_in``: forward-decayed popularity, overall and in top categories;
+- ``trending`` / ``trending_in``: decayed popularity, overall and in the shopper's top categories;
 - ``catalogue``: a sample of the catalogue, when nothing else knows anything yet.
 
+Scores from different sources are never compared with each other here: each stays the
+evidence it is (a cosine, a co-visitation count, a popularity) and the ranking weighs them.
+
 >>> pool = CandidatePool()
->>> pool.offer("a", 0.4, "trending")
->>> pool.offer("a", 0.9, "covisit", anchor="b")
->>> pool.offer("a", 0.5, "taste")
->>> best = pool.get("a"); (best.retrieval, best.source, best.anchor, sorted(best.evidence))
-(0.9, 'covisit', 'b', ['covisit', 'taste', 'trending'])
+>>> pool.offer("a", "trending", 4.0)
+>>> pool.offer("a", "covisit", 2.0, anchor="b")
+>>> pool.offer("a", "covisit", 1.0, anchor="c")
+>>> sorted(pool.get("a").evidence.items())
+[('covisit', (2.0, 'b')), ('trending', (4.0, None))]
 """
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-VISUAL_SOURCES = frozenset({"taste", "recent", "context", "catalogue"})
+from services.recommender.shopper import Pairs
+
+VISUAL_SOURCES = frozenset({"taste", "recent", "context", "new", "catalogue"})
 
 
 @dataclass
 class Candidate:
     product_id: str
-    retrieval: float  # the best normalised score any source gave it
-    source: str  # the source of that score: it picks the reason
-    anchor: str | None = None  # the product that explains it ("looks like …", "often viewed with …")
     evidence: dict[str, tuple[float, str | None]] = field(default_factory=dict)  # source → (score, anchor)
     payload: dict[str, Any] | None = None
-    vector: Sequence[float] | None = None  # fused vector as stored (unit length); arrays are made in one go when ranking
+    vector: Sequence[float] | None = None  # fused vector as stored (unit length)
+
+    @property
+    def sources(self) -> set[str]:
+        return set(self.evidence)
 
 
 class CandidatePool:
-    """Merges the sources' proposals; a product keeps its best score and the source behind it."""
+    """Merges the sources' proposals: a product keeps each source's best evidence."""
 
     def __init__(self) -> None:
         self._by_id: dict[str, Candidate] = {}
 
-    def offer(self, product_id: str, score: float, source: str, anchor: str | None = None,
+    def offer(self, product_id: str, source: str, score: float, anchor: str | None = None,
               payload: dict[str, Any] | None = None, vector: Sequence[float] | None = None) -> None:
         current = self._by_id.get(product_id)
         if current is None:
-            current = self._by_id[product_id] = Candidate(product_id, score, source, anchor)
-        elif score > current.retrieval:
-            current.retrieval, current.source, current.anchor = score, source, anchor
-        if score >= current.evidence.get(source, (-1.0, None))[0]:
+            current = self._by_id[product_id] = Candidate(product_id)
+        if score > current.evidence.get(source, (-math.inf, None))[0]:
             current.evidence[source] = (score, anchor)
         if payload is not None and current.payload is None:
             current.payload = payload
@@ -64,6 +71,9 @@ class CandidatePool:
     def drop(self, product_id: str) -> None:
         self._by_id.pop(product_id, None)
 
+    def __contains__(self, product_id: str) -> bool:
+        return product_id in self._by_id
+
     def __len__(self) -> int:
         return len(self._by_id)
 
@@ -71,23 +81,61 @@ class CandidatePool:
         return list(self._by_id.values())
 
 
+@dataclass
+class CoVisits:
+    """Co-visitation and history pairs of the shopper's latest items (``anchors``, newest first),
+    summed per candidate at three reaches; ``best`` names the anchor that contributed most.
+
+    >>> cv = CoVisits.gather(["a", "b"], {"a": [("x", 2.0)], "b": [("x", 1.0), ("y", 5.0)]}, {}, {"a": 4.0}, decay=0.5)
+    >>> cv.last["x"], cv.recent["x"], cv.recent["y"], cv.confidence["x"], cv.best["y"]
+    (2.0, 2.5, 2.5, 0.5, 'b')
+    """
+
+    last: dict[str, float] = field(default_factory=dict)  # with the newest anchor
+    last3: dict[str, float] = field(default_factory=dict)
+    recent: dict[str, float] = field(default_factory=dict)  # decayed sum over every anchor
+    confidence: dict[str, float] = field(default_factory=dict)  # P(candidate | newest anchor)
+    confidence3: dict[str, float] = field(default_factory=dict)  # summed over the three newest
+    history_last: dict[str, float] = field(default_factory=dict)  # divided by sqrt(anchor interactions)
+    history_last3: dict[str, float] = field(default_factory=dict)
+    history_recent: dict[str, float] = field(default_factory=dict)
+    best: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def gather(cls, anchors: list[str], neighbours: dict[str, Pairs], history: dict[str, Pairs],
+               interactions: dict[str, float], decay: float = 0.9) -> "CoVisits":
+        cv = cls()
+        strongest: dict[str, float] = {}
+        for n, anchor in enumerate(anchors):
+            weight = decay**n
+            seen_often = max(1.0, interactions.get(anchor, 0.0))
+            for item, count in neighbours.get(anchor, ()):
+                if n == 0:
+                    cv.last[item] = count
+                    cv.confidence[item] = count / seen_often
+                if n < 3:
+                    cv.last3[item] = cv.last3.get(item, 0.0) + count
+                    cv.confidence3[item] = cv.confidence3.get(item, 0.0) + count / seen_often
+                contribution = weight * count
+                cv.recent[item] = cv.recent.get(item, 0.0) + contribution
+                if contribution > strongest.get(item, 0.0):
+                    strongest[item], cv.best[item] = contribution, anchor
+            spread = math.sqrt(seen_often)
+            for item, pairs in history.get(anchor, ()):
+                value = pairs / spread
+                if n == 0:
+                    cv.history_last[item] = value
+                if n < 3:
+                    cv.history_last3[item] = cv.history_last3.get(item, 0.0) + value
+                cv.history_recent[item] = cv.history_recent.get(item, 0.0) + weight * value
+                if item not in cv.best:
+                    cv.best[item] = anchor
+        return cv
+
+    def top(self, scores: dict[str, float], limit: int) -> list[tuple[str, float]]:
+        return sorted(scores.items(), key=lambda kv: -kv[1])[:limit]
+
+
 def unit(vector: np.ndarray) -> np.ndarray:
     norm = float(np.linalg.norm(vector))
     return vector / norm if norm > 1e-12 else vector
-
-
-def likeness(cosine: float) -> float:
-    """A cosine similarity mapped to [0, 1]."""
-    return (cosine + 1.0) / 2.0
-
-
-def scaled(rows: list[tuple[str, float]], low: float, high: float) -> list[tuple[str, float]]:
-    """Scores of ``rows`` rescaled by the largest into [low, high] (counts and popularity have no fixed range).
-
-    >>> scaled([("a", 10.0), ("b", 5.0)], 0.5, 1.0)
-    [('a', 1.0), ('b', 0.75)]
-    """
-    top = max((s for _, s in rows), default=0.0)
-    if top <= 0:
-        return [(i, low) for i, _ in rows]
-    return [(i, low + (high - low) * max(0.0, s) / top) for i, s in rows]

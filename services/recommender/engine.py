@@ -1,27 +1,34 @@
-"""The recommender itself: read the shopper, gather candidates, rank, diversify, explain.
+"""The recommender itself: read the shopper, gather candidates, rank, diversify, explore, explain, log.
 
-It holds no Kafka or HTTP code: the responder, the API and the benchmarks all call
-:meth:`Recommender.recommend` and :meth:`Recommender.similar`.
+It holds no Kafka or HTTP code: the responder, the API, the benchmarks and the evaluation
+replay all call :meth:`Recommender.recommend` and :meth:`Recommender.similar`. Every served
+list goes to ``on_served`` with the features it was ranked by (the API and the responder
+publish it on ``recommendations.served``; the ranking learns from it).
 """
 
 import math
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-from services.profiles.learners import FEATURE_NAMES
-from services.recommender.candidates import Candidate, CandidatePool, likeness, scaled, unit
-from services.recommender.learned import Learned, sigmoid
-from services.recommender.ranking import RankWeights, blend, mmr, spread
+from models.ranking import LinearScorer
+from schemas import RecommendationServed
+from services.recommender.candidates import Candidate, CandidatePool, CoVisits, unit
+from services.recommender.features import FEATURES, Evidence, feature_matrix, position_value, prior_scorer
+from services.recommender.learned import Learned
+from services.recommender.ranking import mmr, spread
 from services.recommender.reasons import explain, strongest
 from services.recommender.shopper import Shopper, ShopperReader, Signals
 from services.vectors.store import ProductStore, SearchFilters, VectorQuery, matches
 
 # What a product card and the ranking need from the payload (the thumbnail stays behind).
 CARD_FIELDS = ("title", "category", "price", "currency", "in_stock", "delisted", "listed_ts", "image_url", "has_image")
+POSITION = FEATURES.index("position")
 
 
 class UnknownProduct(LookupError):
@@ -34,6 +41,7 @@ class Query:
     k: int = 10
     filters: SearchFilters = field(default_factory=lambda: SearchFilters(in_stock=True))  # as in the contract
     context_product_id: str | None = None
+    request_id: str | None = None  # echoed in the served log; made up when None
 
 
 @dataclass(frozen=True)
@@ -49,21 +57,30 @@ class Recommendations:
     items: list[Pick]
     candidates: int
     seconds: float
+    request_id: str = ""
+    ranked: list[str] = field(default_factory=list)  # every candidate, best first (recall is measured on it)
+    ranker: str = "prior"
 
 
 @dataclass(frozen=True)
 class Tuning:
     """Sizes and knobs of one recommendation (the settings fill them in)."""
 
-    weights: RankWeights = field(default_factory=RankWeights)
+    ranking: str = "learned"  # "learned": the pairwise ranker once it has learned enough; "prior": hand-set weights only
     mmr_lambda: float = 0.75
     new_for_s: float = 72 * 3600.0
     per_source: int = 24  # nearest neighbours asked of each Qdrant source
+    covisit_items: int = 150  # candidates taken from each of co-visitation and history pairs
+    history_by_rarity: bool = False  # take history candidates by strength / sqrt(interactions) (cosine-like)
     affinity_items: int = 15
-    behaviour_pool: int = 4  # at most this many times k candidates from Redis-side sources are looked up
     diversify_from: int = 4  # MMR looks at this many times k of the best-scored candidates
-    new_boost: float = 0.05  # added to the score of a new product nobody has clicked yet
-    looks_alike: float = 0.75  # likeness ((cosine + 1) / 2) from which "looks like …" is said
+    explore_slots: int = 2  # at most this many places of a list go to new products nobody has clicked yet …
+    explore_margin: float = 0.05  # … that look more like the shopper's taste than the average candidate by this much
+    looks_alike: float = 0.5  # cosine from which "looks like …" is said
+    served_candidates: int = 200  # candidates logged with their features for the ranking to learn from
+
+
+Sink = Callable[[RecommendationServed], None]
 
 
 class Recommender:
@@ -75,6 +92,7 @@ class Recommender:
         dims: int,
         tuning: Tuning | None = None,
         clock: Callable[[], float] = time.time,
+        on_served: Sink | None = None,
     ) -> None:
         self._store = store
         self._reader = reader
@@ -82,23 +100,40 @@ class Recommender:
         self._dims = dims  # of the fused space
         self.tuning = tuning or Tuning()
         self._clock = clock
+        self._on_served = on_served
+        self._prior = prior_scorer()
 
     def recommend(self, query: Query) -> Recommendations:
         started = time.perf_counter()
-        shopper, signals = self._reader.read(query.user_id)
+        now = self._clock()
+        shopper, signals = self._reader.read(query.user_id, now)
         learned = self._learned()
+        context_id = query.context_product_id
         filters = query.filters.excluding(
-            [*shopper.purchased, *shopper.recent, *shopper.dismissed, *([query.context_product_id] if query.context_product_id else [])]
+            [*shopper.purchased, *shopper.recent, *shopper.seen, *shopper.dismissed, *([context_id] if context_id else [])]
         )
         pool = CandidatePool()
-        context = self._context(query.context_product_id) if query.context_product_id else None
-        self._from_qdrant(pool, shopper, signals, filters, context, query.context_product_id)
-        self._from_behaviour(pool, shopper, signals, learned)
-        self._complete(pool, filters, query.k * self.tuning.behaviour_pool)
+        context = self._context(context_id) if context_id else None
+        covisits = CoVisits.gather(shopper.recent[: self._reader.limits.covisit_anchors], signals.neighbours,
+                                   signals.history, signals.anchor_interactions)
+        self._from_qdrant(pool, shopper, signals, filters, context, context_id, now)
+        self._from_behaviour(pool, shopper, signals, covisits, learned)
+        self._complete(pool, filters)
         candidates = [c for c in pool.all() if c.payload is not None and not c.payload.get("delisted") and matches(c.payload, filters)]
-        anchors = self._anchor_titles(shopper, signals, query.context_product_id)
-        picks = self._rank(candidates, shopper, signals, learned, query.k, anchors)
-        return Recommendations(picks, len(pool), time.perf_counter() - started)
+        if not candidates:
+            return Recommendations([], len(pool), time.perf_counter() - started, query.request_id or "")
+        scorer = self._scorer(learned)
+        vectors = self._unit_vectors(candidates)
+        features = feature_matrix(self._evidence(candidates, vectors, shopper, signals, covisits, learned, now))
+        scores = scorer.score(features)
+        order = self._choose(candidates, vectors, features, scores, query.k, now)
+        picks = self._explain(order, candidates, vectors, scores, shopper, signals, context_id, now)
+        ranked = [candidates[i].product_id for i in np.argsort(-scores, kind="stable")]
+        request_id = query.request_id or f"r-{uuid.uuid4().hex}"
+        ranker = "learned" if scorer.learned else "prior"
+        if self._on_served is not None:
+            self._on_served(self._served(request_id, query.user_id, order, candidates, features, scores, ranker, now))
+        return Recommendations(picks, len(pool), time.perf_counter() - started, request_id, ranked, ranker)
 
     def similar(self, product_id: str, k: int = 10, filters: SearchFilters | None = None) -> Recommendations:
         """Products that look like ``product_id`` (image space when it has a picture, else fused)."""
@@ -113,8 +148,9 @@ class Recommender:
             [VectorQuery(vector=list(product.vectors[using]), using=using, limit=k, filters=wanted, fields=CARD_FIELDS)]
         )
         title = product.payload.get("title", product_id)
+        now = self._clock()
         picks = [
-            Pick(h.product_id, round(float(h.score), 6), explain("context", h.payload, title, self._is_new(h.payload)), h.payload)
+            Pick(h.product_id, round(float(h.score), 6), explain("context", h.payload, title, self._is_new(h.payload, now, None)), h.payload)
             for h in hits
             if not h.payload.get("delisted")
         ]
@@ -127,13 +163,17 @@ class Recommender:
         return unit(np.asarray(found[0].vectors["fused"], dtype=np.float32)) if found else None
 
     def _from_qdrant(self, pool: CandidatePool, shopper: Shopper, signals: Signals, filters: SearchFilters,
-                     context: np.ndarray | None, context_id: str | None) -> None:
+                     context: np.ndarray | None, context_id: str | None, now: float) -> None:
         limit = self.tuning.per_source
         queries: list[tuple[str, VectorQuery]] = []
         common = {"limit": limit, "filters": filters, "fields": CARD_FIELDS, "with_vector": True}
         # Vectors from before a model change have other dimensions: they cannot be searched with.
-        if shopper.vector is not None and shopper.vector.size == self._dims:
-            queries.append(("taste", VectorQuery(vector=shopper.vector.tolist(), **common)))  # type: ignore[arg-type]
+        taste = shopper.vector if shopper.vector is not None and shopper.vector.size == self._dims else None
+        if taste is not None:
+            queries.append(("taste", VectorQuery(vector=taste.tolist(), **common)))  # type: ignore[arg-type]
+            if self.tuning.explore_slots:
+                fresh = {**common, "filters": SearchFilters(**{**filters.__dict__, "listed_after": now - self.tuning.new_for_s})}
+                queries.append(("new", VectorQuery(vector=taste.tolist(), **fresh)))  # type: ignore[arg-type]
         usable = {i: v for i, v in signals.vectors.items() if v.size == self._dims}
         positives = [usable[i] for i in shopper.recent if i in usable][: self._reader.limits.anchors]
         negatives = [usable[i] for i in shopper.dismissed if i in usable]
@@ -146,102 +186,163 @@ class Recommender:
             # Nobody has clicked anything yet: show a spread of the catalogue rather than nothing.
             probe = [1.0 / math.sqrt(self._dims)] * self._dims
             queries.append(("catalogue", VectorQuery(vector=probe, **common)))  # type: ignore[arg-type]
+        if not queries:
+            return
         results = self._store.query_many([q for _, q in queries])
         for (source, _), hits in zip(queries, results, strict=True):
             for hit in hits:
-                score = likeness(min(1.0, hit.score))  # recommend scores are cosines too, but may round past 1
                 anchor = context_id if source == "context" else None
-                pool.offer(hit.product_id, score, source, anchor, hit.payload, hit.vector)
+                pool.offer(hit.product_id, source, min(1.0, hit.score), anchor, hit.payload, hit.vector)
 
-    def _from_behaviour(self, pool: CandidatePool, shopper: Shopper, signals: Signals, learned: Learned) -> None:
-        for anchor, neighbours in signals.neighbours.items():
-            for product_id, score in scaled(neighbours, 0.55, 0.95):
-                pool.offer(product_id, score, "covisit", anchor)
+    def _from_behaviour(self, pool: CandidatePool, shopper: Shopper, signals: Signals, covisits: CoVisits, learned: Learned) -> None:
+        n = self.tuning.covisit_items
+        for product_id, score in covisits.top(covisits.recent, n):
+            pool.offer(product_id, "covisit", score, covisits.best.get(product_id))
+        history = covisits.top(covisits.history_recent, 3 * n if self.tuning.history_by_rarity else n)
+        if self.tuning.history_by_rarity and history:
+            counts = self._reader.stats([p for p, _ in history], signals.decay_now).interactions
+            history = sorted(((p, s / math.sqrt(max(1.0, c))) for (p, s), c in zip(history, counts, strict=True)),
+                             key=lambda ps: -ps[1])[:n]
+        for product_id, score in history:
+            pool.offer(product_id, "history", score, covisits.best.get(product_id))
         for product_id, score in learned.affinity.top(shopper.user_id, self.tuning.affinity_items):
-            pool.offer(product_id, 0.3 + 0.5 * sigmoid(2.0 * score), "affinity")
+            pool.offer(product_id, "affinity", score)
         for category, rows in signals.trending_in.items():
-            for product_id, score in scaled(rows, 0.45, 0.75):
-                pool.offer(product_id, score, "trending_in", category)
-        for product_id, score in scaled(signals.trending, 0.4, 0.7):
-            pool.offer(product_id, score, "trending")
+            for product_id, score in rows:
+                pool.offer(product_id, "trending_in", score, category)
+        for product_id, score in signals.trending:
+            pool.offer(product_id, "trending", score)
 
-    def _complete(self, pool: CandidatePool, filters: SearchFilters, most: int) -> None:
-        """Payloads and vectors of the best candidates no Qdrant query returned (one retrieve);
-        the rest of them are dropped."""
-        missing = [c for c in pool.all() if c.payload is None and c.product_id not in filters.exclude]
-        if not missing:
+    def _complete(self, pool: CandidatePool, filters: SearchFilters) -> None:
+        """Payloads and vectors of the candidates no Qdrant query returned (one retrieve)."""
+        missing = [c.product_id for c in pool.all() if c.payload is None]
+        for product_id in missing:
+            if product_id in filters.exclude:
+                pool.drop(product_id)
+        wanted = [p for p in missing if p in pool]
+        if not wanted:
             return
-        missing.sort(key=lambda c: -c.retrieval)
-        for c in missing[most:]:
-            pool.drop(c.product_id)
-        wanted = [c.product_id for c in missing[:most]]
         for product in self._store.get(wanted, with_vectors=("fused",), fields=CARD_FIELDS):
             candidate = pool.get(product.product_id)
             candidate.payload = product.payload
             candidate.vector = product.vectors.get("fused")
 
-    def _anchor_titles(self, shopper: Shopper, signals: Signals, context_id: str | None) -> dict[str, str]:
-        wanted = list(dict.fromkeys([*signals.neighbours, *(i for i in shopper.recent if i in signals.vectors),
-                                     *([context_id] if context_id else [])]))
-        if not wanted:
-            return {}
-        return {p.product_id: str(p.payload.get("title") or p.product_id) for p in self._store.get(wanted, fields=("title",))}
-
     # -- ranking --------------------------------------------------------------------------
 
-    def _rank(self, candidates: list[Candidate], shopper: Shopper, signals: Signals, learned: Learned, k: int,
-              anchors: dict[str, str]) -> list[Pick]:
-        if not candidates:
-            return []
-        ids = [c.product_id for c in candidates]
+    def _scorer(self, learned: Learned) -> LinearScorer:
+        if self.tuning.ranking == "learned" and learned.ranker is not None and learned.ranker.learned:
+            return learned.ranker
+        return self._prior
+
+    def _unit_vectors(self, candidates: list[Candidate]) -> np.ndarray:
         dims = self._dims
         blank = [0.0] * dims
         vectors = np.array([c.vector if c.vector is not None and len(c.vector) == dims else blank for c in candidates],
                            dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        vectors = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
-        if shopper.vector is not None and shopper.vector.size == dims:
-            similarity = vectors @ shopper.vector
-        else:
-            similarity = np.zeros(len(candidates), dtype=np.float32)
-        popularity = np.array(self._reader.popularity(ids))
-        now = self._clock()
-        since_last = now - shopper.updated_at if shopper.updated_at else 0.0
-        features = np.column_stack(
-            [
-                similarity,
-                np.array([shopper.category_share(str(c.payload.get("category", ""))) for c in candidates]),  # type: ignore[union-attr]
-                np.log1p(np.maximum(popularity, 0.0)),
-                np.log1p(np.array([max(0.0, float(c.payload.get("price") or 0.0)) for c in candidates])),  # type: ignore[union-attr]
-                np.full(len(candidates), math.log1p(max(0.0, since_last))),
-            ]
-        )
-        assert features.shape[1] == len(FEATURE_NAMES)
-        click = learned.click.probabilities(features) if learned.click.trained else np.full(len(candidates), 0.5)
-        affinity = 1.0 / (1.0 + np.exp(-2.0 * learned.affinity.scores(shopper.user_id, ids)))
-        log_pop = np.log1p(np.maximum(popularity, 0.0))
-        popular = log_pop / log_pop.max() if log_pop.max() > 0 else np.zeros(len(candidates))
-        retrieval = np.array([c.retrieval for c in candidates])
-        scores = blend(self.tuning.weights, retrieval, click, affinity, popular)
-        # Visual cold start: a product nobody has clicked yet gets a small lift while it is new.
-        fresh = np.array([self._is_new(c.payload or {}) for c in candidates])
-        scores = scores + self.tuning.new_boost * (fresh & (popularity <= 0))
+        return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
 
-        shortlist = np.argsort(-scores)[: max(k * self.tuning.diversify_from, 20)]
-        order = mmr(spread(scores[shortlist]), vectors[shortlist], k, self.tuning.mmr_lambda)
+    def _evidence(self, candidates: list[Candidate], vectors: np.ndarray, shopper: Shopper, signals: Signals,
+                  covisits: CoVisits, learned: Learned, now: float) -> Evidence:
+        ids = [c.product_id for c in candidates]
+        e = Evidence.empty(len(candidates), now, self.tuning.new_for_s)
+        stats = self._reader.stats(ids, signals.decay_now)
+        e.trending, e.interactions, e.choices = stats.trending, stats.interactions, stats.choices
+        spread_of = np.sqrt(np.maximum(1.0, e.interactions))
+        for n, c in enumerate(candidates):
+            pid = c.product_id
+            e.covisit_last[n] = covisits.last.get(pid, 0.0)
+            e.covisit_last3[n] = covisits.last3.get(pid, 0.0)
+            e.covisit_recent[n] = covisits.recent.get(pid, 0.0)
+            e.covisit_confidence[n] = covisits.confidence.get(pid, 0.0)
+            e.covisit_confidence3[n] = covisits.confidence3.get(pid, 0.0)
+            e.history_last[n] = covisits.history_last.get(pid, 0.0) / spread_of[n]
+            e.history_last3[n] = covisits.history_last3.get(pid, 0.0) / spread_of[n]
+            e.history_recent[n] = covisits.history_recent.get(pid, 0.0) / spread_of[n]
+            payload = c.payload or {}
+            e.category_share[n] = shopper.category_share(str(payload.get("category", "")))
+            e.price[n] = max(0.0, float(payload.get("price") or 0.0))
+            listed = payload.get("listed_ts")
+            e.listed_ts[n] = float(listed) if isinstance(listed, (int, float)) else np.nan
+        e.sources = [c.sources for c in candidates]
+        if shopper.vector is not None and shopper.vector.size == self._dims:
+            e.taste = vectors @ shopper.vector
+        anchors = [unit(signals.vectors[i]) for i in shopper.recent[: self._reader.limits.anchors]
+                   if i in signals.vectors and signals.vectors[i].size == self._dims]
+        if anchors:
+            e.likeness = (vectors @ np.array(anchors).T).max(axis=1)
+        e.affinity = learned.affinity.scores(shopper.user_id, ids).astype(float)
+        e.usual_log_price = shopper.usual_log_price
+        return e
+
+    def _choose(self, candidates: list[Candidate], vectors: np.ndarray, features: np.ndarray, scores: np.ndarray,
+                k: int, now: float) -> list[int]:
+        """Indexes into ``candidates``: MMR over the best-scored, then the exploration budget."""
+        shortlist = np.argsort(-scores, kind="stable")[: max(k * self.tuning.diversify_from, 20)]
+        order = [int(shortlist[i]) for i in mmr(spread(scores[shortlist]), vectors[shortlist], k, self.tuning.mmr_lambda)]
+        slots = min(self.tuning.explore_slots, k // 4)
+        if not slots:
+            return order
+        # Products nobody has clicked yet cannot earn behavioural evidence unless they are shown:
+        # a bounded number of places go to those that look like the shopper's taste.
+        new = features[:, FEATURES.index("unclicked_new")] > 0
+        taste = features[:, FEATURES.index("taste")]
+        typical = float(taste[~new].mean()) if (~new).any() else float(taste.mean())
+        eligible = [int(i) for i in np.argsort(-taste, kind="stable") if new[i] and taste[i] - typical >= self.tuning.explore_margin]
+        already = sum(1 for i in order if i in set(eligible))
+        extra = [i for i in eligible if i not in order][: max(0, slots - already)]
+        if extra:
+            keep = [i for i in order if i in set(eligible)]
+            others = [i for i in order if i not in set(eligible)][: k - len(keep) - len(extra)]
+            order = sorted(others + keep, key=order.index) + extra
+        return order
+
+    def _explain(self, order: list[int], candidates: list[Candidate], vectors: np.ndarray, scores: np.ndarray,
+                 shopper: Shopper, signals: Signals, context_id: str | None, now: float) -> list[Pick]:
+        dims = self._dims
         anchor_vectors = {i: unit(signals.vectors[i]) for i in shopper.recent if i in signals.vectors and signals.vectors[i].size == dims}
+        named = {i for n in order for _, a in candidates[n].evidence.values() if a for i in [a]}
+        named |= set(anchor_vectors) | ({context_id} if context_id else set())
+        titles = self._titles(named)
         picks = []
-        for position in order:
-            n = int(shortlist[position])
+        for n in order:
             c = candidates[n]
+            payload = c.payload or {}
+            is_new = self._is_new(payload, now, signals.catalogue_since)
             source, anchor = strongest(c.evidence, self.tuning.looks_alike)
-            if source in {"taste", "recent"} and anchor_vectors:
+            if source in {"taste", "recent", "new"} and anchor_vectors:
                 anchor = max(anchor_vectors, key=lambda i: float(anchor_vectors[i] @ vectors[n]))
-            title = anchors.get(anchor) if anchor else None
-            reason = explain(source, c.payload or {}, title or anchor, fresh[n])
-            picks.append(Pick(c.product_id, round(float(scores[n]), 6), reason, c.payload or {}))
+            reason = explain(source, payload, titles.get(anchor) if anchor else None, is_new)
+            picks.append(Pick(c.product_id, round(float(scores[n]), 6), reason, payload))
         return picks
 
-    def _is_new(self, payload: dict[str, Any]) -> bool:
+    def _titles(self, product_ids: set[str]) -> dict[str, str]:
+        if not product_ids:
+            return {}
+        return {p.product_id: str(p.payload.get("title") or p.product_id) for p in self._store.get(list(product_ids), fields=("title",))}
+
+    def _is_new(self, payload: dict[str, Any], now: float, catalogue_since: float | None) -> bool:
+        """Listed lately, and not as part of the catalogue the shop started with."""
         listed = payload.get("listed_ts")
-        return isinstance(listed, (int, float)) and self._clock() - float(listed) < self.tuning.new_for_s
+        if not isinstance(listed, (int, float)) or now - float(listed) >= self.tuning.new_for_s:
+            return False
+        return catalogue_since is None or float(listed) - catalogue_since >= self.tuning.new_for_s
+
+    def _served(self, request_id: str, user_id: str, order: list[int], candidates: list[Candidate], features: np.ndarray,
+                scores: np.ndarray, ranker: str, now: float) -> RecommendationServed:
+        shown = set(order)
+        rest = [int(i) for i in np.argsort(-scores, kind="stable") if int(i) not in shown]
+        rows = (order + rest)[: max(len(order), self.tuning.served_candidates)]
+        logged = features[rows].astype("<f4")
+        for position in range(len(order)):
+            logged[position, POSITION] = position_value(position)
+        return RecommendationServed(
+            request_id=request_id,
+            user_id=user_id,
+            served_at=datetime.fromtimestamp(now, UTC),
+            shown=len(order),
+            products=[candidates[i].product_id for i in rows],
+            feature_names=list(FEATURES),
+            features=logged.tobytes(),
+            ranker=ranker,
+        )

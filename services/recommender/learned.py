@@ -14,35 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import redis
 
-from services.profiles.learners import FEATURE_NAMES, CheckpointRejected, Learners, load
+from models.ranking import LinearScorer
+from services.profiles.learners import CheckpointRejected, Learners, load
 from services.profiles.state import Keys
+from services.recommender.features import FEATURES
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ClickScorer:
-    """P(click | features): River's StandardScaler → LogisticRegression as arrays."""
-
-    means: np.ndarray
-    scales: np.ndarray  # 1/std, 0 where the variance is 0 (River's rule)
-    weights: np.ndarray
-    intercept: float
-    trained: bool
-
-    @classmethod
-    def from_learners(cls, learners: Learners) -> "ClickScorer":
-        scaler, logistic = learners.click.steps.values()
-        means = np.array([scaler.means.get(f, 0.0) for f in FEATURE_NAMES])
-        variances = np.array([scaler.vars.get(f, 0.0) for f in FEATURE_NAMES])
-        scales = np.divide(1.0, np.sqrt(variances), out=np.zeros_like(variances), where=variances > 0)
-        weights = np.array([logistic.weights.get(f, 0.0) for f in FEATURE_NAMES])
-        return cls(means, scales, weights, float(logistic.intercept), learners.events > 0)
-
-    def probabilities(self, features: np.ndarray) -> np.ndarray:
-        """``features``: one row per candidate, columns in FEATURE_NAMES order."""
-        z = ((features - self.means) * self.scales) @ self.weights + self.intercept
-        return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
 
 
 @dataclass(frozen=True)
@@ -71,15 +48,15 @@ class Affinity:
         return user in self.users
 
     def scores(self, user: str, product_ids: list[str]) -> np.ndarray:
-        """Predicted preference (about -1…1) of ``user`` for each product; 0 where either is unknown."""
+        """Predicted preference (about -1…1) of ``user`` for each product: the mean and the shopper's
+        bias for a product the factorisation does not know yet (not an arbitrary 0), 0 for an unknown shopper."""
         out = np.zeros(len(product_ids), dtype=np.float32)
         if user not in self.users:
             return out
         vector, bias = self.users[user]
         for n, product in enumerate(product_ids):
             i = self.index.get(product)
-            if i is not None:
-                out[n] = self.mean + bias + self.biases[i] + float(self.latents[i] @ vector)
+            out[n] = self.mean + bias + (self.biases[i] + float(self.latents[i] @ vector) if i is not None else 0.0)
         return out
 
     def top(self, user: str, limit: int) -> list[tuple[str, float]]:
@@ -93,13 +70,16 @@ class Affinity:
 
 @dataclass(frozen=True)
 class Learned:
-    click: ClickScorer
+    ranker: LinearScorer | None  # over FEATURES; None until the worker has seen a served list chosen from
     affinity: Affinity
     events: int
+    choices: int = 0
 
     @classmethod
     def from_learners(cls, learners: Learners) -> "Learned":
-        return cls(ClickScorer.from_learners(learners), Affinity.from_learners(learners), learners.events)
+        ranker = learners.ranker.scorer(FEATURES) if learners.ranker is not None else None
+        choices = learners.ranker.choices if learners.ranker is not None else 0
+        return cls(ranker, Affinity.from_learners(learners), learners.events, choices)
 
 
 class LearnedCache:

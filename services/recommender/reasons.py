@@ -8,6 +8,8 @@
 'Popular in Bag'
 >>> explain("covisit", {"category": "Bag"}, "Bold leather bag", is_new=False)
 'Often viewed with Bold leather bag'
+>>> explain("history", {"category": "Bag"}, "Bold leather bag", is_new=False)
+'Shoppers who viewed Bold leather bag also viewed it'
 """
 
 from typing import Any
@@ -15,18 +17,19 @@ from typing import Any
 from schemas.limits import LIMITS
 
 # Behaviour specific to this shopper speaks loudest, then likeness, then the crowd.
-_PRIORITY = ("context", "covisit", "recent", "taste", "trending_in", "trending", "affinity", "catalogue")
+_PRIORITY = ("context", "covisit", "history", "recent", "taste", "new", "trending_in", "trending", "affinity", "catalogue")
+_LIKENESS = frozenset({"taste", "recent", "new"})
 
 
 def strongest(evidence: dict[str, tuple[float, str | None]], looks_alike: float) -> tuple[str, str | None]:
-    """Which source explains a candidate: likeness only counts when it is real (≥ ``looks_alike``).
+    """Which source explains a candidate: likeness (a cosine) only counts when it is real (≥ ``looks_alike``).
 
-    >>> strongest({"taste": (0.6, None), "trending": (0.7, None)}, looks_alike=0.75)
+    >>> strongest({"taste": (0.2, None), "trending": (7.0, None)}, looks_alike=0.5)
     ('trending', None)
-    >>> strongest({"taste": (0.9, None), "trending": (0.7, None)}, looks_alike=0.75)
+    >>> strongest({"taste": (0.8, None), "trending": (7.0, None)}, looks_alike=0.5)
     ('taste', None)
     """
-    usable = {s: v for s, v in evidence.items() if s not in {"taste", "recent"} or v[0] >= looks_alike}
+    usable = {s: v for s, v in evidence.items() if s not in _LIKENESS or v[0] >= looks_alike}
     for source in _PRIORITY:
         if source in usable:
             return source, usable[source][1]
@@ -36,7 +39,7 @@ def strongest(evidence: dict[str, tuple[float, str | None]], looks_alike: float)
 
 def explain(source: str, payload: dict[str, Any], anchor_title: str | None, is_new: bool) -> str:
     category = str(payload.get("category") or "the shop")
-    if source in {"taste", "recent"}:
+    if source in _LIKENESS:
         if anchor_title:
             text = f"New in {category}, like {anchor_title} you viewed" if is_new else f"Looks like {anchor_title} you viewed"
         else:
@@ -45,6 +48,8 @@ def explain(source: str, payload: dict[str, Any], anchor_title: str | None, is_n
         text = f"Looks like {anchor_title}" if anchor_title else f"More in {category}"
     elif source == "covisit":
         text = f"Often viewed with {anchor_title}" if anchor_title else "Often viewed together"
+    elif source == "history":
+        text = f"Shoppers who viewed {anchor_title} also viewed it" if anchor_title else "Shoppers like you viewed it"
     elif source == "affinity":
         text = "Shoppers with your taste liked it"
     elif source == "trending_in":

@@ -3,20 +3,24 @@ request's ``reply_topic`` (a logical name: the topic prefix applies), correlated
 
 A request that breaks the contract gets an error response (when its ``request_id`` can be
 read at all) and a dead letter; offsets are committed only after the answers are delivered.
+Reply topics live under ``recommendations.responses`` (the contract says so, so a requester
+cannot make the responder write into ``clicks``); a request naming one that does not exist
+is dead-lettered at once instead of being retried for ever, which would block its partition.
 """
 
-import json
 import logging
 import re
 import threading
 import time
 from collections.abc import Callable
 
+import pydantic_core
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from schemas import ContractError, RecommendationRequest, decode, encode
 from schemas.base import ID_PATTERN
 from schemas.limits import LIMITS
+from schemas.recommendations import REPLY_TOPIC_PATTERN
 from schemas.topics import RECOMMENDATION_REQUESTS, RECOMMENDATION_RESPONSES
 from services.bus.dead_letters import dead_letter
 from services.bus.producer import Producer
@@ -28,13 +32,44 @@ from services.settings import Settings
 log = logging.getLogger(__name__)
 
 GROUP_ID = "shelfsight-recommender"
-_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_REPLY_TOPIC = re.compile(REPLY_TOPIC_PATTERN)
 _ID = re.compile(ID_PATTERN)
+
+
+class ReplyTopics:
+    """Which reply topics exist, from the broker's metadata; a missing one is asked again after ``recheck_s``
+    (it may be created meanwhile)."""
+
+    def __init__(self, producer: Producer, recheck_s: float = 30.0, timeout_s: float = 5.0) -> None:
+        self._producer = producer
+        self._recheck_s = recheck_s
+        self._timeout_s = timeout_s
+        self._known: set[str] = set()
+        self._missing: dict[str, float] = {}
+
+    def exists(self, topic: str) -> bool:
+        if topic in self._known:
+            return True
+        checked = self._missing.get(topic)
+        if checked is not None and time.monotonic() - checked < self._recheck_s:
+            return False
+        try:
+            found = self._producer.client.list_topics(topic, timeout=self._timeout_s).topics.get(topic)
+        except KafkaException as exc:  # no answer: assume it exists; delivery will tell
+            log.warning("topic metadata unavailable", extra={"topic": topic, "error": str(exc)})
+            return True
+        if found is not None and found.error is None:
+            self._known.add(topic)
+            self._missing.pop(topic, None)
+            return True
+        self._missing[topic] = time.monotonic()
+        return False
 
 
 class Responder:
     def __init__(self, settings: Settings, engine: Recommender, consumer: Consumer, producer: Producer,
                  metrics: RecommenderMetrics, model_version: Callable[[], str | None] = lambda: None) -> None:
+        self._reply_topics = ReplyTopics(producer)
         self._settings = settings
         self._engine = engine
         self._consumer = consumer
@@ -83,23 +118,31 @@ class Responder:
             if err is not None:
                 failures.append(str(err))
 
-        try:
-            request = decode(RecommendationRequest, message.value())
-        except ContractError as exc:
-            request_id, user_id, reply_topic = _salvage(message.value())
+        def refuse(reason: str) -> None:
             self._producer.send(
                 self._settings.topic(RECOMMENDATION_REQUESTS.dlq),
-                dead_letter(value=message.value(), key=message.key(), reason=exc.reason, source_topic=source,
+                dead_letter(value=message.value(), key=message.key(), reason=reason, source_topic=source,
                             service="recommender", partition=message.partition(), offset=message.offset()),
                 delivered,
             )
-            if request_id is not None:
-                self._send(reply_topic, answers.error(request_id, user_id, "invalid_request", exc.reason), delivered)
             self._metrics.requests.labels("kafka", "invalid").inc()
+
+        try:
+            request = decode(RecommendationRequest, message.value())
+        except ContractError as exc:
+            refuse(exc.reason)
+            request_id, user_id, reply_topic = _salvage(message.value())
+            if request_id is not None and self._reply_topics.exists(self._settings.topic(reply_topic)):
+                self._send(reply_topic, answers.error(request_id, user_id, "invalid_request", exc.reason), delivered)
+            return
+        if not self._reply_topics.exists(self._settings.topic(request.reply_topic)):
+            refuse(f"reply_topic {request.reply_topic} does not exist: create it, or leave reply_topic out "
+                   f"to get the answer on {RECOMMENDATION_RESPONSES.name}")
             return
         try:
             result = self._engine.recommend(
-                Query(request.user_id, request.k, answers.search_filters(request.filters), request.context_product_id)
+                Query(request.user_id, request.k, answers.search_filters(request.filters), request.context_product_id,
+                      request.request_id)
             )
             reply = answers.response(request.request_id, request.user_id, result.items, self._model_version())
             outcome = "ok"
@@ -137,7 +180,7 @@ def _salvage(value: bytes | None) -> tuple[str | None, str, str]:
     """request_id, user_id and reply_topic of an invalid request, where they can be trusted."""
     default = RECOMMENDATION_RESPONSES.name
     try:
-        raw = json.loads(value or b"")
+        raw = pydantic_core.from_json(value or b"")  # bounded nesting, unlike json.loads
     except ValueError:
         return None, "", default
     if not isinstance(raw, dict):
@@ -148,5 +191,5 @@ def _salvage(value: bytes | None) -> tuple[str | None, str, str]:
     return (
         request_id if _is_id(request_id) else None,
         user_id if _is_id(user_id) else "",
-        reply_topic if isinstance(reply_topic, str) and _TOPIC.match(reply_topic) else default,
+        reply_topic if isinstance(reply_topic, str) and _REPLY_TOPIC.match(reply_topic) else default,
     )

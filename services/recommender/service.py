@@ -15,20 +15,21 @@ import redis
 import redis.asyncio as aioredis
 from confluent_kafka import Consumer
 
+from schemas import RecommendationServed, encode
+from schemas.topics import RECOMMENDATIONS_SERVED
 from services.bus.broker import require_broker
 from services.bus.config import consumer_config, producer_config
 from services.bus.producer import Producer
 from services.embedder.service import Embedder, build_embedder, load_predictor, open_product_store
 from services.errors import UserError
-from services.profiles.profile import ClickParams
 from services.profiles.service import state_secret
 from services.profiles.state import Keys
-from services.recommender.engine import Recommender, Tuning
+from services.recommender.engine import Recommender, Sink, Tuning
 from services.recommender.http.app import ApiParts, build_api
 from services.recommender.http.live import LiveUpdates
+from services.recommender.http.timeouts import server_config
 from services.recommender.learned import LearnedCache
 from services.recommender.metrics import RecommenderMetrics
-from services.recommender.ranking import RankWeights
 from services.recommender.responder import GROUP_ID, Responder
 from services.recommender.shopper import ShopperReader
 from services.settings import Settings
@@ -39,9 +40,11 @@ log = logging.getLogger(__name__)
 
 def tuning(settings: Settings) -> Tuning:
     return Tuning(
-        weights=RankWeights.parse(settings.rank_weights),
+        ranking=settings.ranking,
         mmr_lambda=settings.mmr_lambda,
         new_for_s=settings.new_product_hours * 3600.0,
+        explore_slots=settings.explore_slots,
+        explore_margin=settings.explore_margin,
     )
 
 
@@ -54,11 +57,28 @@ def redis_client(settings: Settings) -> redis.Redis:
     return client
 
 
-def build_recommender(settings: Settings, store: ProductStore, dims: int, client: redis.Redis) -> tuple[Recommender, LearnedCache]:
+def build_recommender(settings: Settings, store: ProductStore, dims: int, client: redis.Redis,
+                      on_served: Sink | None = None) -> tuple[Recommender, LearnedCache]:
     keys = Keys(settings.redis_prefix)
     learned = LearnedCache(client, keys, state_secret(settings), settings.learners_refresh_s)
-    engine = Recommender(store, ShopperReader(client, keys), lambda: learned.current, dims, tuning(settings))
+    engine = Recommender(store, ShopperReader(client, keys), lambda: learned.current, dims, tuning(settings), on_served=on_served)
     return engine, learned
+
+
+def served_publisher(settings: Settings, producer: Producer) -> Sink:
+    """Served lists onto ``recommendations.served`` (keyed by shopper), for the ranking to learn from.
+    Fire and forget: a list that cannot be logged costs a training example, never an answer."""
+    topic = settings.topic(RECOMMENDATIONS_SERVED.name)
+
+    def publish(served: RecommendationServed) -> None:
+        try:
+            message = encode(served)
+            producer.client.produce(topic, key=message.key, value=message.value, headers=message.headers)
+            producer.client.poll(0)
+        except Exception as exc:  # a full queue (broker away) or an oversize list must not fail or block the answer
+            log.warning("served list not logged", extra={"error": str(exc)[:200]})
+
+    return publish
 
 
 @dataclass
@@ -72,6 +92,7 @@ class Serving:
     responder: Responder
     embedder: Embedder | None
     api: ApiParts
+    served_log: Producer
 
     def start_background(self) -> "Running":
         learned = self.learned.start()
@@ -97,6 +118,7 @@ class Running:
         self.stop_responder.set()
         self.threads[0].join(30)
         self.learned.stop()
+        self.serving.served_log.flush(5)
         if self.serving.embedder is not None:
             self.stop_embedder.set()
             self.threads[1].join(60)
@@ -109,7 +131,8 @@ def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
     client = redis_client(settings)
     predictor = load_predictor(settings)
     store = open_product_store(settings, predictor)
-    engine, learned = build_recommender(settings, store, predictor.dims["fused"], client)
+    served_log = Producer(producer_config(settings))
+    engine, learned = build_recommender(settings, store, predictor.dims["fused"], client, served_publisher(settings, served_log))
     metrics = RecommenderMetrics()
     embedder = None
     registries = ()
@@ -146,7 +169,7 @@ def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
 
     parts = ApiParts(settings, engine, store, Producer(producer_config(settings)), live, metrics, registries, health,
                      lambda: predictor.model_version)
-    return Serving(settings, store, engine, learned, responder, embedder, parts)
+    return Serving(settings, store, engine, learned, responder, embedder, parts, served_log)
 
 
 def run_serve(settings: Settings, with_embedder: bool = True) -> int:
@@ -154,11 +177,7 @@ def run_serve(settings: Settings, with_embedder: bool = True) -> int:
 
     serving = build_serving(settings, with_embedder)
     running = serving.start_background()
-    config = uvicorn.Config(
-        build_api(serving.api), host=settings.api_host, port=settings.api_port, log_level="warning",
-        timeout_graceful_shutdown=2, access_log=False,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(build_api(serving.api), settings))
     # uvicorn re-raises the signal that stopped it once it is done; with these in place that
     # lands here instead of killing the process before the embedder has flushed and committed.
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,4 +1,4 @@
-"""What Redis knows about one shopper, read in two pipelined round trips.
+"""What Redis knows about one shopper and the candidates around them, in three pipelined round trips.
 
 The profiles worker writes these keys (``services.profiles.state.Keys``); the recommender
 only reads them, so a click is reflected in the very next recommendation.
@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import redis
 
+from services.profiles.profile import ClickParams
 from services.profiles.state import Keys, decode_item, decode_profile
 
 
@@ -16,14 +17,16 @@ from services.profiles.state import Keys, decode_item, decode_profile
 class ReadLimits:
     """How much of a shopper's history a request looks at."""
 
-    recent: int = 20  # recently seen: excluded, and the source of visual and co-visitation anchors
-    anchors: int = 3  # recent items whose likeness and neighbours become candidates
-    neighbours: int = 10
+    recent: int = 20  # recently seen: the anchors of likeness and co-visitation
+    anchors: int = 3  # recent items whose likeness becomes Qdrant candidates (and "looks like …" reasons)
+    covisit_anchors: int = 20  # recent items whose co-visitation and history pairs are read
+    neighbours: int = 200  # pairs read per anchor and kind
     trending: int = 20
     categories: int = 2  # top categories whose trending items become candidates
     per_category: int = 10
     purchased: int = 200
     dismissed: int = 20
+    seen: int = 500  # interacted items never recommended again
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class Shopper:
     recent: list[str]  # newest first, distinct, dismissals left out
     purchased: frozenset[str]
     dismissed: list[str]
+    seen: frozenset[str] = frozenset()
+    usual_log_price: float | None = None
 
     @property
     def has_history(self) -> bool:
@@ -49,32 +54,54 @@ class Shopper:
         return self.categories.get(category, 0.0) / total
 
 
+Pairs = list[tuple[str, float]]
+
+
 @dataclass(frozen=True)
 class Signals:
-    """The behavioural evidence around a shopper: item vectors, co-visitation and trending."""
+    """The behavioural evidence around a shopper: item vectors, co-visitation, history pairs, trending."""
 
     vectors: dict[str, np.ndarray] = field(default_factory=dict)  # of anchors and dismissed items
-    neighbours: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # anchor → co-visited items
-    trending: list[tuple[str, float]] = field(default_factory=list)
-    trending_in: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # category → items
+    neighbours: dict[str, Pairs] = field(default_factory=dict)  # anchor → items co-visited in sessions
+    history: dict[str, Pairs] = field(default_factory=dict)  # anchor → items near it in shoppers' histories
+    anchor_interactions: dict[str, float] = field(default_factory=dict)
+    trending: Pairs = field(default_factory=list)  # decayed to now
+    trending_in: dict[str, Pairs] = field(default_factory=dict)  # category → items
+    catalogue_since: float | None = None  # the earliest listing: before then + "new", nothing is new
+    decay_now: float = 1.0  # stored trending scores × this = decayed popularity as of the read
+
+
+@dataclass(frozen=True)
+class ItemStats:
+    """The crowd's evidence about candidates, as arrays in the order asked."""
+
+    trending: np.ndarray  # decayed popularity as of now
+    interactions: np.ndarray
+    choices: np.ndarray
 
 
 class ShopperReader:
-    def __init__(self, client: redis.Redis, keys: Keys, limits: ReadLimits | None = None) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, limits: ReadLimits | None = None, half_life_s: float | None = None) -> None:
         self._redis = client
         self._keys = keys
         self.limits = limits or ReadLimits()
+        self._half_life_s = half_life_s or ClickParams().half_life_s
 
-    def read(self, user_id: str) -> tuple[Shopper, Signals]:
+    def read(self, user_id: str, now: float) -> tuple[Shopper, Signals]:
         k, lim = self._keys, self.limits
         pipe = self._redis.pipeline(transaction=False)
         pipe.hgetall(k.user(user_id))
         pipe.lrange(k.recent(user_id), 0, lim.recent * 2 - 1)  # duplicates and dismissals are dropped below
         pipe.zrevrange(k.purchased(user_id), 0, lim.purchased - 1)
         pipe.zrevrange(k.dismissed(user_id), 0, lim.dismissed - 1)
+        pipe.zrevrange(k.seen_items(user_id), 0, lim.seen - 1)
         pipe.zrevrange(k.trending(), 0, lim.trending - 1, withscores=True)
-        raw_profile, raw_recent, raw_purchased, raw_dismissed, trending = pipe.execute()
+        pipe.get(k.trending_epoch)
+        pipe.get(k.catalogue_since)
+        raw_profile, raw_recent, raw_purchased, raw_dismissed, raw_seen, trending, epoch, since = pipe.execute()
 
+        # Forward-decayed scores grow with time; as of now, they are counts that fade by half-life.
+        decay_now = 2.0 ** -((now - float(epoch)) / self._half_life_s) if epoch else 1.0
         profile = decode_profile(raw_profile)
         dismissed = [d.decode() for d in raw_dismissed]
         blocked = set(dismissed)
@@ -90,16 +117,21 @@ class ShopperReader:
             recent,
             frozenset(p.decode() for p in raw_purchased),
             dismissed,
+            frozenset(s.decode() for s in raw_seen),
+            profile.usual_log_price if profile else None,
         )
 
-        anchors = recent[: lim.anchors]
-        looked_up = list(dict.fromkeys(anchors + dismissed[: lim.anchors]))
+        anchors = recent[: lim.covisit_anchors]
+        looked_up = list(dict.fromkeys(recent[: lim.anchors] + dismissed[: lim.anchors]))
         categories = shopper.top_categories(lim.categories)
         pipe = self._redis.pipeline(transaction=False)
         for item in looked_up:
             pipe.hgetall(k.item(item))
         for item in anchors:
             pipe.zrevrange(k.neighbours(item), 0, lim.neighbours - 1, withscores=True)
+            pipe.zrevrange(k.history(item), 0, lim.neighbours - 1, withscores=True)
+        if anchors:
+            pipe.zmscore(k.interactions, anchors)
         for category in categories:
             pipe.zrevrange(k.trending(category), 0, lim.per_category - 1, withscores=True)
         replies = iter(pipe.execute()) if looked_up or anchors or categories else iter(())
@@ -108,16 +140,31 @@ class ShopperReader:
             decoded = decode_item(next(replies))
             if decoded is not None:
                 vectors[item] = decoded.vector
-        neighbours = {item: _pairs(next(replies)) for item in anchors}
-        trending_in = {category: _pairs(next(replies)) for category in categories}
-        return shopper, Signals(vectors, neighbours, _pairs(trending), trending_in)
+        neighbours, history = {}, {}
+        for item in anchors:
+            neighbours[item], history[item] = _pairs(next(replies)), _pairs(next(replies))
+        counts = dict(zip(anchors, (float(c or 0.0) for c in next(replies)), strict=True)) if anchors else {}
+        trending_in = {category: _scaled(_pairs(next(replies)), decay_now) for category in categories}
+        signals = Signals(vectors, neighbours, history, counts, _scaled(_pairs(trending), decay_now), trending_in,
+                          float(since) if since else None, decay_now)
+        return shopper, signals
 
-    def popularity(self, product_ids: list[str]) -> list[float]:
-        """Trending scores (forward-decayed) of ``product_ids``; 0 for items nobody touched."""
+    def stats(self, product_ids: list[str], decay_now: float) -> ItemStats:
+        """Popularity (as of now: ``Signals.decay_now``), interactions and choices of ``product_ids``."""
         if not product_ids:
-            return []
-        return [float(s or 0.0) for s in self._redis.zmscore(self._keys.trending(), product_ids)]
+            empty = np.zeros(0)
+            return ItemStats(empty, empty, empty)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zmscore(self._keys.trending(), product_ids)
+        pipe.zmscore(self._keys.interactions, product_ids)
+        pipe.zmscore(self._keys.choices, product_ids)
+        trending, interactions, choices = (np.array([float(s or 0.0) for s in reply]) for reply in pipe.execute())
+        return ItemStats(trending * decay_now, interactions, choices)
 
 
-def _pairs(rows: list[tuple[bytes, float]]) -> list[tuple[str, float]]:
+def _scaled(rows: Pairs, factor: float) -> Pairs:
+    return [(item, score * factor) for item, score in rows]
+
+
+def _pairs(rows: list[tuple[bytes, float]]) -> Pairs:
     return [(member.decode(), float(score)) for member, score in rows]

@@ -167,6 +167,8 @@ def _filter(filters: SearchFilters | None) -> q.Filter | None:
         must.append(q.FieldCondition("availability", match=q.MatchValue(availability(filters.in_stock))))
     if filters.min_price is not None or filters.max_price is not None:
         must.append(q.FieldCondition("price", range=q.RangeFloat(gte=filters.min_price, lte=filters.max_price)))
+    if filters.listed_after is not None:
+        must.append(q.FieldCondition("listed_ts", range=q.RangeFloat(gte=filters.listed_after)))
     must_not = [q.HasIdCondition({point_id(p) for p in filters.exclude})] if filters.exclude else None
     if not must and not must_not:
         return None

@@ -133,6 +133,8 @@ def _filter(filters: SearchFilters | None) -> m.Filter | None:
         must.append(m.FieldCondition(key="availability", match=m.MatchValue(value=availability(filters.in_stock))))
     if filters.min_price is not None or filters.max_price is not None:
         must.append(m.FieldCondition(key="price", range=m.Range(gte=filters.min_price, lte=filters.max_price)))
+    if filters.listed_after is not None:
+        must.append(m.FieldCondition(key="listed_ts", range=m.Range(gte=filters.listed_after)))
     must_not = [m.HasIdCondition(has_id=[point_id(p) for p in filters.exclude])] if filters.exclude else None
     if not must and not must_not:
         return None

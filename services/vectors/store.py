@@ -9,7 +9,7 @@ from typing import Any, Protocol
 VECTOR_NAMES = ("image", "text", "fused")
 # qdrant-edge-py 0.9 matches no boolean (MatchValue(True) finds nothing, indexed or not), so
 # stock is also stored as the keyword `availability`, which both backends filter on.
-INDEXED_FIELDS = {"category": "keyword", "availability": "keyword", "price": "float"}
+INDEXED_FIELDS = {"category": "keyword", "availability": "keyword", "price": "float", "listed_ts": "float"}
 
 
 def availability(in_stock: bool) -> str:
@@ -62,6 +62,7 @@ class SearchFilters:
     min_price: float | None = None
     max_price: float | None = None
     in_stock: bool | None = None
+    listed_after: float | None = None  # epoch seconds: only products listed since
     exclude: frozenset[str] = field(default_factory=frozenset)  # product ids
 
     def excluding(self, product_ids: Iterable[str]) -> "SearchFilters":
@@ -92,6 +93,9 @@ def matches(payload: dict[str, Any], filters: SearchFilters) -> bool:
     if filters.min_price is not None and (price is None or price < filters.min_price):
         return False
     if filters.max_price is not None and (price is None or price > filters.max_price):
+        return False
+    listed = payload.get("listed_ts")
+    if filters.listed_after is not None and (listed is None or listed < filters.listed_after):
         return False
     return True
 

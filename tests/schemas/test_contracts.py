@@ -2,6 +2,7 @@
 
 import base64
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -235,3 +236,29 @@ def test_updates_must_change_something_valid(change, message):
 
     with pytest.raises(ContractError, match=message):
         decode(PRODUCTS_LISTED.reader, _bytes({**UPDATE, **change}))
+
+
+def _time_fields(data: dict[str, object]) -> list[str]:
+    return [name for name in data if name.endswith("_at")]
+
+
+@pytest.mark.parametrize(("contract", "data", "key"), CASES, ids=lambda c: getattr(c, "__name__", ""))
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("-1", "before 2000-01-01"),  # a Unix time of -1: 1969
+        ("1999-12-31T23:59:59Z", "before 2000-01-01"),
+        ((datetime.now(UTC) + timedelta(minutes=10)).isoformat(), "in the future"),
+    ],
+)
+def test_every_event_time_is_bounded(contract, data, key, value, reason):
+    for name in _time_fields(data):
+        with pytest.raises(ContractError, match=f"{name}: must not be .*{reason}"):
+            decode(contract, _bytes({**data, name: value}))
+    decode(contract, _bytes({**data, **{n: datetime.now(UTC).isoformat() for n in _time_fields(data)}}))
+
+
+def test_deeply_nested_json_is_a_contract_error():
+    hostile = b'{"event_id": "e-1", "context": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(ContractError, match="recursion limit"):
+        decode(ClickEvent, hostile)

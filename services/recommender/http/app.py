@@ -26,6 +26,7 @@ from services.recommender.engine import Query as EngineQuery
 from services.recommender.engine import Recommender, UnknownProduct
 from services.recommender.http import intake
 from services.recommender.http.guards import Access, ApiKeys, BodyLimit
+from services.recommender.http.timeouts import BodyTimeout
 from services.recommender.http.live import LiveUpdates
 from services.recommender.metrics import RecommenderMetrics
 from services.settings import Settings, comma_list
@@ -86,13 +87,15 @@ def build_api(parts: ApiParts) -> FastAPI:
             allow_headers=["Content-Type", "X-API-Key"], max_age=600,
         )
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(BodyTimeout, timeout_s=settings.api_body_timeout_s)
 
     def recommend(user_id: str, k: int, filters: SearchFilters, context: str | None, interface: str) -> RecommendationResponse:
         started = time.perf_counter()
-        result = engine.recommend(EngineQuery(user_id, k, filters, context))
+        request_id = f"http-{uuid.uuid4().hex}"
+        result = engine.recommend(EngineQuery(user_id, k, filters, context, request_id))
         metrics.requests.labels(interface, "ok").inc()
         metrics.latency.labels(interface).observe(time.perf_counter() - started)
-        return answers.response(f"http-{uuid.uuid4().hex}", user_id, result.items, parts.model_version())
+        return answers.response(request_id, user_id, result.items, parts.model_version())
 
     @app.get("/v1/users/{user_id:path}/recommendations/stream", tags=["recommendations"],
              response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})

@@ -6,6 +6,7 @@ so they may post shoppers' click events only.
 """
 
 import hmac
+import json
 from dataclasses import dataclass
 from enum import Enum
 
@@ -51,6 +52,7 @@ class BodyLimit:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self._too_large = f"request body over the {max_bytes} byte limit (SHELFSIGHT_API_MAX_BODY_BYTES)"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,10 +60,9 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await _too_large(send, self.max_bytes)
+            await json_error(send, 413, self._too_large)
             return
         seen = 0
-        started = False
 
         async def counted() -> Message:
             nonlocal seen
@@ -72,25 +73,36 @@ class BodyLimit:
                     raise _TooLarge()
             return message
 
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracking = StartTracking(send)
         try:
             await self.app(scope, counted, tracking)
         except _TooLarge:
-            if not started:
-                await _too_large(send, self.max_bytes)
+            if not tracking.started:
+                await json_error(send, 413, self._too_large)
+
+
+class StartTracking:
+    """Wraps ``send`` and remembers whether the response has started (an error can only be sent before)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+
+async def json_error(send: Send, status: int, detail: str, close: bool = False) -> None:
+    """A complete JSON error response ``{"detail": …}``, written straight to ASGI ``send``."""
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class _TooLarge(Exception):
     pass
-
-
-async def _too_large(send: Send, limit: int) -> None:
-    body = f'{{"detail":"request body over the {limit} byte limit (SHELFSIGHT_API_MAX_BODY_BYTES)"}}'.encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})

@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import pydantic_core
+
 from schemas import ClickEvent, ContractError, decode, encode
 from schemas.topics import CLICKS, PRODUCTS_LISTED
 from services.bus.producer import Producer
@@ -29,7 +31,9 @@ def validate(body: bytes, access: Access) -> Intake:
     """The events in ``body`` (one object or an array), each checked against its contract."""
     intake = Intake()
     try:
-        raw = json.loads(body)
+        # pydantic-core's parser bounds nesting (LIMITS.json_depth); json.loads would recurse
+        # until RecursionError on a hostile body.
+        raw = pydantic_core.from_json(body)
     except ValueError as exc:
         intake.problems.append({"index": None, "reason": f"body is not JSON: {exc}"})
         return intake

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from services.profiles.handler import ClickHandler, RawMessage
-from services.profiles.learners import CheckpointRejected, Learners, dump, features, load
+from services.profiles.learners import CheckpointRejected, Learners, dump, load
 from services.profiles.profile import ClickParams
 from services.profiles.state import Keys, ProfileState
 
@@ -102,13 +102,16 @@ def test_caps_hold_under_a_flood(setup):
 
 
 def test_learner_checkpoints_round_trip_and_refuse_tampering():
-    learners = Learners(seed=1)
-    f = features(0.9, 0.5, 3.0, 20.0, 60.0)
+    learners = Learners(seed=1, ranker_warmup=10)
+    names = ("covisit", "popular")
     for i in range(200):
-        learners.learn_one(f"u{i % 5}", f"p{i % 7}", "click" if i % 3 else "view", 2.0, features(i % 3 / 3, 0.2, i, 10.0, 5.0))
+        learners.learn_event(f"u{i % 5}", f"p{i % 7}", "click" if i % 3 else "view", 2.0)
+        learners.learn_choice(names, {"covisit": 2.0 + i % 3, "popular": 1.0}, [{"covisit": 0.0, "popular": 1.0 + i % 2}])
     blob = dump(learners, b"secret")
     restored = load(blob, b"secret")
-    assert restored.click_probability(f) == pytest.approx(learners.click_probability(f))
+    probe = {"covisit": 1.0, "popular": 3.0}
+    assert restored.ranker.predict_one(probe) == pytest.approx(learners.ranker.predict_one(probe))
+    assert restored.ranker.learned and restored.ranker.choices == 200
     assert restored.affinity("u1", "p2") == pytest.approx(learners.affinity("u1", "p2"))
     with pytest.raises(CheckpointRejected, match="signature"):
         load(blob, b"other secret")
@@ -117,6 +120,16 @@ def test_learner_checkpoints_round_trip_and_refuse_tampering():
         load(tampered, b"secret")
     with pytest.raises(CheckpointRejected, match="not a Shelfsight"):
         load(b"\x80\x04" + blob, b"secret")
+
+
+def test_a_new_feature_set_starts_the_ranker_afresh():
+    learners = Learners(ranker_warmup=1)
+    learners.learn_choice(("a",), {"a": 1.0}, [{"a": 0.0}])
+    first = learners.ranker
+    learners.learn_choice(("a",), {"a": 1.0}, [{"a": 0.0}])
+    assert learners.ranker is first and first.choices == 2
+    learners.learn_choice(("a", "b"), {"a": 1.0, "b": 0.0}, [{"a": 0.0, "b": 1.0}])
+    assert learners.ranker is not first and learners.ranker.features == ("a", "b") and learners.ranker.choices == 1
 
 
 def test_trending_epoch_moves_forward_and_keeps_the_order(setup):
@@ -142,3 +155,70 @@ def test_profile_updates_are_announced(setup, settings):
     message = listener.get_message(timeout=5)
     assert message["type"] == "message" and message["data"] == b"shopper-9"
     listener.close()
+
+
+def test_history_pairs_the_seen_set_and_item_counts(setup):
+    loop, state, handler, letters, keys, r = setup
+    events = [_click(0, product="p1", session="a"), _click(1, product="p2", kind="view", session="b"),
+              _click(2, product="p3", session="c"), _click(3, product="p1", kind="dismiss", session="c")]
+    loop.run_until_complete(handler.handle(events))
+    # across sessions: each item is paired with the shopper's latest distinct ones, nearer ones weighing more
+    assert r.zscore(keys.history("p3"), "p2") == pytest.approx(1.0)
+    assert r.zscore(keys.history("p3"), "p1") == pytest.approx(SMALL.history_decay)
+    assert r.zscore(keys.history("p1"), "p3") == pytest.approx(SMALL.history_decay)
+    assert not r.exists(keys.neighbours("p3"))  # sessions a, b, c never shared an item
+    assert {m.decode() for m in r.zrange(keys.seen_items("u1"), 0, -1)} == {"p1", "p2", "p3"}
+    assert r.zscore(keys.interactions, "p1") == 2 and r.zscore(keys.choices, "p1") == 1  # the dismissal is no choice
+    assert r.zscore(keys.choices, "p2") is None and r.zscore(keys.interactions, "p2") == 1
+
+
+def _served(user="u1", request="req-1", products=("p1", "p2", "p3", "p4"), shown=2, at=None):
+    from schemas import RecommendationServed, encode
+
+    rows = np.arange(len(products) * 2, dtype="<f4").reshape(len(products), 2)
+    served = RecommendationServed(request_id=request, user_id=user, served_at=at or NOW, shown=shown, products=list(products),
+                                  feature_names=["a", "b"], features=rows.tobytes(), ranker="prior")
+    return encode(served).value
+
+
+def test_a_choice_is_joined_with_the_list_it_was_made_from(setup):
+    loop, state, handler, letters, keys, r = setup
+    loop.run_until_complete(state.remember_served("u1", _served(request="old", products=("p5", "p6"), shown=1)))
+    loop.run_until_complete(state.remember_served("u1", _served()))
+    impression = json.loads(_click(1, product="p2", kind="impression").value)
+    impression["context"] = {"widget": "recs", "position": 1, "request_id": "req-1"}
+    chosen = json.loads(_click(2, product="p3").value)
+    chosen["context"] = {"widget": "recs", "position": 2, "request_id": "req-1"}
+    result = loop.run_until_complete(handler.handle([
+        RawMessage(b"u1", json.dumps(impression).encode(), 0, 1), RawMessage(b"u1", json.dumps(chosen).encode(), 0, 2),
+    ]))
+    assert result.choices_learned == 1
+    ranker = handler._learners.ranker
+    assert ranker is not None and ranker.features == ("a", "b") and ranker.choices == 1
+    # skipped: p2 (shown and reported seen; p1 was shown but never reported) and p4 (ranked lower)
+    assert ranker.pairs == 2
+    assert r.smembers(keys.impressed("req-1")) == {b"p2"} and r.ttl(keys.impressed("req-1")) > 0
+    assert r.llen(keys.served("u1")) == 2 and r.ttl(keys.served("u1")) > 0
+    # a view is no choice, and a product that was not a candidate teaches nothing
+    loop.run_until_complete(handler.handle([_click(3, product="p4", kind="view"), _click(4, product="p7")]))
+    assert ranker.choices == 1
+
+
+def test_learners_learn_only_once_the_write_succeeded(setup, monkeypatch):
+    import redis
+
+    from services.profiles.writes import WriteBatch
+
+    loop, state, handler, letters, keys, r = setup
+    original = WriteBatch.execute
+
+    async def unavailable(self, client):
+        raise redis.ConnectionError("redis went away")
+
+    monkeypatch.setattr(WriteBatch, "execute", unavailable)
+    with pytest.raises(redis.ConnectionError):
+        loop.run_until_complete(handler.handle([_click(0, product="p1")]))
+    assert handler._learners.events == 0
+    monkeypatch.setattr(WriteBatch, "execute", original)
+    loop.run_until_complete(handler.handle([_click(0, product="p1")]))  # the redelivery, once Redis is back
+    assert handler._learners.events == 1

@@ -19,6 +19,7 @@ import redis
 import redis.asyncio as aioredis
 from PIL import Image, ImageDraw
 
+from schemas import RecommendationServed, encode
 from services.profiles.handler import ClickHandler, RawMessage
 from services.profiles.learners import Learners
 from services.profiles.profile import ClickParams
@@ -59,9 +60,14 @@ class Shop:
     clock: float = field(default_factory=time.time)
     counter: int = 0
 
-    def engine(self, **tuning) -> Recommender:
+    def engine(self, log_served: bool = False, **tuning) -> Recommender:
+        """``log_served``: served lists reach Redis the way the profiles worker's `served` agent keeps them."""
+        sink = self.remember_served if log_served else None
         return Recommender(self.store, ShopperReader(self.sync, self.keys), lambda: Learned.from_learners(self.learners),
-                           DIMS, Tuning(**tuning), clock=lambda: self.clock)
+                           DIMS, Tuning(**tuning), clock=lambda: self.clock, on_served=sink)
+
+    def remember_served(self, served: RecommendationServed) -> None:
+        self.loop.run_until_complete(self.state.remember_served(served.user_id, encode(served).value))
 
     def add(self, product_id: str, category: str, vector: np.ndarray, price: float = 50.0, in_stock: bool = True,
             listed_ts: float | None = None) -> None:
@@ -76,11 +82,13 @@ class Shop:
         self.vectors[product_id] = vector
         self.categories[product_id] = category
 
-    def click(self, user: str, product: str, kind: str = "click", session: str | None = None) -> None:
+    def click(self, user: str, product: str, kind: str = "click", session: str | None = None, request_id: str | None = None) -> None:
         self.counter += 1
         at = datetime.fromtimestamp(self.clock, UTC) - timedelta(seconds=600 - self.counter)
         body = {"event_id": f"e-{uuid.uuid4().hex}", "user_id": user, "product_id": product, "kind": kind,
                 "occurred_at": at.isoformat(), "session_id": session or f"s-{user}"}
+        if request_id is not None:
+            body["context"] = {"widget": "test", "request_id": request_id}
         self.loop.run_until_complete(self.handler.handle([RawMessage(user.encode(), json.dumps(body).encode(), 0, self.counter)]))
 
 
@@ -100,7 +108,7 @@ def shop(settings, redis_client, tmp_path):
     client = aioredis.Redis.from_url(settings.redis_url)
     params = ClickParams()
     state = ProfileState(client, keys, params)
-    learners = Learners()
+    learners = Learners(ranker_warmup=100)
     shop = Shop(store, keys, redis_client, loop, state, None, learners, {}, {})  # type: ignore[arg-type]
     shop.handler = ClickHandler(state, learners, params, lambda m, r: shop.letters.append(r), clock=lambda: shop.clock, item_wait_s=0)
     for category in CATEGORIES:

@@ -78,6 +78,11 @@ def test_invalid_batches_publish_nothing_and_say_why(client, api_settings):
     assert [p["index"] for p in answer.json()["problems"]] == [1, 2]
     assert list(tail(api_settings, api_settings.topic(CLICKS.name), max_messages=1, idle_timeout=2)) == []
     assert client.post("/v1/events", content=b"{not json", headers={"X-API-Key": SECRET_KEY}).status_code == 422
+    nested = b"[" * 5_000 + b"]" * 5_000
+    answer = client.post("/v1/events", content=nested, headers={"X-API-Key": SECRET_KEY})
+    assert answer.status_code == 422 and "recursion limit" in answer.json()["problems"][0]["reason"]
+    answer = client.post("/v1/events", json=_click(occurred_at="-1"), headers={"X-API-Key": SECRET_KEY})
+    assert answer.status_code == 422 and "before 2000-01-01" in answer.json()["problems"][0]["reason"]
     too_many = [_click() for _ in range(501)]
     assert client.post("/v1/events", json=too_many, headers={"X-API-Key": SECRET_KEY}).status_code in {413, 422}
 

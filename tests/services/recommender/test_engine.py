@@ -1,5 +1,6 @@
 """The recommender against real Qdrant Edge and Redis, with profiles written by the real click handler."""
 
+import numpy as np
 import pytest
 
 from services.recommender.engine import Query, UnknownProduct
@@ -102,12 +103,44 @@ def test_similar_products_and_unknown_ones(shop):
         shop.engine().similar("no-such-product")
 
 
-def test_the_click_model_and_factorisation_take_part_once_trained(shop):
+def test_the_ranking_learns_from_served_lists_and_the_choices_that_follow(shop):
+    """Shoppers who look at a bag keep choosing what the crowd buys (coats) over bags that look alike:
+    the learned ranking, trained through the real handler on the served log, follows them; the prior does not."""
+    popular = [f"coat-{n}" for n in range(1, 6)]
+    for n, product in enumerate(popular):
+        for buyer in range(2 + 2 * n):
+            shop.click(f"crowd-{buyer}", product, "purchase")
+    engine = shop.engine(log_served=True, per_source=48)
     for n in range(40):
-        shop.click(f"u{n % 5}", f"bag-{n % 12}", "click")
-        shop.click(f"u{n % 5}", f"coat-{n % 12}", "impression")
-    engine = shop.engine()
+        user = f"learner-{n}"
+        shop.click(user, f"bag-{n % 12}", "view")
+        answer = engine.recommend(Query(user, k=6, request_id=f"req-{n}"))
+        assert n >= 5 or answer.ranker == "prior"  # 100 pairs of warm-up: about ten choices
+        chosen = max((p for p in answer.ranked if p in popular), key=popular.index)  # the most bought one on offer
+        shop.click(user, chosen, "click", request_id=f"req-{n}")
     learned = engine._learned()
-    assert learned.click.trained and learned.affinity.knows("u1")
-    items = engine.recommend(Query("u1", k=5)).items
-    assert items and all(0.0 < p.score <= 1.0 for p in items)
+    assert learned.ranker is not None and learned.ranker.learned and learned.choices == 40
+    assert learned.affinity.knows("learner-1")
+
+    def coats(ranking: str) -> int:
+        items = shop.engine(ranking=ranking, per_source=48).recommend(Query("newcomer", k=6)).items
+        return sum(p.product_id in popular for p in items)
+
+    shop.click("newcomer", "bag-5", "view")
+    assert coats("learned") > coats("prior")
+    assert shop.engine(per_source=48).recommend(Query("newcomer", k=6)).ranker == "learned"
+
+
+def test_every_served_list_is_logged_with_its_features(shop):
+    logged = []
+    engine = shop.engine()
+    engine._on_served = logged.append
+    shop.click("gil", "coat-2", "click")
+    answer = engine.recommend(Query("gil", k=4, request_id="req-gil"))
+    (served,) = logged
+    assert served.request_id == "req-gil" and served.user_id == "gil" and served.shown == 4
+    assert served.products[:4] == [p.product_id for p in answer.items]
+    rows = np.frombuffer(served.features, dtype="<f4").reshape(len(served.products), len(served.feature_names))
+    position = served.feature_names.index("position")
+    assert rows[0, position] == 1.0 and rows[1, position] < 1.0 and not rows[4:, position].any()
+    assert set(served.products) <= set(answer.ranked) and len(served.products) > 4

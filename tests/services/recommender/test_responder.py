@@ -1,5 +1,6 @@
 """Recommendations over Kafka: request in, answer on the reply topic, correlated by request_id."""
 
+import contextlib
 import json
 import threading
 import uuid
@@ -23,14 +24,25 @@ def _responses(settings, count):
     return [json.loads(m.value) for m in tail(settings, settings.topic(RECOMMENDATION_RESPONSES.name), max_messages=count, idle_timeout=15.0)]
 
 
-def test_requests_are_answered_on_the_reply_topic_with_their_request_id(kafka, shop):
-    shop.click("zoe", "dress-1", "click")
+@contextlib.contextmanager
+def _running(kafka, shop, model_version=lambda: None):
+    """A responder on its own thread, as `serve` runs it; stopped (and checked stopped) on exit."""
     responder = Responder(kafka, shop.engine(), Consumer(consumer_config(kafka, f"{kafka.topic_prefix}{GROUP_ID}")),
-                          Producer(producer_config(kafka)), RecommenderMetrics(), lambda: "model-x")
+                          Producer(producer_config(kafka)), RecommenderMetrics(), model_version)
     stop = threading.Event()
     thread = threading.Thread(target=responder.run, args=(stop,), daemon=True)
     thread.start()
     try:
+        yield responder
+    finally:
+        stop.set()
+        thread.join(20)
+    assert not thread.is_alive()
+
+
+def test_requests_are_answered_on_the_reply_topic_with_their_request_id(kafka, shop):
+    shop.click("zoe", "dress-1", "click")
+    with _running(kafka, shop, lambda: "model-x") as responder:
         producer = Producer(producer_config(kafka))
         source = kafka.topic(RECOMMENDATION_REQUESTS.name)
         ids = [f"req-{uuid.uuid4().hex[:8]}" for _ in range(3)]
@@ -56,7 +68,32 @@ def test_requests_are_answered_on_the_reply_topic_with_their_request_id(kafka, s
         letters = list(tail(kafka, kafka.topic(RECOMMENDATION_REQUESTS.dlq), max_messages=2, idle_timeout=10.0))
         assert len(letters) == 2
         assert {m.value for m in letters} and all(m.headers.get("shelfsight-reason") for m in letters)
-    finally:
-        stop.set()
-        thread.join(20)
-    assert not thread.is_alive() and responder.answered == 3
+    assert responder.answered == 3
+
+
+def test_reply_topics_are_confined_and_a_missing_one_does_not_block(kafka, shop):
+    shop.click("zoe", "dress-1", "click")
+    with _running(kafka, shop) as responder:
+        producer = Producer(producer_config(kafka))
+        source = kafka.topic(RECOMMENDATION_REQUESTS.name)
+        now = datetime.now(UTC).isoformat()
+        elsewhere = {"request_id": "req-clicks", "user_id": "zoe", "k": 3, "requested_at": now, "reply_topic": "clicks"}
+        missing = {"request_id": "req-missing", "user_id": "zoe", "k": 3, "requested_at": now,
+                   "reply_topic": "recommendations.responses.nobody"}
+        for body in (elsewhere, missing):
+            producer.client.produce(source, key=b"zoe", value=json.dumps(body).encode())
+        producer.send(source, encode(RecommendationRequest(request_id="req-after", user_id="zoe", k=2,
+                                                           requested_at=datetime.now(UTC))))
+        assert producer.flush(10) == 0
+
+        answers = {r["request_id"]: r for r in _responses(kafka, 2)}
+        assert set(answers) == {"req-clicks", "req-after"}  # the refused topic's error comes on the default one
+        assert answers["req-clicks"]["error"]["code"] == "invalid_request"
+        assert "reply_topic" in answers["req-clicks"]["error"]["message"]
+        assert len(answers["req-after"]["items"]) == 2  # not stuck behind the missing topic
+        letters = list(tail(kafka, kafka.topic(RECOMMENDATION_REQUESTS.dlq), max_messages=2, idle_timeout=10.0))
+        reasons = [m.headers["shelfsight-reason"] for m in letters]
+        assert len(reasons) == 2 and all("reply_topic" in r for r in reasons)
+        assert sum("does not exist" in r for r in reasons) == 1
+        assert not list(tail(kafka, kafka.topic("clicks"), max_messages=1, idle_timeout=2.0))
+    assert responder.answered == 1

@@ -1,0 +1,21 @@
+"""Learning to rank from a stream, measuring rankings, and the baselines they are measured against.
+
+- ``pairwise``  — the online pairwise ranker (River) and the numpy scorer services rank with
+- ``metrics``   — HR@k, NDCG@k, MRR, coverage and intra-list diversity, tallied over a stream
+- ``baselines`` — popularity, decayed popularity and item co-visitation, learned one event at a time
+"""
+
+from models.ranking.baselines import Baseline, CoVisitation, DecayedPopularity, Popularity
+from models.ranking.metrics import RankingTally, intra_list_diversity
+from models.ranking.pairwise import LinearScorer, PairwiseRanker
+
+__all__ = [
+    "Baseline",
+    "CoVisitation",
+    "DecayedPopularity",
+    "LinearScorer",
+    "PairwiseRanker",
+    "Popularity",
+    "RankingTally",
+    "intra_list_diversity",
+]

