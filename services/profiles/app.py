@@ -126,10 +126,21 @@ def build_app(
 
     @app.timer(interval=settings.learners_checkpoint_s)
     async def checkpoint() -> None:
-        await state.redis.set(state.keys.learners("main"), dump(learners, secret))
+        await checkpoint_learners(state, learners, secret)
         producer.flush(5)
 
     return app
+
+
+async def checkpoint_learners(state: ProfileState, learners: Learners, secret: bytes) -> bool:
+    """Write the learners checkpoint; with Redis away, skip this one (the timer tries again next
+    interval) instead of letting the error stop the timer and, with it, the worker."""
+    try:
+        await state.redis.set(state.keys.learners("main"), dump(learners, secret))
+        return True
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        log.warning("learners checkpoint skipped: redis unavailable", extra={"error": str(exc)})
+        return False
 
 
 async def _retrying(operation, attempts: int = 30):  # type: ignore[no-untyped-def]

@@ -34,7 +34,7 @@ class CheckpointRejected(ValueError):
 
 
 class Learners:
-    def __init__(self, n_factors: int = 16, seed: int = 0, ranker_learning_rate: float = 0.05, ranker_warmup: int = 500) -> None:
+    def __init__(self, n_factors: int = 16, seed: int = 0, ranker_learning_rate: float = 0.02, ranker_warmup: int = 500) -> None:
         self.n_factors, self.seed = n_factors, seed
         self.ranker_learning_rate, self.ranker_warmup = ranker_learning_rate, ranker_warmup
         self.mf = reco.BiasedMF(n_factors=n_factors, bias_optimizer=optim.SGD(0.02), latent_optimizer=optim.SGD(0.02), l2_latent=0.01, seed=seed)

@@ -5,7 +5,6 @@ import os
 import secrets
 import threading
 import time
-from pathlib import Path
 
 import redis
 import redis.asyncio as aioredis

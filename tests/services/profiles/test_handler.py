@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import socket
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
+from services.profiles.app import checkpoint_learners
 from services.profiles.handler import ClickHandler, RawMessage
 from services.profiles.learners import CheckpointRejected, Learners, dump, load
 from services.profiles.profile import ClickParams
@@ -222,3 +224,19 @@ def test_learners_learn_only_once_the_write_succeeded(setup, monkeypatch):
     monkeypatch.setattr(WriteBatch, "execute", original)
     loop.run_until_complete(handler.handle([_click(0, product="p1")]))  # the redelivery, once Redis is back
     assert handler._learners.events == 1
+
+
+def test_learners_checkpoint_survives_redis_being_away(setup):
+    loop, state, handler, letters, keys, r = setup
+    learners = Learners()
+    learners.learn_event("u1", "p1", "click", 1.0)
+    assert loop.run_until_complete(checkpoint_learners(state, learners, b"secret")) is True
+    assert load(r.get(keys.learners("main")), b"secret").events == 1
+
+    # A port nothing listens on: the call the worker's timer makes, while Redis is away.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    away = aioredis.Redis(host="127.0.0.1", port=dead_port, socket_connect_timeout=0.5)
+    assert loop.run_until_complete(checkpoint_learners(ProfileState(away, keys, SMALL), learners, b"secret")) is False
+    loop.run_until_complete(away.aclose())
