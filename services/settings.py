@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     )
     profiles_batch_size: int = Field(default=500, ge=1, le=10_000, description="Most click events per Redis transaction.")
     profiles_batch_wait_ms: int = Field(default=20, ge=1, le=5_000, description="How long a click batch waits to fill.")
+    profiles_stall_s: float = Field(
+        default=120.0, gt=0.0, le=3600.0,
+        description="The profiles worker reports unhealthy (/healthz 503) when clicks are waiting and none was consumed for this long.",
+    )
     profiles_metrics_port: int = Field(
         default=9109, ge=0, le=65535, description="Port of the profiles worker's /metrics and /healthz (0: off)."
     )

@@ -39,7 +39,7 @@ def line_chart(series: dict[str, list[tuple[int, float]]], title: str, x_label: 
         x, _ = at(tick, 0)
         draw.text((x, top + plot_h + 12), f"{int(tick):,}", fill="black", font=small, anchor="mm")
     draw.text((left + plot_w / 2, top + plot_h + 30), x_label, fill="black", font=small, anchor="mm")
-    draw.text((8, top - 14), y_label, fill="black", font=small)
+    draw.text((8, top - 24), y_label, fill="black", font=small)
     for n, (name, points) in enumerate(series.items()):
         colour = COLOURS[n % len(COLOURS)]
         if len(points) >= 2:

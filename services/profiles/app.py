@@ -108,6 +108,7 @@ def build_app(
     async def clicks(stream):  # type: ignore[no-untyped-def]
         async for events in stream.take_events(settings.profiles_batch_size, within=settings.profiles_batch_wait_ms / 1000):
             batch = [RawMessage(e.message.key, e.message.value, e.message.partition, e.message.offset) for e in events]
+            metrics.batch_consumed()
             started = time.perf_counter()
             try:
                 result = await _retrying(lambda b=batch: handler.handle(b))

@@ -1,5 +1,7 @@
 """The profiles worker's Prometheus metrics, in a registry of its own."""
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -20,3 +22,12 @@ class ProfilesMetrics:
             registry=self.registry,
         )
         self.lag = Gauge("shelfsight_profiles_consumer_lag", "Click events behind the end of the topic.", registry=self.registry)
+        self.last_batch = Gauge(
+            "shelfsight_profiles_last_batch_timestamp_seconds", "When the latest click batch was consumed (Unix time).",
+            registry=self.registry,
+        )
+        self.batch_consumed()  # a fresh worker counts as having just made progress
+
+    def batch_consumed(self) -> None:
+        self.last_batch_at = time.time()
+        self.last_batch.set(self.last_batch_at)

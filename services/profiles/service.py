@@ -17,6 +17,7 @@ from services.bus.producer import Producer
 from services.errors import UserError
 from services.ops.http import OpsServer, start_ops
 from services.profiles.app import GROUP_ID, build_app
+from services.profiles.health import progress_health
 from services.profiles.learners import CheckpointRejected, Learners, load
 from services.profiles.metrics import ProfilesMetrics
 from services.profiles.profile import ClickParams
@@ -102,7 +103,8 @@ def _start_ops(settings: Settings, metrics: ProfilesMetrics) -> OpsServer | None
     threading.Thread(target=refresh_lag, name="lag", daemon=True).start()
 
     def health() -> dict[str, object]:
-        return {"healthy": time.monotonic() - last["at"] < 60, "consumer_lag": last["lag"]}
+        consumed_age = time.time() - metrics.last_batch_at
+        return progress_health(int(last["lag"]), time.monotonic() - last["at"], consumed_age, settings.profiles_stall_s)
 
     return start_ops(settings.profiles_metrics_port, settings.metrics_host, metrics.registry, health,
                      "SHELFSIGHT_PROFILES_METRICS_PORT")
