@@ -128,7 +128,7 @@ def main() -> None:
         print(f"bare aiokafka consume loop  {bare:9.0f} events/s")
         print(f"profiles worker (1 process) {rate:9.0f} events/s   ratio {rate / bare:.3f}")
         print(f"click → profile in Redis at {args.rate:g}/s: p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms over {len(latencies)} clicks")
-        print(f"Redis memory: {shopper:.0f} bytes per shopper, {item:.0f} bytes per item (item hash + neighbours)")
+        print(f"Redis memory: {shopper:.0f} bytes per shopper, {item:.0f} bytes per item (item hash + session and history neighbours)")
     finally:
         if worker is not None:
             worker.send_signal(signal.SIGTERM)
@@ -174,9 +174,10 @@ def _memory(r: redis.Redis, keys: Keys) -> tuple[float, float]:
         return int(r.memory_usage(key) or 0)
 
     per_shopper = statistics.mean(
-        usage(keys.user(u)) + usage(keys.recent(u)) + usage(keys.purchased(u)) + usage(keys.dismissed(u)) for u in shoppers
+        usage(keys.user(u)) + usage(keys.recent(u)) + usage(keys.purchased(u)) + usage(keys.dismissed(u))
+        + usage(keys.seen_items(u)) for u in shoppers
     )
-    per_item = statistics.mean(usage(keys.item(i)) + usage(keys.neighbours(i)) for i in items)
+    per_item = statistics.mean(usage(keys.item(i)) + usage(keys.neighbours(i)) + usage(keys.history(i)) for i in items)
     return per_shopper, per_item
 
 
