@@ -10,17 +10,16 @@ from schemas.base import Contract, EventTime, Identifier, bounded_text
 from schemas.limits import LIMITS
 from schemas.products import CategoryName, Currency, Price
 
-REPLY_TOPIC_PATTERN = r"^recommendations\.responses(\.[A-Za-z0-9_-]+)*$"
-
 ReplyTopic = Annotated[
     str,
     Field(
         min_length=1,
         max_length=200,
-        pattern=REPLY_TOPIC_PATTERN,
+        pattern=r"^[A-Za-z0-9._-]+$",
         description=(
-            "Where the answer goes: `recommendations.responses` or a topic under it "
-            "(`recommendations.responses.<name>`, created beforehand), never another service's topic."
+            "Where the answer goes: `recommendations.responses`, or a topic whose name starts with the "
+            "responder's reply prefix (`SHELFSIGHT_REPLY_TOPIC_PREFIX`, by default `recommendations.responses.`), "
+            "created beforehand; any other topic is refused."
         ),
     ),
 ]

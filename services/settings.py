@@ -166,6 +166,12 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9._-]*$",
         description="Put in front of every topic name, to share one cluster.",
     )
+    reply_topic_prefix: str = Field(
+        default="recommendations.responses.",
+        min_length=1,
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Reply topics a recommendation request may name besides `recommendations.responses` start with this (before TOPIC_PREFIX).",
+    )
     topic_partitions: int = Field(
         default=3, ge=1, le=1000, description="Partitions of each topic `topics create` makes."
     )

@@ -3,8 +3,8 @@ request's ``reply_topic`` (a logical name: the topic prefix applies), correlated
 
 A request that breaks the contract gets an error response (when its ``request_id`` can be
 read at all) and a dead letter; offsets are committed only after the answers are delivered.
-Reply topics live under ``recommendations.responses`` (the contract says so, so a requester
-cannot make the responder write into ``clicks``); a request naming one that does not exist
+Reply topics are ``recommendations.responses`` or start with ``SHELFSIGHT_REPLY_TOPIC_PREFIX``
+(a requester cannot make the responder write into ``clicks``); a request naming one that does not exist
 is dead-lettered at once instead of being retried for ever, which would block its partition.
 """
 
@@ -20,7 +20,6 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from schemas import ContractError, RecommendationRequest, decode, encode
 from schemas.base import ID_PATTERN
 from schemas.limits import LIMITS
-from schemas.recommendations import REPLY_TOPIC_PATTERN
 from schemas.topics import RECOMMENDATION_REQUESTS, RECOMMENDATION_RESPONSES
 from services.bus.dead_letters import dead_letter
 from services.bus.producer import Producer
@@ -32,7 +31,17 @@ from services.settings import Settings
 log = logging.getLogger(__name__)
 
 GROUP_ID = "shelfsight-recommender"
-_REPLY_TOPIC = re.compile(REPLY_TOPIC_PATTERN)
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+
+
+def reply_allowed(topic: str, prefix: str) -> bool:
+    """Whether a request may have its answer written to ``topic`` (logical name): the shared
+    responses topic or one under the configured prefix, never another service's topic.
+
+    >>> [reply_allowed(t, "recommendations.responses.") for t in ("recommendations.responses", "recommendations.responses.web", "clicks")]
+    [True, True, False]
+    """
+    return topic == RECOMMENDATION_RESPONSES.name or (topic.startswith(prefix) and len(topic) > len(prefix))
 _ID = re.compile(ID_PATTERN)
 
 
@@ -131,9 +140,16 @@ class Responder:
             request = decode(RecommendationRequest, message.value())
         except ContractError as exc:
             refuse(exc.reason)
-            request_id, user_id, reply_topic = _salvage(message.value())
+            request_id, user_id, reply_topic = _salvage(message.value(), self._settings.reply_topic_prefix)
             if request_id is not None and self._reply_topics.exists(self._settings.topic(reply_topic)):
                 self._send(reply_topic, answers.error(request_id, user_id, "invalid_request", exc.reason), delivered)
+            return
+        if not reply_allowed(request.reply_topic, self._settings.reply_topic_prefix):
+            reason = (f"reply_topic {request.reply_topic} is not allowed: leave it out, or name a topic starting with "
+                      f"{self._settings.reply_topic_prefix} (SHELFSIGHT_REPLY_TOPIC_PREFIX)")
+            refuse(reason)
+            self._send(RECOMMENDATION_RESPONSES.name, answers.error(request.request_id, request.user_id, "invalid_request", reason),
+                       delivered)
             return
         if not self._reply_topics.exists(self._settings.topic(request.reply_topic)):
             refuse(f"reply_topic {request.reply_topic} does not exist: create it, or leave reply_topic out "
@@ -176,7 +192,7 @@ def _is_id(value: object) -> bool:
     return isinstance(value, str) and len(value) <= LIMITS.id_chars and _ID.match(value) is not None
 
 
-def _salvage(value: bytes | None) -> tuple[str | None, str, str]:
+def _salvage(value: bytes | None, prefix: str) -> tuple[str | None, str, str]:
     """request_id, user_id and reply_topic of an invalid request, where they can be trusted."""
     default = RECOMMENDATION_RESPONSES.name
     try:
@@ -191,5 +207,5 @@ def _salvage(value: bytes | None) -> tuple[str | None, str, str]:
     return (
         request_id if _is_id(request_id) else None,
         user_id if _is_id(user_id) else "",
-        reply_topic if isinstance(reply_topic, str) and _REPLY_TOPIC.match(reply_topic) else default,
+        reply_topic if isinstance(reply_topic, str) and _TOPIC.match(reply_topic) and reply_allowed(reply_topic, prefix) else default,
     )
