@@ -71,7 +71,6 @@ class Tuning:
     new_for_s: float = 72 * 3600.0
     per_source: int = 24  # nearest neighbours asked of each Qdrant source
     covisit_items: int = 150  # candidates taken from each of co-visitation and history pairs
-    history_by_rarity: bool = False  # take history candidates by strength / sqrt(interactions) (cosine-like)
     affinity_items: int = 15
     diversify_from: int = 4  # MMR looks at this many times k of the best-scored candidates
     explore_slots: int = 2  # at most this many places of a list go to new products nobody has clicked yet …
@@ -198,12 +197,7 @@ class Recommender:
         n = self.tuning.covisit_items
         for product_id, score in covisits.top(covisits.recent, n):
             pool.offer(product_id, "covisit", score, covisits.best.get(product_id))
-        history = covisits.top(covisits.history_recent, 3 * n if self.tuning.history_by_rarity else n)
-        if self.tuning.history_by_rarity and history:
-            counts = self._reader.stats([p for p, _ in history], signals.decay_now).interactions
-            history = sorted(((p, s / math.sqrt(max(1.0, c))) for (p, s), c in zip(history, counts, strict=True)),
-                             key=lambda ps: -ps[1])[:n]
-        for product_id, score in history:
+        for product_id, score in covisits.top(covisits.history_recent, n):
             pool.offer(product_id, "history", score, covisits.best.get(product_id))
         for product_id, score in learned.affinity.top(shopper.user_id, self.tuning.affinity_items):
             pool.offer(product_id, "affinity", score)
@@ -289,11 +283,11 @@ class Recommender:
         taste = features[:, FEATURES.index("taste")]
         typical = float(taste[~new].mean()) if (~new).any() else float(taste.mean())
         eligible = [int(i) for i in np.argsort(-taste, kind="stable") if new[i] and taste[i] - typical >= self.tuning.explore_margin]
-        already = sum(1 for i in order if i in set(eligible))
-        extra = [i for i in eligible if i not in order][: max(0, slots - already)]
+        explorable = set(eligible)
+        keep = [i for i in order if i in explorable]
+        extra = [i for i in eligible if i not in order][: max(0, slots - len(keep))]
         if extra:
-            keep = [i for i in order if i in set(eligible)]
-            others = [i for i in order if i not in set(eligible)][: k - len(keep) - len(extra)]
+            others = [i for i in order if i not in explorable][: k - len(keep) - len(extra)]
             order = sorted(others + keep, key=order.index) + extra
         return order
 

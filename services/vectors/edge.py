@@ -6,6 +6,7 @@ One process owns a shard: a second open fails on the WAL lock, reported as a
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ class EdgeProductStore:
                     "run `shelfsight reindex` to rebuild it for this model"
                 )
             self._shard = self._open(lambda: q.EdgeShard.load(str(shard_dir)))
+            self.optimize()
             return
         config = q.EdgeConfig(vectors={n: q.EdgeVectorParams(size, q.Distance.Cosine) for n, size in wanted.items()})
         self._path.mkdir(parents=True, exist_ok=True)
@@ -133,8 +135,16 @@ class EdgeProductStore:
         return found
 
     def optimize(self) -> bool:
-        """Build the HNSW index of segments that outgrew plain search (blocking; the embedder calls it when idle)."""
-        return bool(self.shard.optimize())
+        """Build the HNSW index of segments that outgrew plain search. Called when an existing shard
+        is opened, before anything queries it (so `serve` starts with an index, however the shard
+        was written); it blocks for as long as the build takes and returns at once when there is
+        nothing to build. Segments written while the process runs are searched plainly until the
+        next open."""
+        started = time.perf_counter()
+        changed = bool(self.shard.optimize())
+        if changed:
+            log.info("shard index built", extra={"path": str(self._path), "seconds": round(time.perf_counter() - started, 1)})
+        return changed
 
     def count(self) -> int:
         return self.shard.count(q.CountRequest(exact=True))
