@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.errors import UserError
@@ -83,6 +83,16 @@ class Settings(BaseSettings):
     )
     profiles_batch_size: int = Field(default=500, ge=1, le=10_000, description="Most click events per Redis transaction.")
     profiles_batch_wait_ms: int = Field(default=20, ge=1, le=5_000, description="How long a click batch waits to fill.")
+    profiles_park_s: float = Field(
+        default=600.0, ge=0.0, le=7 * 24 * 3600.0,
+        description="A click whose product is not indexed yet waits (parked in Redis) this long before it is dead-lettered.",
+    )
+    profiles_park_max: int = Field(
+        default=10_000, ge=0, le=1_000_000, description="Most clicks parked per partition; more are dead-lettered at once."
+    )
+    profiles_park_retry_s: float = Field(
+        default=5.0, gt=0.0, le=600.0, description="How often parked clicks are looked at again when no new click comes."
+    )
     profiles_stall_s: float = Field(
         default=120.0, gt=0.0, le=3600.0,
         description="The profiles worker reports unhealthy (/healthz 503) when clicks are waiting and none was consumed for this long.",
@@ -93,14 +103,14 @@ class Settings(BaseSettings):
     learners_checkpoint_s: float = Field(
         default=30.0, gt=0, description="How often the River learners are checkpointed to Redis."
     )
-    state_secret: str | None = Field(
+    state_secret: SecretStr | None = Field(
         default=None,
         description="Key that signs learner checkpoints in Redis. Unset: a random one kept in `<cache_dir>/state-secret`.",
     )
     api_host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on (0.0.0.0 in containers).")
     api_port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API, its /metrics and the storefront.")
-    api_keys: str = Field(
-        default="", description="Comma-separated secret keys that may post any event to `POST /v1/events`. Empty: none."
+    api_keys: SecretStr = Field(
+        default=SecretStr(""), description="Comma-separated secret keys that may post any event to `POST /v1/events`. Empty: none."
     )
     publishable_keys: str = Field(
         default="",
@@ -159,6 +169,10 @@ class Settings(BaseSettings):
     )
     image_file_root: Path | None = Field(
         default=None, description="Enables file:// image URLs, inside this folder only."
+    )
+    image_fetch_attempts: int = Field(
+        default=3, ge=1, le=10,
+        description="Tries for an image URL that fails in a way that may pass (no answer, HTTP 5xx/429), with backoff, before the product is indexed from its text.",
     )
     image_timeout_s: float = Field(default=5.0, gt=0, le=60, description="Connect and read timeout of image fetches.")
     topic_prefix: str = Field(

@@ -1,4 +1,4 @@
-"""`shelfsight stack up|down|status|logs` and `shelfsight topics create|list`."""
+"""`shelfsight stack up|down|restart|status|logs [kafka|redis …]` and `shelfsight topics create|list`."""
 
 import argparse
 import time
@@ -13,9 +13,12 @@ from services.stack import ComponentStatus, Stack
 def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     stack = commands.add_parser("stack", help="run a local Kafka broker and redis-server")
     actions = stack.add_subparsers(dest="action", required=True)
-    actions.add_parser("up", help="start Kafka and Redis (or reuse running ones)").set_defaults(run=_up)
-    actions.add_parser("down", help="stop what `up` started").set_defaults(run=_down)
-    actions.add_parser("status", help="show each component").set_defaults(run=_status)
+    for name, run, text in (("up", _up, "start Kafka and Redis (or reuse running ones)"), ("down", _down, "stop what `up` started"),
+                            ("restart", _restart, "stop, then start (drills: a broker or Redis going away mid-stream)"),
+                            ("status", _status, "show each component")):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("component", nargs="*", choices=["kafka", "redis", []], help="default: all")
+        action.set_defaults(run=run)
     logs = actions.add_parser("logs", help="print the components' logs")
     logs.add_argument("component", nargs="*", choices=["kafka", "redis", []], help="default: all")
     logs.add_argument("-n", "--lines", type=int, default=40, help="last N lines of each (default 40)")
@@ -33,22 +36,29 @@ def _print_status(statuses: list[ComponentStatus]) -> None:
         print(f"{s.name:<6} {s.address:<21} {s.state.value:<10} {pid:<10} {s.version or '-':<22} {s.detail}")
 
 
-def _up(settings: Settings, _args: argparse.Namespace) -> int:
+def _up(settings: Settings, args: argparse.Namespace) -> int:
     started = time.monotonic()
-    statuses = Stack.from_settings(settings).up()
+    statuses = Stack.from_settings(settings).only(args.component).up()
     _print_status(statuses)
     print(f"stack ready in {time.monotonic() - started:.1f} s")
     return 0
 
 
-def _down(settings: Settings, _args: argparse.Namespace) -> int:
-    for name, stopped in Stack.from_settings(settings).down():
+def _down(settings: Settings, args: argparse.Namespace) -> int:
+    for name, stopped in Stack.from_settings(settings).only(args.component).down():
         print(f"{name:<6} {'stopped' if stopped else 'was not started by shelfsight'}")
     return 0
 
 
-def _status(settings: Settings, _args: argparse.Namespace) -> int:
-    statuses = Stack.from_settings(settings).status()
+def _restart(settings: Settings, args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    _print_status(Stack.from_settings(settings).only(args.component).restart())
+    print(f"restarted in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def _status(settings: Settings, args: argparse.Namespace) -> int:
+    statuses = Stack.from_settings(settings).only(args.component).status()
     _print_status(statuses)
     return 0 if all(s.healthy for s in statuses) else 1
 

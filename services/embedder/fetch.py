@@ -5,7 +5,10 @@
   refused unless allowed, and the connection goes to the address that was checked (no DNS
   rebinding between check and connect);
 - timeouts for connect and read; a byte limit while reading; redirects followed only to the
-  same host, at most three.
+  same host, at most three;
+- transient failures (no answer, a reset, HTTP 408/429/5xx, a DNS lookup that failed for now)
+  tried again with exponential backoff before the product is indexed from its text alone;
+  refusals (policy, 4xx, too large) are final at once.
 """
 
 import http.client
@@ -16,9 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
 
 class FetchError(ValueError):
     """Why an image URL was not fetched. One line, fit for a payload or a DLQ header."""
+
+
+class TransientFetchError(FetchError):
+    """A failure that may pass: worth another try."""
+
+
+_TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 @dataclass(frozen=True)
@@ -32,6 +44,8 @@ class UrlPolicy:
     read_timeout: float = 5.0
     max_bytes: int = 2 * 1024 * 1024
     max_redirects: int = 3
+    attempts: int = 3  # tries for a transient failure …
+    retry_wait_s: float = 0.5  # … waiting this long before the second, doubling after
 
 
 
@@ -46,9 +60,20 @@ class ImageFetcher:
         self._resolve = resolver
 
     def fetch(self, url: str) -> bytes:
-        parts = urlsplit(url)
-        if parts.scheme == "file":
-            return self._read_file(parts.path)
+        if urlsplit(url).scheme == "file":
+            return self._read_file(urlsplit(url).path)
+        retrying = Retrying(
+            retry=retry_if_exception_type(TransientFetchError),
+            stop=stop_after_attempt(max(1, self._policy.attempts)),
+            wait=wait_exponential(multiplier=self._policy.retry_wait_s, max=8 * self._policy.retry_wait_s),
+            reraise=True,
+        )
+        try:
+            return retrying(self._fetch_once, url)
+        except TransientFetchError as exc:
+            raise TransientFetchError(f"{exc} (after {self._policy.attempts} attempts)") from None
+
+    def _fetch_once(self, url: str) -> bytes:
         for _ in range(self._policy.max_redirects + 1):
             status, location, body = self._get(url)
             if status in (301, 302, 303, 307, 308) and location:
@@ -58,7 +83,8 @@ class ImageFetcher:
                 url = target
                 continue
             if status != 200:
-                raise FetchError(f"HTTP {status} from {urlsplit(url).hostname}")
+                error = TransientFetchError if status in _TRANSIENT_STATUS else FetchError
+                raise error(f"HTTP {status} from {urlsplit(url).hostname}")
             return body
         raise FetchError(f"more than {self._policy.max_redirects} redirects")
 
@@ -88,6 +114,9 @@ class ImageFetcher:
         port = parts.port or (443 if scheme == "https" else 80)
         try:
             addresses = self._resolve(host, port)
+        except socket.gaierror as exc:
+            error = TransientFetchError if exc.errno == socket.EAI_AGAIN else FetchError
+            raise error(f"cannot resolve {host}: {exc}") from None
         except OSError as exc:
             raise FetchError(f"cannot resolve {host}: {exc}") from None
         if not addresses:
@@ -100,7 +129,7 @@ class ImageFetcher:
         try:
             sock = socket.create_connection((address, port), timeout=self._policy.connect_timeout)
         except OSError as exc:
-            raise FetchError(f"cannot connect to {host}: {exc}") from None
+            raise TransientFetchError(f"cannot connect to {host}: {exc}") from None
         sock.settimeout(self._policy.read_timeout)
         if scheme == "https":
             sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
@@ -118,6 +147,6 @@ class ImageFetcher:
                 raise FetchError(f"image is larger than {self._policy.max_bytes} bytes")
             return response.status, response.getheader("Location"), body
         except (OSError, http.client.HTTPException) as exc:
-            raise FetchError(f"fetching from {host} failed: {exc}") from None
+            raise TransientFetchError(f"fetching from {host} failed: {exc}") from None
         finally:
             connection.close()

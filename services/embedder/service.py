@@ -43,6 +43,7 @@ def url_policy(settings: Settings) -> UrlPolicy:
         connect_timeout=settings.image_timeout_s,
         read_timeout=settings.image_timeout_s,
         max_bytes=settings.image_max_bytes,
+        attempts=settings.image_fetch_attempts,
     )
 
 
@@ -74,13 +75,15 @@ class Embedder:
     store: ProductStore
     pool: ThreadPoolExecutor
     ops: OpsServer | None
+    owns_store: bool = True  # inside `serve` the store is shared with the API, which closes it
 
     def run(self, stop: threading.Event) -> None:
         try:
             self.worker.run(stop)
         finally:
             self.pool.shutdown(wait=True)
-            self.store.close()
+            if self.owns_store:
+                self.store.close()
             if self.ops:
                 self.ops.stop()
 
@@ -88,12 +91,13 @@ class Embedder:
 def build_embedder(settings: Settings, predictor: Predictor | None = None, store: ProductStore | None = None) -> Embedder:
     require_broker(settings)
     predictor = predictor or load_predictor(settings)
+    owns_store = store is None
     store = store or open_product_store(settings, predictor)
     pool = ThreadPoolExecutor(settings.embedder_decode_threads, thread_name_prefix="decode")
     indexer = Indexer(predictor, store, ImageFetcher(url_policy(settings)), pool, image_policy(settings))
     consumer = Consumer(consumer_config(settings, GROUP_ID))
     metrics = EmbedderMetrics()
-    worker = EmbedderWorker(settings, indexer, consumer, Producer(producer_config(settings)), pool, metrics)
+    worker = EmbedderWorker(settings, indexer, consumer, Producer(producer_config(settings)), metrics)
     def health() -> dict[str, object]:
         idle = time.monotonic() - worker.last_progress
         return {"healthy": idle < 60, "seconds_since_last_poll": round(idle, 1), "indexed": worker.indexed_total,
@@ -101,7 +105,7 @@ def build_embedder(settings: Settings, predictor: Predictor | None = None, store
 
     ops = start_ops(settings.embedder_metrics_port, settings.metrics_host, metrics.registry, health,
                     "SHELFSIGHT_EMBEDDER_METRICS_PORT")
-    return Embedder(worker, predictor, store, pool, ops)
+    return Embedder(worker, predictor, store, pool, ops, owns_store)
 
 
 def run_until_signalled(settings: Settings) -> int:

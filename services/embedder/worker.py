@@ -11,7 +11,7 @@ decoding in the thread pool, so the model is not left waiting for I/O.
 import logging
 import threading
 import time
-from concurrent.futures import Executor, Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
@@ -57,14 +57,16 @@ class EmbedderWorker:
         indexer: Indexer,
         consumer: Consumer,
         producer: Producer,
-        pool: Executor,
         metrics: EmbedderMetrics,
     ) -> None:
         self._settings = settings
         self._indexer = indexer
         self._consumer = consumer
         self._producer = producer
-        self._pool = pool
+        # The next batch is prepared on a thread of its own: it fans out onto the indexer's
+        # decode pool, and waiting on that pool from one of its own threads would deadlock a
+        # small pool (SHELFSIGHT_EMBEDDER_DECODE_THREADS 1 or 2).
+        self._prefetch = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
         self.metrics = metrics
         self._source = settings.topic(PRODUCTS_LISTED.name)
         self._output = settings.topic(PRODUCTS_INDEXED.name)
@@ -85,6 +87,7 @@ class EmbedderWorker:
                 self.last_progress = time.monotonic()
             self._drain()
         finally:
+            self._prefetch.shutdown(wait=True)
             self._consumer.close()
 
     def _next_batch(self) -> _Batch | None:
@@ -107,7 +110,7 @@ class EmbedderWorker:
             except ContractError as exc:
                 events.append(exc)
         listed = [e for e in events if isinstance(e, ProductListed)]
-        return _Batch(kept, events, self._pool.submit(self._indexer.decode_all, listed))
+        return _Batch(kept, events, self._prefetch.submit(self._indexer.decode_all, listed))
 
     def _on_revoke(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
         # Finish what we hold before the partitions move, so the next owner starts after it.

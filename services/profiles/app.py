@@ -5,20 +5,21 @@ items by product, so a table would have to be global (every worker reading the w
 changelog), while Redis gives every worker — and the recommender — the same items at once.
 """
 
-import asyncio
 import logging
 import time
 
 import faust
 import redis
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from schemas import ContractError, ProductIndexed, RecommendationServed, decode
 from schemas.topics import CLICKS, PRODUCTS_INDEXED, RECOMMENDATIONS_SERVED
 from services.bus.dead_letters import dead_letter
 from services.bus.producer import Producer
-from services.profiles.handler import ClickHandler, RawMessage
+from services.profiles.handler import BatchResult, ClickHandler, RawMessage
 from services.profiles.learners import Learners, dump
 from services.profiles.metrics import ProfilesMetrics
+from services.profiles.positions import RangeReader, RangeReadFailed
 from services.profiles.state import ProfileState
 from services.settings import Settings
 
@@ -34,6 +35,7 @@ def build_app(
     producer: Producer,
     metrics: ProfilesMetrics,
     secret: bytes,
+    reader: RangeReader | None = None,
 ) -> faust.App:
     (settings.cache_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -67,7 +69,16 @@ def build_app(
 
         return send
 
-    handler = ClickHandler(state, learners, state.params, to_dlq(clicks_dlq, settings.topic(CLICKS.name)))
+    def flush_dead_letters() -> None:
+        left = producer.flush(30)
+        if left:
+            raise DeadLettersUndelivered(f"{left} dead letters not acknowledged by Kafka within 30 s")
+
+    async def flush_async() -> None:
+        flush_dead_letters()
+
+    handler = ClickHandler(state, learners, state.params, to_dlq(clicks_dlq, settings.topic(CLICKS.name)),
+                           flush_dead_letters=flush_dead_letters, reader=reader)
 
     async def one_by_one(stream, dlq: str, source: str, what: str, apply) -> None:  # type: ignore[no-untyped-def]
         """Apply each message; a bad one goes to ``dlq`` with its reason and the agent goes on."""
@@ -107,7 +118,8 @@ def build_app(
     @app.agent(clicks_topic)
     async def clicks(stream):  # type: ignore[no-untyped-def]
         async for events in stream.take_events(settings.profiles_batch_size, within=settings.profiles_batch_wait_ms / 1000):
-            batch = [RawMessage(e.message.key, e.message.value, e.message.partition, e.message.offset) for e in events]
+            batch = [RawMessage(e.message.key, e.message.value, e.message.partition, e.message.offset, e.message.topic)
+                     for e in events]
             metrics.batch_consumed()
             started = time.perf_counter()
             try:
@@ -116,14 +128,28 @@ def build_app(
                 log.exception("click batch failed")
                 for raw in batch:
                     to_dlq(clicks_dlq, settings.topic(CLICKS.name))(raw, f"internal error: {exc!r}"[:500])
-                producer.flush(30)
+                await _retrying(flush_async)
+                await _retrying(lambda b=batch: handler.skip(b))  # or the next batch would read it back as a gap
                 continue
-            if result.refused:
-                producer.flush(30)  # dead letters are out before these offsets are committed
-            metrics.events.labels("applied").inc(result.applied)
-            metrics.choices.inc(result.choices_learned)
-            metrics.events.labels("duplicate").inc(result.duplicates)
+            account(result)
             metrics.update_seconds.observe(time.perf_counter() - started)
+
+    def account(result: BatchResult) -> None:
+        metrics.events.labels("applied").inc(result.applied)
+        metrics.events.labels("replayed").inc(result.replayed)
+        metrics.events.labels("parked").inc(result.parked)
+        metrics.events.labels("unparked").inc(result.unparked)
+        metrics.choices.inc(result.choices_learned)
+        metrics.events.labels("duplicate").inc(result.duplicates)
+
+    @app.timer(interval=settings.profiles_park_retry_s)
+    async def parked() -> None:
+        """Parked clicks move on even when no new click arrives on their partition."""
+        try:
+            account(await _retrying(handler.retry_parked))
+            metrics.parked.set(await handler.parked_count())
+        except Exception:  # the next tick tries again; a timer that raises would stop the worker
+            log.exception("retrying parked clicks failed")
 
     @app.timer(interval=settings.learners_checkpoint_s)
     async def checkpoint() -> None:
@@ -144,16 +170,25 @@ async def checkpoint_learners(state: ProfileState, learners: Learners, secret: b
         return False
 
 
-async def _retrying(operation, attempts: int = 30):  # type: ignore[no-untyped-def]
-    """Redis being away is not bad input: wait for it (the events stay unacknowledged meanwhile)."""
-    delay = 0.1
-    for attempt in range(attempts):
-        try:
+class DeadLettersUndelivered(ConnectionError):
+    """Kafka did not take the batch's dead letters: the batch is not written and is retried."""
+
+
+# Redis or Kafka being away is never the events' fault: wait for them as long as it takes (the
+# events stay unapplied and unacknowledged meanwhile; /healthz turns unhealthy when progress stops).
+TRANSIENT = (redis.ConnectionError, redis.TimeoutError, RangeReadFailed, DeadLettersUndelivered)
+
+
+async def _retrying(operation):  # type: ignore[no-untyped-def]
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(TRANSIENT),
+        wait=wait_exponential(multiplier=0.1, max=5.0),
+        before_sleep=lambda state: log.warning(
+            "redis or kafka unavailable; retrying",
+            extra={"error": str(state.outcome.exception()) if state.outcome else "", "attempt": state.attempt_number},
+        ),
+        reraise=True,
+    ):
+        with attempt:
             return await operation()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            if attempt == attempts - 1:
-                raise
-            log.warning("redis unavailable; retrying", extra={"error": str(exc), "delay_s": delay})
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
     return None

@@ -4,8 +4,11 @@ Runs inside the Faust agent but knows nothing of Faust: it takes raw messages an
 what happened, so it can be tested, benchmarked and replayed (``shelfsight evaluate-recs``)
 on its own.
 
-The learners are updated only after the batch's Redis transaction has succeeded, so a batch
-retried because Redis was away is never learned twice.
+Messages read from Kafka carry their topic: their partitions' positions are written by the
+same script as their effects, so each event takes effect exactly once even when Redis loses
+its last writes or Kafka redelivers (see positions.py). Dead letters are delivered before
+that write, and the learners are updated only after it has succeeded, so a batch retried
+because Redis was away is never learned twice.
 """
 
 import asyncio
@@ -19,6 +22,8 @@ from functools import partial
 from schemas import ClickEvent, ContractError, decode
 from services.profiles.choices import ServedList, choice, pick_list
 from services.profiles.learners import CHOICE_KINDS, Learners
+from services.profiles.messages import RawMessage
+from services.profiles.positions import Partition, RangeReader, gaps, next_positions, partitions_of, split_applied
 from services.profiles.profile import ClickParams, Profile, apply, forward_decay_score
 from services.profiles.state import ProfileState, encode_profile
 from services.profiles.writes import WriteBatch
@@ -26,24 +31,44 @@ from services.profiles.writes import WriteBatch
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class RawMessage:
-    key: bytes | None
-    value: bytes | None
-    partition: int
-    offset: int
+__all__ = ["BatchResult", "ClickHandler", "RawMessage", "StalePositions"]
 
 
 @dataclass
 class BatchResult:
     applied: int = 0
-    duplicates: int = 0
+    duplicates: int = 0  # an event id seen before, or an offset already applied
     refused: list[tuple[RawMessage, str]] = field(default_factory=list)
     users: set[str] = field(default_factory=set)
     choices_learned: int = 0  # choices joined with the list they were made from
+    replayed: int = 0  # events read back from Kafka to fill a gap before the batch
+    conflicts: int = 0  # writes refused because a partition's position had moved
+    parked: int = 0  # clicks set aside until their product is indexed
+    unparked: int = 0  # parked clicks applied now that their product is known (also in ``applied``)
+
+    def add(self, other: "BatchResult") -> None:
+        self.applied += other.applied
+        self.duplicates += other.duplicates
+        self.refused += other.refused
+        self.users |= other.users
+        self.choices_learned += other.choices_learned
+        self.replayed += other.replayed
+        self.conflicts += other.conflicts
+        self.parked += other.parked
+        self.unparked += other.unparked
 
 
 DeadLetterSink = Callable[[RawMessage, str], None]
+
+
+class StalePositions(RuntimeError):
+    """A batch's write kept being refused: its partitions' positions keep moving under it."""
+
+
+@dataclass(frozen=True)
+class _ParkedAt:
+    key: str  # the partition's parked set
+    at: float  # when it was parked
 
 
 @dataclass
@@ -60,6 +85,7 @@ class _Pending:
     purchasers: set[str] = field(default_factory=set)
     dismissers: set[str] = field(default_factory=set)
     impressions: dict[str, set[str]] = field(default_factory=dict)  # request id → products reported seen in this batch
+    parked: dict[str, int] = field(default_factory=dict)  # parked set → how many it holds (as this batch leaves it)
 
 
 class ClickHandler:
@@ -72,19 +98,119 @@ class ClickHandler:
         clock: Callable[[], float] = time.time,
         item_wait_s: float = 1.0,
         seed: int = 0,
+        flush_dead_letters: Callable[[], None] = lambda: None,
+        reader: RangeReader | None = None,
+        max_conflicts: int = 50,
     ) -> None:
         self._state = state
         self._learners = learners
         self._params = params
         self._dead_letter = dead_letter
+        self._flush_dead_letters = flush_dead_letters  # raises when they could not be delivered
+        self._reader = reader
+        self._max_conflicts = max_conflicts
         self._clock = clock
         self._item_wait_s = item_wait_s
         self._rng = random.Random(seed)
+        self.partitions: set[Partition] = set()  # every partition handled so far: where parked clicks may wait
+
+    async def retry_parked(self) -> BatchResult:
+        """Apply parked clicks whose product has arrived since, and dead-letter those that waited
+        too long (a timer calls this, so parked clicks move on when their partition is quiet)."""
+        for _ in range(self._max_conflicts):
+            result = BatchResult()
+            if await self._handle_chunk([], {}, result, self.partitions):
+                return result
+        raise StalePositions("parked clicks kept being taken by another worker")
+
+    async def parked_count(self) -> int:
+        return await self._state.parked_count(self.partitions)
 
     async def handle(self, messages: list[RawMessage]) -> BatchResult:
-        result = BatchResult()
+        """Apply ``messages``: those already applied are skipped, a gap before them is filled from
+        Kafka first, and a write refused because a position moved is recomputed from fresh state."""
+        total = BatchResult()
+        tracked = partitions_of(messages)
+        self.partitions |= tracked
+        conflicts = 0
+        while True:
+            stored = await self._state.positions(tracked)
+            fresh, done = split_applied(messages, stored)
+            await self._forget_reset_topics(done, stored)
+            fresh, done = split_applied(messages, stored)
+            missing = await self._missing(gaps(fresh, stored))
+            chunk = missing or fresh
+            result = BatchResult(replayed=len(missing))
+            if await self._handle_chunk(chunk, stored, result):
+                total.add(result)
+                if not missing:
+                    total.duplicates += len(done)
+                    total.conflicts = conflicts
+                    return total
+                log.warning("gap filled from kafka", extra={"events": len(missing)})
+                continue
+            conflicts += 1
+            log.info("positions moved under the batch; recomputing", extra={"attempt": conflicts})
+            if conflicts >= self._max_conflicts:
+                raise StalePositions(f"write refused {conflicts} times: partition positions keep moving")
+
+    async def skip(self, messages: list[RawMessage]) -> None:
+        """Move the positions past ``messages`` without applying them: after a batch that failed
+        on a bug was dead-lettered, so the next batch does not read it back as a gap."""
+        for (topic, partition), position in next_positions(messages).items():
+            key, field_ = self._state.keys.positions(topic), str(partition)
+            stored = await self._state.positions({(topic, partition)})
+            current = stored[(topic, partition)]
+            if current is None or current < position:
+                await self._state.redis.hset(key, field_, position)
+
+    async def _missing(self, holes: dict[Partition, tuple[int, int]]) -> list[RawMessage]:
+        """Events between a partition's stored position and the batch, read back from Kafka."""
+        if not holes:
+            return []
+        if self._reader is None:
+            log.warning("gap before the batch not filled: no reader", extra={"gaps": str(holes)})
+            return []
+        out: list[RawMessage] = []
+        for (topic, partition), (start, end) in sorted(holes.items()):
+            out += await self._reader.read(topic, partition, start, end, self._params.replay_batch)
+        return out
+
+    async def _forget_reset_topics(self, done: list[RawMessage], stored: dict[Partition, int | None]) -> None:
+        """A stored position beyond the end of its partition belongs to a deleted and recreated
+        topic: forget it, or every event would be skipped as applied."""
+        if self._reader is None:
+            return
+        for topic, partition in partitions_of(done):
+            position = stored[(topic, partition)]
+            end = await self._reader.end_offset(topic, partition)
+            if position is not None and end < position:
+                log.error("stored position beyond the end of the partition: the topic was recreated; starting over",
+                          extra={"topic": topic, "partition": partition, "stored": position, "end": end})
+                stored[(topic, partition)] = None
+                await self._state.redis.hdel(self._state.keys.positions(topic), str(partition))
+
+    async def _handle_chunk(self, messages: list[RawMessage], stored: dict[Partition, int | None], result: BatchResult,
+                            parked_in: set[Partition] | None = None) -> bool:
+        """Write one chunk (guarded by its partitions' positions), with the parked clicks of
+        ``parked_in`` (default: the chunk's partitions) whose product may have arrived."""
         events: list[tuple[RawMessage, ClickEvent]] = []
         now = self._clock()
+        parked: dict[RawMessage, _ParkedAt] = {}
+        waiting = await self._state.parked(partitions_of(messages) if parked_in is None else parked_in, self._params.park_retry)
+        w = _Pending()
+        for (topic, partition), (count, rows) in waiting.items():
+            key = self._state.keys.parked(topic, partition)
+            w.parked[key] = count
+            for value, at in rows:
+                m = RawMessage(None, value, partition, -1)
+                try:
+                    events.append((m, decode(ClickEvent, value)))
+                except ContractError as exc:  # valid when parked; the contract may have changed since
+                    self._unpark(w, _ParkedAt(key, at), m)
+                    result.refused.append((m, exc.reason))
+                    continue
+                parked[m] = _ParkedAt(key, at)
         for m in messages:
             try:
                 event = decode(ClickEvent, m.value)
@@ -96,12 +222,21 @@ class ClickHandler:
                 continue
             events.append((m, event))
         if events:
-            await self._apply(events, result)
+            await self._apply(events, result, w, parked)
         for message, reason in result.refused:
             self._dead_letter(message, reason)
-        return result
+        if result.refused:
+            self._flush_dead_letters()  # out before the positions pass them
+        for (topic, partition), position in next_positions(messages).items():
+            w.pipe.guard(self._state.keys.positions(topic), str(partition), stored.get((topic, partition)), position)
+        if w.pipe and not await w.pipe.execute(self._state.redis):
+            return False  # a position moved: nothing was written, nothing is learned
+        for learn in w.learning:
+            learn()
+        return True
 
-    async def _apply(self, events: list[tuple[RawMessage, ClickEvent]], result: BatchResult) -> None:
+    async def _apply(self, events: list[tuple[RawMessage, ClickEvent]], result: BatchResult, w: "_Pending",
+                     parked: dict[RawMessage, _ParkedAt]) -> None:
         keys, p = self._state.keys, self._params
         loaded = await self._state.load(
             [e.event_id for _, e in events],
@@ -111,7 +246,8 @@ class ClickHandler:
             {e.user_id for _, e in events if e.kind.value in CHOICE_KINDS},
         )
         missing = {i for i, item in loaded.items.items() if item is None}
-        if missing and self._item_wait_s > 0:
+        can_park = any(m.topic is not None for m, _ in events)
+        if missing and self._item_wait_s > 0 and not can_park:
             # products.indexed is read by another agent of this worker; on a cold start it may
             # be a moment behind the clicks. Give it that moment before calling a product unknown.
             await asyncio.sleep(self._item_wait_s)
@@ -122,15 +258,21 @@ class ClickHandler:
         sessions = {s: list(items) for s, items in loaded.sessions.items()}
         histories = {u: list(items) for u, items in loaded.recent.items()}
         done: set[str] = set()
-        w = _Pending()
         for message, e in events:
+            origin = parked.get(message)
             if loaded.seen.get(e.event_id) or e.event_id in done:
-                result.duplicates += 1
+                if origin is not None:
+                    self._unpark(w, origin, message)
+                else:
+                    result.duplicates += 1
                 continue
             item = loaded.items.get(e.product_id)
             if item is None:
-                result.refused.append((message, f"unknown product {e.product_id}: no products.indexed event for it yet"))
+                self._park_or_refuse(w, result, message, e, origin)
                 continue
+            if origin is not None:
+                self._unpark(w, origin, message)
+                result.unparked += 1
             kind, at, user, product = e.kind.value, e.occurred_at.timestamp(), e.user_id, e.product_id
             before = profiles.get(user) or loaded.profiles.get(user) or Profile.empty(item.vector.size)
             if before.vector.size != item.vector.size:
@@ -168,11 +310,35 @@ class ClickHandler:
             self._covisit(w, sessions.setdefault(e.session_id, []), product, e.session_id)
             self._history(w, histories.setdefault(user, []), product)
         await self._join_choices(w, result)
-        self._trims(w, result.users, profiles)
         if result.applied:
-            await w.pipe.execute(self._state.redis)
-            for learn in w.learning:
-                learn()
+            self._trims(w, result.users, profiles)
+
+    def _park_or_refuse(self, w: _Pending, result: BatchResult, message: RawMessage, e: ClickEvent,
+                        origin: _ParkedAt | None) -> None:
+        """A click whose product is not indexed yet: products.indexed may be behind (a catch-up,
+        a slow embedder), so it waits in Redis — bounded in time and number — rather than being lost."""
+        p, now = self._params, self._clock()
+        if origin is not None:
+            if now - origin.at > p.park_s:
+                self._unpark(w, origin, message)
+                result.refused.append((RawMessage(e.user_id.encode(), message.value, message.partition, message.offset),
+                                       f"unknown product {e.product_id}: not indexed within {p.park_s:.0f} s"))
+            return
+        if message.topic is None:
+            result.refused.append((message, f"unknown product {e.product_id}: no products.indexed event for it yet"))
+            return
+        key = self._state.keys.parked(message.topic, message.partition)
+        held = w.parked.get(key, 0)
+        if held >= p.park_max:
+            result.refused.append((message, f"unknown product {e.product_id}: {p.park_max} clicks already wait for their products"))
+            return
+        w.parked[key] = held + 1
+        w.pipe.call("ZADD", key, repr(now), message.value)
+        result.parked += 1
+
+    def _unpark(self, w: _Pending, origin: _ParkedAt, message: RawMessage) -> None:
+        w.pipe.require(origin.key, message.value)  # another worker taking it first refuses this write
+        w.pipe.call("ZREM", origin.key, message.value)
 
     def _covisit(self, w: _Pending, session: list[str], product: str, session_id: str) -> None:
         """Pairs with the session's latest items: what is looked at together."""

@@ -21,6 +21,8 @@ class ProfilesMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
             registry=self.registry,
         )
+        self.parked = Gauge("shelfsight_profiles_parked", "Clicks waiting for their product to be indexed.",
+                            registry=self.registry)
         self.lag = Gauge("shelfsight_profiles_consumer_lag", "Click events behind the end of the topic.", registry=self.registry)
         self.last_batch = Gauge(
             "shelfsight_profiles_last_batch_timestamp_seconds", "When the latest click batch was consumed (Unix time).",

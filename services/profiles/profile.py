@@ -38,6 +38,10 @@ class ClickParams:
     session_ttl_s: int = 30 * 60
     dedupe_ttl_s: int = 7 * 24 * 3600
     max_future_s: float = 300.0
+    replay_batch: int = 500  # events read back from Kafka per step when filling a gap before a batch
+    park_s: float = 600.0  # a click whose product is not indexed yet waits this long before it is dead-lettered …
+    park_max: int = 10_000  # … and at most this many wait per partition (more are dead-lettered at once)
+    park_retry: int = 500  # parked clicks looked at per partition and batch, oldest first
 
 
 @dataclass

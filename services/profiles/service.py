@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from schemas.topics import CLICKS
 from services.bus.broker import require_broker
-from services.bus.config import producer_config
+from services.bus.config import consumer_config, producer_config
 from services.bus.consume import group_lag
 from services.bus.producer import Producer
 from services.errors import UserError
@@ -20,6 +20,7 @@ from services.profiles.app import GROUP_ID, build_app
 from services.profiles.health import progress_health
 from services.profiles.learners import CheckpointRejected, Learners, load
 from services.profiles.metrics import ProfilesMetrics
+from services.profiles.positions import KafkaRangeReader
 from services.profiles.profile import ClickParams
 from services.profiles.state import Keys, ProfileState
 from services.settings import Settings
@@ -28,15 +29,29 @@ log = logging.getLogger(__name__)
 
 
 def state_secret(settings: Settings) -> bytes:
-    """The key that signs learner checkpoints: the setting, or a random one kept beside the cache."""
-    if settings.state_secret:
-        return settings.state_secret.encode()
+    """The key that signs learner checkpoints: the setting, or a random one kept beside the cache.
+
+    `serve` and `profiles` often start together: the file is written under a temporary name
+    and linked into place, which fails for the second process, so both end up reading one
+    complete secret (never a half-written or a different one).
+    """
+    if settings.state_secret is not None and settings.state_secret.get_secret_value():
+        return settings.state_secret.get_secret_value().encode()
     path = settings.cache_dir / "state-secret"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(32))
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another process got there first: use its secret
+        finally:
+            draft.unlink()
     return path.read_text().strip().encode()
 
 
@@ -68,10 +83,12 @@ def run_profiles(settings: Settings) -> int:
     keys = Keys(settings.redis_prefix)
     secret = state_secret(settings)
     learners = restore_learners(settings, keys, secret)
-    state = ProfileState(aioredis.Redis.from_url(settings.redis_url), keys, ClickParams(neighbours=settings.covisit_neighbours))
+    state = ProfileState(aioredis.Redis.from_url(settings.redis_url), keys, ClickParams(neighbours=settings.covisit_neighbours, park_s=settings.profiles_park_s,
+                                                                             park_max=settings.profiles_park_max))
     metrics = ProfilesMetrics()
     producer = Producer(producer_config(settings))
-    app = build_app(settings, state, learners, producer, metrics, secret)
+    reader = KafkaRangeReader(consumer_config(settings, group_id="unused"))
+    app = build_app(settings, state, learners, producer, metrics, secret, reader)
     ops = _start_ops(settings, metrics)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     try:
@@ -80,6 +97,7 @@ def run_profiles(settings: Settings) -> int:
         return int(exit_.code or 0)
     finally:
         producer.flush(30)
+        reader.close()
         if ops:
             ops.stop()
     return 0

@@ -89,6 +89,14 @@ class Keys:
     def learners(self, worker: str) -> str:
         return f"{self.prefix}learners:{worker}"
 
+    def parked(self, topic: str, partition: int) -> str:
+        """Clicks of one partition waiting for their product (member: the event's JSON, score: parked at)."""
+        return f"{self.prefix}parked:{topic}:{partition}"
+
+    def positions(self, topic: str) -> str:
+        """Per partition of ``topic``, the next offset to apply: written with each batch's effects."""
+        return f"{self.prefix}positions:{topic}"
+
 
 @dataclass(frozen=True)
 class Item:
@@ -201,6 +209,34 @@ class ProfileState:
         loaded.sessions = {s: [x.decode() for x in next(results)] for s in sessions}
         loaded.served = {u: list(next(results)) for u in choosers}
         return loaded
+
+    async def positions(self, partitions: set[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
+        """The stored position of each (topic, partition); None where nothing was applied yet."""
+        if not partitions:
+            return {}
+        ordered = sorted(partitions)
+        pipe = self.redis.pipeline(transaction=False)
+        for topic, partition in ordered:
+            pipe.hget(self.keys.positions(topic), str(partition))
+        return {p: None if v is None else int(v) for p, v in zip(ordered, await pipe.execute(), strict=True)}
+
+    async def parked(self, partitions: set[tuple[str, int]], limit: int) -> dict[tuple[str, int], tuple[int, list[tuple[bytes, float]]]]:
+        """Per partition: how many clicks are parked, and the oldest ``limit`` with when they were parked."""
+        if not partitions:
+            return {}
+        ordered = sorted(partitions)
+        pipe = self.redis.pipeline(transaction=False)
+        for topic, partition in ordered:
+            pipe.zcard(self.keys.parked(topic, partition))
+            pipe.zrange(self.keys.parked(topic, partition), 0, limit - 1, withscores=True)
+        results = iter(await pipe.execute())
+        return {p: (next(results), [(m, float(s)) for m, s in next(results)]) for p in ordered}
+
+    async def parked_count(self, partitions: set[tuple[str, int]]) -> int:
+        pipe = self.redis.pipeline(transaction=False)
+        for topic, partition in sorted(partitions):
+            pipe.zcard(self.keys.parked(topic, partition))
+        return sum(await pipe.execute()) if partitions else 0
 
     async def impressed(self, request_ids: set[str]) -> dict[str, set[str]]:
         """The products reported as seen in each served list (lists without reports are left out)."""

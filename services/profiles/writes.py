@@ -1,45 +1,79 @@
 """A batch of Redis writes applied by one Lua script: atomic like MULTI/EXEC, one round trip,
 and one reply instead of one per command (per-reply parsing dominated the worker's time).
 
+A batch can be guarded: it applies only while each guarded hash field still holds the value
+the worker read, and then sets it to a new one (compare-and-set, used for partition positions),
+and only while each required sorted-set member is still there (parked clicks: whoever takes one
+out first applies it).
+
 >>> batch = WriteBatch()
 >>> batch.call("SET", "k", 1, "EX", 60)
 >>> batch.call("LPUSH", "l", "a")
+>>> batch.guard("offsets", "0", None, 12)
+>>> batch.require("parked", "m")
 >>> batch.args()
-[5, 'SET', 'k', 1, 'EX', 60, 3, 'LPUSH', 'l', 'a']
+[1, 'offsets', '0', '', '12', 1, 'parked', 'm', 5, 'SET', 'k', 1, 'EX', 60, 3, 'LPUSH', 'l', 'a']
 """
 
 from typing import Any
 
 import redis.asyncio as aioredis
 
-# ARGV is a flat list: a count n, then the n words of one command, then the next count …
+# ARGV: the number of guards g; g guards (key, field, expected value or '', new value); the number
+# of required members r; r pairs (sorted set, member); then a flat list of commands: a count n,
+# then the n words of one command, then the next count …
 # Keys are not passed as KEYS: fine on a single Redis or a replica set, not on Redis Cluster.
 _SCRIPT = """
-local i = 1
+local g = tonumber(ARGV[1])
+local after_guards = 2 + 4 * g
+for at = 2, after_guards - 1, 4 do
+  if (redis.call('HGET', ARGV[at], ARGV[at + 1]) or '') ~= ARGV[at + 2] then return 0 end
+end
+local r = tonumber(ARGV[after_guards])
+local first = after_guards + 1 + 2 * r
+for at = after_guards + 1, first - 1, 2 do
+  if not redis.call('ZSCORE', ARGV[at], ARGV[at + 1]) then return 0 end
+end
+local i = first
 local n = #ARGV
 while i <= n do
   local count = tonumber(ARGV[i])
   redis.call(unpack(ARGV, i + 1, i + count))
   i = i + count + 1
 end
-return n
+for at = 2, after_guards - 1, 4 do
+  redis.call('HSET', ARGV[at], ARGV[at + 1], ARGV[at + 3])
+end
+return 1
 """
 
 
 class WriteBatch:
     def __init__(self) -> None:
+        self._guards: list[str] = []
+        self._required: list[Any] = []
         self._args: list[Any] = []
 
     def call(self, *command: Any) -> None:
         self._args.append(len(command))
         self._args.extend(command)
 
+    def guard(self, key: str, field: str, expected: int | None, new: int) -> None:
+        """Apply only if ``key``'s ``field`` holds ``expected`` (None: absent), and set it to ``new``."""
+        self._guards.extend([key, field, "" if expected is None else str(expected), str(new)])
+
+    def require(self, key: str, member: Any) -> None:
+        """Apply only if ``member`` is still in the sorted set ``key``."""
+        self._required.extend([key, member])
+
     def args(self) -> list[Any]:
-        return list(self._args)
+        return [len(self._guards) // 4, *self._guards, len(self._required) // 2, *self._required, *self._args]
 
     def __bool__(self) -> bool:
-        return bool(self._args)
+        return bool(self._args or self._guards or self._required)
 
-    async def execute(self, client: aioredis.Redis) -> None:
-        if self._args:
-            await client.eval(_SCRIPT, 0, *self._args)
+    async def execute(self, client: aioredis.Redis) -> bool:
+        """Apply the batch; False when a guard no longer held (nothing was written)."""
+        if not self:
+            return True
+        return bool(await client.eval(_SCRIPT, 0, *self.args()))

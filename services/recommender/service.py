@@ -9,6 +9,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -93,16 +94,21 @@ class Serving:
     embedder: Embedder | None
     api: ApiParts
     served_log: Producer
+    failures: list[str]  # parts that died: /healthz says so until the process is gone
 
-    def start_background(self) -> "Running":
+    def start_background(self, on_failure: Callable[[str], None] = lambda _reason: None) -> "Running":
+        """Start the responder and the embedder. If either stops on an error, ``on_failure`` is
+        told: `serve` then stops as a whole, so an orchestrator restarts it, rather than keep
+        answering from a process with a dead part behind a green light."""
         learned = self.learned.start()
         stop_responder, stop_embedder = threading.Event(), threading.Event()
-        threads = [threading.Thread(target=self.responder.run, args=(stop_responder,), name="responder", daemon=True)]
+        running = Running(self, [], stop_responder, stop_embedder, learned, on_failure)
+        running.threads.append(running.supervised("responder", self.responder.run, stop_responder))
         if self.embedder is not None:
-            threads.append(threading.Thread(target=self.embedder.run, args=(stop_embedder,), name="embedder", daemon=True))
-        for t in threads:
+            running.threads.append(running.supervised("embedder", self.embedder.run, stop_embedder))
+        for t in running.threads:
             t.start()
-        return Running(self, threads, stop_responder, stop_embedder, learned)
+        return running
 
 
 @dataclass
@@ -112,9 +118,29 @@ class Running:
     stop_responder: threading.Event
     stop_embedder: threading.Event
     learned: LearnedCache
+    on_failure: Callable[[str], None]
+    failure: str | None = None  # the part that died, and why
+
+    def supervised(self, name: str, run: Callable[[threading.Event], None], stop: threading.Event) -> threading.Thread:
+        def guarded() -> None:
+            try:
+                run(stop)
+            except BaseException as exc:  # noqa: BLE001 — whatever it was, the process must not limp on
+                log.exception("part of serve failed; stopping serve", extra={"part": name})
+                self._failed(f"{name} failed: {exc!r}"[:300])
+                return
+            if not stop.is_set():
+                self._failed(f"{name} stopped unexpectedly")
+
+        return threading.Thread(target=guarded, name=name, daemon=True)
+
+    def _failed(self, reason: str) -> None:
+        self.failure = reason
+        self.serving.failures.append(reason)
+        self.on_failure(reason)
 
     def stop(self) -> None:
-        # Readers first, then the embedder, which closes the store it shares with them.
+        # Readers first, then the embedder; the store they share is closed last, by its owner.
         self.stop_responder.set()
         self.threads[0].join(30)
         self.learned.stop()
@@ -122,8 +148,7 @@ class Running:
         if self.serving.embedder is not None:
             self.stop_embedder.set()
             self.threads[1].join(60)
-        else:
-            self.serving.store.close()
+        self.serving.store.close()
 
 
 def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
@@ -147,6 +172,8 @@ def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
     keys = Keys(settings.redis_prefix)
     live = LiveUpdates(aioredis.Redis.from_url(settings.redis_url), keys.updates_channel)
 
+    failures: list[str] = []
+
     def health() -> dict[str, object]:
         now = time.monotonic()
         report: dict[str, object] = {
@@ -165,19 +192,26 @@ def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
         except redis.RedisError:
             healthy = False
             report["redis"] = "unreachable"
+        if failures:
+            healthy = False
+            report["failed"] = failures[0]
         return {"healthy": healthy, **report}
 
     parts = ApiParts(settings, engine, store, Producer(producer_config(settings)), live, metrics, registries, health,
                      lambda: predictor.model_version)
-    return Serving(settings, store, engine, learned, responder, embedder, parts, served_log)
+    return Serving(settings, store, engine, learned, responder, embedder, parts, served_log, failures)
 
 
 def run_serve(settings: Settings, with_embedder: bool = True) -> int:
     import uvicorn
 
     serving = build_serving(settings, with_embedder)
-    running = serving.start_background()
     server = uvicorn.Server(server_config(build_api(serving.api), settings))
+
+    def fail(reason: str) -> None:
+        server.should_exit = True  # uvicorn notices within a tick and shuts down gracefully
+
+    running = serving.start_background(fail)
     # uvicorn re-raises the signal that stopped it once it is done; with these in place that
     # lands here instead of killing the process before the embedder has flushed and committed.
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -191,5 +225,8 @@ def run_serve(settings: Settings, with_embedder: bool = True) -> int:
         running.stop()
     if not server.started:
         raise UserError(f"the API could not listen on {settings.api_host}:{settings.api_port}; set SHELFSIGHT_API_PORT")
+    if running.failure:
+        log.error("serve stopped because a part failed", extra={"reason": running.failure})
+        return 1
     log.info("stopped")
     return 0

@@ -29,12 +29,20 @@ class Stack:
     def from_settings(cls, settings: Settings) -> "Stack":
         return cls([KafkaNode(settings), RedisNode(settings)])
 
+    def only(self, names: list[str] | None) -> "Stack":
+        """The same stack limited to ``names`` (all when empty), in the stack's order."""
+        return Stack([c for c in self.components if not names or c.name in names])
+
     def up(self) -> list[ComponentStatus]:
         return [c.up() for c in self.components]
 
     def down(self) -> list[tuple[str, bool]]:
         """Stop what we started, in reverse order. Reused external services are left alone."""
         return [(c.name, c.down()) for c in reversed(self.components)]
+
+    def restart(self) -> list[ComponentStatus]:
+        self.down()
+        return self.up()
 
     def status(self) -> list[ComponentStatus]:
         return [c.status() for c in self.components]

@@ -62,7 +62,7 @@ def _filters(category: str | None, min_price: float | None, max_price: float | N
 
 def build_api(parts: ApiParts) -> FastAPI:
     settings, engine, metrics, live = parts.settings, parts.engine, parts.metrics, parts.live
-    keys = ApiKeys.parse(settings.api_keys, settings.publishable_keys)
+    keys = ApiKeys.parse(settings.api_keys.get_secret_value(), settings.publishable_keys)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

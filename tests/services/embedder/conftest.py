@@ -21,6 +21,7 @@ def embedder_settings(kafka, small_checkpoint, tmp_path):
             "qdrant_path": tmp_path / "qdrant",
             "embedder_metrics_port": 0,
             "embedder_max_wait_ms": 50,
+            "embedder_decode_threads": 1,  # the smallest pool: the embedder must not deadlock on it
             "device": "cpu",
         }
     )

@@ -2,7 +2,6 @@
 
 import base64
 import io
-import itertools
 import json
 import os
 import signal
@@ -19,6 +18,7 @@ from services.bus.tail import end_offsets
 from services.demo.catalogue import catalogue
 from services.vectors.edge import EdgeProductStore
 from tests.services.embedder.conftest import publish_lines, wait_committed
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -220,7 +220,7 @@ def test_metrics_and_health_endpoints(embedder_settings):
     embedder.store.close()
     embedder.pool.shutdown()
 
-    port_settings = embedder_settings.model_copy(update={"embedder_metrics_port": _free_port()})
+    port_settings = embedder_settings.model_copy(update={"embedder_metrics_port": free_port()})
     embedder = build_embedder(port_settings)
     try:
         base = f"http://127.0.0.1:{embedder.ops.port}"
@@ -247,10 +247,3 @@ def test_dimension_mismatch_stops_start_up_with_one_line(embedder_settings):
     with pytest.raises(UserError, match="shelfsight reindex"):
         build_embedder(embedder_settings)
 
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

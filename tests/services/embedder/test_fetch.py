@@ -5,9 +5,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from services.embedder.fetch import FetchError, ImageFetcher, UrlPolicy
+from services.embedder.fetch import FetchError, ImageFetcher, TransientFetchError, UrlPolicy
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"x" * 100
+
+
+hits: dict[str, int] = {}
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +25,16 @@ def server():
                 self._send(302, b"", {"Location": "/ok.png"})
             elif self.path == "/other-host":
                 self._send(302, b"", {"Location": "http://localhost.localdomain:1/ok.png"})
+            elif self.path.startswith("/flaky"):  # fails twice per path, then serves
+                hits[self.path] = hits.get(self.path, 0) + 1
+                self._send(503, b"") if hits[self.path] <= 2 else self._send(200, PNG)
+            elif self.path == "/down":
+                hits[self.path] = hits.get(self.path, 0) + 1
+                self._send(503, b"")
             elif self.path == "/loop":
                 self._send(302, b"", {"Location": "/loop"})
             else:
+                hits[self.path] = hits.get(self.path, 0) + 1
                 self._send(404, b"")
 
         def _send(self, status, body, headers=None):
@@ -98,3 +108,20 @@ def test_file_urls_only_inside_their_root(tmp_path):
     assert fetcher.fetch(f"file://{tmp_path}/a.png") == PNG
     with pytest.raises(FetchError, match="outside"):
         fetcher.fetch(f"file://{tmp_path}/../etc/passwd")
+
+
+def test_transient_failures_are_tried_again_with_backoff(server):
+    fetcher = ImageFetcher(UrlPolicy(allow_http=True, allow_private=True, retry_wait_s=0.05))
+    assert fetcher.fetch(f"{server}/flaky-1") == PNG
+    assert hits["/flaky-1"] == 3
+    with pytest.raises(TransientFetchError, match=r"HTTP 503 .* \(after 3 attempts\)"):
+        fetcher.fetch(f"{server}/down")
+    assert hits["/down"] == 3
+
+
+def test_refusals_are_not_tried_again(server):
+    fetcher = ImageFetcher(UrlPolicy(allow_http=True, allow_private=True, retry_wait_s=0.05))
+    with pytest.raises(FetchError, match="HTTP 404") as refused:
+        fetcher.fetch(f"{server}/missing-once")
+    assert not isinstance(refused.value, TransientFetchError)
+    assert hits["/missing-once"] == 1

@@ -44,7 +44,7 @@ def _env(settings, prefix):
         **os.environ, "SHELFSIGHT_TOPIC_PREFIX": settings.topic_prefix, "SHELFSIGHT_REDIS_PREFIX": prefix,
         "SHELFSIGHT_PROFILES_METRICS_PORT": "0", "SHELFSIGHT_PROFILES_BATCH_SIZE": "50",
         "SHELFSIGHT_STATE_SECRET": "test-secret", "SHELFSIGHT_LEARNERS_CHECKPOINT_S": "1",
-        "SHELFSIGHT_LOG_LEVEL": "WARNING",
+        "SHELFSIGHT_LOG_LEVEL": "WARNING", "SHELFSIGHT_PROFILES_PARK_S": "4", "SHELFSIGHT_PROFILES_PARK_RETRY_S": "1",
     }
 
 
@@ -67,7 +67,9 @@ def test_kill_and_restart_counts_every_distinct_valid_event_once(kafka, redis_cl
     clicks = [_click(i) for i in range(6000)]
     bad = [b"{not json", json.dumps({"event_id": "x1", "user_id": "u1"}).encode()]
     unknown = decode(ClickEvent, json.dumps({**json.loads(_click(1).model_dump_json()), "event_id": "ghost", "product_id": "nope"}))
+    early = decode(ClickEvent, json.dumps({**json.loads(_click(2).model_dump_json()), "event_id": "early", "product_id": "p-late"}))
     topic = kafka.topic("clicks")
+    producer.send(topic, encode(early))  # its product is indexed only after the restart: it waits, parked
     for c in clicks[:3000]:
         producer.send(topic, encode(c))
     for raw in bad:
@@ -76,7 +78,7 @@ def test_kill_and_restart_counts_every_distinct_valid_event_once(kafka, redis_cl
     for c in clicks[3000:] + clicks[:200]:  # the last 200 are redeliveries of earlier events
         producer.send(topic, encode(c))
     assert producer.flush(30) == 0
-    total = 6000 + len(bad) + 1 + 200
+    total = 6000 + len(bad) + 1 + 200 + 1
 
     command = [sys.executable, "-m", "services.cli", "profiles"]
     group = f"{kafka.topic_prefix}{GROUP_ID}"
@@ -91,7 +93,11 @@ def test_kill_and_restart_counts_every_distinct_valid_event_once(kafka, redis_cl
 
     second = subprocess.Popen(command, env=_env(kafka, prefix), stdout=subprocess.DEVNULL, stderr=log.open("ab"))
     try:
-        _wait(lambda: group_lag(kafka, topic, group) == 0, 180, second, log)
+        late = _item(3).model_copy(update={"product_id": "p-late"})
+        producer.send(kafka.topic("products.indexed"), encode(late))
+        assert producer.flush(30) == 0
+        _wait(lambda: group_lag(kafka, topic, group) == 0 and not redis_client.exists(keys.parked(topic, 0))
+              and not any(redis_client.exists(keys.parked(topic, p)) for p in range(8)), 180, second, log)
         time.sleep(2)  # one more learners checkpoint
     finally:
         second.send_signal(signal.SIGTERM)
@@ -103,11 +109,11 @@ def test_kill_and_restart_counts_every_distinct_valid_event_once(kafka, redis_cl
         for u in range(20):
             profile = decode_profile(redis_client.hgetall(keys.user(f"u{u}")))
             counted += sum(profile.counts.values())
-        assert counted == 6000
+        assert counted == 6001, "6000 distinct clicks, and the one that came before its product"
         assert redis_client.exists(keys.learners("main"))
         letters = read_all(kafka, kafka.topic("clicks.dlq"), expected=10, timeout=3)
         reasons = [m.headers["shelfsight-reason"] for m in letters]
-        assert len([r for r in reasons if "unknown product nope" in r]) >= 1
+        assert len([r for r in reasons if "unknown product nope: not indexed within 4 s" in r]) >= 1
         assert any("Invalid JSON" in r for r in reasons) and any("Field required" in r for r in reasons)
         # a dead letter may be sent again after the kill (at least once); what was refused is three events
         assert len({DeadLetter.model_validate_json(m.value).original for m in letters}) == 3

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import redis
 import redis.asyncio as aioredis
+from pydantic import SecretStr
 from PIL import Image, ImageDraw
 
 from schemas import RecommendationServed, encode
@@ -129,7 +130,7 @@ PUBLISHABLE_KEY = "pk-test-widget"
 
 @pytest.fixture
 def api_settings(kafka):
-    return kafka.model_copy(update={"api_keys": SECRET_KEY, "publishable_keys": PUBLISHABLE_KEY,
+    return kafka.model_copy(update={"api_keys": SecretStr(SECRET_KEY), "publishable_keys": PUBLISHABLE_KEY,
                                     "cors_origins": "https://shop.example", "api_max_body_bytes": 64 * 1024})
 
 

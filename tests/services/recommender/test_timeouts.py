@@ -10,17 +10,13 @@ from fastapi import FastAPI, Request
 
 from services.recommender.http.timeouts import BodyTimeout, server_config
 from services.settings import load_settings
+from tests.ports import free_port
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server():
-    settings = load_settings(api_host="127.0.0.1", api_port=_free_port(), api_head_timeout_s=0.5, api_body_timeout_s=0.5)
+    settings = load_settings(api_host="127.0.0.1", api_port=free_port(), api_head_timeout_s=0.5, api_body_timeout_s=0.5)
     app = FastAPI()
 
     @app.post("/echo")

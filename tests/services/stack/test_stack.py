@@ -12,14 +12,10 @@ from services.errors import UserError
 from services.settings import load_settings
 from services.stack import Stack, State
 from services.stack.processes import command_line
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -27,9 +23,9 @@ def own_settings(tmp_path, settings):
     return load_settings(
         state_dir=tmp_path / "stack",
         cache_dir=settings.cache_dir,  # reuse the jars already fetched
-        kafka_bootstrap=f"127.0.0.1:{_free_port()}",
-        kafka_controller_port=_free_port(),
-        redis_url=f"redis://127.0.0.1:{_free_port()}/0",
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        kafka_controller_port=free_port(),
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
     )
 
 

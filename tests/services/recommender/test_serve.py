@@ -1,0 +1,112 @@
+"""`shelfsight serve` as a process: a part that dies takes the process down (so an orchestrator
+restarts it) instead of leaving the API answering behind a green light; SIGKILL mid-indexing
+loses nothing."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from schemas.topics import PRODUCTS_INDEXED
+from services.bus.tail import end_offsets
+from services.bus.topics import delete_topics
+from services.demo.catalogue import catalogue
+from services.vectors.edge import EdgeProductStore
+from tests.services.embedder.conftest import publish_lines, wait_committed
+from tests.ports import free_port
+
+pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
+
+
+
+@pytest.fixture
+def serve_env(kafka, small_checkpoint, tmp_path):
+    port = free_port()
+    env = {
+        **os.environ, "SHELFSIGHT_TOPIC_PREFIX": kafka.topic_prefix, "SHELFSIGHT_MODEL_DIR": str(small_checkpoint),
+        "SHELFSIGHT_QDRANT_PATH": str(tmp_path / "qdrant"), "SHELFSIGHT_API_PORT": str(port),
+        "SHELFSIGHT_DEVICE": "cpu", "SHELFSIGHT_LOG_LEVEL": "WARNING", "SHELFSIGHT_STATE_SECRET": "test-secret",
+        "SHELFSIGHT_REDIS_PREFIX": f"serve-{port}:", "SHELFSIGHT_EMBEDDER_BATCH_SIZE": "16",
+    }
+    return env, f"http://127.0.0.1:{port}"
+
+
+def _start(env, log):
+    return subprocess.Popen([sys.executable, "-m", "services.cli", "serve"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=log.open("ab"))
+
+
+def _healthz(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+    except OSError:
+        return 0, {}
+
+
+def _wait_healthy(url, process, log, timeout=180.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()[-3000:]
+        if _healthz(url)[0] == 200:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"serve did not become healthy: {log.read_text()[-2000:]}")
+
+
+def test_a_dead_embedder_stops_serve_with_an_error(kafka, serve_env, tmp_path):
+    env, url = serve_env
+    log = tmp_path / "serve.log"
+    process = _start(env, log)
+    try:
+        _wait_healthy(url, process, log)
+        # products.indexed gone: the embedder cannot deliver its output, and stops on it
+        delete_topics(kafka, [kafka.topic(PRODUCTS_INDEXED.name)])
+        publish_lines(kafka, list(catalogue(3, seed=1)))
+        code = process.wait(150)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    text = log.read_text()
+    assert code == 1, text[-2000:]
+    assert "embedder failed" in text and "serve stopped because a part failed" in text
+
+
+def test_sigkill_mid_indexing_then_restart_indexes_everything_once(kafka, serve_env, tmp_path):
+    env, url = serve_env
+    products = list(catalogue(300, seed=5))
+    publish_lines(kafka, products)
+    log = tmp_path / "serve.log"
+    first = _start(env, log)
+    indexed = kafka.topic(PRODUCTS_INDEXED.name)
+    deadline = time.monotonic() + 180
+    while sum(end_offsets(kafka, indexed).values()) < 30 and time.monotonic() < deadline:
+        assert first.poll() is None, log.read_text()[-2000:]
+        time.sleep(0.05)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(10)
+    assert 30 <= sum(end_offsets(kafka, indexed).values()) < 300, "the kill should land mid-indexing"
+
+    second = _start(env, log)
+    try:
+        _wait_healthy(url, second, log)
+        wait_committed(kafka, timeout=240)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(60) == 0, "SIGTERM is a clean stop"
+    store = EdgeProductStore(tmp_path / "qdrant")
+    store.ensure_collection({"image": 256, "text": 256, "fused": 256})  # the small checkpoint's
+    try:
+        assert store.count() == 300, "every product indexed, none twice"
+        assert len(store.get([p["product_id"] for p in products])) == 300
+    finally:
+        store.close()
