@@ -116,6 +116,24 @@ class Settings(BaseSettings):
         default="",
         description="Comma-separated keys safe to put in a web page: they may post click events only (the widget).",
     )
+    shopper_token_secret: SecretStr | None = Field(
+        default=None,
+        description="Key that signs shopper tokens. Set: a shopper's recommendations, live stream and widget clicks need a token for that shopper (or a secret API key).",
+    )
+    shopper_token_max_ttl_s: float = Field(
+        default=24 * 3600.0, ge=60.0, le=30 * 24 * 3600.0, description="Shopper tokens that expire later than this from now are refused."
+    )
+    api_client_events_per_s: float = Field(
+        default=50.0, gt=0.0, le=100_000.0,
+        description="Events per second one client address may post with a publishable key (bursts of 4x); more get 429.",
+    )
+    api_key_events_per_s: float = Field(
+        default=2_000.0, gt=0.0, le=1_000_000.0,
+        description="Events per second one publishable key may post from all addresses together (bursts of 4x); more get 429.",
+    )
+    api_client_streams: int = Field(
+        default=8, ge=1, le=10_000, description="Live recommendation streams (SSE) one client address may hold open at once."
+    )
     cors_origins: str = Field(
         default="", description="Comma-separated origins browsers may call the API from (the storefront's). Empty: same origin only."
     )

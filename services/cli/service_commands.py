@@ -1,7 +1,8 @@
-"""`shelfsight embedder`, `serve`, `profiles`, `similar` and `reindex`."""
+"""`shelfsight embedder`, `serve`, `profiles`, `similar`, `reindex` and `shopper-token`."""
 
 import argparse
 import shutil
+import time
 
 from services.errors import UserError
 from services.settings import Settings
@@ -29,6 +30,11 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     reindex = commands.add_parser("reindex", help="drop the product store and re-embed products.listed from the start")
     reindex.add_argument("--yes", action="store_true", help="confirm: the collection is deleted")
     reindex.set_defaults(run=_reindex)
+
+    token = commands.add_parser("shopper-token", help="mint a shopper token for the widget (needs SHELFSIGHT_SHOPPER_TOKEN_SECRET)")
+    token.add_argument("user_id")
+    token.add_argument("--ttl", type=float, default=3600.0, help="seconds it stays valid (default 3600)")
+    token.set_defaults(run=_shopper_token)
 
 
 def _embedder(settings: Settings, _args: argparse.Namespace) -> int:
@@ -99,4 +105,15 @@ def _reindex(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         consumer.close()
     print(f"product store dropped; {GROUP_ID} will re-embed {topic} from the start: run `shelfsight embedder`")
+    return 0
+
+
+def _shopper_token(settings: Settings, args: argparse.Namespace) -> int:
+    from services.recommender.http.tokens import mint
+
+    if settings.shopper_token_secret is None:
+        raise UserError("SHELFSIGHT_SHOPPER_TOKEN_SECRET is not set: set it to the secret the API uses")
+    if not 0 < args.ttl <= settings.shopper_token_max_ttl_s:
+        raise UserError(f"--ttl must be between 0 and {settings.shopper_token_max_ttl_s:.0f} s (SHELFSIGHT_SHOPPER_TOKEN_MAX_TTL_S)")
+    print(mint(settings.shopper_token_secret.get_secret_value().encode(), args.user_id, int(time.time() + args.ttl)))
     return 0

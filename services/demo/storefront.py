@@ -27,6 +27,7 @@ from services.bus.topics import create_topics
 from services.demo.catalogue import write_catalogue
 from services.demo.shoppers import ShopperCrowd
 from services.errors import UserError
+from services.recommender.http.tokens import mint
 from services.settings import Settings
 from services.stack import Stack
 
@@ -131,8 +132,9 @@ def run_storefront_demo(settings: Settings, seconds: float | None = None, produc
     print(f"   {checkpoint}")
 
     publishable, secret = f"pk-demo-{secrets.token_hex(8)}", f"sk-demo-{secrets.token_hex(16)}"
+    token_secret = secrets.token_bytes(32).hex()
     env = {**os.environ, "SHELFSIGHT_MODEL_DIR": str(checkpoint), "SHELFSIGHT_PUBLISHABLE_KEYS": publishable,
-           "SHELFSIGHT_API_KEYS": secret, "PYTHONUNBUFFERED": "1"}
+           "SHELFSIGHT_API_KEYS": secret, "SHELFSIGHT_SHOPPER_TOKEN_SECRET": token_secret, "PYTHONUNBUFFERED": "1"}
     base = f"http://{settings.api_host}:{settings.api_port}"
     print("== 4. services: `shelfsight serve` (embedder + API + Kafka responder) and `shelfsight profiles`")
     services = [start_service("serve", ["serve"], env, folder / "logs"), start_service("profiles", ["profiles"], env, folder / "logs")]
@@ -154,9 +156,11 @@ def run_storefront_demo(settings: Settings, seconds: float | None = None, produc
         report = Publisher(producer, topic, settings.topic(topic.name), settings.topic(topic.dlq)).publish_file(catalogue_file)
         print(f"   {report.delivered} delivered; the embedder indexes them as they arrive")
 
-        print("== 6. simulated shoppers at work. Open the storefront:")
-        print(f"\n      {base}/?user=shopper-0\n")
-        print("   (any shopper-N, or a name of your own; the API documentation is at /docs)")
+        print("== 6. simulated shoppers at work. Open the storefront as one of them:")
+        expires = int(time.time() + 12 * 3600)
+        for user in ("shopper-0", "shopper-1", "shopper-2"):
+            print(f"      {base}/?user={user}&token={mint(token_secret.encode(), user, expires)}")
+        print("   (each link carries a shopper token, as a store's back end would mint it; the API documentation is at /docs)")
         print("   Ctrl-C stops the shoppers and the services; the stack keeps running (`make down` stops it).\n")
         crowd = ShopperCrowd(settings.api_host, settings.api_port, secret, catalogue, shoppers)
         started = last_print = time.monotonic()

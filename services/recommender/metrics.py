@@ -19,4 +19,8 @@ class RecommenderMetrics:
         self.events = Counter(
             "shelfsight_api_events", "Events posted to /v1/events, by outcome.", ["outcome"], registry=self.registry
         )
+        self.refused = Counter(
+            "shelfsight_api_refused", "Requests refused by a guard: shopper_token, rate_limited.", ["reason"],
+            registry=self.registry,
+        )
         self.streams = Gauge("shelfsight_api_streams", "Open Server-Sent Event streams.", registry=self.registry)

@@ -45,3 +45,20 @@ def test_unknown_topic_for_tail(kafka):
     result = _run("tail", "no-such-topic", "--idle", "1")
     assert result.returncode == 2
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_shopper_tokens_need_the_secret_and_a_sane_ttl():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "SHELFSIGHT_SHOPPER_TOKEN_SECRET"}
+    result = subprocess.run([sys.executable, "-m", "services.cli", "shopper-token", "u-1"], capture_output=True, text=True,
+                            env=env, timeout=60)
+    assert result.returncode == 2 and "SHELFSIGHT_SHOPPER_TOKEN_SECRET is not set" in result.stderr
+    too_long = _run("shopper-token", "u-1", "--ttl", "999999", env={"SHELFSIGHT_SHOPPER_TOKEN_SECRET": "s"})
+    assert too_long.returncode == 2 and "--ttl" in too_long.stderr and too_long.stderr.count("\n") == 1
+    minted = _run("shopper-token", "u-1", env={"SHELFSIGHT_SHOPPER_TOKEN_SECRET": "s"})
+    assert minted.returncode == 0
+
+    from services.recommender.http.tokens import verify
+
+    assert verify(b"s", "u-1", minted.stdout.strip(), __import__("time").time(), 7200) is None

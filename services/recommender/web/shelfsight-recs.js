@@ -1,9 +1,10 @@
-// <shelfsight-recs user="u-1" k="8" api="https://recs.example.com" key="pk_…" live>
+// <shelfsight-recs user="u-1" token="…" k="8" api="https://recs.example.com" key="pk_…" live>
 //
 // A dependency-free web component that shows a shopper's recommendations as product cards,
 // reports impressions and clicks to POST /v1/events, and re-renders live over Server-Sent
 // Events when the shopper's profile changes. `api` defaults to the page's own origin; `key`
-// is a publishable key (it may post click events only). Clicking a card fires a
+// is a publishable key (it may post click events only); `token` is the shopper token the
+// store's back end minted for this shopper (docs/recommender.md). Clicking a card fires a
 // `shelfsight-click` event (detail: the item) that the page can turn into navigation.
 (() => {
   "use strict";
@@ -42,7 +43,7 @@
   }
 
   class ShelfsightRecs extends HTMLElement {
-    static get observedAttributes() { return ["user", "k", "category", "api", "live"]; }
+    static get observedAttributes() { return ["user", "token", "k", "category", "api", "live"]; }
 
     constructor() {
       super();
@@ -56,13 +57,15 @@
 
     get api() { return (this.getAttribute("api") || "").replace(/\/$/, ""); }
     get user() { return this.getAttribute("user") || ""; }
+    // A shopper token from the store's back end; needed when the API has SHELFSIGHT_SHOPPER_TOKEN_SECRET.
+    get token() { return this.getAttribute("token") || ""; }
     get k() { return Math.max(1, Math.min(100, parseInt(this.getAttribute("k") || "8", 10) || 8)); }
 
     _query() {
       const params = new URLSearchParams({ k: String(this.k) });
       const category = this.getAttribute("category");
       if (category) params.set("category", category);
-      return params.toString();
+      return params;
     }
 
     connectedCallback() { this._start(); }
@@ -79,11 +82,13 @@
       if (!this.user) { this._status("No shopper given (set the user attribute)."); return; }
       const base = `${this.api}/v1/users/${encodeURIComponent(this.user)}/recommendations`;
       if (this.hasAttribute("live") && "EventSource" in globalThis) {
-        this._source = new EventSource(`${base}/stream?${this._query()}`);
+        const params = this._query();
+        if (this.token) params.set("token", this.token);  // EventSource cannot send headers
+        this._source = new EventSource(`${base}/stream?${params}`);
         this._source.addEventListener("recommendations", (e) => this._render(JSON.parse(e.data)));
         this._source.onerror = () => this._status(this._items ? "" : "Reconnecting…");
       } else {
-        fetch(`${base}?${this._query()}`)
+        fetch(`${base}?${this._query()}`, { headers: this.token ? { "X-Shopper-Token": this.token } : {} })
           .then((r) => r.ok ? r.json() : Promise.reject(new Error(`HTTP ${r.status}`)))
           .then((answer) => this._render(answer))
           .catch((err) => this._status(`Recommendations unavailable (${err.message}).`));
@@ -155,7 +160,7 @@
       if (!key) return;
       fetch(`${this.api}/v1/events`, {
         method: "POST", keepalive: true,
-        headers: { "Content-Type": "application/json", "X-API-Key": key },
+        headers: { "Content-Type": "application/json", "X-API-Key": key, ...(this.token ? { "X-Shopper-Token": this.token } : {}) },
         body: JSON.stringify(events),
       }).then((r) => {
         this.dispatchEvent(new CustomEvent("shelfsight-reported", { detail: { status: r.status, events }, bubbles: true, composed: true }));

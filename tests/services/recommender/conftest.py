@@ -5,11 +5,13 @@ advance; clicks go through the profiles worker's own ClickHandler into Redis.
 """
 
 import asyncio
+import contextlib
 import base64
 import io
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -134,8 +136,7 @@ def api_settings(kafka):
                                     "cors_origins": "https://shop.example", "api_max_body_bytes": 64 * 1024})
 
 
-@pytest.fixture
-def api(api_settings, shop):
+def api_for(settings, shop):
     """The API over the test shop, with real Kafka behind POST /v1/events and real Redis behind live updates."""
     from services.bus.config import producer_config
     from services.bus.producer import Producer
@@ -143,24 +144,27 @@ def api(api_settings, shop):
     from services.recommender.http.live import LiveUpdates
     from services.recommender.metrics import RecommenderMetrics
 
-    live = LiveUpdates(aioredis.Redis.from_url(api_settings.redis_url), shop.keys.updates_channel)
-    parts = ApiParts(api_settings, shop.engine(), shop.store, Producer(producer_config(api_settings)), live,
+    live = LiveUpdates(aioredis.Redis.from_url(settings.redis_url), shop.keys.updates_channel)
+    parts = ApiParts(settings, shop.engine(), shop.store, Producer(producer_config(settings)), live,
                      RecommenderMetrics(), model_version=lambda: "test-model")
     return build_api(parts), live
 
 
 @pytest.fixture
-def served(api):
-    """The API on a real uvicorn server (SSE and the browser need one); yields its base URL."""
-    import socket
+def api(api_settings, shop):
+    return api_for(api_settings, shop)
+
+
+@contextlib.contextmanager
+def uvicorn_serving(app) -> Iterator[str]:
+    """``app`` on a real uvicorn server on a free port (SSE and browsers need one); yields its base URL."""
     import threading
 
     import uvicorn
 
-    app, live = api
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    from tests.ports import free_port
+
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -168,6 +172,16 @@ def served(api):
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
     assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}", live
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def served(api):
+    """The API on a real uvicorn server; yields its base URL and the live updates."""
+    app, live = api
+    with uvicorn_serving(app) as base:
+        yield base, live

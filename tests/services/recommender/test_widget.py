@@ -1,7 +1,8 @@
 """The storefront widget in real headless Chromium (Debian's), driven by Selenium.
 
 It must render product cards with their images, report impressions and a click through
-POST /v1/events (which lands on Kafka), and leave a screenshot for people to look at.
+POST /v1/events (which lands on Kafka), and leave a screenshot for people to look at. The API
+runs with shopper tokens on, so every call the widget makes must carry the shopper's token.
 """
 
 import json
@@ -46,12 +47,28 @@ def _wait(predicate, timeout=20.0):
     raise AssertionError("timed out waiting in the browser")
 
 
-def test_widget_renders_cards_reports_a_click_and_updates_live(served, shop, api_settings):
-    base, _ = served
+TOKEN_SECRET = "widget-test-token-secret"
+
+
+@pytest.fixture
+def served_with_tokens(api_settings, shop):
+    from pydantic import SecretStr
+
+    from tests.services.recommender.conftest import api_for, uvicorn_serving
+
+    app, _ = api_for(api_settings.model_copy(update={"shopper_token_secret": SecretStr(TOKEN_SECRET)}), shop)
+    with uvicorn_serving(app) as base:
+        yield base
+
+
+def test_widget_renders_cards_reports_a_click_and_updates_live(served_with_tokens, shop, api_settings):
+    from services.recommender.http.tokens import mint
+
+    base = served_with_tokens
     shop.click("ivy", "bag-4", "click")
     browser = _browser()
     try:
-        browser.get(f"{base}/?user=ivy")
+        browser.get(f"{base}/?user=ivy&token={mint(TOKEN_SECRET.encode(), 'ivy', int(time.time()) + 600)}")
         cards = lambda: browser.execute_script(  # noqa: E731
             "const w = document.querySelector('shelfsight-recs');"
             "return w && w.shadowRoot ? Array.from(w.shadowRoot.querySelectorAll('.card')).map(c => ({"

@@ -1,0 +1,122 @@
+"""Who may read a shopper's recommendations and post their clicks, and how fast: shopper tokens,
+rate limits (429 with Retry-After), stream caps, and no redirect to an image the embedder refused."""
+
+import time
+import uuid
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from services.recommender.http.tokens import mint
+from services.vectors.store import StoredProduct
+from tests.services.recommender.conftest import PUBLISHABLE_KEY, SECRET_KEY, api_for, uvicorn_serving
+
+pytestmark = [pytest.mark.kafka, pytest.mark.redis]
+TOKEN_SECRET = "shopper-token-secret-for-tests"
+
+
+def _client(settings, shop):
+    return TestClient(api_for(settings, shop)[0])
+
+
+@pytest.fixture
+def guarded(api_settings, shop):
+    settings = api_settings.model_copy(update={
+        "shopper_token_secret": SecretStr(TOKEN_SECRET), "api_client_events_per_s": 2.0,
+    })
+    with _client(settings, shop) as client:
+        yield client
+
+
+def _token(user: str, ttl: float = 600) -> str:
+    return mint(TOKEN_SECRET.encode(), user, int(time.time() + ttl))
+
+
+def _click(user: str) -> dict:
+    return {"event_id": f"e-{uuid.uuid4().hex}", "user_id": user, "product_id": "bag-1", "kind": "click",
+            "occurred_at": datetime.now(UTC).isoformat(), "session_id": f"s-{user}"}
+
+
+def test_reading_a_shoppers_recommendations_needs_their_token_or_a_secret_key(guarded, shop):
+    shop.click("ann", "bag-1")
+    url = "/v1/users/ann/recommendations"
+    missing = guarded.get(url)
+    assert missing.status_code == 401 and "shopper token is required" in missing.json()["detail"]
+    assert guarded.get(url, headers={"X-Shopper-Token": _token("bob")}).status_code == 403
+    expired = guarded.get(url, headers={"X-Shopper-Token": _token("ann", ttl=-5)})
+    assert expired.status_code == 403 and "expired" in expired.json()["detail"]
+    too_long = guarded.get(url, headers={"X-Shopper-Token": _token("ann", ttl=10 * 86400)})
+    assert too_long.status_code == 403 and "SHELFSIGHT_SHOPPER_TOKEN_MAX_TTL_S" in too_long.json()["detail"]
+    assert guarded.get(url, headers={"X-Shopper-Token": _token("ann")}).status_code == 200
+    assert guarded.get(url, headers={"X-API-Key": SECRET_KEY}).status_code == 200
+    assert guarded.get(url, headers={"X-API-Key": PUBLISHABLE_KEY}).status_code == 401, "a publishable key is public"
+    stream = guarded.get(f"{url}/stream", params={"token": _token("bob")})
+    assert stream.status_code == 403
+
+
+def test_widget_clicks_need_the_shoppers_token(guarded):
+    headers = {"X-API-Key": PUBLISHABLE_KEY}
+    assert guarded.post("/v1/events", json=[_click("ann")], headers=headers).status_code == 401
+    forged = guarded.post("/v1/events", json=[_click("ann"), _click("bob")], headers={**headers, "X-Shopper-Token": _token("ann")})
+    assert forged.status_code == 403, "one token speaks for one shopper"
+    assert guarded.post("/v1/events", json=[_click("ann")], headers={**headers, "X-Shopper-Token": _token("ann")}).status_code == 202
+    assert guarded.post("/v1/events", json=[_click("cat")], headers={"X-API-Key": SECRET_KEY}).status_code == 202
+
+
+def test_publishable_posts_are_rate_limited_per_address_with_retry_after(guarded):
+    headers = {"X-API-Key": PUBLISHABLE_KEY, "X-Shopper-Token": _token("ann")}
+    burst = guarded.post("/v1/events", json=[_click("ann") for _ in range(8)], headers=headers)  # 2/s, bursts of 8
+    assert burst.status_code == 202
+    flooded = guarded.post("/v1/events", json=[_click("ann") for _ in range(4)], headers=headers)
+    assert flooded.status_code == 429
+    assert 1 <= int(flooded.headers["Retry-After"]) <= 2 and "SHELFSIGHT_API_CLIENT_EVENTS_PER_S" in flooded.json()["detail"]
+    assert guarded.post("/v1/events", json=[_click("cat") for _ in range(20)], headers={"X-API-Key": SECRET_KEY}).status_code == 202, \
+        "a store's back end with a secret key is not limited by address"
+    time.sleep(1.1)
+    assert guarded.post("/v1/events", json=[_click("ann")], headers=headers).status_code == 202, "the bucket refills"
+
+
+def test_live_streams_are_capped_per_address(api_settings, shop):
+    import httpx
+
+    settings = api_settings.model_copy(update={"shopper_token_secret": SecretStr(TOKEN_SECRET), "api_client_streams": 1})
+    with uvicorn_serving(api_for(settings, shop)[0]) as base:
+        url = f"{base}/v1/users/ann/recommendations/stream"
+        with httpx.stream("GET", url, params={"token": _token("ann")}, timeout=20) as first:
+            assert first.status_code == 200
+            lines = first.iter_lines()  # kept: a dropped iterator closes the response
+            next(lines)  # it is open and has answered
+            second = httpx.get(url, params={"token": _token("ann")}, timeout=20)
+            assert second.status_code == 429 and "SHELFSIGHT_API_CLIENT_STREAMS" in second.json()["detail"]
+            assert int(second.headers["Retry-After"]) >= 1
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # closed: the address may open one again
+            with httpx.stream("GET", url, params={"token": _token("ann")}, timeout=20) as again:
+                if again.status_code == 200:
+                    break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the stream slot was not given back")
+
+
+def test_no_redirect_to_an_image_the_embedder_refused(api_settings, shop):
+    vector = np.ones(len(next(iter(shop.vectors.values()))))
+    shop.store.upsert([
+        StoredProduct("refused-1", {"fused": (vector / np.linalg.norm(vector)).tolist()}, {
+            "title": "t", "category": "Bag", "price": 1.0, "currency": "EUR", "in_stock": True, "delisted": False,
+            "listed_ts": 0.0, "has_image": False, "image_url": "http://169.254.169.254/latest/meta-data",
+            "image_error": "169.254.169.254 resolves to a non-public address (169.254.169.254); refused",
+        }),
+        StoredProduct("linked-1", {"fused": (vector / np.linalg.norm(vector)).tolist()}, {
+            "title": "t", "category": "Bag", "price": 1.0, "currency": "EUR", "in_stock": True, "delisted": False,
+            "listed_ts": 0.0, "has_image": False, "image_url": "https://cdn.example.com/bag.jpg",
+        }),
+    ])
+    with _client(api_settings, shop) as client:
+        refused = client.get("/v1/products/refused-1/image", follow_redirects=False)
+        assert refused.status_code == 404 and "non-public address" in refused.json()["detail"]
+        linked = client.get("/v1/products/linked-1/image", follow_redirects=False)
+        assert linked.status_code == 302 and linked.headers["location"] == "https://cdn.example.com/bag.jpg"
