@@ -5,6 +5,7 @@ items by product, so a table would have to be global (every worker reading the w
 changelog), while Redis gives every worker — and the recommender — the same items at once.
 """
 
+import hashlib
 import logging
 import time
 
@@ -163,7 +164,9 @@ async def checkpoint_learners(state: ProfileState, learners: Learners, secret: b
     """Write the learners checkpoint; with Redis away, skip this one (the timer tries again next
     interval) instead of letting the error stop the timer and, with it, the worker."""
     try:
-        await state.redis.set(state.keys.learners("main"), dump(learners, secret))
+        blob = dump(learners, secret)
+        keys = state.keys
+        await state.redis.mset({keys.learners("main"): blob, keys.learners_digest("main"): hashlib.sha256(blob).hexdigest()})
         return True
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         log.warning("learners checkpoint skipped: redis unavailable", extra={"error": str(exc)})

@@ -7,7 +7,6 @@ import threading
 import time
 
 import redis
-import redis.asyncio as aioredis
 
 from schemas.topics import CLICKS
 from services.bus.broker import require_broker
@@ -23,6 +22,7 @@ from services.profiles.metrics import ProfilesMetrics
 from services.profiles.positions import KafkaRangeReader
 from services.profiles.profile import ClickParams
 from services.profiles.state import Keys, ProfileState
+from services.redis_clients import async_redis, sync_redis
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def state_secret(settings: Settings) -> bytes:
 
 
 def restore_learners(settings: Settings, keys: Keys, secret: bytes) -> Learners:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = sync_redis(settings.redis_url)
     try:
         blob = client.get(keys.learners("main"))
     except redis.RedisError as exc:
@@ -83,8 +83,8 @@ def run_profiles(settings: Settings) -> int:
     keys = Keys(settings.redis_prefix)
     secret = state_secret(settings)
     learners = restore_learners(settings, keys, secret)
-    state = ProfileState(aioredis.Redis.from_url(settings.redis_url), keys, ClickParams(neighbours=settings.covisit_neighbours, park_s=settings.profiles_park_s,
-                                                                             park_max=settings.profiles_park_max))
+    params = ClickParams(neighbours=settings.covisit_neighbours, park_s=settings.profiles_park_s, park_max=settings.profiles_park_max)
+    state = ProfileState(async_redis(settings.redis_url), keys, params)
     metrics = ProfilesMetrics()
     producer = Producer(producer_config(settings))
     reader = KafkaRangeReader(consumer_config(settings, group_id="unused"))

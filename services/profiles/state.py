@@ -89,6 +89,10 @@ class Keys:
     def learners(self, worker: str) -> str:
         return f"{self.prefix}learners:{worker}"
 
+    def learners_digest(self, worker: str) -> str:
+        """A digest of the checkpoint, written with it: readers skip downloading an unchanged one."""
+        return f"{self.prefix}learners:{worker}:digest"
+
     def parked(self, topic: str, partition: int) -> str:
         """Clicks of one partition waiting for their product (member: the event's JSON, score: parked at)."""
         return f"{self.prefix}parked:{topic}:{partition}"

@@ -89,6 +89,7 @@ class LearnedCache:
         self._redis, self._keys, self._secret, self._refresh_s = client, keys, secret, refresh_s
         self._current = Learned.from_learners(Learners())
         self._blob: bytes | None = None
+        self._digest: bytes | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -97,7 +98,12 @@ class LearnedCache:
         return self._current
 
     def refresh(self) -> bool:
-        """Load the checkpoint if it changed; True when a new one was taken."""
+        """Load the checkpoint if it changed; True when a new one was taken. The small digest the
+        worker writes with it is read first, so an unchanged checkpoint is not downloaded again."""
+        digest = self._redis.get(self._keys.learners_digest("main"))
+        if digest is not None and digest == self._digest:
+            return False
+        self._digest = digest
         blob = self._redis.get(self._keys.learners("main"))
         if blob is None or blob == self._blob:
             return False

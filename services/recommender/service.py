@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
-import redis.asyncio as aioredis
 from confluent_kafka import Consumer
 
 from schemas import RecommendationServed, encode
@@ -33,6 +32,7 @@ from services.recommender.learned import LearnedCache
 from services.recommender.metrics import RecommenderMetrics
 from services.recommender.responder import GROUP_ID, Responder
 from services.recommender.shopper import ShopperReader
+from services.redis_clients import async_redis, sync_redis
 from services.settings import Settings
 from services.vectors.store import ProductStore
 
@@ -50,7 +50,7 @@ def tuning(settings: Settings) -> Tuning:
 
 
 def redis_client(settings: Settings) -> redis.Redis:
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, health_check_interval=30)
+    client = sync_redis(settings.redis_url, socket_timeout=5, health_check_interval=30)
     try:
         client.ping()
     except redis.RedisError as exc:
@@ -170,7 +170,7 @@ def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
         Producer(producer_config(settings)), metrics, lambda: predictor.model_version,
     )
     keys = Keys(settings.redis_prefix)
-    live = LiveUpdates(aioredis.Redis.from_url(settings.redis_url), keys.updates_channel)
+    live = LiveUpdates(async_redis(settings.redis_url), keys.updates_channel)
 
     failures: list[str] = []
 

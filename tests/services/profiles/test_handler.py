@@ -240,3 +240,29 @@ def test_learners_checkpoint_survives_redis_being_away(setup):
     away = aioredis.Redis(host="127.0.0.1", port=dead_port, socket_connect_timeout=0.5)
     assert loop.run_until_complete(checkpoint_learners(ProfileState(away, keys, SMALL), learners, b"secret")) is False
     loop.run_until_complete(away.aclose())
+
+
+def test_the_recommender_downloads_a_checkpoint_only_when_it_changed(setup):
+    from services.recommender.learned import LearnedCache
+
+    loop, state, handler, letters, keys, r = setup
+    learners = Learners()
+    learners.learn_event("u1", "p1", "click", 1.0)
+    loop.run_until_complete(checkpoint_learners(state, learners, b"secret"))
+
+    class Counting:  # the real client, counting what it fetches
+        def __init__(self, client):
+            self.client, self.fetched = client, []
+
+        def get(self, key):
+            self.fetched.append(key)
+            return self.client.get(key)
+
+    counting = Counting(r)
+    cache = LearnedCache(counting, keys, b"secret")  # type: ignore[arg-type]
+    assert cache.refresh() is True and cache.current.events == 1
+    assert cache.refresh() is False
+    assert counting.fetched.count(keys.learners("main")) == 1, "unchanged: only the digest was read again"
+    learners.learn_event("u1", "p2", "click", 1.0)
+    loop.run_until_complete(checkpoint_learners(state, learners, b"secret"))
+    assert cache.refresh() is True and cache.current.events == 2
