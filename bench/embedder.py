@@ -85,7 +85,7 @@ def main() -> None:
         # From the first commit to the last: joining the consumer group is not throughput.
         topic = settings.topic("products.listed")
         first_at = first_lag = None
-        while (lag := group_lag(settings, topic, GROUP_ID)) > 0:
+        while (lag := group_lag(settings, topic, settings.group(GROUP_ID))) > 0:
             if first_at is None and lag < len(products):
                 first_at, first_lag = time.perf_counter(), lag
             time.sleep(0.05)

@@ -110,7 +110,7 @@ def main() -> None:
                "SHELFSIGHT_PROFILES_METRICS_PORT": "0", "SHELFSIGHT_LOG_LEVEL": "WARNING"}
         worker = subprocess.Popen([sys.executable, "-m", "services.cli", "profiles"], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        group = f"{settings.topic_prefix}{GROUP_ID}"
+        group = settings.group(GROUP_ID)
         first_at = first_lag = None
         while True:
             lag = group_lag(settings, topic, group)

@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     profiles_park_retry_s: float = Field(
         default=5.0, gt=0.0, le=600.0, description="How often parked clicks are looked at again when no new click comes."
     )
+    profiles_session_timeout_s: float = Field(
+        default=30.0, ge=6.0, le=600.0,
+        description="How long the profiles group waits for a worker that stopped answering before its partitions move to the others.",
+    )
     profiles_stall_s: float = Field(
         default=120.0, gt=0.0, le=3600.0,
         description="The profiles worker reports unhealthy (/healthz 503) when clicks are waiting and none was consumed for this long.",
@@ -207,6 +211,24 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(
         default=3, ge=1, le=1000, description="Partitions of each topic `topics create` makes."
     )
+    topic_replication_factor: int = Field(
+        default=1, ge=1, le=16, description="Replicas of each topic `topics create` makes (3 on a production cluster)."
+    )
+    topic_min_insync_replicas: int | None = Field(
+        default=None, ge=1, le=16,
+        description="`min.insync.replicas` of the topics `topics create` makes (2 with 3 replicas). Unset: the broker's default.",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="How every Kafka client connects (producers, consumers, admin, the Faust worker)."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="PLAIN", description="SASL mechanism, with SASL_PLAINTEXT or SASL_SSL."
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password.")
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="CA certificates (PEM) that sign the brokers' certificates, with SSL or SASL_SSL. Unset: the system's."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Log level."
     )
@@ -240,6 +262,10 @@ class Settings(BaseSettings):
 
     def topic(self, name: str) -> str:
         """The real topic name of a logical one (see ``schemas.topics``)."""
+        return f"{self.topic_prefix}{name}"
+
+    def group(self, name: str) -> str:
+        """The real consumer group of a service: prefixed like topics, so deployments sharing a cluster never mix."""
         return f"{self.topic_prefix}{name}"
 
     @cached_property

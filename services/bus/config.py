@@ -9,9 +9,39 @@ DLQ_MESSAGE_BYTES = 2 * LIMITS.event_bytes
 PRODUCER_MESSAGE_BYTES = DLQ_MESSAGE_BYTES + 64 * 1024
 
 
+def client_config(settings: Settings) -> dict[str, object]:
+    """How any librdkafka client reaches the cluster: the servers and the security settings.
+
+    >>> from pydantic import SecretStr
+    >>> from services.settings import load_settings
+    >>> secure = load_settings(kafka_security_protocol="SASL_SSL", kafka_sasl_mechanism="SCRAM-SHA-512",
+    ...                        kafka_sasl_username="shop", kafka_sasl_password="pw", kafka_ssl_cafile="/etc/ca.pem")
+    >>> sorted(client_config(secure).items())  # doctest: +NORMALIZE_WHITESPACE
+    [('bootstrap.servers', '127.0.0.1:9092'), ('sasl.mechanisms', 'SCRAM-SHA-512'), ('sasl.password', 'pw'),
+     ('sasl.username', 'shop'), ('security.protocol', 'SASL_SSL'), ('ssl.ca.location', '/etc/ca.pem')]
+    """
+    config: dict[str, object] = {"bootstrap.servers": settings.kafka_bootstrap}
+    protocol = settings.kafka_security_protocol
+    if protocol != "PLAINTEXT":
+        config["security.protocol"] = protocol
+    if protocol.startswith("SASL"):
+        config["sasl.mechanisms"] = settings.kafka_sasl_mechanism
+        if settings.kafka_sasl_username is not None:
+            config["sasl.username"] = settings.kafka_sasl_username
+        if settings.kafka_sasl_password is not None:
+            config["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
+    if protocol.endswith("SSL") and settings.kafka_ssl_cafile is not None:
+        config["ssl.ca.location"] = str(settings.kafka_ssl_cafile)
+    return config
+
+
+def admin_config(settings: Settings) -> dict[str, object]:
+    return client_config(settings)
+
+
 def producer_config(settings: Settings, **overrides: object) -> dict[str, object]:
     return {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        **client_config(settings),
         "enable.idempotence": True,  # acks=all and no duplicates from producer retries
         "linger.ms": 5,
         "compression.type": "lz4",
@@ -22,7 +52,7 @@ def producer_config(settings: Settings, **overrides: object) -> dict[str, object
 
 def consumer_config(settings: Settings, group_id: str, **overrides: object) -> dict[str, object]:
     return {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        **client_config(settings),
         "group.id": group_id,
         "enable.auto.commit": False,  # commit only after the work is done: at-least-once
         "auto.offset.reset": "earliest",
@@ -30,3 +60,23 @@ def consumer_config(settings: Settings, group_id: str, **overrides: object) -> d
         "max.partition.fetch.bytes": PRODUCER_MESSAGE_BYTES,
         **overrides,
     }
+
+
+def faust_broker(settings: Settings) -> tuple[list[str], object | None]:
+    """The Faust (aiokafka) side of the same settings: broker URLs and credentials."""
+    import ssl
+
+    import faust
+
+    urls = [f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")]
+    protocol = settings.kafka_security_protocol
+    context = None
+    if protocol.endswith("SSL"):
+        context = ssl.create_default_context(cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
+    if protocol.startswith("SASL"):
+        password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
+        return urls, faust.SASLCredentials(username=settings.kafka_sasl_username, password=password,
+                                           mechanism=settings.kafka_sasl_mechanism, ssl_context=context)
+    if context is not None:
+        return urls, faust.SSLCredentials(context)
+    return urls, None

@@ -7,7 +7,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas.limits import LIMITS
 from schemas.topics import TOPICS
-from services.bus.config import DLQ_MESSAGE_BYTES
+from services.bus.config import DLQ_MESSAGE_BYTES, admin_config
+from services.errors import UserError
 from services.settings import Settings
 
 _DLQ_RETENTION_MS = 30 * 24 * 3600 * 1000  # a month to look into refused messages
@@ -24,7 +25,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic and dead-letter topic, with the settings' prefix and partitions."""
     specs = []
     for topic in TOPICS.values():
-        config = {"max.message.bytes": str(LIMITS.event_bytes + 64 * 1024)}
+        config = {"max.message.bytes": str(LIMITS.event_bytes + 64 * 1024), **_durability(settings)}
         if topic.compacted:
             config["cleanup.policy"] = "compact"
         if topic.keep_forever:
@@ -37,18 +38,28 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
                 TopicSpec(
                     settings.topic(topic.dlq),
                     1,
-                    {"max.message.bytes": str(DLQ_MESSAGE_BYTES), "retention.ms": str(_DLQ_RETENTION_MS)},
+                    {"max.message.bytes": str(DLQ_MESSAGE_BYTES), "retention.ms": str(_DLQ_RETENTION_MS), **_durability(settings)},
                 )
             )
     return specs
 
 
+def _durability(settings: Settings) -> dict[str, str]:
+    if settings.topic_min_insync_replicas is None:
+        return {}
+    return {"min.insync.replicas": str(settings.topic_min_insync_replicas)}
+
+
 def create_topics(settings: Settings, timeout: float = 30.0) -> list[tuple[str, str]]:
     """Create what is missing. Returns (topic, "created" | "exists") for each."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    if (settings.topic_min_insync_replicas or 1) > settings.topic_replication_factor:
+        raise UserError(f"SHELFSIGHT_TOPIC_MIN_INSYNC_REPLICAS ({settings.topic_min_insync_replicas}) is more than "
+                        f"SHELFSIGHT_TOPIC_REPLICATION_FACTOR ({settings.topic_replication_factor}): nothing could be written")
+    admin = AdminClient(admin_config(settings))
     specs = topic_specs(settings)
     futures = admin.create_topics(
-        [NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, config=s.config) for s in specs],
+        [NewTopic(s.name, num_partitions=s.partitions, replication_factor=settings.topic_replication_factor, config=s.config)
+         for s in specs],
         operation_timeout=timeout,
         request_timeout=timeout,
     )
@@ -58,7 +69,11 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> list[tuple[str, 
             futures[spec.name].result(timeout=timeout)
             results.append((spec.name, "created"))
         except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            code = exc.args[0].code()
+            if code == KafkaError.INVALID_REPLICATION_FACTOR:
+                raise UserError(f"the cluster cannot hold {settings.topic_replication_factor} replicas of {spec.name} "
+                                f"({exc.args[0].str()}): lower SHELFSIGHT_TOPIC_REPLICATION_FACTOR") from None
+            if code != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
             results.append((spec.name, "exists"))
     return results
@@ -66,7 +81,7 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> list[tuple[str, 
 
 def delete_topics(settings: Settings, names: list[str], timeout: float = 30.0) -> None:
     """Delete topics (tests clean up their prefixed topics with this)."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(admin_config(settings))
     for future in admin.delete_topics(names, operation_timeout=timeout).values():
         try:
             future.result(timeout=timeout)

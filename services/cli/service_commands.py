@@ -97,14 +97,14 @@ def _reindex(settings: Settings, args: argparse.Namespace) -> int:
         path = settings.qdrant_path or settings.cache_dir / "qdrant" / settings.qdrant_collection
         shutil.rmtree(path, ignore_errors=True)
     topic = settings.topic(PRODUCTS_LISTED.name)
-    consumer = Consumer(consumer_config(settings, GROUP_ID))
+    consumer = Consumer(consumer_config(settings, settings.group(GROUP_ID)))
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         starts = [TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[0]) for p in partitions]
         consumer.commit(offsets=starts, asynchronous=False)
     finally:
         consumer.close()
-    print(f"product store dropped; {GROUP_ID} will re-embed {topic} from the start: run `shelfsight embedder`")
+    print(f"product store dropped; {settings.group(GROUP_ID)} will re-embed {topic} from the start: run `shelfsight embedder`")
     return 0
 
 

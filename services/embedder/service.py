@@ -95,7 +95,7 @@ def build_embedder(settings: Settings, predictor: Predictor | None = None, store
     store = store or open_product_store(settings, predictor)
     pool = ThreadPoolExecutor(settings.embedder_decode_threads, thread_name_prefix="decode")
     indexer = Indexer(predictor, store, ImageFetcher(url_policy(settings)), pool, image_policy(settings))
-    consumer = Consumer(consumer_config(settings, GROUP_ID))
+    consumer = Consumer(consumer_config(settings, settings.group(GROUP_ID)))
     metrics = EmbedderMetrics()
     worker = EmbedderWorker(settings, indexer, consumer, Producer(producer_config(settings)), metrics)
     def health() -> dict[str, object]:

@@ -78,7 +78,7 @@ class EmbedderWorker:
     def run(self, stop: threading.Event) -> None:
         """Until ``stop`` is set; then finish the batch in hand, commit, and close the consumer."""
         self._consumer.subscribe([self._source], on_revoke=self._on_revoke)
-        log.info("embedder consuming", extra={"topic": self._source, "group": GROUP_ID})
+        log.info("embedder consuming", extra={"topic": self._source, "group": self._settings.group(GROUP_ID)})
         try:
             while not stop.is_set():
                 batch = self._next_batch()

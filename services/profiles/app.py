@@ -15,6 +15,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from schemas import ContractError, ProductIndexed, RecommendationServed, decode
 from schemas.topics import CLICKS, PRODUCTS_INDEXED, RECOMMENDATIONS_SERVED
+from services.bus.config import faust_broker
 from services.bus.dead_letters import dead_letter
 from services.bus.producer import Producer
 from services.profiles.handler import BatchResult, ClickHandler, RawMessage
@@ -39,9 +40,11 @@ def build_app(
     reader: RangeReader | None = None,
 ) -> faust.App:
     (settings.cache_dir / "faust").mkdir(parents=True, exist_ok=True)
+    brokers, credentials = faust_broker(settings)
     app = faust.App(
-        f"{settings.topic_prefix}{GROUP_ID}",
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        settings.group(GROUP_ID),
+        broker=brokers,
+        broker_credentials=credentials,
         store="memory://",
         datadir=str(settings.cache_dir / "faust" / "{conf.name}-data"),  # not the working directory
         web_enabled=False,
@@ -50,6 +53,8 @@ def build_app(
         processing_guarantee="at_least_once",
         broker_commit_every=1000,
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.profiles_session_timeout_s,
+        broker_heartbeat_interval=settings.profiles_session_timeout_s / 10,
         producer_max_request_size=1_000_000,
     )
     clicks_topic = app.topic(settings.topic(CLICKS.name), key_serializer="raw", value_serializer="raw")

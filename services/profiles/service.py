@@ -111,7 +111,7 @@ def _start_ops(settings: Settings, metrics: ProfilesMetrics) -> OpsServer | None
     def refresh_lag() -> None:
         while True:
             try:
-                last["lag"] = group_lag(settings, settings.topic(CLICKS.name), f"{settings.topic_prefix}{GROUP_ID}")
+                last["lag"] = group_lag(settings, settings.topic(CLICKS.name), settings.group(GROUP_ID))
                 metrics.lag.set(last["lag"])
                 last["at"] = time.monotonic()
             except Exception:  # a lag probe must not take the worker down

@@ -166,7 +166,7 @@ def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
         embedder = build_embedder(settings.model_copy(update={"embedder_metrics_port": 0}), predictor, store)
         registries = (embedder.worker.metrics.registry,)
     responder = Responder(
-        settings, engine, Consumer(consumer_config(settings, f"{settings.topic_prefix}{GROUP_ID}")),
+        settings, engine, Consumer(consumer_config(settings, settings.group(GROUP_ID))),
         Producer(producer_config(settings)), metrics, lambda: predictor.model_version,
     )
     keys = Keys(settings.redis_prefix)

@@ -21,7 +21,7 @@ _MAIN_CLASS = "kafka.Kafka"
 _MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies"
 
 
-def broker_answers(bootstrap: str, timeout: float = 2.0) -> bool:
+def broker_answers(bootstrap: str, timeout: float = 2.0, client: dict[str, object] | None = None) -> bool:
     """Whether a Kafka broker at ``bootstrap`` answers a metadata request."""
     from confluent_kafka.admin import AdminClient
 
@@ -30,6 +30,7 @@ def broker_answers(bootstrap: str, timeout: float = 2.0) -> bool:
         return False
     admin = AdminClient(
         {
+            **(client or {}),  # security settings, for a cluster that needs them
             "bootstrap.servers": bootstrap,
             "socket.timeout.ms": max(int(timeout * 1000), 10),
             "log_level": 0,  # a probe: refused connections are expected, not worth logging

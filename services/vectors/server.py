@@ -39,10 +39,18 @@ class ServerProductStore:
                     "run `shelfsight reindex` to rebuild it for this model"
                 )
             return
-        self._client.create_collection(
-            self._collection,
-            vectors_config={n: m.VectorParams(size=size, distance=m.Distance.COSINE) for n, size in wanted.items()},
-        )
+        try:
+            self._client.create_collection(
+                self._collection,
+                vectors_config={n: m.VectorParams(size=size, distance=m.Distance.COSINE) for n, size in wanted.items()},
+            )
+        except Exception:
+            # Several embedders starting at once: another created it between our check and our
+            # create. Then it must simply be right for this model; anything else is a real error.
+            if not self._client.collection_exists(self._collection):
+                raise
+            self.ensure_collection(dims)
+            return
         with warnings.catch_warnings():
             # qdrant-client's in-process mode ignores payload indexes and says so; a server uses them.
             warnings.filterwarnings("ignore", message="Payload indexes have no effect")

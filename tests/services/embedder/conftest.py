@@ -43,7 +43,7 @@ def publish_lines(settings, lines: list[dict | str | bytes]) -> None:
 
 
 def wait_committed(settings, timeout: float = 120.0) -> None:
-    wait_caught_up(settings, settings.topic(PRODUCTS_LISTED.name), GROUP_ID, timeout)
+    wait_caught_up(settings, settings.topic(PRODUCTS_LISTED.name), settings.group(GROUP_ID), timeout)
 
 
 @pytest.fixture

@@ -81,7 +81,7 @@ def test_kill_and_restart_counts_every_distinct_valid_event_once(kafka, redis_cl
     total = 6000 + len(bad) + 1 + 200 + 1
 
     command = [sys.executable, "-m", "services.cli", "profiles"]
-    group = f"{kafka.topic_prefix}{GROUP_ID}"
+    group = kafka.group(GROUP_ID)
     log = tmp_path / "worker.log"
     first = subprocess.Popen(command, env=_env(kafka, prefix), stdout=subprocess.DEVNULL, stderr=log.open("ab"))
     try:

@@ -27,7 +27,7 @@ def _responses(settings, count):
 @contextlib.contextmanager
 def _running(kafka, shop, model_version=lambda: None):
     """A responder on its own thread, as `serve` runs it; stopped (and checked stopped) on exit."""
-    responder = Responder(kafka, shop.engine(), Consumer(consumer_config(kafka, f"{kafka.topic_prefix}{GROUP_ID}")),
+    responder = Responder(kafka, shop.engine(), Consumer(consumer_config(kafka, kafka.group(GROUP_ID))),
                           Producer(producer_config(kafka)), RecommenderMetrics(), model_version)
     stop = threading.Event()
     thread = threading.Thread(target=responder.run, args=(stop,), daemon=True)

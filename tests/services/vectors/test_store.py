@@ -102,3 +102,30 @@ def test_edge_survives_a_reopen_and_refuses_a_second_owner(tmp_path):
     again.ensure_collection(DIMS)
     assert again.count() == 1
     again.close()
+
+
+def test_server_store_creation_races_are_harmless():
+    """Two embedders starting together on one Qdrant: the second finds the collection created
+    between its check and its create, and goes on (same dims) or stops clearly (other dims).
+    The race window is made certain by answering the second one's first existence check with
+    "not yet"; the create and everything after run on the real (in-process) engine."""
+    from qdrant_client import QdrantClient
+
+    client = QdrantClient(location=":memory:")
+    first, second = ServerProductStore(client), ServerProductStore(client)
+    first.ensure_collection(DIMS)
+    exists = client.collection_exists
+    calls = []
+
+    def checked_too_early(name: str) -> bool:
+        calls.append(name)
+        return False if len(calls) == 1 else exists(name)
+
+    client.collection_exists = checked_too_early  # type: ignore[method-assign]
+    second.ensure_collection(DIMS)  # its create fails (it exists now), then it is checked and accepted
+    assert len(calls) >= 2
+    second.upsert([_product("p1", _unit(1, 0, 0, 0))])
+    assert first.count() == 1
+    calls.clear()
+    with pytest.raises(StoreMismatch):
+        second.ensure_collection({"image": 5, "fused": 5})
