@@ -23,7 +23,16 @@ from schemas import ClickEvent, ContractError, decode
 from services.profiles.choices import ServedList, choice, pick_list
 from services.profiles.learners import CHOICE_KINDS, Learners
 from services.profiles.messages import RawMessage
-from services.profiles.positions import Partition, RangeReader, gaps, next_positions, partitions_of, split_applied
+from services.profiles.positions import (
+    Partition,
+    Position,
+    RangeReader,
+    Stored,
+    gaps,
+    next_positions,
+    partitions_of,
+    split_applied,
+)
 from services.profiles.profile import ClickParams, Profile, apply, forward_decay_score
 from services.profiles.state import ProfileState, encode_profile
 from services.profiles.writes import WriteBatch
@@ -67,6 +76,7 @@ class StalePositions(RuntimeError):
 
 @dataclass(frozen=True)
 class _ParkedAt:
+    partition: Partition
     key: str  # the partition's parked set
     at: float  # when it was parked
 
@@ -86,6 +96,7 @@ class _Pending:
     dismissers: set[str] = field(default_factory=set)
     impressions: dict[str, set[str]] = field(default_factory=dict)  # request id → products reported seen in this batch
     parked: dict[str, int] = field(default_factory=dict)  # parked set → how many it holds (as this batch leaves it)
+    unparked_from: set[Partition] = field(default_factory=set)  # partitions whose parked clicks this write takes out
 
 
 class ClickHandler:
@@ -119,7 +130,7 @@ class ClickHandler:
         too long (a timer calls this, so parked clicks move on when their partition is quiet)."""
         for _ in range(self._max_conflicts):
             result = BatchResult()
-            if await self._handle_chunk([], {}, result, self.partitions):
+            if await self._handle_chunk([], await self._state.positions(self.partitions), result, self.partitions):
                 return result
         raise StalePositions("parked clicks kept being taken by another worker")
 
@@ -158,11 +169,10 @@ class ClickHandler:
         """Move the positions past ``messages`` without applying them: after a batch that failed
         on a bug was dead-lettered, so the next batch does not read it back as a gap."""
         for (topic, partition), position in next_positions(messages).items():
-            key, field_ = self._state.keys.positions(topic), str(partition)
             stored = await self._state.positions({(topic, partition)})
-            current = stored[(topic, partition)]
-            if current is None or current < position:
-                await self._state.redis.hset(key, field_, position)
+            current = stored[(topic, partition)] or Position(position)
+            moved = current.after(max(current.offset, position))
+            await self._state.redis.hset(self._state.keys.positions(topic), str(partition), moved.text())
 
     async def _missing(self, holes: dict[Partition, tuple[int, int]]) -> list[RawMessage]:
         """Events between a partition's stored position and the batch, read back from Kafka."""
@@ -176,7 +186,7 @@ class ClickHandler:
             out += await self._reader.read(topic, partition, start, end, self._params.replay_batch)
         return out
 
-    async def _forget_reset_topics(self, done: list[RawMessage], stored: dict[Partition, int | None]) -> None:
+    async def _forget_reset_topics(self, done: list[RawMessage], stored: Stored) -> None:
         """A stored position beyond the end of its partition belongs to a deleted and recreated
         topic: forget it, or every event would be skipped as applied."""
         if self._reader is None:
@@ -184,16 +194,19 @@ class ClickHandler:
         for topic, partition in partitions_of(done):
             position = stored[(topic, partition)]
             end = await self._reader.end_offset(topic, partition)
-            if position is not None and end < position:
+            if position is not None and end < position.offset:
                 log.error("stored position beyond the end of the partition: the topic was recreated; starting over",
                           extra={"topic": topic, "partition": partition, "stored": position, "end": end})
                 stored[(topic, partition)] = None
                 await self._state.redis.hdel(self._state.keys.positions(topic), str(partition))
 
-    async def _handle_chunk(self, messages: list[RawMessage], stored: dict[Partition, int | None], result: BatchResult,
+    async def _handle_chunk(self, messages: list[RawMessage], stored: Stored, result: BatchResult,
                             parked_in: set[Partition] | None = None) -> bool:
         """Write one chunk (guarded by its partitions' positions), with the parked clicks of
-        ``parked_in`` (default: the chunk's partitions) whose product may have arrived."""
+        ``parked_in`` (default: the chunk's partitions) whose product may have arrived. Every
+        partition the write touches has its position checked and its write count moved on, so
+        no two writes on one partition ever interleave (two workers, or the parked-clicks timer
+        and a batch of the same worker)."""
         events: list[tuple[RawMessage, ClickEvent]] = []
         now = self._clock()
         parked: dict[RawMessage, _ParkedAt] = {}
@@ -207,10 +220,10 @@ class ClickHandler:
                 try:
                     events.append((m, decode(ClickEvent, value)))
                 except ContractError as exc:  # valid when parked; the contract may have changed since
-                    self._unpark(w, _ParkedAt(key, at), m)
+                    self._unpark(w, _ParkedAt((topic, partition), key, at), m)
                     result.refused.append((m, exc.reason))
                     continue
-                parked[m] = _ParkedAt(key, at)
+                parked[m] = _ParkedAt((topic, partition), key, at)
         for m in messages:
             try:
                 event = decode(ClickEvent, m.value)
@@ -227,8 +240,13 @@ class ClickHandler:
             self._dead_letter(message, reason)
         if result.refused:
             self._flush_dead_letters()  # out before the positions pass them
-        for (topic, partition), position in next_positions(messages).items():
-            w.pipe.guard(self._state.keys.positions(topic), str(partition), stored.get((topic, partition)), position)
+        moved = next_positions(messages)
+        for part in sorted(set(moved) | w.unparked_from):
+            current = stored.get(part)
+            if current is None and part not in moved:
+                continue  # parked clicks always come after a positioned write; nothing to fence against
+            after = current.after(moved.get(part)) if current is not None else Position(moved[part], 1)
+            w.pipe.guard(self._state.keys.positions(part[0]), str(part[1]), current.text() if current else None, after.text())
         if w.pipe and not await w.pipe.execute(self._state.redis):
             return False  # a position moved: nothing was written, nothing is learned
         for learn in w.learning:
@@ -338,6 +356,7 @@ class ClickHandler:
 
     def _unpark(self, w: _Pending, origin: _ParkedAt, message: RawMessage) -> None:
         w.pipe.require(origin.key, message.value)  # another worker taking it first refuses this write
+        w.unparked_from.add(origin.partition)
         w.pipe.call("ZREM", origin.key, message.value)
 
     def _covisit(self, w: _Pending, session: list[str], product: str, session_id: str) -> None:

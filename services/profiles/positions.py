@@ -12,18 +12,24 @@ positions, and only if they still hold the values read before the batch (compare
 - a write whose positions moved meanwhile (another worker owns the partition now, or this
   worker's own retried batch got through) is refused whole and recomputed.
 
+Each stored position also counts the writes that touched its partition, so a write that
+moves no offset (applying parked clicks) still fences every other write on that partition.
+
 >>> m = [RawMessage(b"u", b"{}", 0, o, "clicks") for o in (4, 5, 6)]
->>> fresh, done = split_applied(m, {("clicks", 0): 5})
+>>> fresh, done = split_applied(m, {("clicks", 0): Position(5, 3)})
 >>> [x.offset for x in fresh], [x.offset for x in done]
 ([5, 6], [4])
->>> gaps(fresh, {("clicks", 0): 2})
+>>> gaps(fresh, {("clicks", 0): Position(2, 1)})
 {('clicks', 0): (2, 5)}
+>>> Position.parse(b"7/2").after(9).text()
+'9/3'
 """
 
 import asyncio
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -35,27 +41,58 @@ log = logging.getLogger(__name__)
 Partition = tuple[str, int]  # (topic, partition)
 
 
+@dataclass(frozen=True)
+class Position:
+    """What Redis holds for one partition: the next offset to apply, and how many writes so far."""
+
+    offset: int
+    writes: int = 0
+
+    @classmethod
+    def parse(cls, raw: bytes | str | None) -> "Position | None":
+        if raw is None:
+            return None
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        offset, _, writes = text.partition("/")
+        return cls(int(offset), int(writes or 0))
+
+    def text(self) -> str:
+        return f"{self.offset}/{self.writes}"
+
+    def after(self, offset: int | None = None) -> "Position":
+        """The position once one more write went through, moving the offset to ``offset`` if given."""
+        return Position(self.offset if offset is None else offset, self.writes + 1)
+
+
+Stored = dict[Partition, Position | None]
+
+
 def partitions_of(messages: list[RawMessage]) -> set[Partition]:
     return {(m.topic, m.partition) for m in messages if m.topic is not None}
 
 
-def split_applied(messages: list[RawMessage], stored: dict[Partition, int | None]) -> tuple[list[RawMessage], list[RawMessage]]:
+def split_applied(messages: list[RawMessage], stored: Stored) -> tuple[list[RawMessage], list[RawMessage]]:
     """Messages not applied yet, in offset order per partition, and those below their stored position."""
     fresh, done = [], []
     for m in sorted(messages, key=lambda m: (m.topic or "", m.partition, m.offset)) if stored else messages:
         position = stored.get((m.topic, m.partition)) if m.topic is not None else None
-        (done if position is not None and m.offset < position else fresh).append(m)
+        (done if position is not None and m.offset < position.offset else fresh).append(m)
     return fresh, done
 
 
-def gaps(fresh: list[RawMessage], stored: dict[Partition, int | None]) -> dict[Partition, tuple[int, int]]:
+def gaps(fresh: list[RawMessage], stored: Stored) -> dict[Partition, tuple[int, int]]:
     """Partitions whose first fresh offset lies beyond the stored position: (stored, first fresh)."""
     first: dict[Partition, int] = {}
     for m in fresh:
         if m.topic is not None:
             key = (m.topic, m.partition)
             first[key] = min(first.get(key, m.offset), m.offset)
-    return {p: (stored[p], f) for p, f in first.items() if stored.get(p) is not None and f > stored[p]}  # type: ignore[operator]
+    holes = {}
+    for p, f in first.items():
+        position = stored.get(p)
+        if position is not None and f > position.offset:
+            holes[p] = (position.offset, f)
+    return holes
 
 
 def next_positions(messages: list[RawMessage]) -> dict[Partition, int]:

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from schemas import ProductIndexed
 
+from services.profiles.positions import Position
 from services.profiles.profile import RESCALE_AFTER_HALF_LIVES, ClickParams, Profile
 
 
@@ -214,7 +215,7 @@ class ProfileState:
         loaded.served = {u: list(next(results)) for u in choosers}
         return loaded
 
-    async def positions(self, partitions: set[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
+    async def positions(self, partitions: set[tuple[str, int]]) -> dict[tuple[str, int], Position | None]:
         """The stored position of each (topic, partition); None where nothing was applied yet."""
         if not partitions:
             return {}
@@ -222,7 +223,7 @@ class ProfileState:
         pipe = self.redis.pipeline(transaction=False)
         for topic, partition in ordered:
             pipe.hget(self.keys.positions(topic), str(partition))
-        return {p: None if v is None else int(v) for p, v in zip(ordered, await pipe.execute(), strict=True)}
+        return {p: Position.parse(v) for p, v in zip(ordered, await pipe.execute(), strict=True)}
 
     async def parked(self, partitions: set[tuple[str, int]], limit: int) -> dict[tuple[str, int], tuple[int, list[tuple[bytes, float]]]]:
         """Per partition: how many clicks are parked, and the oldest ``limit`` with when they were parked."""

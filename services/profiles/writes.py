@@ -9,10 +9,10 @@ out first applies it).
 >>> batch = WriteBatch()
 >>> batch.call("SET", "k", 1, "EX", 60)
 >>> batch.call("LPUSH", "l", "a")
->>> batch.guard("offsets", "0", None, 12)
+>>> batch.guard("offsets", "0", None, "12/1")
 >>> batch.require("parked", "m")
 >>> batch.args()
-[1, 'offsets', '0', '', '12', 1, 'parked', 'm', 5, 'SET', 'k', 1, 'EX', 60, 3, 'LPUSH', 'l', 'a']
+[1, 'offsets', '0', '', '12/1', 1, 'parked', 'm', 5, 'SET', 'k', 1, 'EX', 60, 3, 'LPUSH', 'l', 'a']
 """
 
 from typing import Any
@@ -58,9 +58,9 @@ class WriteBatch:
         self._args.append(len(command))
         self._args.extend(command)
 
-    def guard(self, key: str, field: str, expected: int | None, new: int) -> None:
+    def guard(self, key: str, field: str, expected: str | None, new: str) -> None:
         """Apply only if ``key``'s ``field`` holds ``expected`` (None: absent), and set it to ``new``."""
-        self._guards.extend([key, field, "" if expected is None else str(expected), str(new)])
+        self._guards.extend([key, field, "" if expected is None else expected, new])
 
     def require(self, key: str, member: Any) -> None:
         """Apply only if ``member`` is still in the sorted set ``key``."""

@@ -26,6 +26,7 @@ from services.bus.producer import Producer
 from services.bus.tail import end_offsets
 from services.bus.topics import create_topics
 from services.profiles.app import GROUP_ID
+from services.profiles.positions import Position
 from services.profiles.state import Keys, decode_profile
 from services.settings import load_settings
 from services.stack import Stack
@@ -113,7 +114,7 @@ def test_redis_killed_mid_stream_and_its_last_writes_lost_loses_no_click(kafka, 
         assert counted() == EVENTS, "every distinct click counted once in the profiles"
         interactions = sum(score for _, score in client.zrange(keys.interactions, 0, -1, withscores=True))
         assert interactions == EVENTS, "… and once in the per-item statistics"
-        positions = {int(p): int(o) for p, o in client.hgetall(keys.positions(topic)).items()}
+        positions = {int(p): Position.parse(o).offset for p, o in client.hgetall(keys.positions(topic)).items()}
         assert positions == {p: end for p, end in end_offsets(kafka, topic).items() if end}
         assert "gap filled from kafka" in log.read_text(), "the drill should have lost applied writes"
         assert worker.poll() is None, "no manual restart: the worker rode out the outage"
@@ -163,7 +164,7 @@ def test_broker_restarted_mid_stream_then_sigterm_during_a_redis_outage(own_stac
 
         _wait(lambda: counted() == EVENTS, 240, worker, log)
         assert sum(s for _, s in client.zrange(keys.interactions, 0, -1, withscores=True)) == EVENTS
-        positions = {int(p): int(o) for p, o in client.hgetall(keys.positions(topic)).items()}
+        positions = {int(p): Position.parse(o).offset for p, o in client.hgetall(keys.positions(topic)).items()}
         assert positions == {p: end for p, end in end_offsets(own, topic).items() if end}
 
         _stack(env, "down")  # Redis away: the worker retries; SIGTERM must still stop it

@@ -126,3 +126,21 @@ def test_two_workers_retrying_the_same_parked_click_apply_it_once(world):
     late = world.run(second.retry_parked())
     assert results[0].unparked == 1 and late.unparked == 0 and late.conflicts == 0
     assert world.clicks() == 1
+
+
+def test_the_parked_clicks_timer_and_a_batch_never_overwrite_each_other(world):
+    h = world.handler()
+    world.run(h.handle([_click(0, "p9")]))  # parked
+    epoch = world.state.current_epoch
+
+    async def meanwhile(*args, **kwargs):  # the batch has read u1's profile (and p9 as unknown) …
+        world.state.current_epoch = epoch
+        await world.state.put_item("p9", [0.0, 1.0, 0.0, 0.0], "c", 10.0, True)
+        timer = await h.retry_parked()  # … when the timer applies the parked click to the same profile
+        assert timer.unparked == 1
+        return await epoch(*args, **kwargs)
+
+    world.state.current_epoch = meanwhile
+    result = world.run(h.handle([_click(1, "p1")]))
+    assert result.conflicts >= 1, "the batch's write must be refused and recomputed"
+    assert world.clicks() == 2, "neither click lost to the other's profile write"

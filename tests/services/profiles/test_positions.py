@@ -15,7 +15,7 @@ from services.bus.producer import Producer
 from services.bus.tail import end_offsets
 from services.profiles.handler import ClickHandler, RawMessage
 from services.profiles.learners import Learners
-from services.profiles.positions import KafkaRangeReader
+from services.profiles.positions import KafkaRangeReader, Position
 from services.profiles.profile import ClickParams
 from services.profiles.state import Keys, ProfileState
 from services.profiles.writes import WriteBatch
@@ -76,7 +76,8 @@ def test_redelivered_offsets_are_skipped_even_with_new_event_ids(world):
     assert (result.applied, result.duplicates) == (5, 5)
     assert _clicks(loop, state) == 15
     partition = messages[0].partition
-    assert int(r.hget(keys.positions(messages[0].topic), str(partition))) == messages[14].offset + 1
+    stored = Position.parse(r.hget(keys.positions(messages[0].topic), str(partition)))
+    assert stored.offset == messages[14].offset + 1 and stored.writes == 2
 
 
 def test_a_gap_before_the_batch_is_read_back_from_kafka(world):
@@ -107,7 +108,7 @@ def test_concurrent_writers_on_one_partition_count_each_event_once(world):
 
 def test_a_position_beyond_the_partition_end_is_forgotten(world):
     loop, state, handler, messages, keys, r = world
-    r.hset(keys.positions(messages[0].topic), str(messages[0].partition), 10_000)  # from a deleted topic
+    r.hset(keys.positions(messages[0].topic), str(messages[0].partition), "10000/3")  # from a deleted topic
     result = loop.run_until_complete(handler().handle(messages[:10]))
     assert result.applied == 10 and _clicks(loop, state) == 10
 
@@ -116,10 +117,10 @@ def test_guarded_write_applies_only_while_the_guard_holds(world):
     loop, state, _handler, _messages, keys, r = world
     batch = WriteBatch()
     batch.call("SET", f"{keys.prefix}x", 1)
-    batch.guard(f"{keys.prefix}pos", "0", None, 5)
+    batch.guard(f"{keys.prefix}pos", "0", None, "5/1")
     assert loop.run_until_complete(batch.execute(state.redis)) is True
     stale = WriteBatch()
     stale.call("SET", f"{keys.prefix}x", 2)
-    stale.guard(f"{keys.prefix}pos", "0", None, 9)  # still thinks nothing was applied
+    stale.guard(f"{keys.prefix}pos", "0", None, "9/1")  # still thinks nothing was applied
     assert loop.run_until_complete(stale.execute(state.redis)) is False
-    assert r.get(f"{keys.prefix}x") == b"1" and r.hget(f"{keys.prefix}pos", "0") == b"5"
+    assert r.get(f"{keys.prefix}x") == b"1" and r.hget(f"{keys.prefix}pos", "0") == b"5/1"

@@ -14,6 +14,7 @@ from services.bus.consume import group_lag
 from services.bus.tail import end_offsets
 from services.bus.topics import create_topics, delete_topics, topic_specs
 from services.profiles.app import GROUP_ID
+from services.profiles.positions import Position
 from services.profiles.state import Keys, decode_profile
 from tests.services.profiles.test_drills import EVENTS, USERS, _publish
 from tests.services.profiles.test_worker import _env, _wait
@@ -59,7 +60,7 @@ def test_workers_joining_and_dying_mid_stream_count_every_click_once(four_partit
         assert counted() == EVENTS, "every distinct click counted once"
         interactions = sum(score for _, score in redis_client.zrange(keys.interactions, 0, -1, withscores=True))
         assert interactions == EVENTS
-        positions = {int(p): int(o) for p, o in redis_client.hgetall(keys.positions(topic)).items()}
+        positions = {int(p): Position.parse(o).offset for p, o in redis_client.hgetall(keys.positions(topic)).items()}
         assert positions == end_offsets(own, topic) and len(positions) == 4
     finally:
         for worker in workers:
