@@ -38,6 +38,7 @@ def build_app(
     metrics: ProfilesMetrics,
     secret: bytes,
     reader: RangeReader | None = None,
+    worker: str = "main",
 ) -> faust.App:
     (settings.cache_dir / "faust").mkdir(parents=True, exist_ok=True)
     brokers, credentials = faust_broker(settings)
@@ -159,19 +160,25 @@ def build_app(
 
     @app.timer(interval=settings.learners_checkpoint_s)
     async def checkpoint() -> None:
-        await checkpoint_learners(state, learners, secret)
+        await checkpoint_learners(state, learners, secret, worker)
         producer.flush(5)
 
     return app
 
 
-async def checkpoint_learners(state: ProfileState, learners: Learners, secret: bytes) -> bool:
-    """Write the learners checkpoint; with Redis away, skip this one (the timer tries again next
-    interval) instead of letting the error stop the timer and, with it, the worker."""
+async def checkpoint_learners(state: ProfileState, learners: Learners, secret: bytes, worker: str = "main",
+                              keep_s: float = 7 * 24 * 3600) -> bool:
+    """Write this worker's learners checkpoint (with its digest, registered under the worker's
+    name, kept ``keep_s`` after its last write); with Redis away, skip this one (the timer tries
+    again next interval) instead of letting the error stop the timer and, with it, the worker."""
+    blob = dump(learners, secret)
+    keys = state.keys
     try:
-        blob = dump(learners, secret)
-        keys = state.keys
-        await state.redis.mset({keys.learners("main"): blob, keys.learners_digest("main"): hashlib.sha256(blob).hexdigest()})
+        pipe = state.redis.pipeline(transaction=True)
+        pipe.set(keys.learners(worker), blob, ex=int(keep_s))
+        pipe.set(keys.learners_digest(worker), hashlib.sha256(blob).hexdigest(), ex=int(keep_s))
+        pipe.zadd(keys.learners_workers, {worker: time.time()})
+        await pipe.execute()
         return True
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         log.warning("learners checkpoint skipped: redis unavailable", extra={"error": str(exc)})

@@ -43,12 +43,16 @@ class Learners:
         self._rng = random.Random(seed)
         self._items: list[str] = []
         self._known: set[str] = set()
+        # Per shopper, the events learned here: with several workers, whose copy of a shopper
+        # the recommender trusts (the one that has seen most of them).
+        self.user_events: dict[str, int] = {}
 
     def learn_event(self, user: str, item: str, kind: str, weight: float) -> None:
         """One interaction. An impression says nothing of taste: it only marks what was seen."""
         self.events += 1
         if kind == "impression":
             return
+        self.user_events[user] = self.user_events.get(user, 0) + 1
         self.mf.learn_one(user, item, math.tanh(weight / 4.0))
         if weight > 0 and self._items:
             other = self._items[self._rng.randrange(len(self._items))]

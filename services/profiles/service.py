@@ -3,6 +3,7 @@
 import logging
 import os
 import secrets
+import socket
 import threading
 import time
 
@@ -56,24 +57,34 @@ def state_secret(settings: Settings) -> bytes:
 
 
 def restore_learners(settings: Settings, keys: Keys, secret: bytes) -> Learners:
+    """Start from the most trained checkpoint any worker left (a restarted worker has a new
+    name, and partitions move between workers, so "its own" checkpoint means little)."""
     client = sync_redis(settings.redis_url)
     try:
-        blob = client.get(keys.learners("main"))
+        names = [n.decode() for n in client.zrange(keys.learners_workers, 0, -1)] + ["main"]
+        blobs = [b for b in client.mget([keys.learners(n) for n in dict.fromkeys(names)]) if b is not None]
     except redis.RedisError as exc:
         raise UserError(f"no Redis answers at {settings.redis_url} ({exc}); start one with `shelfsight stack up`") from None
     finally:
         client.close()
     fresh = Learners(ranker_warmup=settings.ranking_warmup_pairs)
-    if blob is None:
+    candidates = []
+    for blob in blobs:
+        try:
+            candidates.append(load(blob, secret))
+        except CheckpointRejected as exc:
+            log.warning("learners checkpoint ignored", extra={"reason": str(exc)})
+    if not candidates:
         return fresh
-    try:
-        learners = load(blob, secret)
-    except CheckpointRejected as exc:
-        log.warning("learners checkpoint ignored; starting fresh", extra={"reason": str(exc)})
-        return fresh
+    learners = max(candidates, key=lambda c: c.events)
     learners.ranker_warmup = settings.ranking_warmup_pairs
-    log.info("learners restored", extra={"events_seen": learners.events})
+    log.info("learners restored", extra={"events_seen": learners.events, "checkpoints": len(candidates)})
     return learners
+
+
+def worker_name() -> str:
+    """This worker's name among the profiles workers: where its learners checkpoint goes."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def run_profiles(settings: Settings) -> int:
@@ -88,7 +99,7 @@ def run_profiles(settings: Settings) -> int:
     metrics = ProfilesMetrics()
     producer = Producer(producer_config(settings))
     reader = KafkaRangeReader(consumer_config(settings, group_id="unused"))
-    app = build_app(settings, state, learners, producer, metrics, secret, reader)
+    app = build_app(settings, state, learners, producer, metrics, secret, reader, worker_name())
     ops = _start_ops(settings, metrics)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
     try:

@@ -90,6 +90,11 @@ class Keys:
     def learners(self, worker: str) -> str:
         return f"{self.prefix}learners:{worker}"
 
+    @property
+    def learners_workers(self) -> str:
+        """Which workers checkpoint learners, scored by when they last did: the recommender merges them."""
+        return f"{self.prefix}learners:workers"
+
     def learners_digest(self, worker: str) -> str:
         """A digest of the checkpoint, written with it: readers skip downloading an unchanged one."""
         return f"{self.prefix}learners:{worker}:digest"

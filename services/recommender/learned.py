@@ -1,15 +1,23 @@
-"""The profiles worker's River learners, as the recommender scores with them.
+"""The profiles workers' River learners, as the recommender scores with them.
 
-The worker checkpoints its learners to Redis (signed); the recommender reloads them in the
-background and turns them into numpy arrays, so ranking a hundred candidates is a few
-vector operations instead of a hundred River calls.
+Each worker checkpoints its learners to Redis (signed, registered under its name); the
+recommender reloads them in the background, turns them into numpy arrays — so ranking a
+hundred candidates is a few vector operations instead of a hundred River calls — and merges
+the workers' checkpoints: each worker learns from its own partitions, so no single one knows
+every shopper or every choice.
+
+- The factorisation: a shopper is scored by the checkpoint that learned most of their events
+  (shoppers are partitioned by Kafka key, so usually exactly one), with that checkpoint's own
+  item factors — factor spaces trained apart are not comparable, so they are never averaged.
+- The ranker: linear, so the workers' rankers are averaged in raw feature space, weighted by
+  the choices each learned from.
 """
 
 import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import redis
@@ -32,6 +40,7 @@ class Affinity:
     biases: np.ndarray
     users: dict[str, tuple[np.ndarray, float]]
     mean: float
+    user_events: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_learners(cls, learners: Learners) -> "Affinity":
@@ -42,7 +51,8 @@ class Affinity:
         biases = np.array([float(mf.i_biases.get(i, 0.0)) for i in items], dtype=np.float32)
         users = {u: (np.asarray(v, dtype=np.float32), float(mf.u_biases.get(u, 0.0))) for u, v in mf.u_latents.items()}
         mean = float(mf.global_mean.get()) if mf.global_mean.n else 0.0
-        return cls(items, {i: n for n, i in enumerate(items)}, latents, biases, users, mean)
+        return cls(items, {i: n for n, i in enumerate(items)}, latents, biases, users, mean,
+                   dict(getattr(learners, "user_events", {})))
 
     def knows(self, user: str) -> bool:
         return user in self.users
@@ -68,12 +78,60 @@ class Affinity:
         return [(self.items[i], float(scores[i])) for i in best]
 
 
+class Affinities:
+    """Several workers' factorisations, each shopper answered by the one that knows them best."""
+
+    def __init__(self, parts: list[Affinity]) -> None:
+        self.parts = parts
+        self._owner: dict[str, Affinity] = {}
+        for part in parts:
+            for user in part.users:
+                best = self._owner.get(user)
+                if best is None or part.user_events.get(user, 0) > best.user_events.get(user, 0):
+                    self._owner[user] = part
+
+    def knows(self, user: str) -> bool:
+        return user in self._owner
+
+    def scores(self, user: str, product_ids: list[str]) -> np.ndarray:
+        part = self._owner.get(user)
+        return part.scores(user, product_ids) if part is not None else np.zeros(len(product_ids), dtype=np.float32)
+
+    def top(self, user: str, limit: int) -> list[tuple[str, float]]:
+        part = self._owner.get(user)
+        return part.top(user, limit) if part is not None else []
+
+
+def merge_rankers(parts: list[tuple[LinearScorer, int]]) -> LinearScorer | None:
+    """Linear rankers over the same features, averaged in raw feature space by the choices each
+    learned from; the unlearned ones (still on the prior) only count when none has learned."""
+    learned = [(scorer, choices) for scorer, choices in parts if scorer.learned and choices > 0]
+    if not learned:
+        return max(parts, key=lambda p: p[1])[0] if parts else None
+    if len(learned) == 1:
+        return learned[0][0]
+    total = float(sum(c for _, c in learned))
+    raw = sum((s.scales * s.weights) * (c / total) for s, c in learned)
+    offsets = sum(s.offsets * (c / total) for s, c in learned)
+    names = learned[0][0].names
+    return LinearScorer(names, np.asarray(offsets), np.ones(len(names)), np.asarray(raw), learned=True)
+
+
 @dataclass(frozen=True)
 class Learned:
     ranker: LinearScorer | None  # over FEATURES; None until the worker has seen a served list chosen from
-    affinity: Affinity
+    affinity: Affinity | Affinities
     events: int
     choices: int = 0
+
+    @classmethod
+    def merge(cls, parts: list["Learned"]) -> "Learned":
+        """The workers' learners as one (see the module's docstring)."""
+        if len(parts) == 1:
+            return parts[0]
+        ranker = merge_rankers([(p.ranker, p.choices) for p in parts if p.ranker is not None])
+        affinities = [a for p in parts for a in (p.affinity.parts if isinstance(p.affinity, Affinities) else [p.affinity])]
+        return cls(ranker, Affinities(affinities), sum(p.events for p in parts), sum(p.choices for p in parts))
 
     @classmethod
     def from_learners(cls, learners: Learners) -> "Learned":
@@ -83,13 +141,13 @@ class Learned:
 
 
 class LearnedCache:
-    """The newest learners checkpoint, reloaded every ``refresh_s`` on a daemon thread."""
+    """The workers' newest learners checkpoints, merged, reloaded every ``refresh_s`` on a daemon thread."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, secret: bytes, refresh_s: float = 10.0) -> None:
-        self._redis, self._keys, self._secret, self._refresh_s = client, keys, secret, refresh_s
+    def __init__(self, client: redis.Redis, keys: Keys, secret: bytes, refresh_s: float = 10.0,
+                 keep_s: float = 7 * 24 * 3600) -> None:
+        self._redis, self._keys, self._secret, self._refresh_s, self._keep_s = client, keys, secret, refresh_s, keep_s
         self._current = Learned.from_learners(Learners())
-        self._blob: bytes | None = None
-        self._digest: bytes | None = None
+        self._parts: dict[str, tuple[bytes | None, Learned]] = {}  # worker → (digest, its learners)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -98,23 +156,33 @@ class LearnedCache:
         return self._current
 
     def refresh(self) -> bool:
-        """Load the checkpoint if it changed; True when a new one was taken. The small digest the
-        worker writes with it is read first, so an unchanged checkpoint is not downloaded again."""
-        digest = self._redis.get(self._keys.learners_digest("main"))
-        if digest is not None and digest == self._digest:
-            return False
-        self._digest = digest
-        blob = self._redis.get(self._keys.learners("main"))
-        if blob is None or blob == self._blob:
-            return False
-        try:
-            self._current = Learned.from_learners(load(blob, self._secret))
-        except CheckpointRejected as exc:
-            log.warning("learners checkpoint ignored", extra={"reason": str(exc)})
-            return False
-        finally:
-            self._blob = blob
-        return True
+        """Reload the checkpoints that changed; True when the merged learners changed. Each
+        worker's small digest is read first, so an unchanged checkpoint is not downloaded again."""
+        keys = self._keys
+        names = [n.decode() for n in self._redis.zrangebyscore(keys.learners_workers, time.time() - self._keep_s, "+inf")]
+        names = list(dict.fromkeys([*names, "main"]))
+        changed = False
+        for name in names:
+            digest = self._redis.get(keys.learners_digest(name))
+            known = self._parts.get(name)
+            if known is not None and digest is not None and digest == known[0]:
+                continue
+            blob = self._redis.get(keys.learners(name))
+            if blob is None:
+                changed |= self._parts.pop(name, None) is not None
+                continue
+            try:
+                self._parts[name] = (digest, Learned.from_learners(load(blob, self._secret)))
+                changed = True
+            except CheckpointRejected as exc:
+                log.warning("learners checkpoint ignored", extra={"reason": str(exc), "worker": name})
+                self._parts[name] = (digest, Learned.from_learners(Learners()))
+        for gone in set(self._parts) - set(names):
+            del self._parts[gone]
+            changed = True
+        if changed and self._parts:
+            self._current = Learned.merge([learned for _, learned in self._parts.values()])
+        return changed
 
     def start(self) -> "LearnedCache":
         self._thread = threading.Thread(target=self._loop, name="learners-refresh", daemon=True)

@@ -258,6 +258,9 @@ def test_the_recommender_downloads_a_checkpoint_only_when_it_changed(setup):
             self.fetched.append(key)
             return self.client.get(key)
 
+        def __getattr__(self, name):
+            return getattr(self.client, name)
+
     counting = Counting(r)
     cache = LearnedCache(counting, keys, b"secret")  # type: ignore[arg-type]
     assert cache.refresh() is True and cache.current.events == 1

@@ -16,6 +16,7 @@ from services.bus.topics import create_topics, delete_topics, topic_specs
 from services.profiles.app import GROUP_ID
 from services.profiles.positions import Position
 from services.profiles.state import Keys, decode_profile
+from services.recommender.learned import LearnedCache
 from tests.services.profiles.test_drills import EVENTS, USERS, _publish
 from tests.services.profiles.test_worker import _env, _wait
 
@@ -62,6 +63,12 @@ def test_workers_joining_and_dying_mid_stream_count_every_click_once(four_partit
         assert interactions == EVENTS
         positions = {int(p): Position.parse(o).offset for p, o in redis_client.hgetall(keys.positions(topic)).items()}
         assert positions == end_offsets(own, topic) and len(positions) == 4
+        # The recommender serves what every worker learned, not one worker's half.
+        time.sleep(2)  # a learners checkpoint of each live worker (every second here)
+        cache = LearnedCache(redis_client, keys, b"test-secret")
+        cache.refresh()
+        assert redis_client.zcard(keys.learners_workers) == 3
+        assert all(cache.current.affinity.knows(f"u{u}") for u in range(USERS))
     finally:
         for worker in workers:
             if worker.poll() is None:

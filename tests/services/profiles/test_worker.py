@@ -110,7 +110,10 @@ def test_kill_and_restart_counts_every_distinct_valid_event_once(kafka, redis_cl
             profile = decode_profile(redis_client.hgetall(keys.user(f"u{u}")))
             counted += sum(profile.counts.values())
         assert counted == 6001, "6000 distinct clicks, and the one that came before its product"
-        assert redis_client.exists(keys.learners("main"))
+        workers = [w.decode() for w in redis_client.zrange(keys.learners_workers, 0, -1)]
+        assert workers and all(redis_client.exists(keys.learners(w)) for w in workers), \
+            "each run of the worker checkpoints its learners under its own name"
+        assert "main" not in workers
         letters = read_all(kafka, kafka.topic("clicks.dlq"), expected=10, timeout=3)
         reasons = [m.headers["shelfsight-reason"] for m in letters]
         assert len([r for r in reasons if "unknown product nope: not indexed within 4 s" in r]) >= 1

@@ -1,0 +1,77 @@
+"""Several profiles workers' learners, as the recommender merges them (real Redis): each
+shopper scored by the worker that learned them, rankers averaged by the choices behind them."""
+
+import asyncio
+import random
+import uuid
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from services.profiles.app import checkpoint_learners
+from services.profiles.learners import Learners
+from services.profiles.profile import ClickParams
+from services.profiles.service import restore_learners
+from services.profiles.state import Keys, ProfileState
+from services.recommender.features import FEATURES
+from services.recommender.learned import Learned, LearnedCache
+
+pytestmark = pytest.mark.redis
+SECRET = b"merge-secret"
+
+
+def _worker(users: list[str], choices: int, seed: int, sign: float) -> Learners:
+    """A worker that saw its own shoppers' clicks and ``choices`` choices where feature 0 won (``sign`` > 0) or lost."""
+    rng = random.Random(seed)
+    learners = Learners(seed=seed, ranker_warmup=1)
+    for n in range(400):
+        learners.learn_event(rng.choice(users), f"p{rng.randrange(20)}", "click", 2.0)
+    names = list(FEATURES)
+    for _ in range(choices):
+        chosen = {name: rng.random() for name in names}
+        skipped = {name: rng.random() for name in names}
+        chosen[names[0]], skipped[names[0]] = (1.0, 0.0) if sign > 0 else (0.0, 1.0)
+        learners.learn_choice(names, chosen, [skipped])
+    return learners
+
+
+@pytest.fixture
+def stored(settings, redis_client):
+    keys = Keys(f"test-{uuid.uuid4().hex[:8]}:")
+    client = aioredis.Redis.from_url(settings.redis_url)
+    state = ProfileState(client, keys, ClickParams())
+    west, east = _worker([f"w{i}" for i in range(10)], 300, 1, +1), _worker([f"e{i}" for i in range(10)], 100, 2, -1)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(checkpoint_learners(state, west, SECRET, "worker-west"))
+    loop.run_until_complete(checkpoint_learners(state, east, SECRET, "worker-east"))
+    yield keys, west, east
+    loop.run_until_complete(client.aclose())
+    loop.close()
+    for key in redis_client.scan_iter(f"{keys.prefix}*"):
+        redis_client.delete(key)
+
+
+def test_the_recommender_serves_every_workers_shoppers_and_choices(stored, redis_client):
+    keys, west, east = stored
+    cache = LearnedCache(redis_client, keys, SECRET)
+    assert cache.refresh() is True
+    merged = cache.current
+    assert merged.events == west.events + east.events and merged.choices == 400
+    alone = {"west": Learned.from_learners(west), "east": Learned.from_learners(east)}
+    products = [f"p{i}" for i in range(20)]
+    for user, worker in (("w3", "west"), ("e7", "east")):
+        assert merged.affinity.knows(user)
+        assert np.allclose(merged.affinity.scores(user, products), alone[worker].affinity.scores(user, products)), \
+            "a shopper is scored by the worker that learned them, with that worker's item factors"
+    raw = {w: alone[w].ranker.scales * alone[w].ranker.weights for w in alone}
+    assert np.allclose(merged.ranker.scales * merged.ranker.weights, 0.75 * raw["west"] + 0.25 * raw["east"])
+    assert raw["west"][0] > 0 > raw["east"][0] and merged.ranker.weights[0] > 0  # 300 choices outweigh 100
+    assert cache.refresh() is False, "nothing changed: nothing reloaded"
+
+
+def test_a_restarted_worker_starts_from_the_most_trained_checkpoint(stored, settings):
+    keys, west, east = stored
+    west.learn_event("w1", "p1", "click", 2.0)  # not checkpointed: the restore can only see what was
+    restored = restore_learners(settings.model_copy(update={"redis_prefix": keys.prefix}), keys, SECRET)
+    assert restored.events == max(west.events - 1, east.events) and restored.ranker.choices == 300
