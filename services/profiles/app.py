@@ -22,7 +22,7 @@ from services.profiles.handler import BatchResult, ClickHandler, RawMessage
 from services.profiles.learners import Learners, dump
 from services.profiles.metrics import ProfilesMetrics
 from services.profiles.positions import RangeReader, RangeReadFailed
-from services.profiles.state import ProfileState
+from services.profiles.state import CHECKPOINT_KEEP_S, ProfileState
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ def build_app(
 
 
 async def checkpoint_learners(state: ProfileState, learners: Learners, secret: bytes, worker: str = "main",
-                              keep_s: float = 7 * 24 * 3600) -> bool:
+                              keep_s: float = CHECKPOINT_KEEP_S) -> bool:
     """Write this worker's learners checkpoint (with its digest, registered under the worker's
     name, kept ``keep_s`` after its last write); with Redis away, skip this one (the timer tries
     again next interval) instead of letting the error stop the timer and, with it, the worker."""
@@ -177,7 +177,9 @@ async def checkpoint_learners(state: ProfileState, learners: Learners, secret: b
         pipe = state.redis.pipeline(transaction=True)
         pipe.set(keys.learners(worker), blob, ex=int(keep_s))
         pipe.set(keys.learners_digest(worker), hashlib.sha256(blob).hexdigest(), ex=int(keep_s))
-        pipe.zadd(keys.learners_workers, {worker: time.time()})
+        now = time.time()
+        pipe.zadd(keys.learners_workers, {worker: now})
+        pipe.zremrangebyscore(keys.learners_workers, "-inf", now - keep_s)  # restarts name new workers: drop the gone
         await pipe.execute()
         return True
     except (redis.ConnectionError, redis.TimeoutError) as exc:

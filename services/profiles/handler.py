@@ -25,9 +25,9 @@ from services.profiles.learners import CHOICE_KINDS, Learners
 from services.profiles.messages import RawMessage
 from services.profiles.positions import (
     Partition,
-    Position,
     RangeReader,
     Stored,
+    advance,
     gaps,
     next_positions,
     partitions_of,
@@ -147,8 +147,8 @@ class ClickHandler:
         while True:
             stored = await self._state.positions(tracked)
             fresh, done = split_applied(messages, stored)
-            await self._forget_reset_topics(done, stored)
-            fresh, done = split_applied(messages, stored)
+            if await self._forget_reset_topics(done, stored):
+                fresh, done = split_applied(messages, stored)
             missing = await self._missing(gaps(fresh, stored))
             chunk = missing or fresh
             result = BatchResult(replayed=len(missing))
@@ -169,9 +169,8 @@ class ClickHandler:
         """Move the positions past ``messages`` without applying them: after a batch that failed
         on a bug was dead-lettered, so the next batch does not read it back as a gap."""
         for (topic, partition), position in next_positions(messages).items():
-            stored = await self._state.positions({(topic, partition)})
-            current = stored[(topic, partition)] or Position(position)
-            moved = current.after(max(current.offset, position))
+            current = (await self._state.positions({(topic, partition)}))[(topic, partition)]
+            moved = advance(current, max(current.offset, position) if current is not None else position)
             await self._state.redis.hset(self._state.keys.positions(topic), str(partition), moved.text())
 
     async def _missing(self, holes: dict[Partition, tuple[int, int]]) -> list[RawMessage]:
@@ -186,11 +185,12 @@ class ClickHandler:
             out += await self._reader.read(topic, partition, start, end, self._params.replay_batch)
         return out
 
-    async def _forget_reset_topics(self, done: list[RawMessage], stored: Stored) -> None:
+    async def _forget_reset_topics(self, done: list[RawMessage], stored: Stored) -> bool:
         """A stored position beyond the end of its partition belongs to a deleted and recreated
-        topic: forget it, or every event would be skipped as applied."""
+        topic: forget it, or every event would be skipped as applied. True when one was forgotten."""
+        forgot = False
         if self._reader is None:
-            return
+            return forgot
         for topic, partition in partitions_of(done):
             position = stored[(topic, partition)]
             end = await self._reader.end_offset(topic, partition)
@@ -199,6 +199,8 @@ class ClickHandler:
                           extra={"topic": topic, "partition": partition, "stored": position, "end": end})
                 stored[(topic, partition)] = None
                 await self._state.redis.hdel(self._state.keys.positions(topic), str(partition))
+                forgot = True
+        return forgot
 
     async def _handle_chunk(self, messages: list[RawMessage], stored: Stored, result: BatchResult,
                             parked_in: set[Partition] | None = None) -> bool:
@@ -245,7 +247,7 @@ class ClickHandler:
             current = stored.get(part)
             if current is None and part not in moved:
                 continue  # parked clicks always come after a positioned write; nothing to fence against
-            after = current.after(moved.get(part)) if current is not None else Position(moved[part], 1)
+            after = advance(current, moved.get(part))
             w.pipe.guard(self._state.keys.positions(part[0]), str(part[1]), current.text() if current else None, after.text())
         if w.pipe and not await w.pipe.execute(self._state.redis):
             return False  # a position moved: nothing was written, nothing is learned

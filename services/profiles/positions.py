@@ -67,6 +67,16 @@ class Position:
 Stored = dict[Partition, Position | None]
 
 
+def advance(current: Position | None, offset: int | None = None) -> Position:
+    """The position after one more write on a partition, moving the offset to ``offset`` if
+    given; the first write on a partition (``current`` None) must give one."""
+    if current is None:
+        if offset is None:
+            raise ValueError("the first write on a partition must set its offset")
+        return Position(offset, 1)
+    return current.after(offset)
+
+
 def partitions_of(messages: list[RawMessage]) -> set[Partition]:
     return {(m.topic, m.partition) for m in messages if m.topic is not None}
 

@@ -22,7 +22,7 @@ from services.profiles.learners import CheckpointRejected, Learners, load
 from services.profiles.metrics import ProfilesMetrics
 from services.profiles.positions import KafkaRangeReader
 from services.profiles.profile import ClickParams
-from services.profiles.state import Keys, ProfileState
+from services.profiles.state import Keys, ProfileState, checkpoint_names
 from services.redis_clients import async_redis, sync_redis
 from services.settings import Settings
 
@@ -61,8 +61,8 @@ def restore_learners(settings: Settings, keys: Keys, secret: bytes) -> Learners:
     name, and partitions move between workers, so "its own" checkpoint means little)."""
     client = sync_redis(settings.redis_url)
     try:
-        names = [n.decode() for n in client.zrange(keys.learners_workers, 0, -1)] + ["main"]
-        blobs = [b for b in client.mget([keys.learners(n) for n in dict.fromkeys(names)]) if b is not None]
+        names = checkpoint_names(client, keys, time.time())
+        blobs = [b for b in client.mget([keys.learners(n) for n in names]) if b is not None]
     except redis.RedisError as exc:
         raise UserError(f"no Redis answers at {settings.redis_url} ({exc}); start one with `shelfsight stack up`") from None
     finally:

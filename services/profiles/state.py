@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import redis
 import redis.asyncio as aioredis
 
 from schemas import ProductIndexed
@@ -106,6 +107,16 @@ class Keys:
     def positions(self, topic: str) -> str:
         """Per partition of ``topic``, the next offset to apply: written with each batch's effects."""
         return f"{self.prefix}positions:{topic}"
+
+
+# A learners checkpoint (and its worker's registration) is kept this long after its last write.
+CHECKPOINT_KEEP_S = 7 * 24 * 3600.0
+
+
+def checkpoint_names(client: redis.Redis, keys: Keys, now: float, keep_s: float = CHECKPOINT_KEEP_S) -> list[str]:
+    """The workers whose learners checkpoints are current, then ``main`` (a single-process replay's)."""
+    names = [n.decode() for n in client.zrangebyscore(keys.learners_workers, now - keep_s, "+inf")]
+    return list(dict.fromkeys([*names, "main"]))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import redis
 
 from models.ranking import LinearScorer
 from services.profiles.learners import CheckpointRejected, Learners, load
-from services.profiles.state import Keys
+from services.profiles.state import CHECKPOINT_KEEP_S, Keys, checkpoint_names
 from services.recommender.features import FEATURES
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ class LearnedCache:
     """The workers' newest learners checkpoints, merged, reloaded every ``refresh_s`` on a daemon thread."""
 
     def __init__(self, client: redis.Redis, keys: Keys, secret: bytes, refresh_s: float = 10.0,
-                 keep_s: float = 7 * 24 * 3600) -> None:
+                 keep_s: float = CHECKPOINT_KEEP_S) -> None:
         self._redis, self._keys, self._secret, self._refresh_s, self._keep_s = client, keys, secret, refresh_s, keep_s
         self._current = Learned.from_learners(Learners())
         self._parts: dict[str, tuple[bytes | None, Learned]] = {}  # worker → (digest, its learners)
@@ -159,11 +159,9 @@ class LearnedCache:
         """Reload the checkpoints that changed; True when the merged learners changed. Each
         worker's small digest is read first, so an unchanged checkpoint is not downloaded again."""
         keys = self._keys
-        names = [n.decode() for n in self._redis.zrangebyscore(keys.learners_workers, time.time() - self._keep_s, "+inf")]
-        names = list(dict.fromkeys([*names, "main"]))
+        names = checkpoint_names(self._redis, keys, time.time(), self._keep_s)
         changed = False
-        for name in names:
-            digest = self._redis.get(keys.learners_digest(name))
+        for name, digest in zip(names, self._redis.mget([keys.learners_digest(n) for n in names]), strict=True):
             known = self._parts.get(name)
             if known is not None and digest is not None and digest == known[0]:
                 continue
