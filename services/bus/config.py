@@ -35,10 +35,6 @@ def client_config(settings: Settings) -> dict[str, object]:
     return config
 
 
-def admin_config(settings: Settings) -> dict[str, object]:
-    return client_config(settings)
-
-
 def producer_config(settings: Settings, **overrides: object) -> dict[str, object]:
     return {
         **client_config(settings),

@@ -7,7 +7,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas.limits import LIMITS
 from schemas.topics import TOPICS
-from services.bus.config import DLQ_MESSAGE_BYTES, admin_config
+from services.bus.config import DLQ_MESSAGE_BYTES, client_config
 from services.errors import UserError
 from services.settings import Settings
 
@@ -55,7 +55,7 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> list[tuple[str, 
     if (settings.topic_min_insync_replicas or 1) > settings.topic_replication_factor:
         raise UserError(f"SHELFSIGHT_TOPIC_MIN_INSYNC_REPLICAS ({settings.topic_min_insync_replicas}) is more than "
                         f"SHELFSIGHT_TOPIC_REPLICATION_FACTOR ({settings.topic_replication_factor}): nothing could be written")
-    admin = AdminClient(admin_config(settings))
+    admin = AdminClient(client_config(settings))
     specs = topic_specs(settings)
     futures = admin.create_topics(
         [NewTopic(s.name, num_partitions=s.partitions, replication_factor=settings.topic_replication_factor, config=s.config)
@@ -81,7 +81,7 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> list[tuple[str, 
 
 def delete_topics(settings: Settings, names: list[str], timeout: float = 30.0) -> None:
     """Delete topics (tests clean up their prefixed topics with this)."""
-    admin = AdminClient(admin_config(settings))
+    admin = AdminClient(client_config(settings))
     for future in admin.delete_topics(names, operation_timeout=timeout).values():
         try:
             future.result(timeout=timeout)

@@ -47,6 +47,12 @@ def _click(i: int) -> ClickEvent:
 
 
 
+def counted(client, keys) -> int:
+    """Events counted in the shoppers' profiles, all kinds together."""
+    return sum(sum(decode_profile(client.hgetall(keys.user(f"u{u}"))).counts.values())
+               for u in range(USERS) if client.exists(keys.user(f"u{u}")))
+
+
 def _publish(settings) -> str:
     """16 products and EVENTS distinct clicks; returns the clicks topic."""
     producer = Producer(producer_config(settings))
@@ -102,16 +108,15 @@ def test_redis_killed_mid_stream_and_its_last_writes_lost_loses_no_click(kafka, 
 
         keys = Keys(prefix)
 
-        def counted() -> int:
+        def counted_now() -> int:
             try:
-                return sum(sum(decode_profile(client.hgetall(keys.user(f"u{u}"))).counts.values())
-                           for u in range(USERS) if client.exists(keys.user(f"u{u}")))
+                return counted(client, keys)
             except redis.ConnectionError:
                 return -1
 
-        _wait(lambda: counted() == EVENTS and group_lag(kafka, topic, group) == 0, 240, worker, log)
+        _wait(lambda: counted_now() == EVENTS and group_lag(kafka, topic, group) == 0, 240, worker, log)
         time.sleep(1)
-        assert counted() == EVENTS, "every distinct click counted once in the profiles"
+        assert counted_now() == EVENTS, "every distinct click counted once in the profiles"
         interactions = sum(score for _, score in client.zrange(keys.interactions, 0, -1, withscores=True))
         assert interactions == EVENTS, "… and once in the per-item statistics"
         positions = {int(p): Position.parse(o).offset for p, o in client.hgetall(keys.positions(topic)).items()}
@@ -150,19 +155,15 @@ def test_broker_restarted_mid_stream_then_sigterm_during_a_redis_outage(own_stac
     topic, log = _publish(own), tmp_path / "worker.log"
     worker = _worker({**env, "SHELFSIGHT_PROFILES_BATCH_SIZE": "10"}, log)  # small batches: the stop lands mid-stream
     try:
-        def counted() -> int:
-            return sum(sum(decode_profile(client.hgetall(keys.user(f"u{u}"))).counts.values())
-                       for u in range(USERS) if client.exists(keys.user(f"u{u}")))
-
-        _wait(lambda: counted() > 1000, 120, worker, log)  # by counts: a fresh broker's coordinator may not answer lag queries yet
+        _wait(lambda: counted(client, keys) > 1000, 120, worker, log)  # by counts: a fresh broker's coordinator may not answer lag queries yet
         subprocess.run([sys.executable, "-m", "services.cli", "stack", "down", "kafka"], env=env, check=True,
                        stdout=subprocess.DEVNULL, timeout=180)
-        assert counted() < EVENTS, "the broker should go away mid-stream"
+        assert counted(client, keys) < EVENTS, "the broker should go away mid-stream"
         time.sleep(5)
         subprocess.run([sys.executable, "-m", "services.cli", "stack", "up", "kafka"], env=env, check=True,
                        stdout=subprocess.DEVNULL, timeout=180)
 
-        _wait(lambda: counted() == EVENTS, 240, worker, log)
+        _wait(lambda: counted(client, keys) == EVENTS, 240, worker, log)
         assert sum(s for _, s in client.zrange(keys.interactions, 0, -1, withscores=True)) == EVENTS
         positions = {int(p): Position.parse(o).offset for p, o in client.hgetall(keys.positions(topic)).items()}
         assert positions == {p: end for p, end in end_offsets(own, topic).items() if end}

@@ -15,9 +15,10 @@ from services.bus.tail import end_offsets
 from services.bus.topics import create_topics, delete_topics, topic_specs
 from services.profiles.app import GROUP_ID
 from services.profiles.positions import Position
-from services.profiles.state import Keys, decode_profile
+from services.profiles.state import Keys
 from services.recommender.learned import LearnedCache
 from tests.services.profiles.test_drills import EVENTS, USERS, _publish
+from tests.services.profiles.test_drills import counted as counted_in_profiles
 from tests.services.profiles.test_worker import _env, _wait
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
@@ -45,8 +46,7 @@ def test_workers_joining_and_dying_mid_stream_count_every_click_once(four_partit
                                 stdout=subprocess.DEVNULL, stderr=log.open("ab"))
 
     def counted() -> int:
-        return sum(sum(decode_profile(redis_client.hgetall(keys.user(f"u{u}"))).counts.values())
-                   for u in range(USERS) if redis_client.exists(keys.user(f"u{u}")))
+        return counted_in_profiles(redis_client, keys)
 
     workers = [start(), start()]
     try:
