@@ -36,6 +36,7 @@ from services.bus.topics import create_topics, delete_topics, topic_specs
 from services.demo.catalogue import catalogue
 from services.demo.storefront import ensure_model, start_service, wait_healthy
 from services.settings import load_settings
+from services.errors import run_script
 
 
 def call(connection: http.client.HTTPConnection, method: str, path: str, body: object = None, key: str = "") -> tuple[int, dict]:  # type: ignore[type-arg]
@@ -126,4 +127,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main, "bench/freshness.py")

@@ -20,6 +20,7 @@ from models.checkpoint import load_checkpoint
 from models.data.fashion_mnist import iter_split
 from models.encoders.device import autocast, pick_device
 from models.predictor import Predictor, ProductInput
+from services.errors import run_script
 
 
 def _png_bytes(count: int) -> list[bytes]:
@@ -82,4 +83,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main, "bench/model_throughput.py")

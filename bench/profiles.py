@@ -38,6 +38,7 @@ from services.profiles.app import GROUP_ID
 from services.profiles.profile import ClickParams
 from services.profiles.state import Keys, ProfileState
 from services.settings import load_settings
+from services.errors import run_script
 
 USERS, ITEMS = 5000, 2000
 
@@ -182,4 +183,4 @@ def _memory(r: redis.Redis, keys: Keys) -> tuple[float, float]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main, "bench/profiles.py")

@@ -44,6 +44,7 @@ from services.recommender.shopper import ShopperReader
 from services.settings import load_settings
 from services.vectors.edge import EdgeProductStore
 from services.vectors.store import StoredProduct
+from services.errors import run_script
 
 DIMS = 256
 CATEGORIES = ["T-shirt-top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle-boot"]
@@ -264,4 +265,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_script(main, "bench/serve.py")

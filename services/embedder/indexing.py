@@ -100,8 +100,17 @@ class Indexer:
 
     def index(self, products: Sequence[ProductListed], decoded: Sequence[Decoded]) -> list[Outcome]:
         """One Predictor call for the batch, one durable upsert; the outcomes in input order."""
+        stored, outcomes = self.embed(products, decoded)
+        self.write(stored)
+        return outcomes
+
+    def embed(self, products: Sequence[ProductListed], decoded: Sequence[Decoded]) -> tuple[list[StoredProduct], list[Outcome]]:
+        """One Predictor call for the batch: what to store, and the outcomes once it is stored.
+
+        Nothing is written here, so a worker can embed one batch while another is written.
+        """
         if not products:
-            return []
+            return [], []
         inputs = [ProductInput(title=p.title, description=p.description) for p in products]
         predictions = self._predictor.predict_decoded(inputs, decoded)
         now = self._clock()
@@ -130,8 +139,12 @@ class Indexer:
                     ),
                 )
             )
-        self._store.upsert(stored)
-        return outcomes
+        return stored, outcomes
+
+    def write(self, stored: Sequence[StoredProduct]) -> None:
+        """One durable upsert (flushed before it returns)."""
+        if stored:
+            self._store.upsert(list(stored))
 
     def update(self, event: ProductUpdated) -> Outcome:
         """Apply a stock/price/delisting change to the payload, without re-embedding."""

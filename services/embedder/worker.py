@@ -4,8 +4,12 @@ At-least-once: a batch's offsets are committed only after its products are durab
 the store and its ``products.indexed`` events (and dead letters) are delivered. Re-running
 a batch is harmless: point ids derive from product ids, and products.indexed is compacted.
 
-While one batch is being embedded, the next one is already fetched and its pictures are
-decoding in the thread pool, so the model is not left waiting for I/O.
+Three batches are in hand at once, each at its own stage, so the model is not left waiting
+for I/O: the newest is fetched and its pictures decode in the thread pool; the one before is
+embedded on the worker's thread; the one before that is written by the writer thread (store
+upsert and flush, then its ``products.indexed`` events and dead letters, delivered). Writes
+stay in batch order (one writer, one batch at a time), and a batch's offsets are committed on
+the worker's thread once its write is done, so the at-least-once order is unchanged.
 """
 
 import logging
@@ -24,6 +28,7 @@ from services.bus.producer import Producer
 from services.embedder.indexing import Decoded, Indexer, Outcome
 from services.embedder.metrics import EmbedderMetrics
 from services.settings import Settings
+from services.vectors.store import StoredProduct
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,15 @@ class _Batch:
     events: list[ProductListed | ProductUpdated | ContractError]
     decoded: Future[list[Decoded]]
     started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class _Step:
+    """One store operation of a batch, in message order, as the writer applies it."""
+
+    stored: list[StoredProduct] = field(default_factory=list)  # upserted first …
+    outcomes: list[Outcome] = field(default_factory=list)  # … then these count (embedded listings, refusals)
+    update: ProductUpdated | None = None  # applied on the writer: it reads what earlier steps wrote
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,8 @@ class EmbedderWorker:
         # decode pool, and waiting on that pool from one of its own threads would deadlock a
         # small pool (SHELFSIGHT_EMBEDDER_DECODE_THREADS 1 or 2).
         self._prefetch = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="writer")
+        self._writing: tuple[_Batch, Future[list[_Output]]] | None = None
         self.metrics = metrics
         self._source = settings.topic(PRODUCTS_LISTED.name)
         self._output = settings.topic(PRODUCTS_INDEXED.name)
@@ -82,12 +98,14 @@ class EmbedderWorker:
         try:
             while not stop.is_set():
                 batch = self._next_batch()
-                self._drain()
+                self._advance()
                 self._pending = batch
                 self.last_progress = time.monotonic()
             self._drain()
         finally:
             self._prefetch.shutdown(wait=True)
+            # A write still in flight after an error finishes, but is not committed: it is redone.
+            self._writer.shutdown(wait=True)
             self._consumer.close()
 
     def _next_batch(self) -> _Batch | None:
@@ -117,10 +135,62 @@ class EmbedderWorker:
         self._drain()
 
     def _drain(self) -> None:
+        """Embed and write the batch in hand, and commit everything written."""
+        self._advance()
+        self._settle()
+
+    def _advance(self) -> None:
+        """Embed the batch in hand while the writer writes the previous one, then hand it over."""
         batch, self._pending = self._pending, None
         if batch is None:
+            self._settle()
             return
-        outcomes = self._process(batch)
+        steps = self._embed(batch)
+        self._settle()
+        self._writing = (batch, self._writer.submit(self._write, batch, steps))
+
+    def _settle(self) -> None:
+        """Wait for the write in flight; commit its offsets (on this thread: the consumer's)."""
+        writing, self._writing = self._writing, None
+        if writing is None:
+            return
+        batch, future = writing
+        output = future.result()  # a failed write raises here: the batch is not committed
+        self._commit(batch.messages)
+        self._account(output, batch)
+
+    def _embed(self, batch: _Batch) -> list[_Step]:
+        """The batch's store operations in message order; runs of listings are embedded together."""
+        decoded = iter(batch.decoded.result())
+        steps: list[_Step] = []
+        run: list[ProductListed] = []
+
+        def flush_run() -> None:
+            if run:
+                stored, outcomes = self._indexer.embed(run, [next(decoded) for _ in run])
+                steps.append(_Step(stored=stored, outcomes=outcomes))
+                run.clear()
+
+        for event in batch.events:
+            if isinstance(event, ProductListed):
+                run.append(event)
+                continue
+            flush_run()
+            if isinstance(event, ContractError):
+                steps.append(_Step(outcomes=[Outcome("", refused=event.reason)]))
+            else:
+                steps.append(_Step(update=event))
+        flush_run()
+        return steps
+
+    def _write(self, batch: _Batch, steps: list[_Step]) -> list["_Output"]:
+        """On the writer thread: store, then deliver the batch's events; what was delivered."""
+        outcomes: list[Outcome] = []
+        for step in steps:
+            self._indexer.write(step.stored)
+            outcomes.extend(step.outcomes)
+            if step.update is not None:
+                outcomes.append(self._indexer.update(step.update))
         output: list[_Output] = []
         for message, event, outcome in zip(batch.messages, batch.events, outcomes, strict=True):
             if outcome.refused is not None:
@@ -135,31 +205,7 @@ class EmbedderWorker:
                 kind = "indexed" if isinstance(event, ProductListed) else "updated"
                 output.append(_Output(self._output, outcome.product_id.encode(), encode(outcome.indexed), kind))
         self._publish(output)
-        self._commit(batch.messages)
-        self._account(output, batch)
-
-    def _process(self, batch: _Batch) -> list[Outcome]:
-        """Outcomes in message order; runs of listings are embedded together."""
-        decoded = iter(batch.decoded.result())
-        outcomes: list[Outcome] = []
-        run: list[ProductListed] = []
-
-        def flush_run() -> None:
-            if run:
-                outcomes.extend(self._indexer.index(run, [next(decoded) for _ in run]))
-                run.clear()
-
-        for event in batch.events:
-            if isinstance(event, ProductListed):
-                run.append(event)
-                continue
-            flush_run()
-            if isinstance(event, ContractError):
-                outcomes.append(Outcome("", refused=event.reason))
-            else:
-                outcomes.append(self._indexer.update(event))
-        flush_run()
-        return outcomes
+        return output
 
     def _publish(self, output: list["_Output"]) -> None:
         failures: list[str] = []

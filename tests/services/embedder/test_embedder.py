@@ -128,6 +128,39 @@ def test_relisting_overwrites_and_updates_change_only_the_payload(embedder_setti
     assert [json.loads(m.value)["in_stock"] for m in events] == [product["in_stock"], product["in_stock"], False]
 
 
+def test_each_batch_sees_what_the_batch_before_wrote(embedder_settings):
+    """Batches of one: a batch is embedded while the one before is still being written, so an
+    update right behind its listing must still find the product (updates run on the writer)."""
+    import threading
+
+    from services.embedder.service import build_embedder
+
+    settings = embedder_settings.model_copy(update={"embedder_batch_size": 1})
+    products = list(catalogue(6, seed=5))
+    lines: list[dict] = []
+    for product in products:
+        lines += [product, {"event": "product.updated", "product_id": product["product_id"], "price": 1.5, "currency": product["currency"],
+                            "updated_at": "2026-11-27T10:00:00Z"}]
+    publish_lines(settings, lines)
+    embedder = build_embedder(settings)
+    stop = threading.Event()
+    thread = threading.Thread(target=embedder.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_committed(settings)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert int(embedder.worker.metrics.dead_letters._value.get()) == 0
+    store = _store(settings)
+    try:
+        assert sorted(p.payload["price"] for p in store.get([p["product_id"] for p in products])) == [1.5] * len(products)
+    finally:
+        store.close()
+    events = read_all(settings, settings.topic("products.indexed"), expected=len(lines))
+    assert [json.loads(m.value)["price"] for m in events][1::2] == [1.5] * len(products)
+
+
 def test_delisting_leaves_a_tombstone(embedder_settings, running_embedder):
     product = next(catalogue(1, seed=3))
     publish_lines(
