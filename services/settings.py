@@ -107,6 +107,13 @@ class Settings(BaseSettings):
     learners_checkpoint_s: float = Field(
         default=30.0, gt=0, description="How often the River learners are checkpointed to Redis."
     )
+    learners_max_shoppers: int = Field(
+        default=100_000, ge=1,
+        description="Shoppers the River factorisation remembers; the least recently active are forgotten first (bounds memory and the checkpoint).",
+    )
+    learners_max_items: int = Field(
+        default=100_000, ge=1, description="Products the River factorisation remembers; the least recently active are forgotten first.",
+    )
     state_secret: SecretStr | None = Field(
         default=None,
         description="Key that signs learner checkpoints in Redis. Unset: a random one kept in `<cache_dir>/state-secret`.",

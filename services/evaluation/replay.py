@@ -161,7 +161,8 @@ class _Run:
         self.now = 0.0
         params = ClickParams(neighbours=settings.covisit_neighbours)
         self.state = ProfileState(aclient, keys, params)
-        self.learners = Learners(seed=config.seed, ranker_warmup=settings.ranking_warmup_pairs)
+        self.learners = Learners(seed=config.seed, ranker_warmup=settings.ranking_warmup_pairs,
+                                 max_shoppers=settings.learners_max_shoppers, max_items=settings.learners_max_items)
         self.letters: list[str] = []
         self.handler = ClickHandler(self.state, self.learners, params, lambda _m, reason: self.letters.append(reason),
                                     clock=lambda: self.now, item_wait_s=0, seed=config.seed)

@@ -67,7 +67,8 @@ def restore_learners(settings: Settings, keys: Keys, secret: bytes) -> Learners:
         raise UserError(f"no Redis answers at {settings.redis_url} ({exc}); start one with `shelfsight stack up`") from None
     finally:
         client.close()
-    fresh = Learners(ranker_warmup=settings.ranking_warmup_pairs)
+    fresh = Learners(ranker_warmup=settings.ranking_warmup_pairs, max_shoppers=settings.learners_max_shoppers,
+                     max_items=settings.learners_max_items)
     candidates = []
     for blob in blobs:
         try:
@@ -78,6 +79,7 @@ def restore_learners(settings: Settings, keys: Keys, secret: bytes) -> Learners:
         return fresh
     learners = max(candidates, key=lambda c: c.events)
     learners.ranker_warmup = settings.ranking_warmup_pairs
+    learners.bound(settings.learners_max_shoppers, settings.learners_max_items)
     log.info("learners restored", extra={"events_seen": learners.events, "checkpoints": len(candidates)})
     return learners
 

@@ -124,6 +124,26 @@ def test_learner_checkpoints_round_trip_and_refuse_tampering():
         load(b"\x80\x04" + blob, b"secret")
 
 
+def test_the_factorisation_is_bounded_and_so_is_its_checkpoint():
+    def run(learners: Learners, shoppers: int) -> Learners:
+        for i in range(shoppers * 4):
+            learners.learn_event(f"u{i // 4}", f"p{i % 997}", "click", 2.0)
+        return learners
+
+    small, large = run(Learners(max_shoppers=50, max_items=40), 200), run(Learners(max_shoppers=50, max_items=40), 2_000)
+    for learners in (small, large):
+        assert len(learners.mf.u_latents) == len(learners.mf.u_biases) == len(learners.user_events) == 50
+        assert len(learners.mf.i_latents) == len(learners.known_items()) == 40
+        assert set(learners.mf.i_latents) == set(learners.known_items())
+    assert "u1999" in large.mf.u_latents and "u0" not in large.mf.u_latents  # the newest are kept
+    # Ten times the shoppers, about the same checkpoint.
+    assert len(dump(large, b"s")) < 1.2 * len(dump(small, b"s"))
+    # Restored under tighter settings, it forgets at once.
+    restored = load(dump(large, b"s"), b"s")
+    restored.bound(10, 5)
+    assert len(restored.mf.u_latents) == 10 and len(restored.known_items()) == len(restored.mf.i_latents) == 5
+
+
 def test_a_new_feature_set_starts_the_ranker_afresh():
     learners = Learners(ranker_warmup=1)
     learners.learn_choice(("a",), {"a": 1.0}, [{"a": 0.0}])
