@@ -2,15 +2,16 @@
 
 1. N click events are pre-loaded on a fresh `clicks` topic (items already in Redis).
 2. Baseline: a bare aiokafka consume loop reads the same N messages (no processing).
-3. Worker: `shelfsight profiles` (one process) consumes them from the start; events/s is
-   measured from its first commit to its last, so start-up is not counted.
+3. Worker: `shelfsight profiles` (one process, or `--workers N` in one consumer group on a
+   topic of `--partitions` partitions) consumes them from the start; events/s is measured
+   from the group's first commit to its last, so start-up is not counted.
 4. Latency: single clicks at a steady rate, each timed from the produce call to the
    profile-updated notification, which Redis publishes in the same transaction as the write.
 5. Memory: MEMORY USAGE of a shopper's keys and of an item's keys, averaged.
 
 Needs the local stack (`shelfsight stack up`).
 
-    .venv/bin/python bench/profiles.py [--events 50000] [--rate 200] [--seconds 10]
+    .venv/bin/python bench/profiles.py [--events 50000] [--rate 200] [--seconds 10] [--workers 1] [--partitions 4]
 """
 
 import argparse
@@ -87,14 +88,17 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=1, help="profiles processes in the consumer group")
+    parser.add_argument("--partitions", type=int, default=None, help="partitions per topic (default: the settings')")
     args = parser.parse_args()
     base = load_settings()
-    settings = base.model_copy(update={"topic_prefix": f"bench-{uuid.uuid4().hex[:6]}."})
+    settings = base.model_copy(update={"topic_prefix": f"bench-{uuid.uuid4().hex[:6]}.",
+                                       **({"topic_partitions": args.partitions} if args.partitions else {})})
     prefix = f"bench-{uuid.uuid4().hex[:6]}:"
     keys = Keys(prefix)
     create_topics(settings)
     topic = settings.topic("clicks")
-    worker = None
+    workers: list[subprocess.Popen] = []
     r = redis.Redis.from_url(settings.redis_url)
     try:
         asyncio.run(_items(settings, keys))
@@ -109,8 +113,8 @@ def main() -> None:
 
         env = {**os.environ, "SHELFSIGHT_TOPIC_PREFIX": settings.topic_prefix, "SHELFSIGHT_REDIS_PREFIX": prefix,
                "SHELFSIGHT_PROFILES_METRICS_PORT": "0", "SHELFSIGHT_LOG_LEVEL": "WARNING"}
-        worker = subprocess.Popen([sys.executable, "-m", "services.cli", "profiles"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        workers = [subprocess.Popen([sys.executable, "-m", "services.cli", "profiles"], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(args.workers)]
         group = settings.group(GROUP_ID)
         first_at = first_lag = None
         while True:
@@ -119,7 +123,7 @@ def main() -> None:
                 first_at, first_lag = time.perf_counter(), lag
             if lag == 0:
                 break
-            time.sleep(0.1)
+            time.sleep(0.5)  # each look opens a Kafka client: not too often, it shares the cores
         rate = (first_lag or 0) / max(time.perf_counter() - (first_at or time.perf_counter()), 1e-9)
 
         latencies = _latency(settings, r, keys, producer, args.rate, args.seconds)
@@ -127,12 +131,13 @@ def main() -> None:
         p50, p95 = statistics.median(latencies), statistics.quantiles(latencies, n=20)[18]
         print(f"{args.events} click events, {USERS} shoppers, {ITEMS} items (256-d vectors)")
         print(f"bare aiokafka consume loop  {bare:9.0f} events/s")
-        print(f"profiles worker (1 process) {rate:9.0f} events/s   ratio {rate / bare:.3f}")
+        print(f"profiles workers ({args.workers}, {settings.topic_partitions} partitions) {rate:9.0f} events/s   ratio {rate / bare:.3f}")
         print(f"click → profile in Redis at {args.rate:g}/s: p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms over {len(latencies)} clicks")
         print(f"Redis memory: {shopper:.0f} bytes per shopper, {item:.0f} bytes per item (item hash + session and history neighbours)")
     finally:
-        if worker is not None:
+        for worker in workers:
             worker.send_signal(signal.SIGTERM)
+        for worker in workers:
             worker.wait(60)
         for key in r.scan_iter(f"{prefix}*"):
             r.delete(key)
