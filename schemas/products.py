@@ -145,7 +145,12 @@ class ProductIndexed(Contract):
     )
     confidence: Annotated[float, Field(ge=0.0, le=1.0)] = Field(description="The classifier's confidence in predicted_category.")
     predicted_category: CategoryName | None = Field(  # type: ignore[valid-type]
-        default=None, description="What the product model's classifier made of the product."
+        default=None,
+        description="What the classifier made of the product: the store head (trained on the store's own labelled listings) once it knows two of the store's categories, else the product model's classifier.",
+    )
+    category_source: Literal["store", "store_head", "unsure", "model"] | None = Field(
+        default=None,
+        description="Where category came from: the listing's category_hint (store), the store head (store_head), nowhere sure enough ('unsure': category is 'Uncategorised'), or the product model's classes (model).",
     )
     vectors: dict[str, list[float]] = Field(
         description="Named L2-normalised vectors; 'fused' is always present."

@@ -72,6 +72,17 @@ class Settings(BaseSettings):
         default=100, ge=1, le=60_000, description="How long a batch waits to fill before it runs."
     )
     embedder_decode_threads: int = Field(default=4, ge=1, le=64, description="Threads that fetch and decode images.")
+    store_head: bool = Field(
+        default=True,
+        description="Learn the store's own categories from listings that carry `category_hint` and classify listings without one into them (false: the product model's classes).",
+    )
+    store_head_unsure_below: float = Field(
+        default=0.5, ge=0.0, le=1.0,
+        description="Below this probability the store head files a listing under `Uncategorised` instead of guessing.",
+    )
+    store_head_max_examples: int = Field(
+        default=20_000, ge=10, le=1_000_000, description="Labelled listings the store head learns from (the latest per product)."
+    )
     embedder_metrics_port: int = Field(
         default=9108, ge=0, le=65535, description="Port of the embedder's /metrics and /healthz (0: off)."
     )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from models.images.decoding import ImageError, ImagePolicy, decode_image
@@ -15,6 +16,7 @@ from models.images.thumbnails import thumbnail_jpeg
 from models.predictor import Prediction, Predictor, ProductInput
 from schemas import ProductIndexed, ProductListed, ProductUpdated
 from services.embedder.fetch import FetchError, ImageFetcher
+from services.embedder.taxonomy import Classification, StoreTaxonomy
 from services.vectors.store import ProductStore, StoredProduct
 
 log = logging.getLogger(__name__)
@@ -32,14 +34,34 @@ class Outcome:
     tombstone: bool = False
 
 
-def category_of(product: ProductListed, prediction: Prediction) -> str:
+@dataclass(frozen=True)
+class Categorised:
+    """Where a product is filed, and what the classifier in use made of it."""
+
+    category: str
+    predicted: str
+    confidence: float
+    source: str  # store | store_head | unsure | model
+
+
+def categorise(product: ProductListed, prediction: Prediction, store: Classification | None = None) -> Categorised:
     """The store's own category when it gave one: filters, affinities, trending and reasons follow
-    the store's taxonomy; the classifier's guess only fills in where the store is silent."""
-    return product.category_hint or prediction.category
+    the store's taxonomy. Otherwise the store head's (``store``: None while it cannot be used), and
+    the product model's classes only for a store that has labelled nothing."""
+    if store is not None:
+        predicted, confidence = store.guess, store.confidence
+    else:
+        predicted, confidence = prediction.category, prediction.confidence
+    if product.category_hint:
+        return Categorised(product.category_hint, predicted, confidence, "store")
+    if store is not None:
+        return Categorised(store.category, predicted, confidence, store.source)
+    return Categorised(prediction.category, predicted, confidence, "model")
 
 
 def payload_of(
-    product: ProductListed, prediction: Prediction, model_version: str, indexed_at: datetime, picture: Image.Image | None = None
+    product: ProductListed, prediction: Prediction, filed: Categorised, model_version: str, indexed_at: datetime,
+    picture: Image.Image | None = None,
 ) -> dict[str, Any]:
     return {
         "title": product.title,
@@ -47,9 +69,10 @@ def payload_of(
         "currency": product.currency,
         "in_stock": product.in_stock,
         "delisted": False,
-        "category": category_of(product, prediction),
-        "predicted_category": prediction.category,
-        "confidence": round(prediction.confidence, 6),
+        "category": filed.category,
+        "predicted_category": filed.predicted,
+        "confidence": round(filed.confidence, 6),
+        "category_source": filed.source,
         "category_hint": product.category_hint,
         "listed_at": product.listed_at.isoformat(),
         "listed_ts": product.listed_at.timestamp(),
@@ -74,8 +97,10 @@ class Indexer:
         pool: Executor,
         image_policy: ImagePolicy,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        taxonomy: StoreTaxonomy | None = None,
     ) -> None:
         self._predictor = predictor
+        self._taxonomy = taxonomy
         self._store = store
         self._fetcher = fetcher
         self._pool = pool
@@ -113,12 +138,13 @@ class Indexer:
             return [], []
         inputs = [ProductInput(title=p.title, description=p.description) for p in products]
         predictions = self._predictor.predict_decoded(inputs, decoded)
+        filed = self._categorise(products, predictions)
         now = self._clock()
         version = self._predictor.model_version
         stored, outcomes = [], []
-        for product, prediction, (picture, _) in zip(products, predictions, decoded, strict=True):
+        for product, prediction, f, (picture, _) in zip(products, predictions, filed, decoded, strict=True):
             indexed_at = max(now, product.listed_at)
-            stored.append(StoredProduct(product.product_id, prediction.vectors, payload_of(product, prediction, version, indexed_at, picture)))
+            stored.append(StoredProduct(product.product_id, prediction.vectors, payload_of(product, prediction, f, version, indexed_at, picture)))
             outcomes.append(
                 Outcome(
                     product.product_id,
@@ -128,9 +154,10 @@ class Indexer:
                         price=product.price,
                         currency=product.currency,
                         in_stock=product.in_stock,
-                        category=category_of(product, prediction),
-                        predicted_category=prediction.category,
-                        confidence=min(1.0, max(0.0, prediction.confidence)),
+                        category=f.category,
+                        predicted_category=f.predicted,
+                        confidence=min(1.0, max(0.0, f.confidence)),
+                        category_source=f.source,
                         vectors=prediction.vectors,
                         image_error=prediction.image_error,
                         model_version=version,
@@ -140,6 +167,17 @@ class Indexer:
                 )
             )
         return stored, outcomes
+
+    def _categorise(self, products: Sequence[ProductListed], predictions: Sequence[Prediction]) -> list[Categorised]:
+        """Labelled listings teach the store head first, so the batch's others already benefit."""
+        store: Sequence[Classification | None] = [None] * len(products)
+        if self._taxonomy is not None:
+            fused = np.array([p.vectors["fused"] for p in predictions], dtype=np.float32)
+            self._taxonomy.learn(
+                (product.product_id, fused[i], product.category_hint) for i, product in enumerate(products) if product.category_hint
+            )
+            store = self._taxonomy.classify(fused) or store
+        return [categorise(product, prediction, s) for product, prediction, s in zip(products, predictions, store, strict=True)]
 
     def write(self, stored: Sequence[StoredProduct]) -> None:
         """One durable upsert (flushed before it returns)."""
@@ -172,6 +210,7 @@ class Indexer:
                 category=p["category"],
                 predicted_category=p.get("predicted_category"),
                 confidence=p["confidence"],
+                category_source=p.get("category_source"),
                 vectors={k: list(v) for k, v in current.vectors.items()},
                 image_error=p.get("image_error"),
                 model_version=p["model_version"],

@@ -18,6 +18,7 @@ from services.bus.producer import Producer
 from services.embedder.fetch import ImageFetcher, UrlPolicy
 from services.embedder.indexing import Indexer
 from services.embedder.metrics import EmbedderMetrics
+from services.embedder.taxonomy import StoreTaxonomy, TaxonomyConfig, restore_taxonomy
 from services.embedder.worker import GROUP_ID, EmbedderWorker
 from services.errors import UserError
 from services.ops.http import OpsServer, start_ops
@@ -45,6 +46,14 @@ def url_policy(settings: Settings) -> UrlPolicy:
         max_bytes=settings.image_max_bytes,
         attempts=settings.image_fetch_attempts,
     )
+
+
+def store_taxonomy(settings: Settings, store: ProductStore) -> StoreTaxonomy | None:
+    """The store head, restored from the labelled products already stored; None when turned off."""
+    if not settings.store_head:
+        return None
+    return restore_taxonomy(store, TaxonomyConfig(unsure_below=settings.store_head_unsure_below,
+                                                  max_examples=settings.store_head_max_examples))
 
 
 def load_predictor(settings: Settings) -> Predictor:
@@ -94,7 +103,8 @@ def build_embedder(settings: Settings, predictor: Predictor | None = None, store
     owns_store = store is None
     store = store or open_product_store(settings, predictor)
     pool = ThreadPoolExecutor(settings.embedder_decode_threads, thread_name_prefix="decode")
-    indexer = Indexer(predictor, store, ImageFetcher(url_policy(settings)), pool, image_policy(settings))
+    indexer = Indexer(predictor, store, ImageFetcher(url_policy(settings)), pool, image_policy(settings),
+                      taxonomy=store_taxonomy(settings, store))
     consumer = Consumer(consumer_config(settings, settings.group(GROUP_ID)))
     metrics = EmbedderMetrics()
     worker = EmbedderWorker(settings, indexer, consumer, Producer(producer_config(settings)), metrics)

@@ -39,7 +39,7 @@ from models.ranking.baselines import Baseline
 from schemas import ClickEvent, ProductListed, RecommendationServed, encode
 from services.embedder.fetch import ImageFetcher
 from services.embedder.indexing import Indexer
-from services.embedder.service import image_policy, url_policy
+from services.embedder.service import image_policy, store_taxonomy, url_policy
 from services.evaluation.logs import Dataset, Truth
 from services.profiles.handler import ClickHandler, RawMessage
 from services.profiles.learners import CHOICE_KINDS, Learners, dump
@@ -171,7 +171,7 @@ class _Run:
         self.engine = Recommender(store, ShopperReader(sync, keys, half_life_s=params.half_life_s), lambda: self.cache.current,
                                   replay.predictor.dims["fused"], tuning(settings), clock=lambda: self.now, on_served=self._keep)
         self.indexer = Indexer(replay.predictor, store, ImageFetcher(url_policy(settings)), pool, image_policy(settings),
-                               clock=lambda: datetime.fromtimestamp(self.now, UTC))
+                               clock=lambda: datetime.fromtimestamp(self.now, UTC), taxonomy=store_taxonomy(settings, store))
         self.vectors: dict[str, np.ndarray] = {}
 
     def _keep(self, served: RecommendationServed) -> None:

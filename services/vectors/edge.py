@@ -13,6 +13,7 @@ from typing import Any
 import qdrant_edge as q
 
 from services.vectors.store import (
+    HINT,
     INDEXED_FIELDS,
     VECTOR_NAMES,
     SearchFilters,
@@ -104,6 +105,22 @@ class EdgeProductStore:
             payload = r.payload  # each attribute access converts from Rust: read it once
             products.append(StoredProduct(payload["product_id"], dict(r.vector or {}) if with_vectors else {}, payload))
         return products
+
+    def labelled(self, limit: int, using: str = "fused") -> list[StoredProduct]:
+        found: list[StoredProduct] = []
+        offset = None
+        hinted = q.Filter(must_not=[q.IsEmptyCondition(HINT)])
+        while len(found) < limit:
+            records, offset = self.shard.scroll(q.ScrollRequest(
+                offset=offset, limit=min(1_000, limit - len(found)), filter=hinted,
+                with_payload=_payload((HINT,)), with_vector=[using],
+            ))
+            for r in records:
+                payload = r.payload
+                found.append(StoredProduct(payload["product_id"], dict(r.vector or {}), payload))
+            if offset is None or not records:
+                break
+        return found
 
     def search(
         self, vector: list[float], using: str = "fused", limit: int = 10, filters: SearchFilters | None = None

@@ -7,6 +7,7 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as m
 
 from services.vectors.store import (
+    HINT,
     INDEXED_FIELDS,
     VECTOR_NAMES,
     SearchFilters,
@@ -82,6 +83,20 @@ class ServerProductStore:
             StoredProduct(r.payload["product_id"], dict(r.vector or {}) if with_vectors else {}, dict(r.payload))  # type: ignore[index,arg-type]
             for r in records
         ]
+
+    def labelled(self, limit: int, using: str = "fused") -> list[StoredProduct]:
+        found: list[StoredProduct] = []
+        offset = None
+        hinted = m.Filter(must_not=[m.IsEmptyCondition(is_empty=m.PayloadField(key=HINT))])
+        while len(found) < limit:
+            records, offset = self._client.scroll(
+                self._collection, scroll_filter=hinted, limit=min(1_000, limit - len(found)), offset=offset,
+                with_payload=_payload((HINT,)), with_vectors=[using],
+            )
+            found += [StoredProduct(r.payload["product_id"], dict(r.vector or {}), dict(r.payload)) for r in records]  # type: ignore[index,arg-type]
+            if offset is None or not records:
+                break
+        return found
 
     def search(
         self, vector: list[float], using: str = "fused", limit: int = 10, filters: SearchFilters | None = None

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 VECTOR_NAMES = ("image", "text", "fused")
 # qdrant-edge-py 0.9 matches no boolean (MatchValue(True) finds nothing, indexed or not), so
 # stock is also stored as the keyword `availability`, which both backends filter on.
+HINT = "category_hint"  # the store's own category of a product, in its payload (None when it gave none)
 INDEXED_FIELDS = {"category": "keyword", "availability": "keyword", "price": "float", "listed_ts": "float"}
 
 
@@ -138,6 +139,10 @@ class ProductStore(Protocol):
 
         ``with_vectors``: all named vectors, or those named; ``fields``: a subset of the payload.
         """
+
+    def labelled(self, limit: int, using: str = "fused") -> list[StoredProduct]:
+        """Up to ``limit`` products the store gave a category (``category_hint``), with the
+        ``using`` vector and only that payload field: the store head's examples."""
 
     def search(
         self, vector: list[float], using: str = "fused", limit: int = 10, filters: SearchFilters | None = None

@@ -70,6 +70,19 @@ def test_nearest_search_with_filters_and_exclusions(store):
     assert len(by_image) == 4
 
 
+def test_labelled_products_are_read_back_page_by_page(store):
+    hinted = [StoredProduct(f"h{i}", {"fused": _unit(1, i, 0, 0)}, {"title": "x", "category": "Bag", "category_hint": "Bags"})
+              for i in range(2_300)]
+    silent = [StoredProduct(f"s{i}", {"fused": _unit(0, 1, i, 0)}, {"title": "x", "category": "Bag", "category_hint": None})
+              for i in range(50)]
+    unset = [StoredProduct("u", {"fused": _unit(0, 0, 0, 1)}, {"title": "x", "category": "Bag"})]
+    store.upsert(hinted + silent + unset)
+    found = store.labelled(limit=10_000)
+    assert sorted(p.product_id for p in found) == sorted(p.product_id for p in hinted)  # more than one page of 1,000
+    assert all(p.payload["category_hint"] == "Bags" and len(p.vectors["fused"]) == 4 for p in found)
+    assert len(store.labelled(limit=1_500)) == 1_500
+
+
 def test_payload_update_without_vectors(store):
     store.upsert([_product("a", _unit(1, 0, 0, 0))])
     assert store.update_payload("a", {"in_stock": False, "price": 5.0})
