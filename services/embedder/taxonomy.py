@@ -104,7 +104,7 @@ class StoreTaxonomy:
         started = time.perf_counter()
         self._head = StoreHead.fit(np.stack([v for v, _ in self._examples.values()]), labels)
         self._new_since_fit = 0
-        log.info("store head refitted", extra={"examples": len(labels), "categories": len(self._head.classes),
+        log.debug("store head refitted", extra={"examples": len(labels), "categories": len(self._head.classes),
                                                "seconds": round(time.perf_counter() - started, 3)})
 
 
