@@ -15,6 +15,7 @@ from schemas import ProductIndexed
 
 from services.profiles.positions import Position
 from services.profiles.profile import RESCALE_AFTER_HALF_LIVES, ClickParams, Profile
+from services.profiles.writes import ReadBatch, as_hash
 
 
 @dataclass
@@ -208,24 +209,24 @@ class ProfileState:
                    choosers: set[str] = frozenset()) -> Loaded:  # type: ignore[assignment]
         """Everything a batch needs, in one round trip; ``choosers``' served lists too."""
         p = self.params
-        pipe = self.redis.pipeline(transaction=False)
+        batch = ReadBatch()
         for e in event_ids:
-            pipe.exists(self.keys.seen(e))
+            batch.call("EXISTS", self.keys.seen(e))
         for i in items:
-            pipe.hgetall(self.keys.item(i))
+            batch.call("HGETALL", self.keys.item(i))
         for u in users:
-            pipe.hgetall(self.keys.user(u))
-            pipe.lrange(self.keys.recent(u), 0, 2 * p.history_items - 1)
+            batch.call("HGETALL", self.keys.user(u))
+            batch.call("LRANGE", self.keys.recent(u), 0, 2 * p.history_items - 1)
         for s in sessions:
-            pipe.lrange(self.keys.session(s), 0, -1)
+            batch.call("LRANGE", self.keys.session(s), 0, -1)
         for u in choosers:
-            pipe.lrange(self.keys.served(u), 0, p.served_lists - 1)
-        results = iter(await pipe.execute())
+            batch.call("LRANGE", self.keys.served(u), 0, p.served_lists - 1)
+        results = iter(await batch.execute(self.redis))
         loaded = Loaded()
         loaded.seen = {e: bool(next(results)) for e in event_ids}
-        loaded.items = {i: decode_item(next(results)) for i in items}
+        loaded.items = {i: decode_item(as_hash(next(results))) for i in items}
         for u in users:
-            loaded.profiles[u] = decode_profile(next(results))
+            loaded.profiles[u] = decode_profile(as_hash(next(results)))
             loaded.recent[u] = list(dict.fromkeys(x.decode() for x in next(results)))
         loaded.sessions = {s: [x.decode() for x in next(results)] for s in sessions}
         loaded.served = {u: list(next(results)) for u in choosers}

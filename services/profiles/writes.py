@@ -85,3 +85,48 @@ class WriteBatch:
             return True
         # use_bin_type=False: Redis's cmsgpack reads raw strings (binary-safe), not the bin type.
         return bool(await client.eval(_SCRIPT, 0, msgpack.packb(self.args(), use_bin_type=False)))
+
+
+# ARGV[1], unpacked: a flat list of read commands (a count n, then the n words of one command …);
+# the reply: every command's reply, in order, packed with cmsgpack. One argument and one reply
+# instead of thousands of each: the asyncio client packs and parses every one in Python.
+_READ_SCRIPT = """
+local A = cmsgpack.unpack(ARGV[1])
+local out = {}
+local i, n, k = 1, #A, 0
+while i <= n do
+  local count = A[i]
+  k = k + 1
+  out[k] = redis.call(unpack(A, i + 1, i + count))
+  i = i + count + 1
+end
+return cmsgpack.pack(out)
+"""
+
+
+class ReadBatch:
+    """Read commands run by one script, one reply for all (missing values come back as False).
+
+    Read-only, so no atomicity is needed; one script is simply the cheapest way to send many.
+    """
+
+    def __init__(self) -> None:
+        self._args: list[Any] = []
+        self._count = 0
+
+    def call(self, *command: Any) -> None:
+        self._args.append(len(command))
+        self._args.extend(command)
+        self._count += 1
+
+    async def execute(self, client: aioredis.Redis) -> list[Any]:
+        if not self._count:
+            return []
+        raw = await client.eval(_READ_SCRIPT, 0, msgpack.packb(self._args, use_bin_type=False))
+        return msgpack.unpackb(raw, raw=True)
+
+
+def as_hash(flat: list[bytes]) -> dict[bytes, bytes]:
+    """A script's HGETALL reply (field, value, field, value …) as redis-py's dict."""
+    it = iter(flat)
+    return dict(zip(it, it, strict=True))
