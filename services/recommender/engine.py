@@ -27,7 +27,7 @@ from services.recommender.shopper import Shopper, ShopperReader, Signals
 from services.vectors.store import ProductStore, SearchFilters, VectorQuery, matches
 
 # What a product card and the ranking need from the payload (the thumbnail stays behind).
-CARD_FIELDS = ("title", "category", "price", "currency", "in_stock", "delisted", "listed_ts", "image_url", "has_image")
+CARD_FIELDS = ("title", "category", "category_source", "price", "currency", "in_stock", "delisted", "listed_ts", "image_url", "has_image")
 POSITION = FEATURES.index("position")
 
 

@@ -10,6 +10,8 @@
 'Often viewed with Bold leather bag'
 >>> explain("history", {"category": "Bag"}, "Bold leather bag", is_new=False)
 'Shoppers who viewed Bold leather bag also viewed it'
+>>> explain("new", {"category": "Uncategorised", "category_source": "unsure"}, None, is_new=True)
+'New in the shop, matches your style'
 """
 
 from typing import Any
@@ -38,7 +40,8 @@ def strongest(evidence: dict[str, tuple[float, str | None]], looks_alike: float)
 
 
 def explain(source: str, payload: dict[str, Any], anchor_title: str | None, is_new: bool) -> str:
-    category = str(payload.get("category") or "the shop")
+    # A product the store head could not file is "Uncategorised": no shopper wants to read that.
+    category = "the shop" if payload.get("category_source") == "unsure" else str(payload.get("category") or "the shop")
     if source in _LIKENESS:
         if anchor_title:
             text = f"New in {category}, like {anchor_title} you viewed" if is_new else f"Looks like {anchor_title} you viewed"
