@@ -7,11 +7,12 @@
    from the group's first commit to its last, so start-up is not counted.
 4. Latency: single clicks at a steady rate, each timed from the produce call to the
    profile-updated notification, which Redis publishes in the same transaction as the write.
-5. Memory: MEMORY USAGE of a shopper's keys and of an item's keys, averaged.
+5. Memory: MEMORY USAGE of a shopper's keys and of an item's keys, averaged, and the
+   worker's peak resident memory (VmHWM) after the run.
 
 Needs the local stack (`shelfsight stack up`).
 
-    .venv/bin/python bench/profiles.py [--events 50000] [--rate 200] [--seconds 10] [--workers 1] [--partitions 4]
+    .venv/bin/python bench/profiles.py [--events 50000] [--shoppers 5000] [--rate 200] [--seconds 10] [--workers 1] [--partitions 4]
 """
 
 import argparse
@@ -40,13 +41,14 @@ from services.profiles.profile import ClickParams
 from services.profiles.state import Keys, ProfileState
 from services.settings import load_settings
 from services.errors import run_script
+from services.ops.memory import peak_rss_mb
 
-USERS, ITEMS = 5000, 2000
+ITEMS = 2000
 
 
-def _click(i: int, now: datetime, user: str | None = None) -> bytes:
+def _click(i: int, now: datetime, users: int, user: str | None = None) -> bytes:
     return json.dumps({
-        "event_id": f"e{i}", "user_id": user or f"u{i % USERS}", "product_id": f"p{(i * 7919) % ITEMS}",
+        "event_id": f"e{i}", "user_id": user or f"u{i % users}", "product_id": f"p{(i * 7919) % ITEMS}",
         "kind": ("view", "view", "click", "add_to_cart", "purchase", "dismiss")[i % 6],
         "occurred_at": (now - timedelta(milliseconds=i)).isoformat(), "session_id": f"s{i % 900}",
     }).encode()
@@ -88,6 +90,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--shoppers", type=int, default=5000, help="distinct shoppers among the events")
     parser.add_argument("--workers", type=int, default=1, help="profiles processes in the consumer group")
     parser.add_argument("--partitions", type=int, default=None, help="partitions per topic (default: the settings')")
     args = parser.parse_args()
@@ -105,9 +108,9 @@ def main() -> None:
         producer = Producer(producer_config(settings))
         now = datetime.now(UTC)
         for i in range(args.events):
-            producer.client.produce(topic, key=f"u{i % USERS}".encode(), value=_click(i, now))
+            producer.client.produce(topic, key=f"u{i % args.shoppers}".encode(), value=_click(i, now, args.shoppers))
             if i % 10_000 == 0:
-                producer.client.poll(0)
+                producer.client.flush(60)  # the local queue holds 100,000 messages
         producer.flush(120)
         bare = asyncio.run(_bare(settings, topic, args.events))
 
@@ -127,12 +130,14 @@ def main() -> None:
         rate = (first_lag or 0) / max(time.perf_counter() - (first_at or time.perf_counter()), 1e-9)
 
         latencies = _latency(settings, r, keys, producer, args.rate, args.seconds)
-        shopper, item = _memory(r, keys)
+        shopper, item = _memory(r, keys, args.shoppers)
+        peak_mb = max(peak_rss_mb(w.pid) for w in workers)
         p50, p95 = statistics.median(latencies), statistics.quantiles(latencies, n=20)[18]
-        print(f"{args.events} click events, {USERS} shoppers, {ITEMS} items (256-d vectors)")
+        print(f"{args.events} click events, {args.shoppers} shoppers, {ITEMS} items (256-d vectors)")
         print(f"bare aiokafka consume loop  {bare:9.0f} events/s")
         print(f"profiles workers ({args.workers}, {settings.topic_partitions} partitions) {rate:9.0f} events/s   ratio {rate / bare:.3f}")
         print(f"click → profile in Redis at {args.rate:g}/s: p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms over {len(latencies)} clicks")
+        print(f"peak resident memory of a worker: {peak_mb:.0f} MB")
         print(f"Redis memory: {shopper:.0f} bytes per shopper, {item:.0f} bytes per item (item hash + session and history neighbours)")
     finally:
         for worker in workers:
@@ -159,7 +164,7 @@ def _latency(settings, r: redis.Redis, keys: Keys, producer: Producer, rate: flo
             if message and message["type"] == "message":
                 got.setdefault(message["data"].decode(), time.perf_counter())
         sent[user] = time.perf_counter()
-        producer.client.produce(settings.topic("clicks"), key=user.encode(), value=_click(10_000_000 + i, now, user))
+        producer.client.produce(settings.topic("clicks"), key=user.encode(), value=_click(10_000_000 + i, now, 1, user))
         producer.client.poll(0)
         next_send += 1.0 / rate
     producer.flush(10)
@@ -172,8 +177,8 @@ def _latency(settings, r: redis.Redis, keys: Keys, producer: Producer, rate: flo
     return [got[u] - sent[u] for u in sent if u in got]
 
 
-def _memory(r: redis.Redis, keys: Keys) -> tuple[float, float]:
-    shoppers = [f"u{i}" for i in range(0, USERS, USERS // 100)]
+def _memory(r: redis.Redis, keys: Keys, users: int) -> tuple[float, float]:
+    shoppers = [f"u{i}" for i in range(0, users, max(1, users // 100))]
     items = [f"p{i}" for i in range(0, ITEMS, ITEMS // 100)]
 
     def usage(key: str) -> int:

@@ -45,6 +45,7 @@ from services.settings import load_settings
 from services.vectors.edge import EdgeProductStore
 from services.vectors.store import StoredProduct
 from services.errors import run_script
+from services.ops.memory import peak_rss_mb
 
 DIMS = 256
 CATEGORIES = ["T-shirt-top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle-boot"]
@@ -248,11 +249,13 @@ def main() -> int:
                     time.sleep(0.3)
             load(port, users, args.rate, 2.0)  # warm-up
             latencies, errors = load(port, users, args.rate, args.seconds)
+            api_peak_mb = peak_rss_mb(child.pid)
         finally:
             child.terminate()
             child.wait(20)
         http_p50, http_p99 = percentiles(latencies)
         print(f"   p50 {http_p50:.2f} ms  p99 {http_p99:.2f} ms  ({len(latencies)} requests, {errors} errors)")
+        print(f"   peak resident memory of the API process: {api_peak_mb:.0f} MB")
         print(f"== ratio in-process p50 / HTTP p50: {in_p50 / http_p50:.2f}   "
               f"(HTTP adds {http_p50 - in_p50:.2f} ms at p50, {http_p99 - in_p99:.2f} ms at p99)")
     finally:
