@@ -11,10 +11,13 @@ synthetic events, checkpointed to Redis as the profiles worker does.
    same shard; an open-loop client sends GET /v1/users/{id}/recommendations?k=10 at a fixed
    rate on keep-alive connections, timing each from its scheduled send (no coordinated omission).
 
+3. With `--rising`: the same client at rising rates (10 s a step) until p99 passes 50 ms:
+   the sustainable request rate of one API process.
+
 The ratio printed is in-process p50 / HTTP p50: the share of the HTTP time that is the
 recommender itself. Needs the local stack (`shelfsight stack up`).
 
-    .venv/bin/python bench/serve.py [--products 50000] [--profiles 10000] [--rate 100] [--seconds 20]
+    .venv/bin/python bench/serve.py [--products 50000] [--profiles 10000] [--rate 100] [--seconds 20] [--rising]
 """
 
 import argparse
@@ -193,12 +196,27 @@ def load(port: int, users: list[str], rate: float, seconds: float, connections: 
     return latencies, errors[0]
 
 
+def rising(port: int, users: list[str], limit_ms: float = 50.0, step_s: float = 10.0) -> float:
+    """The highest rate (of the steps tried) whose p99 stays under ``limit_ms``; 0 if none does."""
+    print(f"== rising rate, {step_s:.0f} s a step, until p99 passes {limit_ms:.0f} ms")
+    best = 0.0
+    for rate in (10, 20, 30, 40, 50, 60, 70, 80, 100, 120, 150, 200):
+        latencies, errors = load(port, users, rate, step_s)
+        p50, p99 = percentiles(latencies)
+        print(f"   {rate:4d}/s  p50 {p50:8.2f} ms  p99 {p99:8.2f} ms  errors {errors}")
+        if p99 >= limit_ms or errors:
+            break
+        best = rate
+    return best
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--products", type=int, default=50_000)
     parser.add_argument("--profiles", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--rising", action="store_true", help="then raise the rate until p99 passes 50 ms")
     parser.add_argument("--serve", nargs=3, metavar=("PATH", "PREFIX", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -249,6 +267,7 @@ def main() -> int:
                     time.sleep(0.3)
             load(port, users, args.rate, 2.0)  # warm-up
             latencies, errors = load(port, users, args.rate, args.seconds)
+            sustainable = rising(port, users) if args.rising else None
             api_peak_mb = peak_rss_mb(child.pid)
         finally:
             child.terminate()
@@ -256,6 +275,8 @@ def main() -> int:
         http_p50, http_p99 = percentiles(latencies)
         print(f"   p50 {http_p50:.2f} ms  p99 {http_p99:.2f} ms  ({len(latencies)} requests, {errors} errors)")
         print(f"   peak resident memory of the API process: {api_peak_mb:.0f} MB")
+        if sustainable is not None:
+            print(f"== sustainable rate of one API process at p99 < 50 ms: {sustainable:.0f} requests/s")
         print(f"== ratio in-process p50 / HTTP p50: {in_p50 / http_p50:.2f}   "
               f"(HTTP adds {http_p50 - in_p50:.2f} ms at p50, {http_p99 - in_p99:.2f} ms at p99)")
     finally:
