@@ -46,6 +46,22 @@ def wait_committed(settings, timeout: float = 120.0) -> None:
     wait_caught_up(settings, settings.topic(PRODUCTS_LISTED.name), settings.group(GROUP_ID), timeout)
 
 
+def run_until_committed(settings):
+    """An in-process embedder on ``settings`` until it has committed everything listed; returns it stopped."""
+    from services.embedder.service import build_embedder
+
+    embedder = build_embedder(settings)
+    stop = threading.Event()
+    thread = threading.Thread(target=embedder.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_committed(settings)
+    finally:
+        stop.set()
+        thread.join(30)
+    return embedder
+
+
 @pytest.fixture
 def running_embedder(embedder_settings) -> Iterator:
     """Starts an in-process embedder; yields a function that waits for it and stops it."""

@@ -17,7 +17,7 @@ from services.bus.consume import read_all
 from services.bus.tail import end_offsets
 from services.demo.catalogue import catalogue
 from services.vectors.edge import EdgeProductStore
-from tests.services.embedder.conftest import publish_lines, wait_committed
+from tests.services.embedder.conftest import publish_lines, run_until_committed, wait_committed
 from tests.ports import free_port
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -131,10 +131,6 @@ def test_relisting_overwrites_and_updates_change_only_the_payload(embedder_setti
 def test_each_batch_sees_what_the_batch_before_wrote(embedder_settings):
     """Batches of one: a batch is embedded while the one before is still being written, so an
     update right behind its listing must still find the product (updates run on the writer)."""
-    import threading
-
-    from services.embedder.service import build_embedder
-
     settings = embedder_settings.model_copy(update={"embedder_batch_size": 1})
     products = list(catalogue(6, seed=5))
     lines: list[dict] = []
@@ -142,15 +138,7 @@ def test_each_batch_sees_what_the_batch_before_wrote(embedder_settings):
         lines += [product, {"event": "product.updated", "product_id": product["product_id"], "price": 1.5, "currency": product["currency"],
                             "updated_at": "2026-11-27T10:00:00Z"}]
     publish_lines(settings, lines)
-    embedder = build_embedder(settings)
-    stop = threading.Event()
-    thread = threading.Thread(target=embedder.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        wait_committed(settings)
-    finally:
-        stop.set()
-        thread.join(30)
+    embedder = run_until_committed(settings)
     assert int(embedder.worker.metrics.dead_letters._value.get()) == 0
     store = _store(settings)
     try:

@@ -1,13 +1,10 @@
 """The store head through the real embedder: real broker, embedded Qdrant Edge shard."""
 
-import threading
-
 import pytest
 
 from services.demo.catalogue import catalogue
-from services.embedder.service import build_embedder
 from services.vectors.edge import EdgeProductStore
-from tests.services.embedder.conftest import publish_lines, wait_committed
+from tests.services.embedder.conftest import publish_lines, run_until_committed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -25,18 +22,6 @@ def _listings(count: int, seed: int, hinted: bool, prefix: str) -> list[dict]:
     return found
 
 
-def _run(settings) -> None:
-    embedder = build_embedder(settings)
-    stop = threading.Event()
-    thread = threading.Thread(target=embedder.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        wait_committed(settings)
-    finally:
-        stop.set()
-        thread.join(30)
-
-
 def _filed(settings, products: list[dict]) -> dict[str, tuple[str, str, str]]:
     store = EdgeProductStore(settings.qdrant_path)
     store.ensure_collection({"image": 256, "text": 256, "fused": 256})
@@ -52,7 +37,7 @@ def test_listings_with_a_category_teach_the_store_head_and_the_rest_are_filed_un
     labelled = _listings(150, seed=1, hinted=True, prefix="l")
     silent = _listings(40, seed=2, hinted=False, prefix="s")
     publish_lines(embedder_settings, [*labelled, *silent])
-    _run(embedder_settings)
+    run_until_committed(embedder_settings)
 
     filed = _filed(embedder_settings, labelled)
     assert {source for _, source, _ in filed.values()} == {"store"}
@@ -69,7 +54,7 @@ def test_listings_with_a_category_teach_the_store_head_and_the_rest_are_filed_un
     # A restarted embedder starts from the labelled products already stored.
     later = _listings(20, seed=3, hinted=False, prefix="r")
     publish_lines(embedder_settings, later)
-    _run(embedder_settings)
+    run_until_committed(embedder_settings)
     filed = _filed(embedder_settings, later)
     sure = [(category, truth) for category, source, truth in filed.values() if source == "store_head"]
     assert len(sure) >= 0.75 * len(later) and sum(c == t for c, t in sure) >= 0.9 * len(sure)
@@ -78,7 +63,7 @@ def test_listings_with_a_category_teach_the_store_head_and_the_rest_are_filed_un
 def test_a_store_that_labels_nothing_gets_the_model_classes(embedder_settings):
     silent = _listings(10, seed=4, hinted=False, prefix="m")
     publish_lines(embedder_settings, silent)
-    _run(embedder_settings)
+    run_until_committed(embedder_settings)
     filed = _filed(embedder_settings, silent)
     assert {source for _, source, _ in filed.values()} == {"model"}
     assert not {category for category, _, _ in filed.values()} & set(STORE.values())
