@@ -60,7 +60,7 @@ chromium:
 
 # The benchmark model; its figures are in docs/benchmarks.md.
 model: setup fashion-mnist
-	@[ -d $(DATA_DIR)/train ] || $(SHELFSIGHT) datasets fashion-mnist $(DATA_DIR)
+	@[ -f $(DATA_DIR)/train/texts.csv ] || $(SHELFSIGHT) datasets fashion-mnist $(DATA_DIR)
 	$(SHELFSIGHT) train $(DATA_DIR)/train --out $(MODEL_DIR) $(TRAIN_ARGS)
 	$(SHELFSIGHT) evaluate $(MODEL_DIR) $(DATA_DIR)/test --out $(REPORT_DIR)
 

@@ -4,7 +4,9 @@ The photos are 28×28 greyscale; they are written as PNG untouched, and the back
 preprocessing upscales them (bicubic, antialiased) to its input size.
 """
 
+import csv
 import gzip
+import random
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,9 +14,30 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from models.data.folder import TEXTS_FILE
+
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 CATEGORIES = ("T-shirt-top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle-boot")
 SPLITS = {"train": "train", "test": "t10k"}
+
+# The words of the catalogues made from these photos (the demo shop, the synthetic shop, and the
+# titles the model is trained with): one vocabulary, so the model learns the shops' language.
+STYLES = ("Classic", "Everyday", "Slim", "Relaxed", "Vintage", "Urban", "Soft", "Essential", "Bold", "Light")
+MATERIALS = ("cotton", "wool", "denim", "leather", "linen", "jersey", "canvas", "knit", "suede", "satin")
+BASE_PRICES = {"T-shirt-top": 15, "Trouser": 45, "Pullover": 40, "Dress": 55, "Coat": 120, "Sandal": 35, "Shirt": 30,
+               "Sneaker": 70, "Bag": 60, "Ankle-boot": 90}
+
+
+def display_name(category: str) -> str:
+    """``"T-shirt-top"`` → ``"t-shirt"``, ``"Ankle-boot"`` → ``"ankle boot"``."""
+    return category.replace("-", " ").replace("T shirt top", "T-shirt").lower()
+
+
+def product_texts(category: str, rng: random.Random) -> tuple[str, str, str]:
+    """A plausible (title, description, material) for a photo of ``category``."""
+    style, material = rng.choice(STYLES), rng.choice(MATERIALS)
+    name = display_name(category)
+    return f"{style} {material} {name}", f"A {style.lower()} {name} in {material}.", material
 
 
 class DatasetMissing(FileNotFoundError):
@@ -58,7 +81,9 @@ def iter_split(split: str, source: Path = DEBIAN_DIR, per_class: int | None = No
 
 
 def export_image_folder(out: Path, source: Path = DEBIAN_DIR, per_class: int | None = None) -> dict[str, int]:
-    """Write ``out/{train,test}/<Category>/<index>.png``; return the count per split."""
+    """Write ``out/{train,test}/<Category>/<index>.png`` and the training photos' titles
+    (``out/train/texts.csv``); return the count per split. The test split stays photos only:
+    the Fashion-MNIST figure is about what the model sees in a picture."""
     counts = {}
     for split in SPLITS:
         for category in CATEGORIES:
@@ -68,4 +93,23 @@ def export_image_folder(out: Path, source: Path = DEBIAN_DIR, per_class: int | N
             picture.save(out / split / CATEGORIES[label] / f"{index:05d}.png", optimize=False)
             n += 1
         counts[split] = n
+    write_texts(out / "train", source, per_class)
     return counts
+
+
+def write_texts(folder: Path, source: Path = DEBIAN_DIR, per_class: int | None = None, split: str = "train") -> Path:
+    """``folder/texts.csv``: a catalogue title and description for each photo of ``split``."""
+    rng = random.Random(split)
+    path = folder / TEXTS_FILE
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "title", "description"])
+        x, y = load_split(split, source)
+        kept = [0] * len(CATEGORIES)
+        for index, label in enumerate(y.tolist()):
+            if per_class is not None and kept[label] >= per_class:
+                continue
+            kept[label] += 1
+            title, description, _ = product_texts(CATEGORIES[label], rng)
+            writer.writerow([f"{CATEGORIES[label]}/{index:05d}.png", title, description])
+    return path

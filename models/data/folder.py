@@ -2,6 +2,7 @@
 
 Texts come from a CSV (columns ``file``, ``title``, ``description``) or JSON Lines file
 with the same keys; ``file`` is the path relative to the dataset root, or the bare name.
+A ``texts.csv`` in the dataset root is read unless another file is named.
 """
 
 import csv
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+TEXTS_FILE = "texts.csv"
 
 
 class DatasetError(ValueError):
@@ -64,6 +66,8 @@ def load_folder(root: Path, texts: Path | None = None, per_class: int | None = N
     categories = tuple(sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")))
     if len(categories) < 2:
         raise DatasetError(f"{root} needs at least two category sub-folders, found {len(categories)}")
+    if texts is None and (root / TEXTS_FILE).is_file():
+        texts = root / TEXTS_FILE  # a catalogue's titles beside its photos are read by default
     table = load_texts(texts) if texts else {}
     samples = []
     for label, category in enumerate(categories):

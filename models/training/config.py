@@ -36,7 +36,12 @@ class TrainConfig:
     fused_dim: int = 256
     hidden_dim: int = 512
     mirror_views: bool = True  # cached training: also learn from horizontally flipped pictures
-    use_text: bool = True
+    use_text: bool = True  # learn from the dataset's texts when it has any
+    modality_dropout: float = 0.2  # of the samples with both a picture and a text, the share shown one alone
+    # The text's meaning in the fused vector (models/fusion.py): against the mixed vector when
+    # the product has a picture, and when it has none.
+    text_weight: float = 0.5
+    text_only_weight: float = 2.0
     device: str | None = None
     cache_dir: Path | None = None
 

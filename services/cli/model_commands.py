@@ -31,7 +31,11 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     train = commands.add_parser("train", help="train the product model on an ImageFolder dataset")
     train.add_argument("data", type=Path, help="one sub-folder of images per category")
     train.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
-    train.add_argument("--texts", type=Path, default=None, help="CSV or JSON Lines of file,title,description")
+    train.add_argument("--texts", type=Path, default=None, help="CSV or JSON Lines of file,title,description (default: DATA/texts.csv when present)")
+    train.add_argument("--no-texts", action="store_true", help="learn from the pictures alone (text still places products)")
+    train.add_argument("--modality-dropout", type=float, default=None, help="share of picture+text samples shown one alone (0.2)")
+    train.add_argument("--text-weight", type=float, default=None, help="the text's meaning in the fused vector, with a picture (0.5)")
+    train.add_argument("--text-only-weight", type=float, default=None, help="the same, for products without a picture (2.0)")
     train.add_argument("--backbone", default="efficientnet-lite0", help="efficientnet-lite0 (default), resnet18, …")
     train.add_argument("--weights", default="default", help="default | torchvision | random | PATH to a state dict")
     train.add_argument("--mode", choices=["frozen", "finetune"], default="frozen")
@@ -88,14 +92,19 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
     from models.encoders.registry import UnknownBackbone
     from models.training import TrainConfig, train
 
+    text = {name: getattr(args, name) for name in ("modality_dropout", "text_weight", "text_only_weight")
+            if getattr(args, name) is not None}  # unset: TrainConfig's defaults
     config = TrainConfig(
         backbone=args.backbone, weights=args.weights, input_size=args.input_size, mode=args.mode,
         trainable_stages=args.trainable_stages, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         backbone_lr=args.backbone_lr, val_fraction=args.val_fraction, patience=args.patience, seed=args.seed,
         device=args.device, cache_dir=None if args.no_cache else settings.cache_dir / "features",
+        use_text=not args.no_texts, **text,
     )
     if not 0 <= args.val_fraction < 1:
         raise UserError("--val-fraction must be at least 0 and below 1")
+    if not 0 <= config.modality_dropout <= 1 or config.text_weight < 0 or config.text_only_weight < 0:
+        raise UserError("--modality-dropout must be between 0 and 1, and the text weights at least 0")
     try:
         result = train(args.data, config, out=args.out, texts=args.texts, per_class=args.per_class, progress=sys.stderr.isatty())
     except (DatasetError, UnknownBackbone, CheckpointError) as exc:

@@ -8,12 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from models.data.fashion_mnist import CATEGORIES, DEBIAN_DIR, iter_split
-
-_STYLE = ["Classic", "Everyday", "Slim", "Relaxed", "Vintage", "Urban", "Soft", "Essential", "Bold", "Light"]
-_MATERIAL = ["cotton", "wool", "denim", "leather", "linen", "jersey", "canvas", "knit", "suede", "satin"]
-_PRICE = {"T-shirt-top": 15, "Trouser": 45, "Pullover": 40, "Dress": 55, "Coat": 120, "Sandal": 35, "Shirt": 30,
-          "Sneaker": 70, "Bag": 60, "Ankle-boot": 90}
+from models.data.fashion_mnist import BASE_PRICES, CATEGORIES, DEBIAN_DIR, iter_split, product_texts
 
 
 def catalogue(count: int, split: str = "test", seed: int = 0, source: Path = DEBIAN_DIR) -> Iterator[dict[str, object]]:
@@ -26,15 +21,14 @@ def catalogue(count: int, split: str = "test", seed: int = 0, source: Path = DEB
         if made == count:
             return
         category = CATEGORIES[label]
-        name = category.replace("-", " ").replace("T shirt top", "T-shirt")
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
-        style, material = rng.choice(_STYLE), rng.choice(_MATERIAL)
+        title, description, material = product_texts(category, rng)
         yield {
             "product_id": f"fm-{split}-{index:05d}",
-            "title": f"{style} {material} {name.lower()}",
-            "description": f"A {style.lower()} {name.lower()} in {material}.",
-            "price": round(_PRICE[category] * rng.uniform(0.6, 1.6), 2),
+            "title": title,
+            "description": description,
+            "price": round(BASE_PRICES[category] * rng.uniform(0.6, 1.6), 2),
             "currency": "EUR",
             "in_stock": rng.random() > 0.1,
             "category_hint": category,

@@ -29,12 +29,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from models.data.fashion_mnist import CATEGORIES, DEBIAN_DIR, load_split
+from models.data.fashion_mnist import BASE_PRICES, CATEGORIES, DEBIAN_DIR, STYLES, display_name, load_split
 from services.evaluation.logs import CATALOGUE, CLICKS, TRUTH, write_jsonl, write_meta
 
-_STYLE = ["Classic", "Everyday", "Slim", "Relaxed", "Vintage", "Urban", "Soft", "Essential", "Bold", "Light"]
-_PRICE = {"T-shirt-top": 15, "Trouser": 45, "Pullover": 40, "Dress": 55, "Coat": 120, "Sandal": 35, "Shirt": 30,
-          "Sneaker": 70, "Bag": 60, "Ankle-boot": 90}
 START = datetime(2026, 10, 1, tzinfo=UTC)
 
 
@@ -110,12 +107,12 @@ def generate(out: Path, plan: ShopPlan = ShopPlan(), source: Path = DEBIAN_DIR) 
 def _product(rng: random.Random, pixels: np.ndarray, product_id: str, category: str, listed: datetime, titled: bool) -> dict[str, object]:
     buffer = io.BytesIO()
     Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
-    name = category.replace("-", " ").replace("T shirt top", "T-shirt").lower()
-    style = rng.choice(_STYLE)
+    name = display_name(category)
+    style = rng.choice(STYLES)
     product: dict[str, object] = {
         "product_id": product_id,
         "title": f"{style} {name}" if titled else f"Item {product_id}",
-        "price": round(_PRICE[category] * rng.uniform(0.6, 1.6), 2),
+        "price": round(BASE_PRICES[category] * rng.uniform(0.6, 1.6), 2),
         "currency": "EUR",
         "image": base64.b64encode(buffer.getvalue()).decode(),
         "listed_at": listed.isoformat(),

@@ -425,6 +425,8 @@ class ClickHandler:
                 pipe.call("EXPIRE", key_of(item_id), p.profile_ttl_s)
         for category in w.trending:
             pipe.call("ZREMRANGEBYRANK", keys.trending(category), 0, -(p.trending + 1))
+        if w.trending:
+            pipe.call("SADD", keys.trending_sets, *sorted(keys.trending(c) for c in w.trending))
         for request_id in w.impressions:
             pipe.call("EXPIRE", keys.impressed(request_id), p.served_ttl_s)
         for user in users:

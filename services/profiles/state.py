@@ -89,6 +89,16 @@ class Keys:
     def trending_epoch(self) -> str:
         return f"{self.prefix}pop:epoch"
 
+    @property
+    def trending_sets(self) -> str:
+        """The names of every trending set (written with them): rescaling reads it instead of SCAN."""
+        return f"{self.prefix}pop:sets"
+
+    @property
+    def trending_sets_complete(self) -> str:
+        """Set once the sets written before the registry existed have been registered."""
+        return f"{self.prefix}pop:sets:complete"
+
     def learners(self, worker: str) -> str:
         return f"{self.prefix}learners:{worker}"
 
@@ -290,8 +300,7 @@ class ProfileState:
         async with self.redis.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(epoch_key)  # another worker rescaling first wins; we re-read
-                keys = [k async for k in self.redis.scan_iter(match=f"{self.keys.prefix}pop:all")]
-                keys += [k async for k in self.redis.scan_iter(match=f"{self.keys.prefix}pop:cat:*")]
+                keys = await self._trending_sets()
                 pipe.multi()
                 for key in keys:
                     pipe.zunionstore(key, {key: factor})
@@ -300,6 +309,17 @@ class ProfileState:
             except aioredis.WatchError:
                 pass
         return float(await self.redis.get(epoch_key))
+
+    async def _trending_sets(self) -> list[bytes]:
+        if not await self.redis.exists(self.keys.trending_sets_complete):
+            # Sets written before the registry existed: found once (SCAN walks the whole
+            # keyspace, on one node), registered, and never looked for again.
+            found = [k async for k in self.redis.scan_iter(match=self.keys.trending())]
+            found += [k async for k in self.redis.scan_iter(match=self.keys.trending("*"))]
+            if found:
+                await self.redis.sadd(self.keys.trending_sets, *found)
+            await self.redis.set(self.keys.trending_sets_complete, 1)
+        return sorted(await self.redis.smembers(self.keys.trending_sets))
 
     async def items(self, product_ids: set[str]) -> dict[str, Item | None]:
         pipe = self.redis.pipeline(transaction=False)

@@ -43,3 +43,53 @@ def test_modality_dropout_only_in_training_and_never_both():
     x, t = torch.randn(2, 12), torch.randn(2, 6)
     mask = torch.ones(2, dtype=torch.bool)
     assert torch.equal(head(x, mask, t, mask).fused, head(x, mask, t, mask).fused)
+
+
+def test_the_text_meaning_is_kept_in_the_fused_vector():
+    """Two texts close in meaning stay closer than a third, through a head that never learned from them."""
+    from torch.nn import functional as F
+
+    head = _head(text_weight=0.5, text_only_weight=2.0).eval()
+    near, close, far = F.normalize(torch.tensor([[1.0, 0.9, 0, 0, 0, 0.1], [1.0, 1.0, 0.1, 0, 0, 0], [0, 0, 0, 1.0, 1.0, 0]]), dim=1)
+    text = torch.stack([near, close, far])
+    no_image, has_text = torch.zeros(3, dtype=torch.bool), torch.ones(3, dtype=torch.bool)
+    out = head(torch.randn(3, 12), no_image, text, has_text)
+    similarity = out.fused @ out.fused.T
+    assert similarity[0, 1] > similarity[0, 2] + 0.2
+    assert torch.allclose(out.text.norm(dim=1), torch.ones(3), atol=1e-5)
+    # The stored text vector keeps the sentence geometry (an orthonormal projection).
+    assert torch.allclose(out.text @ out.text.T, (text @ head.text_basis) @ (text @ head.text_basis).T
+                          / ((text @ head.text_basis).norm(dim=1)[:, None] * (text @ head.text_basis).norm(dim=1)[None, :]), atol=1e-5)
+    # With a picture, the text still moves the vector, by less.
+    image = torch.randn(1, 12).expand(3, 12)
+    with_picture = head(image, torch.ones(3, dtype=torch.bool), text, has_text).fused
+    assert not torch.allclose(with_picture[0], with_picture[2], atol=1e-3)
+    assert (with_picture @ with_picture.T)[0, 2] > similarity[0, 2]  # the shared picture dominates
+
+
+def test_meaning_basis_is_orthonormal_and_fixed():
+    from models.fusion import meaning_basis
+
+    basis = meaning_basis(384, 256)
+    assert basis.shape == (384, 256)
+    assert torch.allclose(basis.T @ basis, torch.eye(256), atol=1e-5)
+    assert torch.equal(basis, meaning_basis(384, 256))  # a checkpoint stores it, but it never changes
+
+
+def test_a_head_trained_without_texts_ignores_them_for_the_category():
+    head = _head(text_weight=0.5, text_only_weight=2.0, mix_text=False).eval()
+    image, mask = torch.randn(2, 12), torch.ones(2, dtype=torch.bool)
+    a = head(image, mask, torch.randn(2, 6), mask)
+    b = head(image, mask, torch.randn(2, 6) * 10, mask)
+    assert torch.allclose(a.logits, b.logits)
+    assert not torch.allclose(a.fused, b.fused, atol=1e-3)
+
+
+def test_checkpoints_from_before_text_weights_behave_as_before():
+    old = _head().eval()
+    assert "text_weight" in old.config() and old.config()["text_weight"] == 0.0
+    image, text, mask = torch.randn(2, 12), torch.randn(2, 6), torch.ones(2, dtype=torch.bool)
+    out = old(image, mask, text, mask)
+    hidden = old.mixer(torch.cat([old.image_proj(image), old.text_proj(text)], dim=1))
+    assert torch.allclose(out.fused, torch.nn.functional.normalize(hidden, dim=1), atol=1e-6)
+    assert "text_basis" not in old.state_dict()

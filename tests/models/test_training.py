@@ -86,8 +86,9 @@ def test_predictor_falls_back_to_text_and_reports_bad_images(trained, fmnist_sma
         [ProductInput(image=good), ProductInput(image=b"\x89PNG broken", title="A bag"), ProductInput(title="text only")]
     )
     assert results[0].image_error is None and set(results[0].vectors) == {"fused", "image"}
-    assert results[1].image_error.startswith("undecodable") and "image" not in results[1].vectors
-    assert results[2].image_error is None and set(results[2].vectors) == {"fused"}
+    assert results[1].image_error.startswith("undecodable") and set(results[1].vectors) == {"fused", "text"}
+    assert results[2].image_error is None and set(results[2].vectors) == {"fused", "text"}
+    assert results[1].category == "Bag"  # the picture failed; the title still says what it is
     assert all(len(r.vectors["fused"]) == 256 for r in results)
 
 
@@ -156,3 +157,22 @@ def test_evaluation_report(trained, fmnist_small, tmp_path):
         assert f"| {category} |" in text
     with Image.open(tmp_path / "report" / "confusion_matrix.png") as picture:
         assert picture.size[0] > 500
+
+
+def test_the_catalogue_texts_are_learned_and_every_checkpoint_carries_the_text_model(trained, fmnist_small, tmp_path):
+    result, out = trained
+    assert (fmnist_small / "train" / "texts.csv").is_file()  # written beside the photos by the export
+    assert result.card.text_model == "all-MiniLM-L6-v2"
+    assert result.card.fusion["mix_text"] is True and result.card.fusion["text_weight"] > 0
+    assert all("val_accuracy_with_text" in epoch for epoch in result.history)
+    predictor = Predictor.load(out, device="cpu")
+    titles = {"Relaxed denim trouser": "Trouser", "Classic leather ankle boot": "Ankle-boot", "Soft wool pullover": "Pullover",
+              "Urban canvas bag": "Bag", "Light linen dress": "Dress"}
+    predictions = predictor.predict([ProductInput(title=title) for title in titles])
+    assert [p.category for p in predictions] == list(titles.values())  # no picture: the category comes from the text
+    # Trained on the pictures alone, the checkpoint still carries the text model: text places products.
+    pictures_only = train(fmnist_small / "train", TrainConfig(**{**FAST.to_dict(), "epochs": 1, "use_text": False, "cache_dir": None}),
+                          out=tmp_path, progress=False, per_class=8)
+    assert pictures_only.card.text_model == "all-MiniLM-L6-v2" and pictures_only.card.fusion["mix_text"] is False
+    vectors = Predictor.load(tmp_path, device="cpu").predict([ProductInput(title="Oak dining table"), ProductInput(title="Green tea")])
+    assert vectors[0].vectors["fused"] != vectors[1].vectors["fused"]

@@ -62,3 +62,9 @@ def test_shopper_tokens_need_the_secret_and_a_sane_ttl():
     from services.recommender.http.tokens import verify
 
     assert verify(b"s", "u-1", minted.stdout.strip(), __import__("time").time(), 7200) is None
+
+
+def test_bad_text_settings_for_training_say_which(tmp_path):
+    result = _run("train", str(tmp_path), "--out", str(tmp_path / "out"), "--modality-dropout", "1.5")
+    assert result.returncode == 2
+    assert "--modality-dropout must be between 0 and 1" in result.stderr and result.stderr.count("\n") == 1

@@ -74,16 +74,16 @@ def test_everything_valid_is_searchable_and_everything_else_is_accounted_for(emb
         assert first.payload["title"] == products[0]["title"] and first.payload["price"] == products[0]["price"]
         assert first.payload["category"] and 0 < first.payload["confidence"] <= 1
         assert first.payload["model_version"] == embedder.predictor.model_version
-        assert set(first.vectors) == {"image", "fused"} and len(first.vectors["fused"]) == 256
+        assert set(first.vectors) == {"image", "text", "fused"} and len(first.vectors["fused"]) == 256
         for pid in ("text-0", "text-1"):
-            assert set(stored[pid].vectors) == {"fused"} and stored[pid].payload["image_error"] is None
+            assert set(stored[pid].vectors) == {"text", "fused"} and stored[pid].payload["image_error"] is None
         errors = {pid: stored[pid].payload["image_error"] for pid in (h["product_id"] for h in hostile)}
         assert errors["truncated"].startswith(("truncated", "undecodable"))
         assert errors["bomb"].startswith("too_many_pixels")
         assert errors["gif"].startswith(("undecodable", "format_not_allowed"))
         assert "non-public address" in errors["ssrf-loopback"] and "non-public address" in errors["ssrf-metadata"]
         assert "scheme 'http' not allowed" in errors["ssrf-http"]
-        assert all(set(stored[pid].vectors) == {"fused"} for pid in errors)
+        assert all(set(stored[pid].vectors) == {"text", "fused"} for pid in errors)
 
         # visually similar: the nearest image neighbours of a photo share its category more often than not
         probe = stored[products[0]["product_id"]]
@@ -229,6 +229,43 @@ def test_image_neighbours_look_alike(embedder_settings, running_embedder):
         store.close()
     # chance is 1 in 10; ImageNet features of real photos do far better even before fine-tuning
     assert same / total > 0.5
+
+
+# Pairs close in meaning, from stores that are not Fashion-MNIST's: the shipped models never saw these words.
+MEANING_PAIRS = [
+    ("Science fiction film about a war among the stars", "Space adventure movie with starships and rebels"),
+    ("Animated film for children about toys that come alive", "Cartoon movie for kids with talking toys"),
+    ("Red leather handbag", "Black leather shoulder bag"),
+    ("Oak dining table", "Walnut kitchen table"),
+    ("Stainless steel chef knife", "Japanese kitchen knife"),
+    ("Jazz vinyl record", "Blues LP record"),
+    ("Organic green tea", "Japanese sencha tea"),
+    ("Cordless power drill", "Electric screwdriver with battery"),
+]
+
+
+def test_text_only_products_are_placed_by_their_meaning(embedder_settings, running_embedder):
+    titles = [title for pair in MEANING_PAIRS for title in pair]
+    listed = [{"product_id": f"t-{i}", "title": title, "price": 10.0, "currency": "EUR",
+               "listed_at": "2026-11-01T10:00:00+00:00"} for i, title in enumerate(titles)]
+    publish_lines(embedder_settings, listed)
+    running_embedder()
+    store = _store(embedder_settings)
+    try:
+        stored = {p.product_id: p for p in store.get([p["product_id"] for p in listed], with_vectors=True)}
+        assert len(stored) == len(titles)
+        assert all(set(p.vectors) == {"text", "fused"} for p in stored.values())  # no picture: no image vector
+        fused = {tuple(round(x, 5) for x in p.vectors["fused"]) for p in stored.values()}
+        assert len(fused) == len(titles), "different titles must never share a vector"
+        from services.vectors.store import SearchFilters
+
+        for i in range(len(titles)):
+            product = stored[f"t-{i}"]
+            (nearest,) = store.search(list(product.vectors["fused"]), using="fused", limit=1,
+                                      filters=SearchFilters(exclude=frozenset({product.product_id})))
+            assert nearest.product_id == f"t-{i ^ 1}", f"{titles[i]!r} came nearest to {nearest.payload['title']!r}"
+    finally:
+        store.close()
 
 
 def test_metrics_and_health_endpoints(embedder_settings):

@@ -164,6 +164,22 @@ def test_trending_epoch_moves_forward_and_keeps_the_order(setup):
     after = r.zrevrange(keys.trending(), 0, -1, withscores=True)
     assert [k for k, _ in after] == [k for k, _ in before]
     assert after[0][1] == pytest.approx(before[0][1] * 2.0 ** -((far - NOW.timestamp() - 1000) / SMALL.half_life_s), rel=1e-3)
+    # Every set was rescaled, found through the registry the batch wrote, not by scanning.
+    assert r.smembers(keys.trending_sets) == {keys.trending(c).encode() for c in (None, "cat0", "cat1")}
+    assert r.zscore(keys.trending("cat1"), "p1") == pytest.approx(after[0][1])  # p1 is in cat1
+
+
+def test_trending_sets_from_before_the_registry_are_found_once(setup):
+    loop, state, handler, letters, keys, r = setup
+    r.zadd(keys.trending("Coat"), {"old": 1e6})  # written by a version without the registry
+    loop.run_until_complete(state.current_epoch(NOW.timestamp()))
+    far = NOW.timestamp() + 100 * SMALL.half_life_s
+    loop.run_until_complete(state.current_epoch(far))
+    assert r.zscore(keys.trending("Coat"), "old") < 1
+    assert r.exists(keys.trending_sets_complete)
+    r.zadd(keys.trending("Hat"), {"unregistered": 1e6})  # not written by a batch: not registered, never scanned for again
+    loop.run_until_complete(state.current_epoch(far + 100 * SMALL.half_life_s))
+    assert r.zscore(keys.trending("Hat"), "unregistered") == 1e6
 
 
 def test_profile_updates_are_announced(setup, settings):
