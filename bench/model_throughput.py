@@ -2,11 +2,16 @@
 
 The Predictor does everything a service needs per image — decode the PNG/JPEG bytes,
 preprocess, backbone, fusion head, softmax, vectors to lists — while the baseline only
-runs the backbone on a ready tensor of the same batch size and resolution. The machine is
+runs the backbone on a ready tensor of the same batch size and resolution. Products are
+measured as listed (photo, title and description: the title goes through MiniLM) and, for
+comparison, as bare photos. The machine is
 shared and noisy, so both are measured alternately, several rounds each, and the ratio of
 the medians is printed.
 
-    .venv/bin/python bench/model_throughput.py --checkpoint CKPT [--sizes 64 224] [--device cuda]
+    .venv/bin/python bench/model_throughput.py --checkpoint CKPT [--sizes 64 224] [--device cuda] [--photos-only]
+
+``--photos-only`` skips the products as listed and leaves the text model unloaded (where its
+package is not installed, e.g. on a borrowed GPU machine: bench/gpu.sh).
 """
 
 import argparse
@@ -17,30 +22,35 @@ from pathlib import Path
 import torch
 
 from models.checkpoint import load_checkpoint
-from models.data.fashion_mnist import iter_split
+from models.data.fashion_mnist import CATEGORIES, iter_split, product_texts
 from models.encoders.device import autocast, pick_device
 from models.predictor import Predictor, ProductInput
 from services.errors import run_script
 
 
-def _png_bytes(count: int) -> list[bytes]:
+def _listed(count: int) -> list[ProductInput]:
+    """Catalogue products as the embedder sees them: PNG bytes, title and description."""
     import io
+    import random
 
-    pictures = []
-    for _, picture, _ in iter_split("test"):
+    rng = random.Random(0)
+    products = []
+    for _, picture, label in iter_split("test"):
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
-        pictures.append(buffer.getvalue())
-        if len(pictures) == count:
-            return pictures
-    return pictures
+        title, description, _ = product_texts(CATEGORIES[label], rng)
+        products.append(ProductInput(image=buffer.getvalue(), title=f"{title} #{len(products)}", description=description))
+        if len(products) == count:
+            return products
+    return products
 
 
-def measure(checkpoint: Path, size: int | None, batch: int, rounds: int, device: str | None) -> dict[str, float]:
-    predictor = Predictor.load(checkpoint, device=device, input_size=size)
+def measure(checkpoint: Path, size: int | None, batch: int, rounds: int, device: str | None, photos_only: bool = False) -> dict[str, float]:
+    predictor = Predictor.load(checkpoint, device=device, input_size=size, text=not photos_only)
     resolution = predictor.model.encoder.input_size
     where = pick_device(device)
-    products = [ProductInput(image=b) for b in _png_bytes(batch)]
+    listed = _listed(batch)
+    photos = [ProductInput(image=p.image) for p in listed]
     encoder = predictor.model.encoder
     bare_input = torch.randn(batch, 3, resolution, resolution, device=where).contiguous(memory_format=torch.channels_last)
 
@@ -50,20 +60,26 @@ def measure(checkpoint: Path, size: int | None, batch: int, rounds: int, device:
         if where.type == "cuda":
             torch.cuda.synchronize()
 
-    def full() -> None:
-        predictor.predict(products)
-        if where.type == "cuda":
-            torch.cuda.synchronize()
+    def run(products: list[ProductInput]):  # type: ignore[no-untyped-def]
+        def full() -> None:
+            predictor.predict(products)
+            if where.type == "cuda":
+                torch.cuda.synchronize()
+        return full
 
-    bare(), full()  # warm up
-    bare_rates, full_rates = [], []
+    contenders = {"bare": bare, "photos": run(photos)} | ({} if photos_only else {"listed": run(listed)})
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    for fn in contenders.values():
+        fn()  # warm up
     for _ in range(rounds):
-        for fn, rates in ((bare, bare_rates), (full, full_rates)):
+        for name, fn in contenders.items():
             started = time.perf_counter()
             fn()
-            rates.append(batch / (time.perf_counter() - started))
-    b, f = statistics.median(bare_rates), statistics.median(full_rates)
-    return {"resolution": resolution, "batch": batch, "bare": b, "predictor": f, "ratio": f / b}
+            rates[name].append(batch / (time.perf_counter() - started))
+    b, photo = statistics.median(rates["bare"]), statistics.median(rates["photos"])
+    listed_rate = statistics.median(rates["listed"]) if rates.get("listed") else float("nan")
+    return {"resolution": resolution, "batch": batch, "bare": b, "photos": photo, "listed": listed_rate,
+            "ratio_photos": photo / b, "ratio_listed": listed_rate / b}
 
 
 def main() -> None:
@@ -73,13 +89,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--device", default=None)
+    parser.add_argument("--photos-only", action="store_true", help="measure the vision path alone (no text model)")
     args = parser.parse_args()
     _, card = load_checkpoint(args.checkpoint)
     print(f"checkpoint {card.model_version}; torch threads {torch.get_num_threads()}; device {pick_device(args.device)}")
-    print(f"{'px':>5} {'batch':>5} {'bare img/s':>11} {'Predictor img/s':>16} {'ratio':>6}")
+    print(f"{'px':>5} {'batch':>5} {'bare img/s':>11} {'photos only':>12} {'ratio':>6} {'as listed':>10} {'ratio':>6}")
     for size in args.sizes:
-        r = measure(args.checkpoint, size or None, args.batch, args.rounds, args.device)
-        print(f"{r['resolution']:>5} {r['batch']:>5} {r['bare']:>11.1f} {r['predictor']:>16.1f} {r['ratio']:>6.2f}")
+        r = measure(args.checkpoint, size or None, args.batch, args.rounds, args.device, args.photos_only)
+        listed = "—" if args.photos_only else f"{r['listed']:.1f}"
+        ratio = "—" if args.photos_only else f"{r['ratio_listed']:.2f}"
+        print(f"{r['resolution']:>5} {r['batch']:>5} {r['bare']:>11.1f} {r['photos']:>12.1f} {r['ratio_photos']:>6.2f} "
+              f"{listed:>10} {ratio:>6}")
 
 
 if __name__ == "__main__":

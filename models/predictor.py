@@ -60,8 +60,10 @@ class Predictor:
         device: str | None = None,
         image_policy: ImagePolicy | None = None,
         input_size: int | None = None,
+        text: bool = True,
     ) -> "Predictor":
-        """``input_size`` overrides the checkpoint's resolution (for throughput measurements)."""
+        """``input_size`` overrides the checkpoint's resolution and ``text=False`` leaves the text
+        model unloaded (texts are then ignored): both for measuring the vision path alone."""
         model, card = load_checkpoint(checkpoint)
         if input_size is not None:
             weights = model.encoder.weights
@@ -69,8 +71,8 @@ class Predictor:
         where = pick_device(device)
         model.encoder.prepare_for_inference(where)
         model.fusion.to(where).eval()
-        text = TextEncoder(device=where) if card.text_model else None
-        return cls(model, card, where, text, image_policy or ImagePolicy())
+        text_encoder = TextEncoder(device=where) if card.text_model and text else None
+        return cls(model, card, where, text_encoder, image_policy or ImagePolicy())
 
     @property
     def model_version(self) -> str:
