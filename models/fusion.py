@@ -67,8 +67,13 @@ class FusionClassifier(nn.Module):
             nn.Linear(2 * fused_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden_dim, fused_dim)
         )
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(fused_dim, num_classes))
-        if text_weight > 0 or text_only_weight > 0:
+        if self.places_by_text:
             self.register_buffer("text_basis", meaning_basis(text_dim, fused_dim))
+
+    @property
+    def places_by_text(self) -> bool:
+        """Whether the text's meaning enters the fused vector (see ``text_weight``)."""
+        return self.text_weight > 0 or self.text_only_weight > 0
 
     def config(self) -> dict[str, float | int]:
         return {
@@ -91,7 +96,7 @@ class FusionClassifier(nn.Module):
         text_in = torch.where(mixed_text[:, None], text_p, self.missing_text.expand_as(text_p))
         hidden = self.mixer(torch.cat([image_in, text_in], dim=1))
         fused = F.normalize(hidden, dim=1)
-        if self.text_weight > 0 or self.text_only_weight > 0:
+        if self.places_by_text:
             meaning = F.normalize(text @ self.text_basis, dim=1) * has_text[:, None]
             weight = self.text_only_weight + has_image.to(fused.dtype) * (self.text_weight - self.text_only_weight)
             fused = F.normalize(fused + weight[:, None] * meaning, dim=1)

@@ -88,28 +88,15 @@ def export_image_folder(out: Path, source: Path = DEBIAN_DIR, per_class: int | N
     for split in SPLITS:
         for category in CATEGORIES:
             (out / split / category).mkdir(parents=True, exist_ok=True)
-        n = 0
+        rng, texts, n = random.Random(split), [["file", "title", "description"]], 0
         for index, picture, label in iter_split(split, source, per_class):
-            picture.save(out / split / CATEGORIES[label] / f"{index:05d}.png", optimize=False)
+            file = f"{CATEGORIES[label]}/{index:05d}.png"
+            picture.save(out / split / file, optimize=False)
+            if split == "train":
+                texts.append([file, *product_texts(CATEGORIES[label], rng)[:2]])
             n += 1
         counts[split] = n
-    write_texts(out / "train", source, per_class)
+        if split == "train":
+            with (out / split / TEXTS_FILE).open("w", newline="") as handle:
+                csv.writer(handle).writerows(texts)
     return counts
-
-
-def write_texts(folder: Path, source: Path = DEBIAN_DIR, per_class: int | None = None, split: str = "train") -> Path:
-    """``folder/texts.csv``: a catalogue title and description for each photo of ``split``."""
-    rng = random.Random(split)
-    path = folder / TEXTS_FILE
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "title", "description"])
-        x, y = load_split(split, source)
-        kept = [0] * len(CATEGORIES)
-        for index, label in enumerate(y.tolist()):
-            if per_class is not None and kept[label] >= per_class:
-                continue
-            kept[label] += 1
-            title, description, _ = product_texts(CATEGORIES[label], rng)
-            writer.writerow([f"{CATEGORIES[label]}/{index:05d}.png", title, description])
-    return path

@@ -109,7 +109,7 @@ def train(
         image_dim=encoder.dim,
         preprocessing=encoder.preprocessing.to_dict(),
         # Carried whenever the text places products, even by a head that never saw texts.
-        text_model=TextEncoder.name if use_text or config.text_weight > 0 or config.text_only_weight > 0 else None,
+        text_model=TextEncoder.name if use_text or fusion.places_by_text else None,
         text_dim=TEXT_DIM,
         fusion=fusion.config(),
         categories=list(dataset.categories),
@@ -234,12 +234,12 @@ def _fit(fit, model: ProductModel, train_idx: list[int], val_idx: list[int], con
         bar.close()
         # Chosen on the pictures alone: catalogue titles often name the category, which would make
         # the validation figure with texts near-perfect and blind to the vision side.
-        val_acc = _accuracy(fit, model, val_idx or train_idx, device, config.batch_size, photos_only=True)
+        val_acc, with_text = _accuracies(fit, model, val_idx or train_idx, device, config.batch_size)
         record = {"epoch": epoch, "train_loss": round(total_loss / max(seen, 1), 4), "val_accuracy": round(val_acc, 4)}
         summary = f"epoch {epoch}/{config.epochs}: train loss {total_loss / max(seen, 1):.4f}, validation accuracy {val_acc:.4f}"
-        if bool(fit.text_mask.any()):
-            record["val_accuracy_with_text"] = round(_accuracy(fit, model, val_idx or train_idx, device, config.batch_size), 4)
-            summary += f" (with texts {record['val_accuracy_with_text']:.4f})"
+        if with_text is not None:
+            record["val_accuracy_with_text"] = round(with_text, 4)
+            summary += f" (with texts {with_text:.4f})"
         history.append(record)
         if progress:
             tqdm.write(summary)
@@ -267,10 +267,16 @@ def _train_mode(model: ProductModel) -> None:
 
 
 @torch.no_grad()
-def _accuracy(fit, model: ProductModel, idx: list[int], device: torch.device, batch_size: int, photos_only: bool = False) -> float:  # type: ignore[no-untyped-def]
+def _accuracies(fit, model: ProductModel, idx: list[int], device: torch.device, batch_size: int) -> tuple[float, float | None]:  # type: ignore[no-untyped-def]
+    """Accuracy on the pictures alone and, when the data has texts, as listed: one pass through
+    the backbone's trainable stages serves both."""
     model.eval()
-    correct = 0
+    photos = listed = 0
+    with_text = bool(fit.text_mask.any())
     for start in range(0, len(idx), batch_size):
         batch = fit.batch(idx[start : start + batch_size], device, training=False)
-        correct += int((batch.logits(model, photos_only).argmax(1) == batch.y).sum())
-    return correct / max(len(idx), 1)
+        photos += int((batch.logits(model, photos_only=True).argmax(1) == batch.y).sum())
+        if with_text:
+            listed += int((batch.logits(model).argmax(1) == batch.y).sum())
+    n = max(len(idx), 1)
+    return photos / n, (listed / n if with_text else None)
