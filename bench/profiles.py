@@ -116,6 +116,7 @@ def main() -> None:
 
         env = {**os.environ, "SHELFSIGHT_TOPIC_PREFIX": settings.topic_prefix, "SHELFSIGHT_REDIS_PREFIX": prefix,
                "SHELFSIGHT_PROFILES_METRICS_PORT": "0", "SHELFSIGHT_LOG_LEVEL": "WARNING"}
+        redis_before = _redis_busy(r)
         workers = [subprocess.Popen([sys.executable, "-m", "services.cli", "profiles"], env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(args.workers)]
         group = settings.group(GROUP_ID)
@@ -128,6 +129,9 @@ def main() -> None:
                 break
             time.sleep(0.5)  # each look opens a Kafka client: not too often, it shares the cores
         rate = (first_lag or 0) / max(time.perf_counter() - (first_at or time.perf_counter()), 1e-9)
+        redis_after = _redis_busy(r)
+        scripts_s = (redis_after[0] - redis_before[0]) / 1e6
+        commands = redis_after[1] - redis_before[1]
 
         latencies = _latency(settings, r, keys, producer, args.rate, args.seconds)
         shopper, item = _memory(r, keys, args.shoppers)
@@ -136,6 +140,9 @@ def main() -> None:
         print(f"{args.events} click events, {args.shoppers} shoppers, {ITEMS} items (256-d vectors)")
         print(f"bare aiokafka consume loop  {bare:9.0f} events/s")
         print(f"profiles workers ({args.workers}, {settings.topic_partitions} partitions) {rate:9.0f} events/s   ratio {rate / bare:.3f}")
+        print(f"Redis's own time in the worker's scripts: {scripts_s:.1f} s for {args.events} events "
+              f"({scripts_s / args.events * 1e6:.0f} µs an event; the worker ran {args.events / rate:.1f} s), "
+              f"{commands / args.events:.0f} Redis commands an event")
         print(f"click → profile in Redis at {args.rate:g}/s: p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms over {len(latencies)} clicks")
         print(f"peak resident memory of a worker: {peak_mb:.0f} MB")
         print(f"Redis memory: {shopper:.0f} bytes per shopper, {item:.0f} bytes per item (item hash + session and history neighbours)")
@@ -147,6 +154,13 @@ def main() -> None:
         for key in r.scan_iter(f"{prefix}*"):
             r.delete(key)
         delete_topics(settings, [s.name for s in topic_specs(settings)])
+
+
+def _redis_busy(r: redis.Redis) -> tuple[int, int]:
+    """(microseconds Redis spent in scripts, commands it ran, scripts' inner commands included) so far."""
+    stats = r.info("commandstats")
+    scripts = sum(v["usec"] for k, v in stats.items() if k in ("cmdstat_eval", "cmdstat_evalsha"))
+    return scripts, sum(v["calls"] for v in stats.values())
 
 
 def _latency(settings, r: redis.Redis, keys: Keys, producer: Producer, rate: float, seconds: float) -> list[float]:  # type: ignore[no-untyped-def]

@@ -25,6 +25,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -280,12 +281,15 @@ def main() -> int:
         print(f"== ratio in-process p50 / HTTP p50: {in_p50 / http_p50:.2f}   "
               f"(HTTP adds {http_p50 - in_p50:.2f} ms at p50, {http_p99 - in_p99:.2f} ms at p99)")
     finally:
-        for key in client.scan_iter(f"{prefix}*", count=10_000):
-            client.unlink(key)
-        import shutil
-
-        shutil.rmtree(folder, ignore_errors=True)
+        clean_up(client, prefix, folder)
     return 0
+
+
+def clean_up(client: redis.Redis, prefix: str, folder: Path) -> None:
+    """Remove a bench world: its Redis keys and its shard folder."""
+    for key in client.scan_iter(f"{prefix}*", count=10_000):
+        client.unlink(key)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

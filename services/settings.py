@@ -59,6 +59,20 @@ class Settings(BaseSettings):
         default=None,
         description="Folder of the embedded Qdrant Edge shard. Default: `<cache_dir>/qdrant/<collection>`.",
     )
+    qdrant_indexing_threshold_kb: int | None = Field(
+        default=None, ge=1, le=10_000_000,
+        description="Embedded shard, set when it is created: vectors (KB per segment) above which a segment gets an HNSW index. Unset: Qdrant's default.",
+    )
+    index_rebuild_after: int = Field(
+        default=5_000, ge=0, le=10_000_000,
+        description="Embedded shard: rebuild its vector index off-process once this many products were written since the last build (0: only when `serve` starts).",
+    )
+    index_quiet_s: float = Field(
+        default=10.0, ge=0, le=3_600, description="… once writes have paused this long (a burst is over) …"
+    )
+    index_max_wait_s: float = Field(
+        default=300.0, ge=0, le=86_400, description="… or once the oldest unindexed write is this old, paused or not."
+    )
     qdrant_collection: str = Field(
         default="products", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Qdrant collection of the products."
     )

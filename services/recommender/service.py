@@ -1,7 +1,8 @@
 """`shelfsight serve`: the process that owns the product store and serves from it.
 
 In embedded mode (Qdrant Edge) one process may open the shard, so this one runs the
-embedder (writing), the Kafka request responder and the HTTP API (reading) side by side.
+embedder (writing), the Kafka request responder and the HTTP API (reading) side by side,
+and keeps the shard's vector index built as products arrive (``services/vectors/upkeep.py``).
 With SHELFSIGHT_QDRANT_URL the embedder can run apart (`--no-embedder` here).
 """
 
@@ -10,7 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import redis
 from confluent_kafka import Consumer
@@ -34,7 +35,9 @@ from services.recommender.responder import GROUP_ID, Responder
 from services.recommender.shopper import ShopperReader
 from services.redis_clients import async_redis, sync_redis
 from services.settings import Settings
+from services.vectors.edge import EdgeProductStore
 from services.vectors.store import ProductStore
+from services.vectors.upkeep import IndexUpkeep, UpkeepPolicy
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,10 @@ def tuning(settings: Settings) -> Tuning:
         explore_slots=settings.explore_slots,
         explore_margin=settings.explore_margin,
     )
+
+
+def upkeep_policy(settings: Settings) -> UpkeepPolicy:
+    return UpkeepPolicy(settings.index_rebuild_after, settings.index_quiet_s, settings.index_max_wait_s)
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -95,6 +102,7 @@ class Serving:
     api: ApiParts
     served_log: Producer
     failures: list[str]  # parts that died: /healthz says so until the process is gone
+    upkeep: IndexUpkeep | None = None  # embedded shard only: a Qdrant server indexes by itself
 
     def start_background(self, on_failure: Callable[[str], None] = lambda _reason: None) -> "Running":
         """Start the responder and the embedder. If either stops on an error, ``on_failure`` is
@@ -106,6 +114,9 @@ class Serving:
         running.threads.append(running.supervised("responder", self.responder.run, stop_responder))
         if self.embedder is not None:
             running.threads.append(running.supervised("embedder", self.embedder.run, stop_embedder))
+        if self.upkeep is not None:
+            running.upkeep = running.supervised("index-upkeep", self.upkeep.run, running.stop_upkeep)
+            running.upkeep.start()
         for t in running.threads:
             t.start()
         return running
@@ -120,6 +131,8 @@ class Running:
     learned: LearnedCache
     on_failure: Callable[[str], None]
     failure: str | None = None  # the part that died, and why
+    stop_upkeep: threading.Event = field(default_factory=threading.Event)
+    upkeep: threading.Thread | None = None
 
     def supervised(self, name: str, run: Callable[[threading.Event], None], stop: threading.Event) -> threading.Thread:
         def guarded() -> None:
@@ -140,7 +153,11 @@ class Running:
         self.on_failure(reason)
 
     def stop(self) -> None:
-        # Readers first, then the embedder; the store they share is closed last, by its owner.
+        # An index build first (cancelled), readers next, then the embedder; the store they
+        # share is closed last, by its owner.
+        self.stop_upkeep.set()
+        if self.upkeep is not None:
+            self.upkeep.join(30)
         self.stop_responder.set()
         self.threads[0].join(30)
         self.learned.stop()
@@ -173,6 +190,7 @@ def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
     live = LiveUpdates(async_redis(settings.redis_url), keys.updates_channel)
 
     failures: list[str] = []
+    upkeep = IndexUpkeep(store, upkeep_policy(settings)) if isinstance(store, EdgeProductStore) else None
 
     def health() -> dict[str, object]:
         now = time.monotonic()
@@ -192,6 +210,8 @@ def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
         except redis.RedisError:
             healthy = False
             report["redis"] = "unreachable"
+        if upkeep is not None:
+            report["index_upkeep"] = asdict(upkeep.stats) | {"unindexed_writes": store.pending_writes().count}  # type: ignore[union-attr]
         if failures:
             healthy = False
             report["failed"] = failures[0]
@@ -199,7 +219,7 @@ def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
 
     parts = ApiParts(settings, engine, store, Producer(producer_config(settings)), live, metrics, registries, health,
                      lambda: predictor.model_version)
-    return Serving(settings, store, engine, learned, responder, embedder, parts, served_log, failures)
+    return Serving(settings, store, engine, learned, responder, embedder, parts, served_log, failures, upkeep)
 
 
 def run_serve(settings: Settings, with_embedder: bool = True) -> int:

@@ -19,6 +19,7 @@ def open_store(settings: Settings, dims: dict[str, int]) -> ProductStore:
     else:
         from services.vectors.edge import EdgeProductStore
 
-        store = EdgeProductStore(Path(settings.qdrant_path or settings.cache_dir / "qdrant" / settings.qdrant_collection))
+        store = EdgeProductStore(Path(settings.qdrant_path or settings.cache_dir / "qdrant" / settings.qdrant_collection),
+                                 indexing_threshold_kb=settings.qdrant_indexing_threshold_kb)
     store.ensure_collection(dims)
     return store

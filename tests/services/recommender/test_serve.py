@@ -83,6 +83,10 @@ def test_a_dead_embedder_stops_serve_with_an_error(kafka, serve_env, tmp_path):
 
 def test_sigkill_mid_indexing_then_restart_indexes_everything_once(kafka, serve_env, tmp_path):
     env, url = serve_env
+    # Small segments get an index and serve rebuilds it every 40 products: the kill may land
+    # mid-build, and the restarted process rebuilds as it indexes the rest.
+    env = {**env, "SHELFSIGHT_QDRANT_INDEXING_THRESHOLD_KB": "20", "SHELFSIGHT_INDEX_REBUILD_AFTER": "40",
+           "SHELFSIGHT_INDEX_QUIET_S": "0", "SHELFSIGHT_INDEX_MAX_WAIT_S": "0"}
     products = list(catalogue(300, seed=5))
     publish_lines(kafka, products)
     log = tmp_path / "serve.log"
@@ -100,6 +104,10 @@ def test_sigkill_mid_indexing_then_restart_indexes_everything_once(kafka, serve_
     try:
         _wait_healthy(url, second, log)
         wait_committed(kafka, timeout=240)
+        deadline = time.monotonic() + 60
+        while (upkeep := _healthz(url)[1].get("index_upkeep", {})).get("builds", 0) == 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert upkeep["builds"] >= 1 and upkeep["failures"] == 0, upkeep
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(60) == 0, "SIGTERM is a clean stop"
@@ -108,5 +116,6 @@ def test_sigkill_mid_indexing_then_restart_indexes_everything_once(kafka, serve_
     try:
         assert store.count() == 300, "every product indexed, none twice"
         assert len(store.get([p["product_id"] for p in products])) == 300
+        assert store.indexed()[1] > 0, "the restarted serve built the index as it went"
     finally:
         store.close()
