@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import redis
 from confluent_kafka import Consumer
@@ -211,7 +211,7 @@ def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
             healthy = False
             report["redis"] = "unreachable"
         if upkeep is not None:
-            report["index_upkeep"] = asdict(upkeep.stats) | {"unindexed_writes": store.pending_writes().count}  # type: ignore[union-attr]
+            report["index_upkeep"] = upkeep.report()
         if failures:
             healthy = False
             report["failed"] = failures[0]

@@ -81,6 +81,7 @@ class EdgeProductStore:
         # set when the shard is created and kept with it. Tests lower it to index small shards.
         self._indexing_threshold_kb = indexing_threshold_kb
         self._current: _Open | None = None
+        self._dims: dict[str, int] = {}  # the collection's vectors, as its metadata file records them
         self._users = threading.Condition()
         self._writing = threading.Lock()  # one writer at a time; a rebuild holds it to copy and to swap
         self._rebuilding = threading.Lock()
@@ -97,6 +98,7 @@ class EdgeProductStore:
                     f"the product collection in {self._path} has vectors {stored['dims']}, the model gives {wanted}; "
                     "run `shelfsight reindex` to rebuild it for this model"
                 )
+            self._dims = wanted
             name = stored.get("shard", _FIRST_SHARD)
             self._current = _Open(self._open(lambda: q.EdgeShard.load(str(self._path / name))), name)
             self._remove_other_shards(name)
@@ -111,7 +113,8 @@ class EdgeProductStore:
             shard.update(q.UpdateOperation.create_field_index(name, _SCHEMA[kind]))
         shard.flush()
         self._current = _Open(shard, _FIRST_SHARD)
-        self._write_meta(wanted, _FIRST_SHARD)
+        self._dims = wanted
+        self._write_meta(_FIRST_SHARD)
 
     def _open(self, opener):  # type: ignore[no-untyped-def]
         try:
@@ -124,10 +127,10 @@ class EdgeProductStore:
                 ) from None
             raise
 
-    def _write_meta(self, dims: dict[str, int], shard: str) -> None:
+    def _write_meta(self, shard: str) -> None:
         meta = self._path / _META
         staged = meta.with_suffix(".tmp")
-        staged.write_text(json.dumps({"dims": dims, "shard": shard}) + "\n")
+        staged.write_text(json.dumps({"dims": self._dims, "shard": shard}) + "\n")
         with open(staged, "rb") as f:
             os.fsync(f.fileno())
         os.replace(staged, meta)  # atomic: a restart sees the old shard or the new one, never neither
@@ -291,7 +294,7 @@ class EdgeProductStore:
                 log.info("index build: nothing to build", extra={"path": str(self._path)})
                 return False
             fresh = self._open(lambda: q.EdgeShard.load(str(target)))
-            self._catch_up(fresh)
+            self._catch_up(fresh, name)
             swapped = time.perf_counter()
             log.info("shard index rebuilt and swapped in", extra={
                 "path": str(self._path), "shard": name, "seconds": round(swapped - started, 1)})
@@ -310,8 +313,8 @@ class EdgeProductStore:
             if self._current is None or self._current.name != name:
                 shutil.rmtree(target, ignore_errors=True)
 
-    def _catch_up(self, fresh: q.EdgeShard) -> None:
-        """Copy into ``fresh`` what was written to the current shard since it was copied, then swap."""
+    def _catch_up(self, fresh: q.EdgeShard, name: str) -> None:
+        """Copy into ``fresh`` (the folder ``name``) what was written to the current shard since it was copied, then swap."""
         while True:
             with self._writing:
                 assert self._changed is not None
@@ -319,7 +322,7 @@ class EdgeProductStore:
                 if len(changed) <= _CATCH_UP_UNDER_LOCK:
                     self._copy_points(changed, fresh)
                     fresh.flush()
-                    self._swap(fresh)
+                    self._swap(fresh, name)
                     return
             self._copy_points(changed, fresh)  # writes go on; what they change is caught up next round
 
@@ -336,14 +339,13 @@ class EdgeProductStore:
             if gone:
                 fresh.update(q.UpdateOperation.delete_points(gone))
 
-    def _swap(self, fresh: q.EdgeShard) -> None:
+    def _swap(self, fresh: q.EdgeShard, name: str) -> None:
         """With writes held: make ``fresh`` the shard a restart opens, then the one calls use; close the old one."""
         old = self._current
         assert old is not None
-        dims = json.loads((self._path / _META).read_text())["dims"]
-        self._write_meta(dims, _next_name(old.name))
+        self._write_meta(name)
         with self._users:
-            self._current = _Open(fresh, _next_name(old.name))
+            self._current = _Open(fresh, name)
             while old.users:
                 self._users.wait()
         old.shard.close()

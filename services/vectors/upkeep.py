@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from services.vectors.edge import EdgeProductStore, PendingWrites
 from services.vectors.index_build import IndexBuildFailed
@@ -59,6 +59,10 @@ class IndexUpkeep:
         self._clock = clock
         self._retry_after_s = retry_after_s
         self.stats = UpkeepStats()
+
+    def report(self) -> dict[str, object]:
+        """What `/healthz` shows: the stats, and how many writes the index does not cover yet."""
+        return asdict(self.stats) | {"unindexed_writes": self._store.pending_writes().count}
 
     def run(self, stop: threading.Event) -> None:
         """Until ``stop``: build when due. ``stop`` also cancels a build under way."""
