@@ -282,7 +282,7 @@ class EdgeProductStore:
         name = _next_name(self._current.name)
         target = self._path / name
         shutil.rmtree(target, ignore_errors=True)
-        with self._writing:  # writes wait for the copy (0.3 s for 500 MB here); queries do not
+        with self._writing:  # writes wait for the copy (bench/index_upkeep.py measures it); queries do not
             with self._shard() as shard:
                 shard.flush()
                 shutil.copytree(self._path / self._current.name, target)
