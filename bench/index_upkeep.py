@@ -29,7 +29,7 @@ import redis
 
 from serve import CATEGORIES, DIMS, build_world, clean_up, engine_for, percentiles
 from services.errors import run_script
-from services.profiles.state import Keys
+from services.profiles.keys import Keys
 from services.recommender.engine import Query
 from services.recommender.service import upkeep_policy
 from services.settings import load_settings

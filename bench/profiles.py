@@ -10,9 +10,11 @@
 5. Memory: MEMORY USAGE of a shopper's keys and of an item's keys, averaged, and the
    worker's peak resident memory (VmHWM) after the run.
 
-Needs the local stack (`shelfsight stack up`).
+Needs the local stack (`shelfsight stack up`). With `--redis-cluster N`, Redis is a local
+3-node Redis Cluster (services/stack/redis_cluster.py, on the same cores) and the workers run
+with `SHELFSIGHT_REDIS_CLUSTER=true SHELFSIGHT_REDIS_SHARDS=N`, as a clustered deployment would.
 
-    .venv/bin/python bench/profiles.py [--events 50000] [--shoppers 5000] [--rate 200] [--seconds 10] [--workers 1] [--partitions 4]
+    .venv/bin/python bench/profiles.py [--events 50000] [--shoppers 5000] [--rate 200] [--seconds 10] [--workers 1] [--partitions 4] [--redis-cluster 4]
 """
 
 import argparse
@@ -29,7 +31,6 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import redis
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.bus.config import producer_config
@@ -38,7 +39,10 @@ from services.bus.producer import Producer
 from services.bus.topics import create_topics, delete_topics, topic_specs
 from services.profiles.app import GROUP_ID
 from services.profiles.profile import ClickParams
-from services.profiles.state import Keys, ProfileState
+from services.profiles.keys import Keys
+from services.profiles.state import ProfileState
+from services.redis_clients import async_redis, sync_redis
+from services.stack.redis_cluster import LocalRedisCluster
 from services.settings import load_settings
 from services.errors import run_script
 from services.ops.memory import peak_rss_mb
@@ -55,7 +59,7 @@ def _click(i: int, now: datetime, users: int, user: str | None = None) -> bytes:
 
 
 async def _items(settings, keys: Keys) -> None:  # type: ignore[no-untyped-def]
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = async_redis(settings.redis_url, settings.redis_cluster)
     state = ProfileState(client, keys, ClickParams())
     rng = np.random.default_rng(0)
     for i in range(ITEMS):
@@ -93,16 +97,26 @@ def main() -> None:
     parser.add_argument("--shoppers", type=int, default=5000, help="distinct shoppers among the events")
     parser.add_argument("--workers", type=int, default=1, help="profiles processes in the consumer group")
     parser.add_argument("--partitions", type=int, default=None, help="partitions per topic (default: the settings')")
+    parser.add_argument("--redis-cluster", type=int, default=0, metavar="GROUPS",
+                        help="run on a local 3-node Redis Cluster, the state split into GROUPS key groups")
     args = parser.parse_args()
     base = load_settings()
+    cluster = None
+    redis_env: dict[str, str] = {}
+    if args.redis_cluster:
+        cluster = LocalRedisCluster.on_free_ports(base.cache_dir / "bench-redis-cluster").up()
+        redis_env = {"SHELFSIGHT_REDIS_URL": cluster.url, "SHELFSIGHT_REDIS_CLUSTER": "true", "SHELFSIGHT_REDIS_SHARDS": str(args.redis_cluster)}
+        base = base.model_copy(update={"redis_url": cluster.url, "redis_cluster": True, "redis_shards": args.redis_cluster})
     settings = base.model_copy(update={"topic_prefix": f"bench-{uuid.uuid4().hex[:6]}.",
                                        **({"topic_partitions": args.partitions} if args.partitions else {})})
     prefix = f"bench-{uuid.uuid4().hex[:6]}:"
-    keys = Keys(prefix)
+    keys = Keys(prefix, settings.redis_shards, settings.redis_cluster)
     create_topics(settings)
     topic = settings.topic("clicks")
     workers: list[subprocess.Popen] = []
-    r = redis.Redis.from_url(settings.redis_url)
+    r = sync_redis(settings.redis_url, settings.redis_cluster)
+    # per node: Redis's own counters, and PUBLISH reaching every node's subscribers
+    nodes = [redis.Redis(host="127.0.0.1", port=p) for p in cluster.ports] if cluster else [r]
     try:
         asyncio.run(_items(settings, keys))
         producer = Producer(producer_config(settings))
@@ -115,8 +129,8 @@ def main() -> None:
         bare = asyncio.run(_bare(settings, topic, args.events))
 
         env = {**os.environ, "SHELFSIGHT_TOPIC_PREFIX": settings.topic_prefix, "SHELFSIGHT_REDIS_PREFIX": prefix,
-               "SHELFSIGHT_PROFILES_METRICS_PORT": "0", "SHELFSIGHT_LOG_LEVEL": "WARNING"}
-        redis_before = _redis_busy(r)
+               "SHELFSIGHT_PROFILES_METRICS_PORT": "0", "SHELFSIGHT_LOG_LEVEL": "WARNING", **redis_env}
+        redis_before = _redis_busy(nodes)
         workers = [subprocess.Popen([sys.executable, "-m", "services.cli", "profiles"], env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(args.workers)]
         group = settings.group(GROUP_ID)
@@ -129,15 +143,16 @@ def main() -> None:
                 break
             time.sleep(0.5)  # each look opens a Kafka client: not too often, it shares the cores
         rate = (first_lag or 0) / max(time.perf_counter() - (first_at or time.perf_counter()), 1e-9)
-        redis_after = _redis_busy(r)
+        redis_after = _redis_busy(nodes)
         scripts_s = (redis_after[0] - redis_before[0]) / 1e6
         commands = redis_after[1] - redis_before[1]
 
-        latencies = _latency(settings, r, keys, producer, args.rate, args.seconds)
+        latencies = _latency(settings, nodes[0], keys, producer, args.rate, args.seconds)
         shopper, item = _memory(r, keys, args.shoppers)
         peak_mb = max(peak_rss_mb(w.pid) for w in workers)
         p50, p95 = statistics.median(latencies), statistics.quantiles(latencies, n=20)[18]
-        print(f"{args.events} click events, {args.shoppers} shoppers, {ITEMS} items (256-d vectors)")
+        where = f"a local 3-node Redis Cluster, {args.redis_cluster} key groups" if cluster else "one Redis"
+        print(f"{args.events} click events, {args.shoppers} shoppers, {ITEMS} items (256-d vectors), on {where}")
         print(f"bare aiokafka consume loop  {bare:9.0f} events/s")
         print(f"profiles workers ({args.workers}, {settings.topic_partitions} partitions) {rate:9.0f} events/s   ratio {rate / bare:.3f}")
         print(f"Redis's own time in the worker's scripts: {scripts_s:.1f} s for {args.events} events "
@@ -154,13 +169,19 @@ def main() -> None:
         for key in r.scan_iter(f"{prefix}*"):
             r.delete(key)
         delete_topics(settings, [s.name for s in topic_specs(settings)])
+        if cluster:
+            cluster.down()
 
 
-def _redis_busy(r: redis.Redis) -> tuple[int, int]:
-    """(microseconds Redis spent in scripts, commands it ran, scripts' inner commands included) so far."""
-    stats = r.info("commandstats")
-    scripts = sum(v["usec"] for k, v in stats.items() if k in ("cmdstat_eval", "cmdstat_evalsha"))
-    return scripts, sum(v["calls"] for v in stats.values())
+def _redis_busy(nodes: list[redis.Redis]) -> tuple[int, int]:
+    """(microseconds Redis spent in scripts, commands it ran, scripts' inner commands included) so
+    far, over every node."""
+    scripts = commands = 0
+    for node in nodes:
+        stats = node.info("commandstats")
+        scripts += sum(v["usec"] for k, v in stats.items() if k in ("cmdstat_eval", "cmdstat_evalsha"))
+        commands += sum(v["calls"] for v in stats.values())
+    return scripts, commands
 
 
 def _latency(settings, r: redis.Redis, keys: Keys, producer: Producer, rate: float, seconds: float) -> list[float]:  # type: ignore[no-untyped-def]
@@ -202,7 +223,9 @@ def _memory(r: redis.Redis, keys: Keys, users: int) -> tuple[float, float]:
         usage(keys.user(u)) + usage(keys.recent(u)) + usage(keys.purchased(u)) + usage(keys.dismissed(u))
         + usage(keys.seen_items(u)) for u in shoppers
     )
-    per_item = statistics.mean(usage(keys.item(i)) + usage(keys.neighbours(i)) + usage(keys.history(i)) for i in items)
+    per_item = statistics.mean(
+        usage(keys.item(i)) + sum(usage(g.neighbours(i)) + usage(g.history(i)) for g in keys.groups()) for i in items
+    )
     return per_shopper, per_item
 
 

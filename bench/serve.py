@@ -40,7 +40,8 @@ import redis
 
 from services.profiles.learners import Learners, dump
 from services.profiles.profile import Profile
-from services.profiles.state import Keys, encode_profile
+from services.profiles.keys import Keys
+from services.profiles.state import encode_profile
 from services.recommender.engine import Query, Recommender, Tuning
 from services.recommender.features import FEATURES
 from services.recommender.learned import LearnedCache

@@ -106,6 +106,14 @@ class Settings(BaseSettings):
     redis_prefix: str = Field(
         default="shelfsight:", pattern=r"^[A-Za-z0-9:._-]*$", description="Put in front of every Redis key Shelfsight writes."
     )
+    redis_cluster: bool = Field(
+        default=False,
+        description="`SHELFSIGHT_REDIS_URL` names a node of a Redis Cluster: clients follow the cluster's slots (set `SHELFSIGHT_REDIS_SHARDS` too).",
+    )
+    redis_shards: int = Field(
+        default=1, ge=1, le=4096,
+        description="Key groups the profile state is split into (hash tags `{0}`, `{1}` …), to spread it over a Redis Cluster's nodes. Fixed once state is written.",
+    )
     profiles_batch_size: int = Field(default=500, ge=1, le=10_000, description="Most click events per Redis transaction.")
     profiles_batch_wait_ms: int = Field(default=20, ge=1, le=5_000, description="How long a click batch waits to fill.")
     profiles_park_s: float = Field(

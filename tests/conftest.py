@@ -72,3 +72,13 @@ def small_checkpoint(fmnist_small, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("small-checkpoint")
     train(fmnist_small / "train", TrainConfig(input_size=64, epochs=4, batch_size=64, val_fraction=0.2), out=out, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory) -> Iterator[str]:
+    """A real 3-node Redis Cluster on loopback (services.stack.redis_cluster); its URL."""
+    from services.stack.redis_cluster import LocalRedisCluster
+
+    cluster = LocalRedisCluster.on_free_ports(tmp_path_factory.mktemp("redis-cluster")).up()
+    yield cluster.url
+    cluster.down()

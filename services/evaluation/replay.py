@@ -44,7 +44,9 @@ from services.evaluation.logs import Dataset, Truth
 from services.profiles.handler import ClickHandler, RawMessage
 from services.profiles.learners import CHOICE_KINDS, Learners, dump
 from services.profiles.profile import ClickParams
-from services.profiles.state import Keys, ProfileState
+from services.profiles.keys import Keys
+from services.redis_clients import async_redis, sync_redis
+from services.profiles.state import ProfileState
 from services.recommender.engine import Query, Recommender
 from services.recommender.features import FEATURES
 from services.recommender.learned import LearnedCache
@@ -131,10 +133,11 @@ class Replay:
 
     def run(self, progress: bool = True) -> ReplayResult:
         workdir = Path(tempfile.mkdtemp(prefix="shelfsight-eval-"))
-        keys = Keys(f"{self.settings.redis_prefix}eval-{uuid.uuid4().hex[:8]}:")
-        sync = redis.Redis.from_url(self.settings.redis_url)
+        s = self.settings  # the same Redis layout as the services
+        keys = Keys(f"{s.redis_prefix}eval-{uuid.uuid4().hex[:8]}:", s.redis_shards, s.redis_cluster)
+        sync = sync_redis(s.redis_url, s.redis_cluster)
         loop = asyncio.new_event_loop()
-        aclient = aioredis.Redis.from_url(self.settings.redis_url)
+        aclient = async_redis(s.redis_url, s.redis_cluster)
         store = EdgeProductStore(workdir / "qdrant")
         pool = ThreadPoolExecutor(self.settings.embedder_decode_threads, thread_name_prefix="decode")
         try:

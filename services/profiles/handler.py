@@ -9,13 +9,18 @@ same script as their effects, so each event takes effect exactly once even when 
 its last writes or Kafka redelivers (see positions.py). Dead letters are delivered before
 that write, and the learners are updated only after it has succeeded, so a batch retried
 because Redis was away is never learned twice.
+
+With the state split into key groups for Redis Cluster (keys.py), each group is written by
+its own script and keeps its own positions: a batch is applied group by group, each group
+taking the events of its shoppers and passing over the rest, as if each group were a
+consumer of the partition of its own. One group's write never waits for, or undoes, another's.
 """
 
 import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -99,7 +104,13 @@ class _Pending:
     unparked_from: set[Partition] = field(default_factory=set)  # partitions whose parked clicks this write takes out
 
 
+# Each message decoded once per batch, whichever groups look at it (by ``id``: the batch holds them).
+Decoded = dict[int, ClickEvent | ContractError]
+
+
 class ClickHandler:
+    """Applies click batches to every key group of the layout (one group on a single Redis)."""
+
     def __init__(
         self,
         state: ProfileState,
@@ -113,7 +124,6 @@ class ClickHandler:
         reader: RangeReader | None = None,
         max_conflicts: int = 50,
     ) -> None:
-        self._state = state
         self._learners = learners
         self._params = params
         self._dead_letter = dead_letter
@@ -122,24 +132,80 @@ class ClickHandler:
         self._max_conflicts = max_conflicts
         self._clock = clock
         self._item_wait_s = item_wait_s
-        self._rng = random.Random(seed)
-        self.partitions: set[Partition] = set()  # every partition handled so far: where parked clicks may wait
+        self._groups = [_GroupHandler(group, self, seed + group.keys.group) for group in state.groups()]
+        self.partitions = set()
+
+    @property
+    def partitions(self) -> set[Partition]:
+        """Every partition handled so far: where parked clicks may wait."""
+        return self._groups[0].partitions
+
+    @partitions.setter
+    def partitions(self, value: set[Partition]) -> None:
+        for group in self._groups:
+            group.partitions = value  # one set, shared
+
+    async def handle(self, messages: list[RawMessage]) -> BatchResult:
+        """Apply ``messages``: those already applied are skipped, a gap before them is filled from
+        Kafka first, and a write refused because a position moved is recomputed from fresh state."""
+        decoded: Decoded = {}
+        return await self._each(lambda g: g.handle(messages, decoded))
 
     async def retry_parked(self) -> BatchResult:
         """Apply parked clicks whose product has arrived since, and dead-letter those that waited
         too long (a timer calls this, so parked clicks move on when their partition is quiet)."""
+        return await self._each(lambda g: g.retry_parked())
+
+    async def parked_count(self) -> int:
+        return sum(await asyncio.gather(*(g.parked_count() for g in self._groups)))
+
+    async def skip(self, messages: list[RawMessage]) -> None:
+        """Move the positions past ``messages`` without applying them: after a batch that failed
+        on a bug was dead-lettered, so the next batch does not read it back as a gap."""
+        for group in self._groups:
+            await group.skip(messages)
+
+    async def _each(self, run: Callable[["_GroupHandler"], Awaitable[BatchResult]]) -> BatchResult:
+        if len(self._groups) == 1:
+            return await run(self._groups[0])
+        # Every group runs to its end before an error is raised: a retry must not start while
+        # a group of the failed attempt is still writing.
+        outcomes = await asyncio.gather(*(run(g) for g in self._groups), return_exceptions=True)
+        total = BatchResult()
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            total.add(outcome)
+        return total
+
+
+class _GroupHandler:
+    """Applies the events of one key group's shoppers, fenced by that group's positions."""
+
+    def __init__(self, state: ProfileState, owner: ClickHandler, seed: int) -> None:
+        self._state = state
+        self._learners = owner._learners
+        self._params = owner._params
+        self._dead_letter = owner._dead_letter
+        self._flush_dead_letters = owner._flush_dead_letters
+        self._reader = owner._reader
+        self._max_conflicts = owner._max_conflicts
+        self._clock = owner._clock
+        self._item_wait_s = owner._item_wait_s
+        self._rng = random.Random(seed)
+        self.partitions: set[Partition] = set()  # every partition handled so far: where parked clicks may wait
+
+    async def retry_parked(self) -> BatchResult:
         for _ in range(self._max_conflicts):
             result = BatchResult()
-            if await self._handle_chunk([], await self._state.positions(self.partitions), result, self.partitions):
+            if await self._handle_chunk([], await self._state.positions(self.partitions), result, {}, self.partitions):
                 return result
         raise StalePositions("parked clicks kept being taken by another worker")
 
     async def parked_count(self) -> int:
         return await self._state.parked_count(self.partitions)
 
-    async def handle(self, messages: list[RawMessage]) -> BatchResult:
-        """Apply ``messages``: those already applied are skipped, a gap before them is filled from
-        Kafka first, and a write refused because a position moved is recomputed from fresh state."""
+    async def handle(self, messages: list[RawMessage], decoded: Decoded) -> BatchResult:
         total = BatchResult()
         tracked = partitions_of(messages)
         self.partitions |= tracked
@@ -152,10 +218,10 @@ class ClickHandler:
             missing = await self._missing(gaps(fresh, stored))
             chunk = missing or fresh
             result = BatchResult(replayed=len(missing))
-            if await self._handle_chunk(chunk, stored, result):
+            if await self._handle_chunk(chunk, stored, result, decoded):
                 total.add(result)
                 if not missing:
-                    total.duplicates += len(done)
+                    total.duplicates += sum(1 for m in done if self._mine(m, decoded))
                     total.conflicts = conflicts
                     return total
                 log.warning("gap filled from kafka", extra={"events": len(missing)})
@@ -166,8 +232,6 @@ class ClickHandler:
                 raise StalePositions(f"write refused {conflicts} times: partition positions keep moving")
 
     async def skip(self, messages: list[RawMessage]) -> None:
-        """Move the positions past ``messages`` without applying them: after a batch that failed
-        on a bug was dead-lettered, so the next batch does not read it back as a gap."""
         for (topic, partition), position in next_positions(messages).items():
             current = (await self._state.positions({(topic, partition)}))[(topic, partition)]
             moved = advance(current, max(current.offset, position) if current is not None else position)
@@ -202,8 +266,25 @@ class ClickHandler:
                 forgot = True
         return forgot
 
+    def _decode(self, m: RawMessage, decoded: Decoded) -> ClickEvent | ContractError:
+        if id(m) not in decoded:
+            try:
+                decoded[id(m)] = decode(ClickEvent, m.value)
+            except ContractError as exc:
+                decoded[id(m)] = exc
+        return decoded[id(m)]
+
+    def _mine(self, m: RawMessage, decoded: Decoded) -> bool:
+        """Whether ``m`` belongs to this group: its shopper's, or (unreadable) its key's."""
+        keys = self._state.keys
+        if keys.shards == 1:
+            return True
+        event = self._decode(m, decoded)
+        owner = event.user_id if isinstance(event, ClickEvent) else (m.key or b"").decode(errors="replace")
+        return keys.group_of(owner) == keys.group
+
     async def _handle_chunk(self, messages: list[RawMessage], stored: Stored, result: BatchResult,
-                            parked_in: set[Partition] | None = None) -> bool:
+                            decoded: Decoded, parked_in: set[Partition] | None = None) -> bool:
         """Write one chunk (guarded by its partitions' positions), with the parked clicks of
         ``parked_in`` (default: the chunk's partitions) whose product may have arrived. Every
         partition the write touches has its position checked and its write count moved on, so
@@ -227,10 +308,11 @@ class ClickHandler:
                     continue
                 parked[m] = _ParkedAt((topic, partition), key, at)
         for m in messages:
-            try:
-                event = decode(ClickEvent, m.value)
-            except ContractError as exc:
-                result.refused.append((m, exc.reason))
+            if not self._mine(m, decoded):
+                continue  # another group's: only this group's position passes over it
+            event = self._decode(m, decoded)
+            if isinstance(event, ContractError):
+                result.refused.append((m, event.reason))
                 continue
             if event.occurred_at.timestamp() > now + self._params.max_future_s:
                 result.refused.append((m, f"occurred_at is more than {self._params.max_future_s:.0f} s in the future"))
@@ -249,7 +331,7 @@ class ClickHandler:
                 continue  # parked clicks always come after a positioned write; nothing to fence against
             after = advance(current, moved.get(part))
             w.pipe.guard(self._state.keys.positions(part[0]), str(part[1]), current.text() if current else None, after.text())
-        if w.pipe and not await w.pipe.execute(self._state.redis):
+        if w.pipe and not await w.pipe.execute(self._state.redis, self._state.keys.routing):
             return False  # a position moved: nothing was written, nothing is learned
         for learn in w.learning:
             learn()

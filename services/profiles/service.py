@@ -7,7 +7,6 @@ import socket
 import threading
 import time
 
-import redis
 
 from schemas.topics import CLICKS
 from services.bus.broker import require_broker
@@ -22,8 +21,9 @@ from services.profiles.learners import CheckpointRejected, Learners, load
 from services.profiles.metrics import ProfilesMetrics
 from services.profiles.positions import KafkaRangeReader
 from services.profiles.profile import ClickParams
-from services.profiles.state import Keys, ProfileState, checkpoint_names
-from services.redis_clients import async_redis, sync_redis
+from services.profiles.keys import Keys
+from services.profiles.state import LayoutMismatch, ProfileState, check_layout, checkpoint_names
+from services.redis_clients import CONNECT_ERRORS, async_redis, check_kind, redis_problem, sync_redis
 from services.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,12 +59,19 @@ def state_secret(settings: Settings) -> bytes:
 def restore_learners(settings: Settings, keys: Keys, secret: bytes) -> Learners:
     """Start from the most trained checkpoint any worker left (a restarted worker has a new
     name, and partitions move between workers, so "its own" checkpoint means little)."""
-    client = sync_redis(settings.redis_url)
     try:
+        client = sync_redis(settings.redis_url, settings.redis_cluster)
+    except CONNECT_ERRORS as exc:
+        raise UserError(redis_problem(exc, settings.redis_url, settings.redis_cluster)) from None
+    try:
+        check_kind(client, settings.redis_cluster)
+        check_layout(client, keys)
         names = checkpoint_names(client, keys, time.time())
         blobs = [b for b in client.mget([keys.learners(n) for n in names]) if b is not None]
-    except redis.RedisError as exc:
-        raise UserError(f"no Redis answers at {settings.redis_url} ({exc}); start one with `shelfsight stack up`") from None
+    except CONNECT_ERRORS as exc:
+        raise UserError(redis_problem(exc, settings.redis_url, settings.redis_cluster)) from None
+    except LayoutMismatch as exc:
+        raise UserError(str(exc)) from None
     finally:
         client.close()
     fresh = Learners(ranker_warmup=settings.ranking_warmup_pairs, max_shoppers=settings.learners_max_shoppers,
@@ -93,11 +100,11 @@ def run_profiles(settings: Settings) -> int:
     import faust
 
     require_broker(settings)
-    keys = Keys(settings.redis_prefix)
+    keys = Keys.of(settings)
     secret = state_secret(settings)
     learners = restore_learners(settings, keys, secret)
     params = ClickParams(neighbours=settings.covisit_neighbours, park_s=settings.profiles_park_s, park_max=settings.profiles_park_max)
-    state = ProfileState(async_redis(settings.redis_url), keys, params)
+    state = ProfileState(async_redis(settings.redis_url, settings.redis_cluster), keys, params)
     metrics = ProfilesMetrics()
     producer = Producer(producer_config(settings))
     reader = KafkaRangeReader(consumer_config(settings, group_id="unused"))

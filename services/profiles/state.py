@@ -1,8 +1,10 @@
-"""Profile state in Redis: key layout, batched reads, and one transaction of writes per batch.
+"""Profile state in Redis: batched reads, and one transaction of writes per batch and key group.
 
-Every key has a TTL or a cap, so memory stays bounded (see docs/profiles.md for sizes).
+The key names come from keys.py. Every key has a TTL or a cap, so memory stays bounded (see
+docs/profiles.md for sizes).
 """
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,115 +15,32 @@ import redis.asyncio as aioredis
 
 from schemas import ProductIndexed
 
+from services.profiles.keys import Keys
 from services.profiles.positions import Position
 from services.profiles.profile import RESCALE_AFTER_HALF_LIVES, ClickParams, Profile
-from services.profiles.writes import ReadBatch, as_hash
-
-
-@dataclass
-class Keys:
-    prefix: str
-
-    def user(self, u: str) -> str:
-        return f"{self.prefix}u:{u}"
-
-    def recent(self, u: str) -> str:
-        return f"{self.prefix}u:{u}:recent"
-
-    def purchased(self, u: str) -> str:
-        return f"{self.prefix}u:{u}:purchased"
-
-    def dismissed(self, u: str) -> str:
-        return f"{self.prefix}u:{u}:dismissed"
-
-    def item(self, i: str) -> str:
-        return f"{self.prefix}i:{i}"
-
-    def session(self, s: str) -> str:
-        return f"{self.prefix}s:{s}"
-
-    def neighbours(self, i: str) -> str:
-        """Items seen in the same sessions (co-visitation)."""
-        return f"{self.prefix}co:{i}"
-
-    def history(self, i: str) -> str:
-        """Items close to it in shoppers' histories, closer ones weighing more."""
-        return f"{self.prefix}ch:{i}"
-
-    def seen_items(self, u: str) -> str:
-        """Everything the shopper interacted with, newest scored highest: never recommended again."""
-        return f"{self.prefix}u:{u}:seen"
-
-    def served(self, u: str) -> str:
-        """The shopper's latest served lists (``RecommendationServed`` JSON), for joining with choices."""
-        return f"{self.prefix}u:{u}:served"
-
-    def impressed(self, request_id: str) -> str:
-        """Products of one served list the widget reported as seen."""
-        return f"{self.prefix}req:{request_id}:imp"
-
-    @property
-    def interactions(self) -> str:
-        """Interactions per item (not decayed): how much evidence there is about it."""
-        return f"{self.prefix}stats:interactions"
-
-    @property
-    def choices(self) -> str:
-        """Clicks, carts and purchases per item (not decayed)."""
-        return f"{self.prefix}stats:choices"
-
-    @property
-    def catalogue_since(self) -> str:
-        """The earliest listing time seen: before the shop is older than "new", nothing is new."""
-        return f"{self.prefix}catalogue:since"
-
-    def seen(self, event_id: str) -> str:
-        return f"{self.prefix}seen:{event_id}"
-
-    def trending(self, category: str | None = None) -> str:
-        return f"{self.prefix}pop:all" if category is None else f"{self.prefix}pop:cat:{category}"
-
-    @property
-    def updates_channel(self) -> str:
-        return f"{self.prefix}profile-updated"
-
-    @property
-    def trending_epoch(self) -> str:
-        return f"{self.prefix}pop:epoch"
-
-    @property
-    def trending_sets(self) -> str:
-        """The names of every trending set (written with them): rescaling reads it instead of SCAN."""
-        return f"{self.prefix}pop:sets"
-
-    @property
-    def trending_sets_complete(self) -> str:
-        """Set once the sets written before the registry existed have been registered."""
-        return f"{self.prefix}pop:sets:complete"
-
-    def learners(self, worker: str) -> str:
-        return f"{self.prefix}learners:{worker}"
-
-    @property
-    def learners_workers(self) -> str:
-        """Which workers checkpoint learners, scored by when they last did: the recommender merges them."""
-        return f"{self.prefix}learners:workers"
-
-    def learners_digest(self, worker: str) -> str:
-        """A digest of the checkpoint, written with it: readers skip downloading an unchanged one."""
-        return f"{self.prefix}learners:{worker}:digest"
-
-    def parked(self, topic: str, partition: int) -> str:
-        """Clicks of one partition waiting for their product (member: the event's JSON, score: parked at)."""
-        return f"{self.prefix}parked:{topic}:{partition}"
-
-    def positions(self, topic: str) -> str:
-        """Per partition of ``topic``, the next offset to apply: written with each batch's effects."""
-        return f"{self.prefix}positions:{topic}"
+from services.profiles.writes import ReadBatch, WriteBatch, as_hash
 
 
 # A learners checkpoint (and its worker's registration) is kept this long after its last write.
 CHECKPOINT_KEEP_S = 7 * 24 * 3600.0
+
+
+class LayoutMismatch(ValueError):
+    """The state in Redis was written with another number of key groups."""
+
+
+def check_layout(client: redis.Redis, keys: Keys) -> None:
+    """Record the layout the first time; refuse to run on state written with another one (its
+    keys would not be found: every shopper and counter would start over, silently)."""
+    wanted = f"{keys.shards}/{'tagged' if keys.tagged else 'plain'}"
+    client.set(keys.layout, wanted, nx=True)
+    stored = client.get(keys.layout)
+    if stored is not None and stored.decode() != wanted:
+        groups, _, kind = stored.decode().partition("/")
+        raise LayoutMismatch(
+            f"Redis holds state written with SHELFSIGHT_REDIS_SHARDS={groups} ({kind} keys), not {keys.shards} "
+            f"({'tagged' if keys.tagged else 'plain'}); set it back, or use a new SHELFSIGHT_REDIS_PREFIX for a fresh state"
+        )
 
 
 def checkpoint_names(client: redis.Redis, keys: Keys, now: float, keep_s: float = CHECKPOINT_KEEP_S) -> list[str]:
@@ -191,11 +110,39 @@ return 1
 """
 
 
+# Move the forward-decay epoch of one group's trending sets to ARGV[1] (now) and rescale every
+# set it registered, when the epoch is more than ARGV[3] half-lives (ARGV[2] s) behind; the
+# epoch, as stored. One script: atomic within the group's slot, whoever runs it first wins.
+_MOVE_EPOCH = """
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return ARGV[1]
+end
+local behind = (tonumber(ARGV[1]) - tonumber(epoch)) / tonumber(ARGV[2])
+if behind <= tonumber(ARGV[3]) then return epoch end
+local factor = string.format('%.17g', 2 ^ (-behind))
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  redis.call('ZUNIONSTORE', key, 1, key, 'WEIGHTS', factor)
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+"""
+
+
 class ProfileState:
+    """The profile keys of one group (``keys.group``); ``at(g)`` gives another group's."""
+
     def __init__(self, client: aioredis.Redis, keys: Keys, params: ClickParams) -> None:
         self.redis = client
         self.keys = keys
         self.params = params
+
+    def at(self, group: int) -> "ProfileState":
+        return self if group == self.keys.group else replace_keys(self, self.keys.at(group))
+
+    def groups(self) -> list["ProfileState"]:
+        return [self.at(g) for g in range(self.keys.shards)]
 
     async def put_item(self, product_id: str, vector: list[float], category: str, price: float, in_stock: bool,
                        listed_ts: float | None = None) -> None:
@@ -217,29 +164,39 @@ class ProfileState:
 
     async def load(self, event_ids: list[str], items: set[str], users: set[str], sessions: set[str],
                    choosers: set[str] = frozenset()) -> Loaded:  # type: ignore[assignment]
-        """Everything a batch needs, in one round trip; ``choosers``' served lists too."""
-        p = self.params
-        batch = ReadBatch()
+        """Everything a batch needs, one script per group (one round trip on a single Redis);
+        ``users``, ``sessions`` and the events must be of this group; ``choosers``' served lists too."""
+        p, keys = self.params, self.keys
+        batches: dict[int, ReadBatch] = {}
+
+        def read(group: int) -> ReadBatch:
+            return batches.setdefault(group, ReadBatch())
+
+        mine = read(keys.group)
         for e in event_ids:
-            batch.call("EXISTS", self.keys.seen(e))
-        for i in items:
-            batch.call("HGETALL", self.keys.item(i))
+            mine.call("EXISTS", keys.seen(e))
         for u in users:
-            batch.call("HGETALL", self.keys.user(u))
-            batch.call("LRANGE", self.keys.recent(u), 0, 2 * p.history_items - 1)
+            mine.call("HGETALL", keys.user(u))
+            mine.call("LRANGE", keys.recent(u), 0, 2 * p.history_items - 1)
         for s in sessions:
-            batch.call("LRANGE", self.keys.session(s), 0, -1)
+            mine.call("LRANGE", keys.session(s), 0, -1)
         for u in choosers:
-            batch.call("LRANGE", self.keys.served(u), 0, p.served_lists - 1)
-        results = iter(await batch.execute(self.redis))
+            mine.call("LRANGE", keys.served(u), 0, p.served_lists - 1)
+        ordered_items = sorted(items)
+        for i in ordered_items:
+            read(keys.group_of(i)).call("HGETALL", keys.item(i))
+        groups = sorted(batches)
+        replies = await asyncio.gather(*(batches[g].execute(self.redis, keys.at(g).routing) for g in groups))
+        results = {g: iter(r) for g, r in zip(groups, replies, strict=True)}
+        own = results[keys.group]
         loaded = Loaded()
-        loaded.seen = {e: bool(next(results)) for e in event_ids}
-        loaded.items = {i: decode_item(as_hash(next(results))) for i in items}
+        loaded.seen = {e: bool(next(own)) for e in event_ids}
         for u in users:
-            loaded.profiles[u] = decode_profile(as_hash(next(results)))
-            loaded.recent[u] = list(dict.fromkeys(x.decode() for x in next(results)))
-        loaded.sessions = {s: [x.decode() for x in next(results)] for s in sessions}
-        loaded.served = {u: list(next(results)) for u in choosers}
+            loaded.profiles[u] = decode_profile(as_hash(next(own)))
+            loaded.recent[u] = list(dict.fromkeys(x.decode() for x in next(own)))
+        loaded.sessions = {s: [x.decode() for x in next(own)] for s in sessions}
+        loaded.served = {u: list(next(own)) for u in choosers}
+        loaded.items = {i: decode_item(as_hash(next(results[keys.group_of(i)]))) for i in ordered_items}
         return loaded
 
     async def positions(self, partitions: set[tuple[str, int]]) -> dict[tuple[str, int], Position | None]:
@@ -282,44 +239,30 @@ class ProfileState:
     async def remember_served(self, user: str, value: bytes) -> None:
         """Keep one served list (the JSON as it came) among the shopper's latest few."""
         p, key = self.params, self.keys.served(user)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.lpush(key, value)
-        pipe.ltrim(key, 0, p.served_lists - 1)
-        pipe.expire(key, p.served_ttl_s)
-        await pipe.execute()
+        batch = WriteBatch()
+        batch.call("LPUSH", key, value)
+        batch.call("LTRIM", key, 0, p.served_lists - 1)
+        batch.call("EXPIRE", key, p.served_ttl_s)
+        await batch.execute(self.redis, self.keys.home(user).routing)
 
     async def current_epoch(self, now: float) -> float:
-        """The forward-decay epoch of the trending sets, moved forward (and the sets rescaled) when due."""
-        epoch_key = self.keys.trending_epoch
-        await self.redis.set(epoch_key, repr(now), nx=True)
-        epoch = float(await self.redis.get(epoch_key))
-        behind = (now - epoch) / self.params.half_life_s
-        if behind <= RESCALE_AFTER_HALF_LIVES:
-            return epoch
-        factor = 2.0 ** -behind
-        async with self.redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(epoch_key)  # another worker rescaling first wins; we re-read
-                keys = await self._trending_sets()
-                pipe.multi()
-                for key in keys:
-                    pipe.zunionstore(key, {key: factor})
-                pipe.set(epoch_key, repr(now))
-                await pipe.execute()
-            except aioredis.WatchError:
-                pass
-        return float(await self.redis.get(epoch_key))
+        """The forward-decay epoch of this group's trending sets, moved forward (and the sets
+        rescaled) when due."""
+        keys = self.keys
+        if not keys.tagged and not await self.redis.exists(keys.trending_sets_complete):
+            await self._register_old_trending_sets()
+        epoch = await self.redis.eval(_MOVE_EPOCH, 2, keys.trending_epoch, keys.trending_sets, repr(now),
+                                      repr(self.params.half_life_s), repr(float(RESCALE_AFTER_HALF_LIVES)))
+        return float(epoch)
 
-    async def _trending_sets(self) -> list[bytes]:
-        if not await self.redis.exists(self.keys.trending_sets_complete):
-            # Sets written before the registry existed: found once (SCAN walks the whole
-            # keyspace, on one node), registered, and never looked for again.
-            found = [k async for k in self.redis.scan_iter(match=self.keys.trending())]
-            found += [k async for k in self.redis.scan_iter(match=self.keys.trending("*"))]
-            if found:
-                await self.redis.sadd(self.keys.trending_sets, *found)
-            await self.redis.set(self.keys.trending_sets_complete, 1)
-        return sorted(await self.redis.smembers(self.keys.trending_sets))
+    async def _register_old_trending_sets(self) -> None:
+        """Sets written before the registry existed (untagged layout only): found once (SCAN walks
+        the whole keyspace), registered, and never looked for again."""
+        found = [k async for k in self.redis.scan_iter(match=self.keys.trending())]
+        found += [k async for k in self.redis.scan_iter(match=self.keys.trending("*"))]
+        if found:
+            await self.redis.sadd(self.keys.trending_sets, *found)
+        await self.redis.set(self.keys.trending_sets_complete, 1)
 
     async def items(self, product_ids: set[str]) -> dict[str, Item | None]:
         pipe = self.redis.pipeline(transaction=False)
@@ -329,3 +272,7 @@ class ProfileState:
 
     async def profile(self, user: str) -> Profile | None:
         return decode_profile(await self.redis.hgetall(self.keys.user(user)))
+
+
+def replace_keys(state: ProfileState, keys: Keys) -> ProfileState:
+    return ProfileState(state.redis, keys, state.params)

@@ -26,7 +26,9 @@ import redis.asyncio as aioredis
 # ARGV[1], unpacked: the number of guards g; g guards (key, field, expected value or '', new value); the number
 # of required members r; r pairs (sorted set, member); then a flat list of commands: a count n,
 # then the n words of one command, then the next count …
-# Keys are not passed as KEYS: fine on a single Redis or a replica set, not on Redis Cluster.
+# The keys are inside the packed argument, not in KEYS: KEYS[1] is only the group's routing key,
+# which names the hash slot (see keys.py), so on Redis Cluster every key a batch touches must
+# share it — the handler builds one batch per key group.
 _SCRIPT = """
 local ARGV = cmsgpack.unpack(ARGV[1])
 local g = tonumber(ARGV[1])
@@ -79,12 +81,13 @@ class WriteBatch:
     def __bool__(self) -> bool:
         return bool(self._args or self._guards or self._required)
 
-    async def execute(self, client: aioredis.Redis) -> bool:
-        """Apply the batch; False when a guard no longer held (nothing was written)."""
+    async def execute(self, client: aioredis.Redis, routing: str) -> bool:
+        """Apply the batch in the slot of ``routing`` (a key of the batch's group); False when a
+        guard no longer held (nothing was written)."""
         if not self:
             return True
         # use_bin_type=False: Redis's cmsgpack reads raw strings (binary-safe), not the bin type.
-        return bool(await client.eval(_SCRIPT, 0, msgpack.packb(self.args(), use_bin_type=False)))
+        return bool(await client.eval(_SCRIPT, 1, routing, msgpack.packb(self.args(), use_bin_type=False)))
 
 
 # ARGV[1], unpacked: a flat list of read commands (a count n, then the n words of one command …);
@@ -119,10 +122,11 @@ class ReadBatch:
         self._args.extend(command)
         self._count += 1
 
-    async def execute(self, client: aioredis.Redis) -> list[Any]:
+    async def execute(self, client: aioredis.Redis, routing: str) -> list[Any]:
+        """Run the reads in the slot of ``routing``: every key read must share its hash tag."""
         if not self._count:
             return []
-        raw = await client.eval(_READ_SCRIPT, 0, msgpack.packb(self._args, use_bin_type=False))
+        raw = await client.eval(_READ_SCRIPT, 1, routing, msgpack.packb(self._args, use_bin_type=False))
         return msgpack.unpackb(raw, raw=True)
 
 

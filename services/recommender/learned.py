@@ -24,7 +24,8 @@ import redis
 
 from models.ranking import LinearScorer
 from services.profiles.learners import CheckpointRejected, Learners, load
-from services.profiles.state import CHECKPOINT_KEEP_S, Keys, checkpoint_names
+from services.profiles.keys import Keys
+from services.profiles.state import CHECKPOINT_KEEP_S, checkpoint_names
 from services.recommender.features import FEATURES
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,8 @@ from services.bus.producer import Producer
 from services.embedder.service import Embedder, build_embedder, load_predictor, open_product_store
 from services.errors import UserError
 from services.profiles.service import state_secret
-from services.profiles.state import Keys
+from services.profiles.keys import Keys
+from services.profiles.state import LayoutMismatch, check_layout
 from services.recommender.engine import Recommender, Sink, Tuning
 from services.recommender.http.app import ApiParts, build_api
 from services.recommender.http.live import LiveUpdates
@@ -33,7 +34,7 @@ from services.recommender.learned import LearnedCache
 from services.recommender.metrics import RecommenderMetrics
 from services.recommender.responder import GROUP_ID, Responder
 from services.recommender.shopper import ShopperReader
-from services.redis_clients import async_redis, sync_redis
+from services.redis_clients import CONNECT_ERRORS, async_redis, check_kind, redis_problem, sync_redis
 from services.settings import Settings
 from services.vectors.edge import EdgeProductStore
 from services.vectors.store import ProductStore
@@ -57,17 +58,21 @@ def upkeep_policy(settings: Settings) -> UpkeepPolicy:
 
 
 def redis_client(settings: Settings) -> redis.Redis:
-    client = sync_redis(settings.redis_url, socket_timeout=5, health_check_interval=30)
     try:
+        client = sync_redis(settings.redis_url, settings.redis_cluster, socket_timeout=5, health_check_interval=30)
         client.ping()
-    except redis.RedisError as exc:
-        raise UserError(f"no Redis answers at {settings.redis_url} ({exc}); start one with `shelfsight stack up`") from None
+        check_kind(client, settings.redis_cluster)
+        check_layout(client, Keys.of(settings))
+    except CONNECT_ERRORS as exc:
+        raise UserError(redis_problem(exc, settings.redis_url, settings.redis_cluster)) from None
+    except LayoutMismatch as exc:
+        raise UserError(str(exc)) from None
     return client
 
 
 def build_recommender(settings: Settings, store: ProductStore, dims: int, client: redis.Redis,
                       on_served: Sink | None = None) -> tuple[Recommender, LearnedCache]:
-    keys = Keys(settings.redis_prefix)
+    keys = Keys.of(settings)
     learned = LearnedCache(client, keys, state_secret(settings), settings.learners_refresh_s)
     engine = Recommender(store, ShopperReader(client, keys), lambda: learned.current, dims, tuning(settings), on_served=on_served)
     return engine, learned
@@ -186,7 +191,8 @@ def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
         settings, engine, Consumer(consumer_config(settings, settings.group(GROUP_ID))),
         Producer(producer_config(settings)), metrics, lambda: predictor.model_version,
     )
-    keys = Keys(settings.redis_prefix)
+    keys = Keys.of(settings)
+    # A plain client even on a Cluster: a PUBLISH reaches the subscribers of every node.
     live = LiveUpdates(async_redis(settings.redis_url), keys.updates_channel)
 
     failures: list[str] = []

@@ -1,7 +1,9 @@
 """What Redis knows about one shopper and the candidates around them, in three pipelined round trips.
 
-The profiles worker writes these keys (``services.profiles.state.Keys``); the recommender
-only reads them, so a click is reflected in the very next recommendation.
+The profiles worker writes these keys (``services.profiles.keys.Keys``); the recommender
+only reads them, so a click is reflected in the very next recommendation. With the state
+split into key groups (Redis Cluster), the crowd's counters are read from every group and
+added up; each group's trending scores are decayed by that group's own epoch first.
 """
 
 from dataclasses import dataclass, field
@@ -10,7 +12,8 @@ import numpy as np
 import redis
 
 from services.profiles.profile import ClickParams
-from services.profiles.state import Keys, decode_item, decode_profile
+from services.profiles.keys import Keys
+from services.profiles.state import decode_item, decode_profile
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ class Signals:
     trending: Pairs = field(default_factory=list)  # decayed to now
     trending_in: dict[str, Pairs] = field(default_factory=dict)  # category → items
     catalogue_since: float | None = None  # the earliest listing: before then + "new", nothing is new
-    decay_now: float = 1.0  # stored trending scores × this = decayed popularity as of the read
+    decay_now: tuple[float, ...] = (1.0,)  # per key group: stored trending scores × this = popularity as of the read
 
 
 @dataclass(frozen=True)
@@ -95,13 +98,16 @@ class ShopperReader:
         pipe.zrevrange(k.purchased(user_id), 0, lim.purchased - 1)
         pipe.zrevrange(k.dismissed(user_id), 0, lim.dismissed - 1)
         pipe.zrevrange(k.seen_items(user_id), 0, lim.seen - 1)
-        pipe.zrevrange(k.trending(), 0, lim.trending - 1, withscores=True)
-        pipe.get(k.trending_epoch)
         pipe.get(k.catalogue_since)
-        raw_profile, raw_recent, raw_purchased, raw_dismissed, raw_seen, trending, epoch, since = pipe.execute()
+        groups = k.groups()
+        for g in groups:
+            pipe.zrevrange(g.trending(), 0, lim.trending - 1, withscores=True)
+            pipe.get(g.trending_epoch)
+        raw_profile, raw_recent, raw_purchased, raw_dismissed, raw_seen, since, *per_group = pipe.execute()
 
         # Forward-decayed scores grow with time; as of now, they are counts that fade by half-life.
-        decay_now = 2.0 ** -((now - float(epoch)) / self._half_life_s) if epoch else 1.0
+        decay_now = tuple(2.0 ** -((now - float(epoch)) / self._half_life_s) if epoch else 1.0 for epoch in per_group[1::2])
+        trending = _added([_scaled(_pairs(rows), d) for rows, d in zip(per_group[0::2], decay_now, strict=True)], lim.trending)
         profile = decode_profile(raw_profile)
         dismissed = [d.decode() for d in raw_dismissed]
         blocked = set(dismissed)
@@ -128,12 +134,15 @@ class ShopperReader:
         for item in looked_up:
             pipe.hgetall(k.item(item))
         for item in anchors:
-            pipe.zrevrange(k.neighbours(item), 0, lim.neighbours - 1, withscores=True)
-            pipe.zrevrange(k.history(item), 0, lim.neighbours - 1, withscores=True)
+            for g in groups:
+                pipe.zrevrange(g.neighbours(item), 0, lim.neighbours - 1, withscores=True)
+                pipe.zrevrange(g.history(item), 0, lim.neighbours - 1, withscores=True)
         if anchors:
-            pipe.zmscore(k.interactions, anchors)
+            for g in groups:
+                pipe.zmscore(g.interactions, anchors)
         for category in categories:
-            pipe.zrevrange(k.trending(category), 0, lim.per_category - 1, withscores=True)
+            for g in groups:
+                pipe.zrevrange(g.trending(category), 0, lim.per_category - 1, withscores=True)
         replies = iter(pipe.execute()) if looked_up or anchors or categories else iter(())
         vectors = {}
         for item in looked_up:
@@ -142,28 +151,49 @@ class ShopperReader:
                 vectors[item] = decoded.vector
         neighbours, history = {}, {}
         for item in anchors:
-            neighbours[item], history[item] = _pairs(next(replies)), _pairs(next(replies))
-        counts = dict(zip(anchors, (float(c or 0.0) for c in next(replies)), strict=True)) if anchors else {}
-        trending_in = {category: _scaled(_pairs(next(replies)), decay_now) for category in categories}
-        signals = Signals(vectors, neighbours, history, counts, _scaled(_pairs(trending), decay_now), trending_in,
-                          float(since) if since else None, decay_now)
+            pairs = [(_pairs(next(replies)), _pairs(next(replies))) for _ in groups]
+            neighbours[item] = _added([n for n, _ in pairs], lim.neighbours)
+            history[item] = _added([h for _, h in pairs], lim.neighbours)
+        counts: dict[str, float] = {}
+        if anchors:
+            totals = np.sum([[float(c or 0.0) for c in next(replies)] for _ in groups], axis=0)
+            counts = dict(zip(anchors, (float(c) for c in totals), strict=True))
+        trending_in = {
+            category: _added([_scaled(_pairs(next(replies)), d) for d in decay_now], lim.per_category) for category in categories
+        }
+        signals = Signals(vectors, neighbours, history, counts, trending, trending_in, float(since) if since else None, decay_now)
         return shopper, signals
 
-    def stats(self, product_ids: list[str], decay_now: float) -> ItemStats:
-        """Popularity (as of now: ``Signals.decay_now``), interactions and choices of ``product_ids``."""
+    def stats(self, product_ids: list[str], decay_now: tuple[float, ...]) -> ItemStats:
+        """Popularity (as of now: ``Signals.decay_now``), interactions and choices of ``product_ids``,
+        added up over the key groups."""
         if not product_ids:
             empty = np.zeros(0)
             return ItemStats(empty, empty, empty)
+        groups = self._keys.groups()
         pipe = self._redis.pipeline(transaction=False)
-        pipe.zmscore(self._keys.trending(), product_ids)
-        pipe.zmscore(self._keys.interactions, product_ids)
-        pipe.zmscore(self._keys.choices, product_ids)
-        trending, interactions, choices = (np.array([float(s or 0.0) for s in reply]) for reply in pipe.execute())
-        return ItemStats(trending * decay_now, interactions, choices)
+        for g in groups:
+            pipe.zmscore(g.trending(), product_ids)
+            pipe.zmscore(g.interactions, product_ids)
+            pipe.zmscore(g.choices, product_ids)
+        replies = np.array([[float(s or 0.0) for s in reply] for reply in pipe.execute()]).reshape(len(groups), 3, len(product_ids))
+        trending = (replies[:, 0, :] * np.asarray(decay_now)[:, None]).sum(axis=0)
+        return ItemStats(trending, replies[:, 1, :].sum(axis=0), replies[:, 2, :].sum(axis=0))
 
 
 def _scaled(rows: Pairs, factor: float) -> Pairs:
     return [(item, score * factor) for item, score in rows]
+
+
+def _added(lists: list[Pairs], limit: int) -> Pairs:
+    """Scores of the same item added over the key groups, highest first (one group: as read)."""
+    if len(lists) == 1:
+        return lists[0]
+    total: dict[str, float] = {}
+    for rows in lists:
+        for item, score in rows:
+            total[item] = total.get(item, 0.0) + score
+    return sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
 
 
 def _pairs(rows: list[tuple[bytes, float]]) -> Pairs:

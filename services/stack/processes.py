@@ -60,6 +60,16 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def free_port(below: int = 65_536) -> int:
+    """A TCP port nothing listens on now, on loopback (below ``below``)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port < below:
+            return port
+
+
 def spawn(argv: list[str], log_path: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
     """Start ``argv`` detached from this process group, output appended to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)

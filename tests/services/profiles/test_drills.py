@@ -27,7 +27,8 @@ from services.bus.tail import end_offsets
 from services.bus.topics import create_topics
 from services.profiles.app import GROUP_ID
 from services.profiles.positions import Position
-from services.profiles.state import Keys, decode_profile
+from services.profiles.keys import Keys
+from services.profiles.state import decode_profile
 from services.settings import load_settings
 from services.stack import Stack
 from schemas import ClickEvent

@@ -14,7 +14,8 @@ from services.profiles.app import checkpoint_learners
 from services.profiles.handler import ClickHandler, RawMessage
 from services.profiles.learners import CheckpointRejected, Learners, dump, load
 from services.profiles.profile import ClickParams
-from services.profiles.state import Keys, ProfileState
+from services.profiles.keys import Keys
+from services.profiles.state import ProfileState
 
 pytestmark = pytest.mark.redis
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -250,7 +251,7 @@ def test_learners_learn_only_once_the_write_succeeded(setup, monkeypatch):
     loop, state, handler, letters, keys, r = setup
     original = WriteBatch.execute
 
-    async def unavailable(self, client):
+    async def unavailable(self, client, routing):
         raise redis.ConnectionError("redis went away")
 
     monkeypatch.setattr(WriteBatch, "execute", unavailable)

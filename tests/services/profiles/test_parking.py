@@ -13,7 +13,8 @@ import redis.asyncio as aioredis
 from services.profiles.handler import ClickHandler, RawMessage
 from services.profiles.learners import Learners
 from services.profiles.profile import ClickParams
-from services.profiles.state import Keys, ProfileState
+from services.profiles.keys import Keys
+from services.profiles.state import ProfileState
 
 pytestmark = pytest.mark.redis
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

@@ -17,7 +17,8 @@ from services.profiles.handler import ClickHandler, RawMessage
 from services.profiles.learners import Learners
 from services.profiles.positions import KafkaRangeReader, Position
 from services.profiles.profile import ClickParams
-from services.profiles.state import Keys, ProfileState
+from services.profiles.keys import Keys
+from services.profiles.state import ProfileState
 from services.profiles.writes import WriteBatch
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
@@ -118,9 +119,9 @@ def test_guarded_write_applies_only_while_the_guard_holds(world):
     batch = WriteBatch()
     batch.call("SET", f"{keys.prefix}x", 1)
     batch.guard(f"{keys.prefix}pos", "0", None, "5/1")
-    assert loop.run_until_complete(batch.execute(state.redis)) is True
+    assert loop.run_until_complete(batch.execute(state.redis, keys.routing)) is True
     stale = WriteBatch()
     stale.call("SET", f"{keys.prefix}x", 2)
     stale.guard(f"{keys.prefix}pos", "0", None, "9/1")  # still thinks nothing was applied
-    assert loop.run_until_complete(stale.execute(state.redis)) is False
+    assert loop.run_until_complete(stale.execute(state.redis, keys.routing)) is False
     assert r.get(f"{keys.prefix}x") == b"1" and r.hget(f"{keys.prefix}pos", "0") == b"5/1"

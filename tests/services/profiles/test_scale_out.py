@@ -1,5 +1,6 @@
 """Several `shelfsight profiles` workers in one group, on a 4-partition clicks topic: a third
-joins mid-stream (rebalance) and one is SIGKILLed; every click still counts exactly once."""
+joins mid-stream (rebalance) and one is SIGKILLed; every click still counts exactly once —
+on one Redis, and on a real Redis Cluster with the state split into 4 key groups."""
 
 import os
 import signal
@@ -16,8 +17,9 @@ from services.bus.tail import end_offsets
 from services.bus.topics import create_topics, delete_topics, topic_specs
 from services.profiles.app import GROUP_ID
 from services.profiles.positions import Position
-from services.profiles.state import Keys
+from services.profiles.keys import Keys
 from services.recommender.learned import LearnedCache
+from services.redis_clients import sync_redis
 from tests.services.profiles.test_drills import EVENTS, USERS, _publish
 from tests.services.profiles.test_drills import counted as counted_in_profiles
 from tests.services.profiles.test_worker import _env, _wait
@@ -33,11 +35,28 @@ def four_partitions(broker):
     delete_topics(own, [spec.name for spec in topic_specs(own)])
 
 
-def test_workers_joining_and_dying_mid_stream_count_every_click_once(four_partitions, redis_client, tmp_path):
-    own = four_partitions
+@pytest.fixture(params=["one-redis", "redis-cluster"])
+def layout(request, settings):
+    """The Redis the workers share, its key layout, and the settings that name both."""
     prefix = f"scale-{uuid.uuid4().hex[:6]}:"
-    keys = Keys(prefix)
-    env = {**_env(own, prefix), "SHELFSIGHT_PROFILES_SESSION_TIMEOUT_S": "8"}
+    if request.param == "one-redis":
+        client = sync_redis(settings.redis_url)
+        yield client, Keys(prefix), {}
+    else:
+        url = request.getfixturevalue("redis_cluster")
+        client = sync_redis(url, cluster=True)
+        yield client, Keys(prefix, shards=4), {"SHELFSIGHT_REDIS_URL": url, "SHELFSIGHT_REDIS_CLUSTER": "true",
+                                               "SHELFSIGHT_REDIS_SHARDS": "4"}
+    for key in client.scan_iter(f"{prefix}*"):
+        client.delete(key)
+    client.close()
+
+
+def test_workers_joining_and_dying_mid_stream_count_every_click_once(four_partitions, layout, tmp_path):
+    own = four_partitions
+    redis_client, keys, redis_env = layout
+    prefix = keys.prefix
+    env = {**_env(own, prefix), "SHELFSIGHT_PROFILES_SESSION_TIMEOUT_S": "8", **redis_env}
     topic = _publish(own)
     group = own.group(GROUP_ID)
     log = tmp_path / "workers.log"
@@ -68,10 +87,12 @@ def test_workers_joining_and_dying_mid_stream_count_every_click_once(four_partit
         _wait(lambda: counted() == EVENTS and group_lag(own, topic, group) == 0, 240, workers[2], log)
         time.sleep(2)
         assert counted() == EVENTS, "every distinct click counted once"
-        interactions = sum(score for _, score in redis_client.zrange(keys.interactions, 0, -1, withscores=True))
+        interactions = sum(score for group in keys.groups()
+                           for _, score in redis_client.zrange(group.interactions, 0, -1, withscores=True))
         assert interactions == EVENTS
-        positions = {int(p): Position.parse(o).offset for p, o in redis_client.hgetall(keys.positions(topic)).items()}
-        assert positions == end_offsets(own, topic) and len(positions) == 4
+        for group in keys.groups():  # every group passed over every partition to its end
+            positions = {int(p): Position.parse(o).offset for p, o in redis_client.hgetall(group.positions(topic)).items()}
+            assert positions == end_offsets(own, topic) and len(positions) == 4
         # The recommender serves what every worker learned, not one worker's half.
         # A learners checkpoint of each live worker (every second here) after the last click.
         finished = time.time()
@@ -90,5 +111,3 @@ def test_workers_joining_and_dying_mid_stream_count_every_click_once(four_partit
                 worker.wait(60)
             except subprocess.TimeoutExpired:
                 worker.kill()
-        for key in redis_client.scan_iter(f"{prefix}*"):
-            redis_client.delete(key)

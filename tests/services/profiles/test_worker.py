@@ -17,7 +17,8 @@ from services.bus.config import producer_config
 from services.bus.consume import group_lag, read_all
 from services.bus.producer import Producer
 from services.profiles.app import GROUP_ID
-from services.profiles.state import Keys, decode_profile
+from services.profiles.keys import Keys
+from services.profiles.state import decode_profile
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 NOW = datetime.now(UTC)

@@ -26,7 +26,8 @@ from schemas import RecommendationServed, encode
 from services.profiles.handler import ClickHandler, RawMessage
 from services.profiles.learners import Learners
 from services.profiles.profile import ClickParams
-from services.profiles.state import Keys, ProfileState
+from services.profiles.keys import Keys
+from services.profiles.state import ProfileState
 from services.recommender.engine import Recommender, Tuning
 from services.recommender.learned import Learned
 from services.recommender.shopper import ShopperReader

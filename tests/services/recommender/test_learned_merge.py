@@ -13,7 +13,8 @@ from services.profiles.app import checkpoint_learners
 from services.profiles.learners import Learners
 from services.profiles.profile import ClickParams
 from services.profiles.service import restore_learners
-from services.profiles.state import Keys, ProfileState
+from services.profiles.keys import Keys
+from services.profiles.state import ProfileState
 from services.recommender.features import FEATURES
 from services.recommender.learned import Learned, LearnedCache
 

@@ -1,0 +1,205 @@
+"""The Redis key layout: the contract between the profiles worker (writes) and the recommender (reads).
+
+Every key name is made here and nowhere else. docs/profiles.md lists the layout.
+
+**One Redis** (``shards=1``, the default): keys are untagged, ``{prefix}u:alice``.
+
+**Redis Cluster** (``shards=N``, or ``tagged``): the state is split into N groups by hash tag,
+``{prefix}{3}u:alice``. Redis Cluster places keys by the text inside the first ``{…}``, so
+all keys of one group share a hash slot, and a script may touch any of them at once. A
+shopper's keys (profile, history, sessions, served lists, dedupe markers, impressions) live
+in the shopper's group; a product's hash in the product's group. The counters many shoppers
+add to (co-visitation, trending, interactions) are kept *per group*, each holding what that
+group's shoppers did, and the recommender adds the groups up. The partition positions that
+fence the worker's writes are per group too, so one batch is one atomic script per group.
+Learner checkpoints share one tag, so a checkpoint and its digest are written together.
+
+>>> keys = Keys("s:")
+>>> keys.user("alice"), keys.neighbours("p1"), keys.positions("clicks")
+('s:u:alice', 's:co:p1', 's:positions:clicks')
+>>> cluster = Keys("s:", shards=4)
+>>> cluster.user("alice"), cluster.home("alice").session("x"), cluster.item("p2")
+('s:{3}u:alice', 's:{3}s:x', 's:{1}i:p2')
+>>> [k.trending() for k in cluster.groups()]
+['s:{0}pop:all', 's:{1}pop:all', 's:{2}pop:all', 's:{3}pop:all']
+>>> cluster.learners("w1"), cluster.learners_digest("w1")
+('s:{learners}learners:w1', 's:{learners}learners:w1:digest')
+"""
+
+import zlib
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.settings import Settings
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names in one group (``group``) of a layout of ``shards`` groups.
+
+    Keys of a shopper or a product name their own group, whichever group they are asked
+    from; the rest (sessions, counters, positions, parked clicks) belong to ``group``.
+    """
+
+    prefix: str
+    shards: int = 1
+    tagged: bool = False  # forced on by shards > 1; on with 1 shard for a one-slot Redis Cluster
+    group: int = 0
+
+    def __post_init__(self) -> None:
+        if self.shards < 1:
+            raise ValueError("shards must be at least 1")
+        if "{" in self.prefix or "}" in self.prefix:
+            raise ValueError("the key prefix must not contain { or }: Redis Cluster reads them as a hash tag")
+        if self.shards > 1 and not self.tagged:
+            object.__setattr__(self, "tagged", True)
+
+    @classmethod
+    def of(cls, settings: "Settings") -> "Keys":
+        """The layout the settings name (``SHELFSIGHT_REDIS_PREFIX``, ``_SHARDS``, ``_CLUSTER``)."""
+        return cls(settings.redis_prefix, settings.redis_shards, settings.redis_cluster)
+
+    # -- groups ---------------------------------------------------------------------------
+
+    def group_of(self, entity: str) -> int:
+        """The group a shopper's or a product's keys live in (stable across processes and versions)."""
+        return zlib.crc32(entity.encode()) % self.shards if self.shards > 1 else 0
+
+    def at(self, group: int) -> "Keys":
+        return self if group == self.group else replace(self, group=group)
+
+    def home(self, user: str) -> "Keys":
+        """The group that holds ``user``'s keys: where events of that shopper are written."""
+        return self.at(self.group_of(user))
+
+    def groups(self) -> list["Keys"]:
+        return [self.at(g) for g in range(self.shards)]
+
+    @property
+    def routing(self) -> str:
+        """A key of this group: names the slot of a script that touches this group's keys."""
+        return f"{self._tag()}route"
+
+    def _tag(self, group: int | None = None) -> str:
+        if not self.tagged:
+            return self.prefix
+        return f"{self.prefix}{{{self.group if group is None else group}}}"
+
+    def _of(self, entity: str) -> str:
+        return self._tag(self.group_of(entity))
+
+    # -- a shopper's keys (in the shopper's group) ------------------------------------------
+
+    def user(self, u: str) -> str:
+        return f"{self._of(u)}u:{u}"
+
+    def recent(self, u: str) -> str:
+        return f"{self._of(u)}u:{u}:recent"
+
+    def purchased(self, u: str) -> str:
+        return f"{self._of(u)}u:{u}:purchased"
+
+    def dismissed(self, u: str) -> str:
+        return f"{self._of(u)}u:{u}:dismissed"
+
+    def seen_items(self, u: str) -> str:
+        """Everything the shopper interacted with, newest scored highest: never recommended again."""
+        return f"{self._of(u)}u:{u}:seen"
+
+    def served(self, u: str) -> str:
+        """The shopper's latest served lists (``RecommendationServed`` JSON), for joining with choices."""
+        return f"{self._of(u)}u:{u}:served"
+
+    # -- a product's hash (in the product's group) ----------------------------------------
+
+    def item(self, i: str) -> str:
+        return f"{self._of(i)}i:{i}"
+
+    # -- this group's keys -----------------------------------------------------------------
+
+    def session(self, s: str) -> str:
+        """A session's latest items (in its shopper's group: ask ``home(user)``)."""
+        return f"{self._tag()}s:{s}"
+
+    def seen(self, event_id: str) -> str:
+        """Dedupe marker of one event (in its shopper's group)."""
+        return f"{self._tag()}seen:{event_id}"
+
+    def impressed(self, request_id: str) -> str:
+        """Products of one served list the widget reported as seen (in the shopper's group)."""
+        return f"{self._tag()}req:{request_id}:imp"
+
+    def neighbours(self, i: str) -> str:
+        """Items seen in the same sessions (co-visitation), as this group's shoppers saw them."""
+        return f"{self._tag()}co:{i}"
+
+    def history(self, i: str) -> str:
+        """Items close to it in this group's shoppers' histories, closer ones weighing more."""
+        return f"{self._tag()}ch:{i}"
+
+    @property
+    def interactions(self) -> str:
+        """Interactions per item (not decayed): how much evidence there is about it."""
+        return f"{self._tag()}stats:interactions"
+
+    @property
+    def choices(self) -> str:
+        """Clicks, carts and purchases per item (not decayed)."""
+        return f"{self._tag()}stats:choices"
+
+    def trending(self, category: str | None = None) -> str:
+        return f"{self._tag()}pop:all" if category is None else f"{self._tag()}pop:cat:{category}"
+
+    @property
+    def trending_epoch(self) -> str:
+        return f"{self._tag()}pop:epoch"
+
+    @property
+    def trending_sets(self) -> str:
+        """The names of this group's trending sets (written with them): rescaling reads it instead of SCAN."""
+        return f"{self._tag()}pop:sets"
+
+    @property
+    def trending_sets_complete(self) -> str:
+        """Set once the sets written before the registry existed have been registered."""
+        return f"{self._tag()}pop:sets:complete"
+
+    def parked(self, topic: str, partition: int) -> str:
+        """Clicks of one partition waiting for their product (member: the event's JSON, score: parked at)."""
+        return f"{self._tag()}parked:{topic}:{partition}"
+
+    def positions(self, topic: str) -> str:
+        """Per partition of ``topic``, the next offset this group has applied: written with each batch's effects."""
+        return f"{self._tag()}positions:{topic}"
+
+    # -- shared by the whole layout ------------------------------------------------------------
+
+    @property
+    def layout(self) -> str:
+        """How many groups the state was written with: a worker started with another count refuses to run."""
+        return f"{self.prefix}layout"
+
+    @property
+    def catalogue_since(self) -> str:
+        """The earliest listing time seen: before the shop is older than "new", nothing is new."""
+        return f"{self.prefix}catalogue:since"
+
+    @property
+    def updates_channel(self) -> str:
+        return f"{self.prefix}profile-updated"
+
+    def _learners_tag(self) -> str:
+        return f"{self.prefix}{{learners}}" if self.tagged else self.prefix
+
+    def learners(self, worker: str) -> str:
+        return f"{self._learners_tag()}learners:{worker}"
+
+    @property
+    def learners_workers(self) -> str:
+        """Which workers checkpoint learners, scored by when they last did: the recommender merges them."""
+        return f"{self._learners_tag()}learners:workers"
+
+    def learners_digest(self, worker: str) -> str:
+        """A digest of the checkpoint, written with it: readers skip downloading an unchanged one."""
+        return f"{self._learners_tag()}learners:{worker}:digest"
