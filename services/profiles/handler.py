@@ -104,8 +104,9 @@ class _Pending:
     unparked_from: set[Partition] = field(default_factory=set)  # partitions whose parked clicks this write takes out
 
 
-# Each message decoded once per batch, whichever groups look at it (by ``id``: the batch holds them).
-Decoded = dict[int, ClickEvent | ContractError]
+# Each message decoded once per batch, whichever groups look at it: by its place in Kafka (a gap
+# read back by one group and again by another is the same message), or by ``id`` without one.
+Decoded = dict[object, ClickEvent | ContractError]
 
 
 class ClickHandler:
@@ -217,7 +218,7 @@ class _GroupHandler:
                 fresh, done = split_applied(messages, stored)
             missing = await self._missing(gaps(fresh, stored))
             chunk = missing or fresh
-            result = BatchResult(replayed=len(missing))
+            result = BatchResult(replayed=sum(1 for m in missing if self._mine(m, decoded)))
             if await self._handle_chunk(chunk, stored, result, decoded):
                 total.add(result)
                 if not missing:
@@ -267,12 +268,13 @@ class _GroupHandler:
         return forgot
 
     def _decode(self, m: RawMessage, decoded: Decoded) -> ClickEvent | ContractError:
-        if id(m) not in decoded:
+        place = (m.topic, m.partition, m.offset) if m.topic is not None else id(m)
+        if place not in decoded:
             try:
-                decoded[id(m)] = decode(ClickEvent, m.value)
+                decoded[place] = decode(ClickEvent, m.value)
             except ContractError as exc:
-                decoded[id(m)] = exc
-        return decoded[id(m)]
+                decoded[place] = exc
+        return decoded[place]
 
     def _mine(self, m: RawMessage, decoded: Decoded) -> bool:
         """Whether ``m`` belongs to this group: its shopper's, or (unreadable) its key's."""

@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 import redis
 
+from services.bus.config import consumer_config, producer_config
+from services.bus.producer import Producer
 from services.profiles.handler import ClickHandler, RawMessage
 from services.profiles.keys import Keys
 from services.profiles.learners import Learners
-from services.profiles.positions import Position
+from services.profiles.positions import KafkaRangeReader, Position
 from services.profiles.state import LayoutMismatch, ProfileState, check_layout
 from services.profiles.writes import WriteBatch
 from services.recommender.engine import Query, Recommender, Tuning
@@ -60,14 +62,14 @@ def _events(count: int = 240) -> list[RawMessage]:
 class World:
     """One layout of the state: its handler, its reader, and what was dead-lettered."""
 
-    def __init__(self, url: str, keys: Keys, cluster: bool) -> None:
+    def __init__(self, url: str, keys: Keys, cluster: bool, reader: KafkaRangeReader | None = None) -> None:
         self.keys, self.loop, self.letters = keys, asyncio.new_event_loop(), []
         self.sync = sync_redis(url, cluster)
         self.client = async_redis(url, cluster)
         self.state = ProfileState(self.client, keys, PARAMS)
         self.learners = Learners()
         self.handler = ClickHandler(self.state, self.learners, PARAMS, lambda m, reason: self.letters.append(reason),
-                                    clock=lambda: NOW.timestamp() + 1000, item_wait_s=0)
+                                    clock=lambda: NOW.timestamp() + 1000, item_wait_s=0, reader=reader)
         # Each group's top trending items are read and added up: exact while the lists read hold
         # every item, as here (with more items, an item just outside some group's top is missed).
         self.reader = ShopperReader(self.sync, keys, ReadLimits(trending=50, per_category=50), half_life_s=PARAMS.half_life_s)
@@ -252,3 +254,30 @@ def test_the_wrong_kind_of_redis_is_one_clear_line(redis_cluster, settings):
     finally:
         client.delete(Keys(prefix, 4).layout)
         client.close()
+
+
+def test_a_gap_is_read_back_from_kafka_by_every_group(kafka, redis_cluster, settings):
+    """Offsets committed to Kafka whose writes are gone (a node lost its last second): every
+    group finds the gap from its own positions and reads it back."""
+    producer = Producer(producer_config(kafka))
+    topic = kafka.topic("clicks")
+    for m in _events(90)[:-1]:
+        producer.client.produce(topic, key=m.key, value=m.value, partition=0)
+    assert producer.flush(30) == 0
+    reader = KafkaRangeReader(consumer_config(kafka, group_id="unused"))
+    prefix = f"test-{uuid.uuid4().hex[:8]}:"
+    worlds = [World(settings.redis_url, Keys(prefix), False, reader), World(redis_cluster, Keys(prefix, GROUPS), True, reader)]
+    try:
+        stored = worlds[0].run(reader.read(topic, 0, 0, 90, 1000))
+        assert len(stored) == 90
+        results = []
+        for world in worlds:
+            world.run(world.handler.handle(stored[:30]))
+            results.append(world.run(world.handler.handle(stored[60:])))  # 30..59 never written
+        assert results[0].replayed == results[1].replayed == 30
+        assert results[0].applied == results[1].applied == 60
+        assert worlds[0].view() == worlds[1].view()
+    finally:
+        reader.close()
+        for world in worlds:
+            world.close()
