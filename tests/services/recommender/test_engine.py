@@ -144,3 +144,34 @@ def test_every_served_list_is_logged_with_its_features(shop):
     position = served.feature_names.index("position")
     assert rows[0, position] == 1.0 and rows[1, position] < 1.0 and not rows[4:, position].any()
     assert set(served.products) <= set(answer.ranked) and len(served.products) > 4
+
+
+def test_the_ranker_trains_on_exactly_the_rows_it_was_served(shop):
+    """One feature function: the profiles worker never computes features, it learns from the rows
+    the recommender served (recommendations.served), so training and serving see the same vectors."""
+    served_lists = []
+
+    def log(served):  # as the profiles worker's `served` agent keeps them, and kept here to compare
+        served_lists.append(served)
+        shop.remember_served(served)
+
+    engine = shop.engine()
+    engine._on_served = log
+    shop.click("ida", "coat-1", "view")
+    answer = engine.recommend(Query("ida", k=4, request_id="req-ida"))
+    (served,) = served_lists
+    rows = np.frombuffer(served.features, dtype="<f4").reshape(len(served.products), len(served.feature_names))
+    learned_from = []
+    learn = shop.learners.learn_choice
+    shop.learners.learn_choice = lambda names, chosen, skipped: (learned_from.append((names, chosen, skipped)), learn(names, chosen, skipped))
+    pick = answer.items[2].product_id
+    shop.click("ida", pick, "click", request_id="req-ida")
+    (names, chosen, skipped), = learned_from
+    assert tuple(names) == tuple(served.feature_names) and len(names) > 10
+
+    def row(n: int) -> dict[str, float]:
+        return {name: float(v) for name, v in zip(served.feature_names, rows[n], strict=True)}
+
+    assert chosen == row(served.products.index(pick))
+    others = [row(n) for n, product in enumerate(served.products) if product != pick]
+    assert skipped and all(s in others for s in skipped)
