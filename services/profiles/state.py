@@ -32,14 +32,15 @@ class LayoutMismatch(ValueError):
 def check_layout(client: redis.Redis, keys: Keys) -> None:
     """Record the layout the first time; refuse to run on state written with another one (its
     keys would not be found: every shopper and counter would start over, silently)."""
-    wanted = f"{keys.shards}/{'tagged' if keys.tagged else 'plain'}"
+    kind = "tagged" if keys.tagged else "plain"
+    wanted = f"{keys.shards}/{kind}"
     client.set(keys.layout, wanted, nx=True)
     stored = client.get(keys.layout)
     if stored is not None and stored.decode() != wanted:
-        groups, _, kind = stored.decode().partition("/")
+        groups, _, stored_kind = stored.decode().partition("/")
         raise LayoutMismatch(
-            f"Redis holds state written with SHELFSIGHT_REDIS_SHARDS={groups} ({kind} keys), not {keys.shards} "
-            f"({'tagged' if keys.tagged else 'plain'}); set it back, or use a new SHELFSIGHT_REDIS_PREFIX for a fresh state"
+            f"Redis holds state written with SHELFSIGHT_REDIS_SHARDS={groups} ({stored_kind} keys), not {keys.shards} "
+            f"({kind}); set it back, or use a new SHELFSIGHT_REDIS_PREFIX for a fresh state"
         )
 
 
@@ -110,9 +111,11 @@ return 1
 """
 
 
-# Move the forward-decay epoch of one group's trending sets to ARGV[1] (now) and rescale every
-# set it registered, when the epoch is more than ARGV[3] half-lives (ARGV[2] s) behind; the
-# epoch, as stored. One script: atomic within the group's slot, whoever runs it first wins.
+# Move the forward-decay epoch of one group's trending sets (KEYS[1]) to ARGV[1] (now) and
+# rescale every set registered in KEYS[2], when the epoch is more than ARGV[3] half-lives
+# (ARGV[2] s) behind; the epoch, as stored. Nil instead when a rescale is due but the registry
+# may miss sets written before it existed (ARGV[4] '1' and KEYS[3] unset): they are to be found
+# first. One script: atomic within the group's slot, whoever runs it first wins.
 _MOVE_EPOCH = """
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
@@ -121,6 +124,7 @@ if not epoch then
 end
 local behind = (tonumber(ARGV[1]) - tonumber(epoch)) / tonumber(ARGV[2])
 if behind <= tonumber(ARGV[3]) then return epoch end
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[3]) == 0 then return false end
 local factor = string.format('%.17g', 2 ^ (-behind))
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   redis.call('ZUNIONSTORE', key, 1, key, 'WEIGHTS', factor)
@@ -139,7 +143,7 @@ class ProfileState:
         self.params = params
 
     def at(self, group: int) -> "ProfileState":
-        return self if group == self.keys.group else replace_keys(self, self.keys.at(group))
+        return self if group == self.keys.group else ProfileState(self.redis, self.keys.at(group), self.params)
 
     def groups(self) -> list["ProfileState"]:
         return [self.at(g) for g in range(self.keys.shards)]
@@ -249,11 +253,15 @@ class ProfileState:
         """The forward-decay epoch of this group's trending sets, moved forward (and the sets
         rescaled) when due."""
         keys = self.keys
-        if not keys.tagged and not await self.redis.exists(keys.trending_sets_complete):
+        # Only the untagged layout can hold sets from before the registry; looked for only when due.
+        old_sets_possible = "0" if keys.tagged else "1"
+        while True:
+            epoch = await self.redis.eval(_MOVE_EPOCH, 3, keys.trending_epoch, keys.trending_sets, keys.trending_sets_complete,
+                                          repr(now), repr(self.params.half_life_s), repr(float(RESCALE_AFTER_HALF_LIVES)),
+                                          old_sets_possible)
+            if epoch is not None:
+                return float(epoch)
             await self._register_old_trending_sets()
-        epoch = await self.redis.eval(_MOVE_EPOCH, 2, keys.trending_epoch, keys.trending_sets, repr(now),
-                                      repr(self.params.half_life_s), repr(float(RESCALE_AFTER_HALF_LIVES)))
-        return float(epoch)
 
     async def _register_old_trending_sets(self) -> None:
         """Sets written before the registry existed (untagged layout only): found once (SCAN walks
@@ -272,7 +280,3 @@ class ProfileState:
 
     async def profile(self, user: str) -> Profile | None:
         return decode_profile(await self.redis.hgetall(self.keys.user(user)))
-
-
-def replace_keys(state: ProfileState, keys: Keys) -> ProfileState:
-    return ProfileState(state.redis, keys, state.params)
