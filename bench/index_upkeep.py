@@ -18,21 +18,17 @@ Needs the local stack (`shelfsight stack up`) for the profiles in Redis.
 
 import argparse
 import random
-import tempfile
 import threading
 import time
-import uuid
-from pathlib import Path
 
 import numpy as np
-import redis
 
-from serve import CATEGORIES, DIMS, build_world, clean_up, engine_for, percentiles
+from serve import CATEGORIES, DIMS, bench_world, build_world, engine_for, percentiles
 from services.errors import run_script
-from services.profiles.keys import Keys
 from services.recommender.engine import Query
 from services.recommender.service import upkeep_policy
 from services.settings import load_settings
+from services.vectors.factory import cached_store
 from services.vectors.store import StoredProduct
 from services.vectors.upkeep import IndexUpkeep
 
@@ -57,16 +53,14 @@ def main() -> int:
     args = parser.parse_args()
     settings = load_settings()
     policy = upkeep_policy(settings)
-    prefix = f"bench-upkeep-{uuid.uuid4().hex[:6]}:"
-    keys = Keys(prefix)
-    client = redis.Redis.from_url(settings.redis_url)
-    folder = Path(tempfile.mkdtemp(prefix="shelfsight-bench-upkeep-"))
-    users = [f"u{u:05d}" for u in range(args.profiles)]
-    try:
+    with bench_world("upkeep", args.profiles) as world:
+        users = world.users
         print(f"== setting up {args.products} products and {args.profiles} profiles")
-        build_world(folder / "shard", keys, client, args.products, args.profiles)
+        build_world([world.store()], world.keys, world.client, args.products, args.profiles)
         started = time.perf_counter()
-        engine, store, _ = engine_for(folder / "shard", keys, client)
+        store = world.store()
+        reads = cached_store(settings, store)  # as serve wires it (the store itself here: the cache is for a Qdrant server)
+        engine, _ = engine_for(reads, world.keys, world.client)
         print(f"   shard opened as serve opens it (index built) in {time.perf_counter() - started:.1f} s")
         print(f"   upkeep policy (from the settings): {policy}")
         upkeep = IndexUpkeep(store, policy)
@@ -96,7 +90,7 @@ def main() -> int:
             due = marks["burst"] + at / args.write_rate
             time.sleep(max(0.0, due - time.perf_counter()))
             t = time.perf_counter()
-            store.upsert(burst_products(at, min(batch, args.burst - at), seed=at))
+            reads.upsert(burst_products(at, min(batch, args.burst - at), seed=at))
             writes.append((t, (time.perf_counter() - t) * 1000))
         marks["unindexed"] = time.perf_counter()
         while not upkeep.stats.building and upkeep.stats.builds == 0 and time.perf_counter() - marks["unindexed"] < policy.max_wait_s + 30:
@@ -106,7 +100,7 @@ def main() -> int:
         trickle = 0
         while upkeep.stats.building or (upkeep.stats.builds == 0 and upkeep.stats.nothing_to_build == 0 and upkeep.stats.failures == 0):
             t = time.perf_counter()
-            store.upsert(burst_products(args.burst + trickle, 1, seed=10_000 + trickle))
+            reads.upsert(burst_products(args.burst + trickle, 1, seed=10_000 + trickle))
             writes.append((t, (time.perf_counter() - t) * 1000))
             trickle += 1
             time.sleep(0.05)
@@ -142,8 +136,6 @@ def main() -> int:
             print(f"writes during the build: {len(during)}, longest wait {max(during):.0f} ms "
                   f"(burst writes: p50 {percentiles([ms for _, ms in writes])[0]:.1f} ms)")
         print(f"baseline p50 {base_p50:.2f} ms, p99 {base_p99:.2f} ms")
-    finally:
-        clean_up(client, prefix, folder)
     return 0
 
 

@@ -4,20 +4,26 @@ Setup (synthetic, written in the layouts the services use): 50,000 products in a
 Qdrant Edge shard (256-d fused vectors in 200 visual clusters, 10 categories), 10,000
 shopper profiles in Redis (preference vector, category affinities, 10 recent items, a few
 purchases), co-visitation lists and trending sets, and River learners trained on 30,000
-synthetic events, checkpointed to Redis as the profiles worker does.
+synthetic events, checkpointed to Redis as the profiles worker does. The store is opened
+with `open_store` and the settings, as `shelfsight serve` opens it.
 
 1. In-process: `Recommender.recommend` for random shoppers, one after another (p50/p99).
 2. HTTP: the API (`build_api`, as `shelfsight serve` runs it) in a child process on the
    same shard; an open-loop client sends GET /v1/users/{id}/recommendations?k=10 at a fixed
    rate on keep-alive connections, timing each from its scheduled send (no coordinated omission).
-
 3. With `--rising`: the same client at rising rates (10 s a step) until p99 passes 50 ms:
    the sustainable request rate of one API process.
+4. With `--qdrant-url URL` (a running Qdrant server): the same products in a collection of
+   their own on that server, and steps 1 and 3 again with `SHELFSIGHT_QDRANT_URL` set, for
+   one API process and for two (the client's connections split between them), so the table
+   says what a second process adds. The server indexes the collection itself; the bench waits
+   until the server reports it green.
 
 The ratio printed is in-process p50 / HTTP p50: the share of the HTTP time that is the
 recommender itself. Needs the local stack (`shelfsight stack up`).
 
-    .venv/bin/python bench/serve.py [--products 50000] [--profiles 10000] [--rate 100] [--seconds 20] [--rising]
+    .venv/bin/python bench/serve.py [--products 50000] [--profiles 10000] [--rate 50] [--seconds 20] [--rising]
+                                    [--qdrant-url http://127.0.0.1:6333 [--qdrant-pid PID]]
 """
 
 import argparse
@@ -33,6 +39,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,18 +55,59 @@ from services.recommender.engine import Query, Recommender, Tuning
 from services.recommender.features import FEATURES
 from services.recommender.learned import LearnedCache
 from services.recommender.shopper import ShopperReader
-from services.settings import load_settings
-from services.vectors.edge import EdgeProductStore
-from services.vectors.store import StoredProduct
+from services.settings import Settings, load_settings
+from services.vectors.cache import VectorCache
+from services.vectors.factory import cached_store, open_store
+from services.vectors.store import ProductStore, StoredProduct
 from services.errors import run_script
-from services.ops.memory import peak_rss_mb
+from services.ops.memory import cpu_seconds, peak_rss_mb
 
 DIMS = 256
 CATEGORIES = ["T-shirt-top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle-boot"]
 SECRET = b"bench-serve-secret"
 
 
-def build_world(path: Path, keys: Keys, client: redis.Redis, products: int, profiles: int, seed: int = 0) -> None:
+@dataclass(frozen=True)
+class World:
+    """A bench's Redis keys, shard folder and shoppers; :func:`bench_world` removes them afterwards."""
+
+    settings: Settings
+    keys: Keys
+    client: redis.Redis
+    folder: Path
+    users: list[str]
+
+    def env(self, qdrant_url: str | None = None, collection: str | None = None) -> dict[str, str]:
+        """The settings `serve` would be started with for this world: the embedded shard, or a server's collection."""
+        env = {"SHELFSIGHT_REDIS_PREFIX": self.keys.prefix}
+        if qdrant_url:
+            env |= {"SHELFSIGHT_QDRANT_URL": qdrant_url, "SHELFSIGHT_QDRANT_COLLECTION": collection or "products"}
+        else:
+            env |= {"SHELFSIGHT_QDRANT_PATH": str(self.folder / "shard")}
+        return env
+
+    def settings_for(self, qdrant_url: str | None = None, collection: str | None = None) -> Settings:
+        return load_settings(**{k.removeprefix("SHELFSIGHT_").lower(): v for k, v in self.env(qdrant_url, collection).items()})
+
+    def store(self, qdrant_url: str | None = None, collection: str | None = None) -> ProductStore:
+        """The product store as `serve` opens it with :meth:`env`'s settings."""
+        return open_store(self.settings_for(qdrant_url, collection), {"fused": DIMS})
+
+
+@contextmanager
+def bench_world(name: str, profiles: int) -> Iterator[World]:
+    settings = load_settings()
+    keys = Keys(f"bench-{name}-{uuid.uuid4().hex[:6]}:")
+    client = redis.Redis.from_url(settings.redis_url)
+    folder = Path(tempfile.mkdtemp(prefix=f"shelfsight-bench-{name}-"))
+    try:
+        yield World(settings, keys, client, folder, [f"u{u:05d}" for u in range(profiles)])
+    finally:
+        clean_up(client, keys.prefix, folder)
+
+
+def build_world(stores: list[ProductStore], keys: Keys, client: redis.Redis, products: int, profiles: int, seed: int = 0) -> None:
+    """The products into each of ``stores`` (then closed), the shoppers and learners into Redis."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(200, DIMS)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
@@ -66,8 +116,6 @@ def build_world(path: Path, keys: Keys, client: redis.Redis, products: int, prof
     vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
     ids = [f"p{n:06d}" for n in range(products)]
     now = time.time()
-    store = EdgeProductStore(path)
-    store.ensure_collection({"fused": DIMS})
     started = time.perf_counter()
     for start in range(0, products, 2000):
         batch = [
@@ -78,9 +126,11 @@ def build_world(path: Path, keys: Keys, client: redis.Redis, products: int, prof
             })
             for n in range(start, min(products, start + 2000))
         ]
-        store.upsert(batch)
+        for store in stores:
+            store.upsert(batch)
     print(f"   {products} products upserted in {time.perf_counter() - started:.1f} s")
-    store.close()  # the index is not built here: the store builds it when serve opens the shard
+    for store in stores:
+        store.close()  # no index is built here: serve builds the shard's when it opens it, a server its own
 
     started = time.perf_counter()
     pipe = client.pipeline(transaction=False)
@@ -131,12 +181,11 @@ def build_world(path: Path, keys: Keys, client: redis.Redis, products: int, prof
           f"{time.perf_counter() - started:.1f} s")
 
 
-def engine_for(path: Path, keys: Keys, client: redis.Redis) -> tuple[Recommender, EdgeProductStore, LearnedCache]:
-    store = EdgeProductStore(path)
-    store.ensure_collection({"fused": DIMS})
+def engine_for(store: ProductStore, keys: Keys, client: redis.Redis) -> tuple[Recommender, LearnedCache]:
+    """The recommender over ``store``: pass it through `cached_store` first, as `serve` does."""
     learned = LearnedCache(client, keys, SECRET)
     learned.refresh()
-    return Recommender(store, ShopperReader(client, keys), lambda: learned.current, DIMS, Tuning()), store, learned
+    return Recommender(store, ShopperReader(client, keys), lambda: learned.current, DIMS, Tuning()), learned
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -144,8 +193,8 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
-def serve(path: Path, prefix: str, port: int) -> None:
-    """Child process: the API over the prepared shard, as `shelfsight serve` builds it."""
+def serve() -> None:
+    """Child process: the API as `shelfsight serve` builds it, with the settings in its environment."""
     import redis.asyncio as aioredis
     import uvicorn
 
@@ -156,17 +205,81 @@ def serve(path: Path, prefix: str, port: int) -> None:
     from services.recommender.http.timeouts import server_config
     from services.recommender.metrics import RecommenderMetrics
 
-    settings = load_settings(redis_prefix=prefix, api_port=port)
-    keys = Keys(prefix)
+    settings = load_settings()
+    keys = Keys.of(settings)
     client = redis.Redis.from_url(settings.redis_url)
-    engine, store, _ = engine_for(path, keys, client)
+    store = cached_store(settings, open_store(settings, {"fused": DIMS}))
+    engine, _ = engine_for(store, keys, client)
     live = LiveUpdates(aioredis.Redis.from_url(settings.redis_url), keys.updates_channel)
     parts = ApiParts(settings, engine, store, Producer(producer_config(settings)), live, RecommenderMetrics())
     uvicorn.Server(server_config(build_api(parts), settings)).run()
 
 
-def load(port: int, users: list[str], rate: float, seconds: float, connections: int = 4) -> tuple[list[float], int]:
-    """Open loop: request n is due at n / rate; latency counts from when it was due."""
+@contextmanager
+def api_processes(env: dict[str, str], count: int) -> Iterator[tuple[list[int], list[int]]]:
+    """``count`` API processes with ``env``'s settings, each on a port of its own; yields their ports and pids."""
+    ports = [18000 + random.randrange(1000) + 1000 * n for n in range(count)]
+    children = [subprocess.Popen([sys.executable, __file__, "--serve"],
+                                 env={**os.environ, **env, "SHELFSIGHT_API_PORT": str(port), "SHELFSIGHT_LOG_LEVEL": "WARNING"})
+                for port in ports]
+    try:
+        for port, child in zip(ports, children, strict=True):
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                    connection.request("GET", "/healthz")
+                    connection.getresponse().read()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or child.poll() is not None:
+                        raise SystemExit("the API did not start") from None
+                    time.sleep(0.3)
+        yield ports, [child.pid for child in children]
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(20)
+
+
+def in_process(store: ProductStore, settings: Settings, world: World, requests: int = 2000) -> tuple[float, float]:
+    """Two rounds of ``requests`` (with a Qdrant server, the first from a cold vector cache);
+    returns the second's p50 and p99."""
+    reads = cached_store(settings, store)
+    engine, _ = engine_for(reads, world.keys, world.client)
+    for user in random.sample(world.users, 50):  # warm-up
+        engine.recommend(Query(user, 10))
+    for round_ in ("first", "second"):
+        samples = []
+        for user in random.choices(world.users, k=requests):
+            started = time.perf_counter()
+            result = engine.recommend(Query(user, 10))
+            samples.append((time.perf_counter() - started) * 1000)
+            assert result.items
+        p50, p99 = percentiles(samples)
+        cache = f", vector cache hits {reads.hits / max(1, reads.hits + reads.misses):.0%} so far" if isinstance(reads, VectorCache) else ""
+        print(f"   {round_} {requests}: p50 {p50:.2f} ms  p99 {p99:.2f} ms{cache}")
+    return p50, p99
+
+
+def wait_until_indexed(url: str, collection: str, timeout_s: float = 900.0) -> float:
+    """Seconds until the server reports the collection green (its optimizers have built the index)."""
+    from qdrant_client import QdrantClient
+
+    client, started = QdrantClient(url=url), time.perf_counter()
+    while True:
+        info = client.get_collection(collection)
+        if str(info.status).lower().endswith("green") and (info.indexed_vectors_count or 0) > 0:
+            return time.perf_counter() - started
+        if time.perf_counter() - started > timeout_s:
+            raise SystemExit(f"the Qdrant server did not finish indexing {collection} in {timeout_s:.0f} s")
+        time.sleep(1.0)
+
+
+def load(ports: list[int], users: list[str], rate: float, seconds: float, connections: int = 4) -> tuple[list[float], int]:
+    """Open loop: request n is due at n / rate; latency counts from when it was due. The
+    connections are spread over ``ports`` (one per API process)."""
     total = int(rate * seconds)
     start = time.perf_counter() + 0.2
     latencies: list[float] = []
@@ -174,7 +287,7 @@ def load(port: int, users: list[str], rate: float, seconds: float, connections: 
     lock = threading.Lock()
     counter = iter(range(total))
 
-    def worker() -> None:
+    def worker(port: int) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         for n in counter:
             due = start + n / rate
@@ -190,7 +303,7 @@ def load(port: int, users: list[str], rate: float, seconds: float, connections: 
                     errors[0] += 1
                 latencies.append(elapsed * 1000)
 
-    threads = [threading.Thread(target=worker) for _ in range(connections)]
+    threads = [threading.Thread(target=worker, args=(ports[n % len(ports)],)) for n in range(max(connections, 2 * len(ports)))]
     for t in threads:
         t.start()
     for t in threads:
@@ -198,12 +311,12 @@ def load(port: int, users: list[str], rate: float, seconds: float, connections: 
     return latencies, errors[0]
 
 
-def rising(port: int, users: list[str], limit_ms: float = 50.0, step_s: float = 10.0) -> float:
+def rising(ports: list[int], users: list[str], limit_ms: float = 50.0, step_s: float = 10.0) -> float:
     """The highest rate (of the steps tried) whose p99 stays under ``limit_ms``; 0 if none does."""
-    print(f"== rising rate, {step_s:.0f} s a step, until p99 passes {limit_ms:.0f} ms")
+    print(f"== rising rate, {step_s:.0f} s a step, until p99 passes {limit_ms:.0f} ms ({len(ports)} API process(es))")
     best = 0.0
-    for rate in (10, 20, 30, 40, 50, 60, 70, 80, 100, 120, 150, 200):
-        latencies, errors = load(port, users, rate, step_s)
+    for rate in (10, 20, 30, 40, 50, 60, 70, 80, 100, 120, 150, 200, 250, 300):
+        latencies, errors = load(ports, users, rate, step_s)
         p50, p99 = percentiles(latencies)
         print(f"   {rate:4d}/s  p50 {p50:8.2f} ms  p99 {p99:8.2f} ms  errors {errors}")
         if p99 >= limit_ms or errors:
@@ -216,74 +329,85 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--products", type=int, default=50_000)
     parser.add_argument("--profiles", type=int, default=10_000)
-    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rising", action="store_true", help="then raise the rate until p99 passes 50 ms")
-    parser.add_argument("--serve", nargs=3, metavar=("PATH", "PREFIX", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--qdrant-url", help="also measure against this Qdrant server, with one and two API processes")
+    parser.add_argument("--qdrant-pid", type=int, help="the server's process id, when local: its CPU time per request is shown")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(Path(args.serve[0]), args.serve[1], int(args.serve[2]))
+        serve()
         return 0
 
-    settings = load_settings()
-    prefix = f"bench-serve-{uuid.uuid4().hex[:6]}:"
-    keys = Keys(prefix)
-    client = redis.Redis.from_url(settings.redis_url)
-    folder = Path(tempfile.mkdtemp(prefix="shelfsight-bench-serve-"))
-    users = [f"u{u:05d}" for u in range(args.profiles)]
-    try:
+    rows: list[tuple[str, float, float, float | None]] = []  # setup, in-process p99, HTTP p99, sustainable rate
+    with bench_world("serve", args.profiles) as world:
+        collection = f"bench-serve-{uuid.uuid4().hex[:6]}"
         print(f"== setting up {args.products} products and {args.profiles} profiles")
-        build_world(folder / "shard", keys, client, args.products, args.profiles)
-
-        print("== in-process: Recommender.recommend, one request after another")
-        started = time.perf_counter()
-        engine, store, _ = engine_for(folder / "shard", keys, client)
-        print(f"   shard opened as serve opens it, HNSW index built, in {time.perf_counter() - started:.1f} s")
-        for user in random.sample(users, 50):  # warm-up
-            engine.recommend(Query(user, 10))
-        samples = []
-        for user in random.choices(users, k=2000):
-            started = time.perf_counter()
-            result = engine.recommend(Query(user, 10))
-            samples.append((time.perf_counter() - started) * 1000)
-            assert result.items
-        store.close()
-        in_p50, in_p99 = percentiles(samples)
-        print(f"   p50 {in_p50:.2f} ms  p99 {in_p99:.2f} ms  ({len(samples)} requests)")
-
-        print(f"== HTTP: {args.rate:.0f} requests/s for {args.seconds:.0f} s, the API in its own process")
-        port = 18000 + random.randrange(1000)
-        child = subprocess.Popen([sys.executable, __file__, "--serve", str(folder / "shard"), prefix, str(port)],
-                                 env={**os.environ, "SHELFSIGHT_LOG_LEVEL": "WARNING"})
+        stores = [world.store()] + ([world.store(args.qdrant_url, collection)] if args.qdrant_url else [])
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                    connection.request("GET", "/healthz")
-                    connection.getresponse().read()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or child.poll() is not None:
-                        raise SystemExit("the API did not start") from None
-                    time.sleep(0.3)
-            load(port, users, args.rate, 2.0)  # warm-up
-            latencies, errors = load(port, users, args.rate, args.seconds)
-            sustainable = rising(port, users) if args.rising else None
-            api_peak_mb = peak_rss_mb(child.pid)
+            build_world(stores, world.keys, world.client, args.products, args.profiles)
+
+            print(f"== in-process: Recommender.recommend, one request after another "
+                  f"(embedded shard, SHELFSIGHT_QDRANT_SEARCH_THREADS={world.settings.qdrant_search_threads})")
+            started = time.perf_counter()
+            store = world.store()
+            print(f"   shard opened as serve opens it, HNSW index built, in {time.perf_counter() - started:.1f} s")
+            in_p50, in_p99 = in_process(store, world.settings_for(), world)
+            store.close()
+
+            print(f"== HTTP: {args.rate:.0f} requests/s for {args.seconds:.0f} s, the API in its own process")
+            with api_processes(world.env(), 1) as (ports, pids):
+                load(ports, world.users, args.rate, 2.0)  # warm-up
+                before = cpu_seconds(pids[0])
+                latencies, errors = load(ports, world.users, args.rate, args.seconds)
+                api_cpu_ms = 1000 * (cpu_seconds(pids[0]) - before) / len(latencies)
+                sustainable = rising(ports, world.users) if args.rising else None
+                api_peak_mb = peak_rss_mb(pids[0])
+            http_p50, http_p99 = percentiles(latencies)
+            print(f"   p50 {http_p50:.2f} ms  p99 {http_p99:.2f} ms  ({len(latencies)} requests, {errors} errors)")
+            print(f"   CPU per request: API {api_cpu_ms:.1f} ms; peak resident memory of the API process: {api_peak_mb:.0f} MB")
+            if sustainable is not None:
+                print(f"== sustainable rate of one API process at p99 < 50 ms: {sustainable:.0f} requests/s")
+            print(f"== ratio in-process p50 / HTTP p50: {in_p50 / http_p50:.2f}   "
+                  f"(HTTP adds {http_p50 - in_p50:.2f} ms at p50, {http_p99 - in_p99:.2f} ms at p99)")
+            rows.append(("embedded shard, 1 API process", in_p99, http_p99, sustainable))
+
+            if args.qdrant_url:
+                rows += on_server(args, world, collection)
         finally:
-            child.terminate()
-            child.wait(20)
-        http_p50, http_p99 = percentiles(latencies)
-        print(f"   p50 {http_p50:.2f} ms  p99 {http_p99:.2f} ms  ({len(latencies)} requests, {errors} errors)")
-        print(f"   peak resident memory of the API process: {api_peak_mb:.0f} MB")
-        if sustainable is not None:
-            print(f"== sustainable rate of one API process at p99 < 50 ms: {sustainable:.0f} requests/s")
-        print(f"== ratio in-process p50 / HTTP p50: {in_p50 / http_p50:.2f}   "
-              f"(HTTP adds {http_p50 - in_p50:.2f} ms at p50, {http_p99 - in_p99:.2f} ms at p99)")
-    finally:
-        clean_up(client, prefix, folder)
+            if args.qdrant_url:
+                from qdrant_client import QdrantClient
+
+                QdrantClient(url=args.qdrant_url).delete_collection(collection)
+    print(f"\n{'setup':<36} {'in-process p99':>15} {f'HTTP p99 at {args.rate:.0f}/s':>18} {'sustainable at p99 < 50 ms':>27}")
+    for name, p99_in, p99_http, rate in rows:
+        print(f"{name:<36} {p99_in:12.2f} ms {p99_http:15.2f} ms {'' if rate is None else f'{rate:.0f}/s':>27}")
     return 0
+
+
+def on_server(args: argparse.Namespace, world: World, collection: str) -> list[tuple[str, float, float, float | None]]:
+    print(f"== Qdrant server at {args.qdrant_url}: waiting for it to index {collection}")
+    print(f"   indexed in {wait_until_indexed(args.qdrant_url, collection):.1f} s")
+    print("== in-process, through the server")
+    store = world.store(args.qdrant_url, collection)
+    _, in_p99 = in_process(store, world.settings_for(args.qdrant_url, collection), world)
+    store.close()
+    rows = []
+    for count in (1, 2):
+        print(f"== HTTP through the server, {count} API process(es): {args.rate:.0f} requests/s for {args.seconds:.0f} s")
+        with api_processes(world.env(args.qdrant_url, collection), count) as (ports, pids):
+            load(ports, world.users, args.rate, 2.0)
+            who = {"API": pids, **({"Qdrant server": [args.qdrant_pid]} if args.qdrant_pid else {})}
+            before = {name: sum(cpu_seconds(p) for p in group) for name, group in who.items()}
+            latencies, errors = load(ports, world.users, args.rate, args.seconds)
+            cpu = {name: sum(cpu_seconds(p) for p in group) - before[name] for name, group in who.items()}
+            p50, p99 = percentiles(latencies)
+            print(f"   p50 {p50:.2f} ms  p99 {p99:.2f} ms  ({len(latencies)} requests, {errors} errors)")
+            print("   CPU per request: " + ", ".join(f"{name} {1000 * t / len(latencies):.1f} ms" for name, t in cpu.items()))
+            sustainable = rising(ports, world.users) if args.rising else None
+        rows.append((f"Qdrant server, {count} API process{'es' if count > 1 else ''}", in_p99, p99, sustainable))
+    return rows
 
 
 def clean_up(client: redis.Redis, prefix: str, folder: Path) -> None:

@@ -63,6 +63,18 @@ class Settings(BaseSettings):
         default=None, ge=1, le=10_000_000,
         description="Embedded shard, set when it is created: vectors (KB per segment) above which a segment gets an HNSW index. Unset: Qdrant's default.",
     )
+    qdrant_search_threads: int = Field(
+        default=1, ge=0, le=1024,
+        description="Embedded shard: threads a search runs on, set each time the shard is opened. 0: one per core (Qdrant's default); 1 keeps a request's search on its own thread, which holds latency's tail on a small machine (docs/benchmarks.md).",
+    )
+    vector_cache_s: float = Field(
+        default=60.0, ge=0.0, le=86_400.0,
+        description="With a Qdrant server: how long `serve` keeps a product's vectors in memory instead of asking the server again (0: never). Its own embedder's writes replace them at once; an embedder in another process is seen after this long.",
+    )
+    vector_cache_items: int = Field(
+        default=50_000, ge=0, le=10_000_000,
+        description="With a Qdrant server: products whose vectors `serve` keeps in memory (about 2 KB each at 256 dimensions; least recently used go first).",
+    )
     index_rebuild_after: int = Field(
         default=5_000, ge=0, le=10_000_000,
         description="Embedded shard: rebuild its vector index off-process once this many products were written since the last build (0: only when `serve` starts).",

@@ -37,6 +37,7 @@ from services.recommender.shopper import ShopperReader
 from services.redis_clients import CONNECT_ERRORS, async_redis, check_kind, redis_problem, sync_redis
 from services.settings import Settings
 from services.vectors.edge import EdgeProductStore
+from services.vectors.factory import cached_store
 from services.vectors.store import ProductStore
 from services.vectors.upkeep import IndexUpkeep, UpkeepPolicy
 
@@ -178,14 +179,15 @@ def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
     client = redis_client(settings)
     predictor = load_predictor(settings)
     store = open_product_store(settings, predictor)
+    reads = cached_store(settings, store)  # the embedder writes through it too, so nothing it caches goes stale
     served_log = Producer(producer_config(settings))
-    engine, learned = build_recommender(settings, store, predictor.dims["fused"], client, served_publisher(settings, served_log))
+    engine, learned = build_recommender(settings, reads, predictor.dims["fused"], client, served_publisher(settings, served_log))
     metrics = RecommenderMetrics()
     embedder = None
     registries = ()
     if with_embedder:
         # Its metrics join the API's /metrics instead of a port of their own.
-        embedder = build_embedder(settings.model_copy(update={"embedder_metrics_port": 0}), predictor, store)
+        embedder = build_embedder(settings.model_copy(update={"embedder_metrics_port": 0}), predictor, reads)
         registries = (embedder.worker.metrics.registry,)
     responder = Responder(
         settings, engine, Consumer(consumer_config(settings, settings.group(GROUP_ID))),
@@ -223,7 +225,7 @@ def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
             report["failed"] = failures[0]
         return {"healthy": healthy, **report}
 
-    parts = ApiParts(settings, engine, store, Producer(producer_config(settings)), live, metrics, registries, health,
+    parts = ApiParts(settings, engine, reads, Producer(producer_config(settings)), live, metrics, registries, health,
                      lambda: predictor.model_version)
     return Serving(settings, store, engine, learned, responder, embedder, parts, served_log, failures, upkeep)
 

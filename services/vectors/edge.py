@@ -75,11 +75,13 @@ class PendingWrites:
 
 
 class EdgeProductStore:
-    def __init__(self, path: Path, indexing_threshold_kb: int | None = None) -> None:
+    def __init__(self, path: Path, indexing_threshold_kb: int | None = None, search_threads: int | None = None) -> None:
         self._path = path
         # Qdrant's own rule for when a segment outgrows plain search (None: Qdrant's default);
         # set when the shard is created and kept with it. Tests lower it to index small shards.
         self._indexing_threshold_kb = indexing_threshold_kb
+        # Set every time a shard is opened (None: Qdrant's default, a thread per core).
+        self._search_threads = search_threads
         self._current: _Open | None = None
         self._dims: dict[str, int] = {}  # the collection's vectors, as its metadata file records them
         self._users = threading.Condition()
@@ -100,13 +102,12 @@ class EdgeProductStore:
                 )
             self._dims = wanted
             name = stored.get("shard", _FIRST_SHARD)
-            self._current = _Open(self._open(lambda: q.EdgeShard.load(str(self._path / name))), name)
+            self._current = _Open(self._load(self._path / name), name)
             self._remove_other_shards(name)
             self.optimize()
             return
         optimizers = None if self._indexing_threshold_kb is None else q.EdgeOptimizersConfig(indexing_threshold=self._indexing_threshold_kb)
-        config = q.EdgeConfig(vectors={n: q.EdgeVectorParams(size, q.Distance.Cosine) for n, size in wanted.items()},
-                              optimizers=optimizers)
+        config = self._config(wanted, optimizers=optimizers)
         self._path.mkdir(parents=True, exist_ok=True)
         shard = self._open(lambda: q.EdgeShard.create(str(self._path / _FIRST_SHARD), config))
         for name, kind in INDEXED_FIELDS.items():
@@ -115,6 +116,15 @@ class EdgeProductStore:
         self._current = _Open(shard, _FIRST_SHARD)
         self._dims = wanted
         self._write_meta(_FIRST_SHARD)
+
+    def _config(self, dims: dict[str, int], **settings: Any) -> q.EdgeConfig:
+        """The shard's vectors, and the settings this process opens it with (the rest stay as stored)."""
+        return q.EdgeConfig(vectors={n: q.EdgeVectorParams(size, q.Distance.Cosine) for n, size in dims.items()},
+                            max_search_threads=self._search_threads, **settings)
+
+    def _load(self, folder: Path) -> q.EdgeShard:
+        config = self._config(self._dims) if self._search_threads is not None else None
+        return self._open(lambda: q.EdgeShard.load(str(folder), config))
 
     def _open(self, opener):  # type: ignore[no-untyped-def]
         try:
@@ -293,7 +303,7 @@ class EdgeProductStore:
             if not build(target, cancel):
                 log.info("index build: nothing to build", extra={"path": str(self._path)})
                 return False
-            fresh = self._open(lambda: q.EdgeShard.load(str(target)))
+            fresh = self._load(target)
             self._catch_up(fresh, name)
             swapped = time.perf_counter()
             log.info("shard index rebuilt and swapped in", extra={

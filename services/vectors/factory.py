@@ -1,5 +1,6 @@
 """Opening the configured product store."""
 
+import os
 from pathlib import Path
 
 from services.settings import Settings
@@ -20,6 +21,18 @@ def open_store(settings: Settings, dims: dict[str, int]) -> ProductStore:
         from services.vectors.edge import EdgeProductStore
 
         store = EdgeProductStore(Path(settings.qdrant_path or settings.cache_dir / "qdrant" / settings.qdrant_collection),
-                                 indexing_threshold_kb=settings.qdrant_indexing_threshold_kb)
+                                 indexing_threshold_kb=settings.qdrant_indexing_threshold_kb,
+                                 search_threads=settings.qdrant_search_threads or os.cpu_count())
     store.ensure_collection(dims)
     return store
+
+
+def cached_store(settings: Settings, store: ProductStore) -> ProductStore:
+    """``store`` behind the vector cache `serve` reads through with a Qdrant server; ``store``
+    itself for the embedded shard, where reading vectors costs about what a cache miss does
+    (docs/benchmarks.md), or when the cache is off."""
+    if not settings.qdrant_url or settings.vector_cache_s <= 0 or settings.vector_cache_items <= 0:
+        return store
+    from services.vectors.cache import VectorCache
+
+    return VectorCache(store, settings.vector_cache_s, settings.vector_cache_items)

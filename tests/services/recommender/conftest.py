@@ -32,7 +32,7 @@ from services.recommender.engine import Recommender, Tuning
 from services.recommender.learned import Learned
 from services.recommender.shopper import ShopperReader
 from services.vectors.edge import EdgeProductStore
-from services.vectors.store import StoredProduct
+from services.vectors.store import ProductStore, StoredProduct
 
 DIMS = 16
 CATEGORIES = ["Bag", "Sneaker", "Dress", "Coat"]
@@ -64,10 +64,10 @@ class Shop:
     clock: float = field(default_factory=time.time)
     counter: int = 0
 
-    def engine(self, log_served: bool = False, **tuning) -> Recommender:
+    def engine(self, log_served: bool = False, store: ProductStore | None = None, **tuning) -> Recommender:
         """``log_served``: served lists reach Redis the way the profiles worker's `served` agent keeps them."""
         sink = self.remember_served if log_served else None
-        return Recommender(self.store, ShopperReader(self.sync, self.keys), lambda: Learned.from_learners(self.learners),
+        return Recommender(store or self.store, ShopperReader(self.sync, self.keys), lambda: Learned.from_learners(self.learners),
                            DIMS, Tuning(**tuning), clock=lambda: self.clock, on_served=sink)
 
     def remember_served(self, served: RecommendationServed) -> None:

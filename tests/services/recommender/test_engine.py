@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from services.recommender.engine import Query, UnknownProduct
-from services.vectors.store import SearchFilters
+from services.vectors.store import SearchFilters, StoredProduct
 
 pytestmark = pytest.mark.redis
 
@@ -175,3 +175,30 @@ def test_the_ranker_trains_on_exactly_the_rows_it_was_served(shop):
     assert chosen == row(served.products.index(pick))
     others = [row(n) for n, product in enumerate(served.products) if product != pick]
     assert skipped and all(s in others for s in skipped)
+
+
+def test_the_vector_cache_changes_no_answer_and_a_re_embedded_product_moves_at_once(shop):
+    """serve reads through the vector cache: every list must be the one the store alone gives,
+    and a product its embedder writes again is ranked by its new vector on the next request."""
+    from services.vectors.cache import VectorCache
+
+    cache = VectorCache(shop.store)
+    plain, cached = shop.engine(), shop.engine(store=cache)
+    shoppers = {"ann": ["bag-0", "bag-1"], "bob": ["dress-2", "coat-1", "dress-5"], "cat": ["sandal-4"]}
+    for user, items in shoppers.items():
+        for item in items:
+            shop.click(user, item)
+    for _ in range(2):  # cold, then warm
+        for user in [*shoppers, "newcomer"]:
+            want, got = plain.recommend(Query(user, k=8)), cached.recommend(Query(user, k=8))
+            assert [(p.product_id, p.score, p.reason) for p in got.items] == [(p.product_id, p.score, p.reason) for p in want.items]
+            assert got.ranked == want.ranked
+    assert cache.hits > cache.misses > 0
+
+    # bag-7 is embedded again, now a twin of the dress bob viewed: written through the cache, as serve's embedder writes.
+    (bag7,) = shop.store.get(["bag-7"])
+    assert cached.recommend(Query("bob", k=8)).ranked.index("bag-7") > 20
+    cache.upsert([StoredProduct("bag-7", {"fused": shop.vectors["dress-2"].tolist()}, bag7.payload)])
+    want, got = plain.recommend(Query("bob", k=8)), cached.recommend(Query("bob", k=8))
+    assert got.ranked.index("bag-7") < 10, "ranked by its new vector"
+    assert got.ranked == want.ranked and [p.score for p in got.items] == [p.score for p in want.items]

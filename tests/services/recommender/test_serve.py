@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 
 import pytest
 
@@ -119,3 +120,42 @@ def test_sigkill_mid_indexing_then_restart_indexes_everything_once(kafka, serve_
         assert store.indexed()[1] > 0, "the restarted serve built the index as it went"
     finally:
         store.close()
+
+
+def test_an_embedder_and_two_api_processes_share_a_qdrant_server(kafka, serve_env, tmp_path):
+    """The scaled layout (docs/scaling.md): the embedder apart, two `serve --no-embedder`
+    processes reading the same server collection. Needs a real Qdrant server."""
+    qdrant_url = os.environ.get("SHELFSIGHT_TEST_QDRANT_URL")
+    if not qdrant_url:
+        pytest.skip("no Qdrant server: set SHELFSIGHT_TEST_QDRANT_URL to run the scaled layout against one")
+    from qdrant_client import QdrantClient
+
+    env, _ = serve_env
+    collection = f"test-serve-{uuid.uuid4().hex[:8]}"
+    env = {**env, "SHELFSIGHT_QDRANT_URL": qdrant_url, "SHELFSIGHT_QDRANT_COLLECTION": collection}
+    products = list(catalogue(60, seed=7))
+    publish_lines(kafka, products)
+    log = tmp_path / "scaled.log"
+    ports = [free_port(), free_port()]
+    processes = [subprocess.Popen([sys.executable, "-m", "services.cli", "embedder"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=log.open("ab"))]
+    processes += [subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "--no-embedder"],
+                                   env={**env, "SHELFSIGHT_API_PORT": str(port)}, stdout=subprocess.DEVNULL, stderr=log.open("ab"))
+                  for port in ports]
+    try:
+        wait_committed(kafka, timeout=240)
+        assert QdrantClient(url=qdrant_url).count(collection, exact=True).count == 60, "every product indexed once"
+        ids = {p["product_id"] for p in products}
+        for port, api in zip(ports, processes[1:], strict=True):
+            url = f"http://127.0.0.1:{port}"
+            _wait_healthy(url, api, log)
+            for product in products[:5]:
+                with urllib.request.urlopen(f"{url}/v1/products/{product['product_id']}/similar?k=5", timeout=10) as answer:
+                    items = json.loads(answer.read())["items"]
+                assert len(items) == 5 and {i["product_id"] for i in items} <= ids - {product["product_id"]}
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        codes = [process.wait(60) for process in processes]
+        QdrantClient(url=qdrant_url).delete_collection(collection)
+    assert codes == [0, 0, 0], log.read_text()[-2000:]

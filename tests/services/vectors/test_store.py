@@ -1,16 +1,21 @@
-"""One contract test over both store backends: Qdrant Edge (embedded) and qdrant-client.
+"""One contract test over the store backends: Qdrant Edge (embedded) and qdrant-client.
 
 The server backend runs through qdrant-client's in-process local mode (`:memory:`), which
-answers the same client API a Qdrant server does.
+answers the same client API a Qdrant server does, and against a real Qdrant server when
+``SHELFSIGHT_TEST_QDRANT_URL`` names one (skipped otherwise: no server is packaged for this
+machine; docs/benchmarks.md says how one was built from source to run these by hand).
 """
 
 import math
+import os
+import threading
+import uuid
 
 import pytest
 
 from services.vectors.edge import EdgeProductStore, ShardLocked
 from services.vectors.server import ServerProductStore
-from services.vectors.store import SearchFilters, StoredProduct, StoreMismatch
+from services.vectors.store import SearchFilters, StoredProduct, StoreMismatch, VectorQuery
 
 DIMS = {"image": 3, "text": 3, "fused": 4}
 
@@ -34,12 +39,25 @@ def _server(tmp_path):
     return ServerProductStore(QdrantClient(location=":memory:"))
 
 
-@pytest.fixture(params=[_edge, _server], ids=["edge", "server"])
+def _real_server(tmp_path):
+    url = os.environ.get("SHELFSIGHT_TEST_QDRANT_URL")
+    if not url:
+        pytest.skip("no Qdrant server: set SHELFSIGHT_TEST_QDRANT_URL to run the contract against one")
+    from qdrant_client import QdrantClient
+
+    return ServerProductStore(QdrantClient(url=url), f"test-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(params=[_edge, _server, _real_server], ids=["edge", "server", "qdrant-server"])
 def store(request, tmp_path):
     s = request.param(tmp_path)
     s.ensure_collection(DIMS)
     yield s
     s.close()
+    if request.param is _real_server:
+        from qdrant_client import QdrantClient
+
+        QdrantClient(url=os.environ["SHELFSIGHT_TEST_QDRANT_URL"]).delete_collection(s._collection)
 
 
 def test_upsert_is_idempotent_and_overwrites(store):
@@ -68,6 +86,18 @@ def test_nearest_search_with_filters_and_exclusions(store):
     assert {h.product_id for h in cheap} == {"near-bag", "far-bag"}
     by_image = store.search(_unit(1, 0, 0), using="image", limit=10)
     assert len(by_image) == 4
+
+
+def test_recommend_by_examples(store):
+    """The "recent items" query: near the positives, away from the negatives."""
+    store.upsert([_product("liked", _unit(1, 0, 0, 0)), _product("twin", _unit(1, 0.05, 0, 0)),
+                  _product("disliked", _unit(0, 1, 0, 0)), _product("like-disliked", _unit(0.1, 1, 0, 0)),
+                  _product("other", _unit(0, 0, 1, 0))])
+    (hits,) = store.query_many([VectorQuery(positives=(_unit(1, 0, 0, 0),), negatives=(_unit(0, 1, 0, 0),),
+                                            limit=3, filters=SearchFilters(exclude=frozenset({"liked"})), with_vector=True)])
+    assert [h.product_id for h in hits][0] == "twin"
+    assert "like-disliked" not in [h.product_id for h in hits][:2]
+    assert hits[0].vector == pytest.approx(_unit(1, 0.05, 0, 0), abs=1e-5)
 
 
 def test_labelled_products_are_read_back_page_by_page(store):
@@ -142,3 +172,52 @@ def test_server_store_creation_races_are_harmless():
     calls.clear()
     with pytest.raises(StoreMismatch):
         second.ensure_collection({"image": 5, "fused": 5})
+
+
+def test_edge_search_threads_follow_the_settings_each_time_the_shard_is_opened(tmp_path):
+    import json
+
+    from services.settings import load_settings
+    from services.vectors.factory import open_store
+
+    def opened_with(threads: int) -> int:
+        store = open_store(load_settings(qdrant_path=tmp_path / "edge", qdrant_search_threads=threads), DIMS)
+        store.upsert([_product(f"p{threads}", _unit(1, threads, 0, 0))])
+        assert store.search(_unit(1, 0, 0, 0), limit=1)
+        store.close()
+        (config,) = (tmp_path / "edge").glob("*/edge_config.json")
+        return json.loads(config.read_text())["max_search_threads"]
+
+    assert opened_with(1) == 1
+    assert opened_with(0) == os.cpu_count()  # 0: one per core, written over what the last start set
+    assert opened_with(1) == 1
+
+
+def test_embedders_starting_together_on_a_real_server():
+    """Four embedders create the same collection at once on a real Qdrant server: one creates it,
+    the others find it and accept it, and all can write."""
+    url = os.environ.get("SHELFSIGHT_TEST_QDRANT_URL")
+    if not url:
+        pytest.skip("no Qdrant server: set SHELFSIGHT_TEST_QDRANT_URL to run the creation race against one")
+    from concurrent.futures import ThreadPoolExecutor
+
+    from qdrant_client import QdrantClient
+
+    name = f"test-race-{uuid.uuid4().hex[:8]}"
+    stores = [ServerProductStore(QdrantClient(url=url), name) for _ in range(4)]
+    start = threading.Barrier(len(stores))
+
+    def starting(store: ServerProductStore) -> None:
+        start.wait()
+        store.ensure_collection(DIMS)
+
+    try:
+        with ThreadPoolExecutor(len(stores)) as pool:
+            list(pool.map(starting, stores))  # raises if any start failed
+        for n, store in enumerate(stores):
+            store.upsert([_product(f"p{n}", _unit(1, n, 0, 0))])
+        assert stores[0].count() == len(stores)
+    finally:
+        QdrantClient(url=url).delete_collection(name)
+        for store in stores:
+            store.close()
