@@ -82,8 +82,8 @@ class World:
         env = {"SHELFSIGHT_REDIS_PREFIX": self.keys.prefix}
         if qdrant_url:
             env |= {"SHELFSIGHT_QDRANT_URL": qdrant_url, "SHELFSIGHT_QDRANT_COLLECTION": collection or "products"}
-        else:
-            env |= {"SHELFSIGHT_QDRANT_PATH": str(self.folder / "shard")}
+        else:  # embedded, even where the caller's environment names a server
+            env |= {"SHELFSIGHT_QDRANT_URL": "", "SHELFSIGHT_QDRANT_PATH": str(self.folder / "shard")}
         return env
 
     def settings_for(self, qdrant_url: str | None = None, collection: str | None = None) -> Settings:
