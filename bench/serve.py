@@ -264,17 +264,17 @@ def in_process(store: ProductStore, settings: Settings, world: World, requests: 
 
 
 def wait_until_indexed(url: str, collection: str, timeout_s: float = 900.0) -> float:
-    """Seconds until the server reports the collection green (its optimizers have built the index)."""
+    """Seconds until the server has reported the collection green (its optimizers idle, the
+    index built where Qdrant builds one) twice in a row, a second apart."""
     from qdrant_client import QdrantClient
 
-    client, started = QdrantClient(url=url), time.perf_counter()
-    while True:
-        info = client.get_collection(collection)
-        if str(info.status).lower().endswith("green") and (info.indexed_vectors_count or 0) > 0:
-            return time.perf_counter() - started
+    client, started, greens = QdrantClient(url=url), time.perf_counter(), 0
+    while greens < 2:
+        greens = greens + 1 if str(client.get_collection(collection).status).lower().endswith("green") else 0
         if time.perf_counter() - started > timeout_s:
             raise SystemExit(f"the Qdrant server did not finish indexing {collection} in {timeout_s:.0f} s")
         time.sleep(1.0)
+    return time.perf_counter() - started
 
 
 def load(ports: list[int], users: list[str], rate: float, seconds: float, connections: int = 4) -> tuple[list[float], int]:
@@ -309,6 +309,21 @@ def load(ports: list[int], users: list[str], rate: float, seconds: float, connec
     for t in threads:
         t.join()
     return latencies, errors[0]
+
+
+def at_fixed_rate(ports: list[int], pids: list[int], users: list[str], rate: float, seconds: float,
+                  server_pid: int | None = None) -> tuple[float, float]:
+    """A 2 s warm-up, then ``rate`` requests/s for ``seconds``; prints p50, p99 and the CPU time
+    per request of the API processes (and of a local Qdrant server); returns p50 and p99."""
+    load(ports, users, rate, 2.0)
+    who = {"API": pids, **({"Qdrant server": [server_pid]} if server_pid else {})}
+    before = {name: sum(cpu_seconds(p) for p in group) for name, group in who.items()}
+    latencies, errors = load(ports, users, rate, seconds)
+    cpu = {name: sum(cpu_seconds(p) for p in group) - before[name] for name, group in who.items()}
+    p50, p99 = percentiles(latencies)
+    print(f"   p50 {p50:.2f} ms  p99 {p99:.2f} ms  ({len(latencies)} requests, {errors} errors)")
+    print("   CPU per request: " + ", ".join(f"{name} {1000 * t / len(latencies):.1f} ms" for name, t in cpu.items()))
+    return p50, p99
 
 
 def rising(ports: list[int], users: list[str], limit_ms: float = 50.0, step_s: float = 10.0) -> float:
@@ -358,15 +373,9 @@ def main() -> int:
 
             print(f"== HTTP: {args.rate:.0f} requests/s for {args.seconds:.0f} s, the API in its own process")
             with api_processes(world.env(), 1) as (ports, pids):
-                load(ports, world.users, args.rate, 2.0)  # warm-up
-                before = cpu_seconds(pids[0])
-                latencies, errors = load(ports, world.users, args.rate, args.seconds)
-                api_cpu_ms = 1000 * (cpu_seconds(pids[0]) - before) / len(latencies)
+                http_p50, http_p99 = at_fixed_rate(ports, pids, world.users, args.rate, args.seconds)
                 sustainable = rising(ports, world.users) if args.rising else None
-                api_peak_mb = peak_rss_mb(pids[0])
-            http_p50, http_p99 = percentiles(latencies)
-            print(f"   p50 {http_p50:.2f} ms  p99 {http_p99:.2f} ms  ({len(latencies)} requests, {errors} errors)")
-            print(f"   CPU per request: API {api_cpu_ms:.1f} ms; peak resident memory of the API process: {api_peak_mb:.0f} MB")
+                print(f"   peak resident memory of the API process: {peak_rss_mb(pids[0]):.0f} MB")
             if sustainable is not None:
                 print(f"== sustainable rate of one API process at p99 < 50 ms: {sustainable:.0f} requests/s")
             print(f"== ratio in-process p50 / HTTP p50: {in_p50 / http_p50:.2f}   "
@@ -397,14 +406,7 @@ def on_server(args: argparse.Namespace, world: World, collection: str) -> list[t
     for count in (1, 2):
         print(f"== HTTP through the server, {count} API process(es): {args.rate:.0f} requests/s for {args.seconds:.0f} s")
         with api_processes(world.env(args.qdrant_url, collection), count) as (ports, pids):
-            load(ports, world.users, args.rate, 2.0)
-            who = {"API": pids, **({"Qdrant server": [args.qdrant_pid]} if args.qdrant_pid else {})}
-            before = {name: sum(cpu_seconds(p) for p in group) for name, group in who.items()}
-            latencies, errors = load(ports, world.users, args.rate, args.seconds)
-            cpu = {name: sum(cpu_seconds(p) for p in group) - before[name] for name, group in who.items()}
-            p50, p99 = percentiles(latencies)
-            print(f"   p50 {p50:.2f} ms  p99 {p99:.2f} ms  ({len(latencies)} requests, {errors} errors)")
-            print("   CPU per request: " + ", ".join(f"{name} {1000 * t / len(latencies):.1f} ms" for name, t in cpu.items()))
+            _, p99 = at_fixed_rate(ports, pids, world.users, args.rate, args.seconds, args.qdrant_pid)
             sustainable = rising(ports, world.users) if args.rising else None
         rows.append((f"Qdrant server, {count} API process{'es' if count > 1 else ''}", in_p99, p99, sustainable))
     return rows

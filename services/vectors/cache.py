@@ -6,9 +6,11 @@ embedded shard's request time and most of what a Qdrant server's answers carry
 (``bench/serve.py``, docs/benchmarks.md), so :class:`VectorCache` asks the store for payloads
 and scores only, and for the vectors of products it has not seen lately.
 
-Writes through the cache drop what they change (in embedded mode `serve`'s embedder writes
-through it, so nothing stale is ever read). Writes it cannot see — an embedder in another
-process writing to a Qdrant server — are picked up once an entry is ``ttl_s`` old.
+`serve` reads a Qdrant server through it (``services.vectors.factory.cached_store``; the
+embedded shard is read directly, where fetching vectors costs about what a miss does). Writes
+through the cache drop what they change, and `serve`'s own embedder writes through it, so what
+it wrote is never read stale. Writes it cannot see — an embedder in another process — are
+picked up once an entry is ``ttl_s`` old.
 
 >>> from services.vectors.server import ServerProductStore
 >>> from qdrant_client import QdrantClient
