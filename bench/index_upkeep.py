@@ -56,7 +56,8 @@ def main() -> int:
     with bench_world("upkeep", args.profiles) as world:
         users = world.users
         print(f"== setting up {args.products} products and {args.profiles} profiles")
-        build_world([world.store()], world.keys, world.client, args.products, args.profiles)
+        build_world([world.store()], world.keys, world.client, args.products, args.profiles,
+                    model_items=world.settings.item_model_items)
         started = time.perf_counter()
         store = world.store()
         reads = cached_store(settings, store)  # as serve wires it (the store itself here: the cache is for a Qdrant server)

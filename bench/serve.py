@@ -106,7 +106,8 @@ def bench_world(name: str, profiles: int) -> Iterator[World]:
         clean_up(client, keys.prefix, folder)
 
 
-def build_world(stores: list[ProductStore], keys: Keys, client: redis.Redis, products: int, profiles: int, seed: int = 0) -> None:
+def build_world(stores: list[ProductStore], keys: Keys, client: redis.Redis, products: int, profiles: int, seed: int = 0,
+                model_items: int = 2_000) -> None:
     """The products into each of ``stores`` (then closed), the shoppers and learners into Redis."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(200, DIMS)).astype(np.float32)
@@ -139,7 +140,7 @@ def build_world(stores: list[ProductStore], keys: Keys, client: redis.Redis, pro
                                               "price": repr(float(10 + n % 190)), "in_stock": "1"})
         if n % 5000 == 4999:
             pipe.execute()
-    learners = Learners()
+    learners = Learners(max_model_items=model_items)  # SHELFSIGHT_ITEM_MODEL_ITEMS, as the profiles worker reads it
     by_cluster: dict[int, list[int]] = {}
     for n, c in enumerate(cluster):
         by_cluster.setdefault(int(c), []).append(n)
@@ -155,6 +156,7 @@ def build_world(stores: list[ProductStore], keys: Keys, client: redis.Redis, pro
         profile = Profile(vector.astype(np.float32), cats, now - 60, {"click": 10})
         pipe.hset(keys.user(user), mapping=encode_profile(profile))
         pipe.rpush(keys.recent(user), *[ids[i] for i in liked])
+        pipe.zadd(keys.seen_items(user), {ids[i]: now - 60 + n for n, i in enumerate(liked)})  # as the profiles worker writes it
         pipe.zadd(keys.purchased(user), {ids[liked[0]]: now})
         for a, b in zip(liked, liked[1:], strict=False):
             pipe.zincrby(keys.neighbours(ids[a]), 1, ids[b])
@@ -361,7 +363,7 @@ def main() -> int:
         print(f"== setting up {args.products} products and {args.profiles} profiles")
         stores = [world.store()] + ([world.store(args.qdrant_url, collection)] if args.qdrant_url else [])
         try:
-            build_world(stores, world.keys, world.client, args.products, args.profiles)
+            build_world(stores, world.keys, world.client, args.products, args.profiles, model_items=world.settings.item_model_items)
 
             print(f"== in-process: Recommender.recommend, one request after another "
                   f"(embedded shard, SHELFSIGHT_QDRANT_SEARCH_THREADS={world.settings.qdrant_search_threads})")

@@ -159,6 +159,15 @@ class Settings(BaseSettings):
     learners_max_items: int = Field(
         default=100_000, ge=1, description="Products the River factorisation remembers; the least recently active are forgotten first.",
     )
+    item_model_items: int = Field(
+        default=2_000, ge=0, le=20_000,
+        description="Products the item-to-item model (EASE over whole shopper histories) covers; when full, the product "
+        "fewest shoppers touched makes room. Memory grows with the square, a fit with the cube (2,000: 16 MB and about "
+        "1.5 s; 5,000: 100 MB and 8 s, per process, on two cores). 0: off.",
+    )
+    item_model_refit_s: float = Field(
+        default=60.0, ge=0, description="How often `serve` fits the item-to-item model again from the workers' newest counts.",
+    )
     state_secret: SecretStr | None = Field(
         default=None,
         description="Key that signs learner checkpoints in Redis. Unset: a random one kept in `<cache_dir>/state-secret`.",

@@ -165,12 +165,13 @@ class _Run:
         params = ClickParams(neighbours=settings.covisit_neighbours)
         self.state = ProfileState(aclient, keys, params)
         self.learners = Learners(seed=config.seed, ranker_warmup=settings.ranking_warmup_pairs,
-                                 max_shoppers=settings.learners_max_shoppers, max_items=settings.learners_max_items)
+                                 max_shoppers=settings.learners_max_shoppers, max_items=settings.learners_max_items,
+                                 max_model_items=settings.item_model_items)
         self.letters: list[str] = []
         self.handler = ClickHandler(self.state, self.learners, params, lambda _m, reason: self.letters.append(reason),
                                     clock=lambda: self.now, item_wait_s=0, seed=config.seed)
         self.secret = secrets.token_bytes(32)
-        self.cache = LearnedCache(sync, keys, self.secret)
+        self.cache = LearnedCache(sync, keys, self.secret, refit_s=0.0)  # the replay's clock is the stream's: fit at every reload
         self.engine = Recommender(store, ShopperReader(sync, keys, half_life_s=params.half_life_s), lambda: self.cache.current,
                                   replay.predictor.dims["fused"], tuning(settings), clock=lambda: self.now, on_served=self._keep)
         self.indexer = Indexer(replay.predictor, store, ImageFetcher(url_policy(settings)), pool, image_policy(settings),
@@ -285,7 +286,8 @@ class _Run:
 
 
 def _settings_used(settings: Settings) -> dict[str, object]:
-    fields = ("ranking", "ranking_warmup_pairs", "covisit_neighbours", "mmr_lambda", "explore_slots", "explore_margin", "new_product_hours")
+    fields = ("ranking", "ranking_warmup_pairs", "covisit_neighbours", "item_model_items", "mmr_lambda", "explore_slots", "explore_margin",
+              "new_product_hours")
     return {f: getattr(settings, f) for f in fields}
 
 

@@ -5,6 +5,10 @@
   *rather than* other things, not only that they pick things. It remembers at most
   ``max_shoppers`` shoppers and ``max_items`` items, forgetting the least recently active
   first, so its memory and its checkpoint stop growing (River's own model never forgets).
+- ``co_occurrence``: which items shoppers' whole histories hold together (the Gram matrix of
+  ``models.ranking.item_model``); the recommender fits the item-to-item model (EASE) from it.
+  It counts at most ``max_model_items`` items and remembers the latest 200 items of the 20,000
+  most recently active shoppers (and none of a shopper the learners forgot).
 - ``ranker``: the pairwise ranker (``models.ranking.PairwiseRanker``) learns from served lists
   joined with the choices that followed them (``services.profiles.choices``). It is created
   from the first served list's feature names and started afresh when those names change.
@@ -27,10 +31,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from river import optim, reco
 
-from models.ranking import PairwiseRanker
+from models.ranking import CoOccurrence, PairwiseRanker
 
 FORMAT = b"SSLRN"
-VERSION = 3  # 2: the pairwise ranker replaced the pointwise click model; 3: bounded factorisation
+VERSION = 4  # 2: the pairwise ranker replaced the pointwise click model; 3: bounded factorisation; 4: co-occurrence
 _MF_TABLES = ("u_biases", "i_biases", "u_latents", "i_latents")
 CHOICE_KINDS = frozenset({"click", "add_to_cart", "purchase"})  # what a shopper picks out of a list
 
@@ -58,12 +62,14 @@ class Learners:
         ranker_warmup: int = 500,
         max_shoppers: int = 100_000,
         max_items: int = 100_000,
+        max_model_items: int = 2_000,
     ) -> None:
         self.n_factors, self.seed = n_factors, seed
         self.ranker_learning_rate, self.ranker_warmup = ranker_learning_rate, ranker_warmup
         self.max_shoppers, self.max_items = max_shoppers, max_items
         self.mf = reco.BiasedMF(n_factors=n_factors, bias_optimizer=optim.SGD(0.02), latent_optimizer=optim.SGD(0.02), l2_latent=0.01, seed=seed)
         self.ranker: PairwiseRanker | None = None
+        self.co_occurrence = CoOccurrence(max_items=max_model_items)
         self.events = 0
         self._rng = random.Random(seed)
         # Least recently active first: who is forgotten when a bound is reached.
@@ -81,6 +87,8 @@ class Learners:
             return
         self.user_events[user] = self.user_events.get(user, 0) + 1
         self.mf.learn_one(user, item, math.tanh(weight / 4.0))
+        if weight > 0:
+            self.co_occurrence.learn_one(user, item)
         if weight > 0 and self._items:
             other = self._items[self._rng.randrange(len(self._items))]
             if other != item:
@@ -109,9 +117,11 @@ class Learners:
             rows = list(values) if values.ndim == 2 else values.tolist()
             getattr(self.mf, name).update(zip(keys, rows, strict=True))
 
-    def bound(self, max_shoppers: int, max_items: int) -> None:
+    def bound(self, max_shoppers: int, max_items: int, max_model_items: int | None = None) -> None:
         """New bounds (e.g. a restored checkpoint under changed settings); forgets at once what is over them."""
         self.max_shoppers, self.max_items = max_shoppers, max_items
+        if max_model_items is not None:
+            self.co_occurrence.resize(max_model_items)
         if self._users:
             self._touch_user(next(reversed(self._users)))
         if self._item_slot:
@@ -127,6 +137,7 @@ class Learners:
             gone, _ = self._users.popitem(last=False)
             for table in (self.mf.u_biases, self.mf.u_latents, self.user_events):
                 table.pop(gone, None)
+            self.co_occurrence.forget_user(gone)
 
     def _touch_item(self, item: str) -> None:
         if item in self._item_slot:

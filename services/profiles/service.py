@@ -75,7 +75,7 @@ def restore_learners(settings: Settings, keys: Keys, secret: bytes) -> Learners:
     finally:
         client.close()
     fresh = Learners(ranker_warmup=settings.ranking_warmup_pairs, max_shoppers=settings.learners_max_shoppers,
-                     max_items=settings.learners_max_items)
+                     max_items=settings.learners_max_items, max_model_items=settings.item_model_items)
     candidates = []
     for blob in blobs:
         try:
@@ -86,7 +86,7 @@ def restore_learners(settings: Settings, keys: Keys, secret: bytes) -> Learners:
         return fresh
     learners = max(candidates, key=lambda c: c.events)
     learners.ranker_warmup = settings.ranking_warmup_pairs
-    learners.bound(settings.learners_max_shoppers, settings.learners_max_items)
+    learners.bound(settings.learners_max_shoppers, settings.learners_max_items, settings.item_model_items)
     log.info("learners restored", extra={"events_seen": learners.events, "checkpoints": len(candidates)})
     return learners
 

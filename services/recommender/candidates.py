@@ -8,6 +8,7 @@ Sources, and what each one stands for:
 - ``new``: recently listed products nearest the shopper's taste (the exploration budget's pool);
 - ``covisit``: products viewed in the same sessions as the shopper's recent ones;
 - ``history``: products near the shopper's recent ones in other shoppers' histories;
+- ``items``: the item-to-item model's best items for the shopper's whole history;
 - ``affinity``: the River factorisation's best items for a shopper it knows;
 - ``trending`` / ``trending_in``: decayed popularity, overall and in the shopper's top categories;
 - ``catalogue``: a sample of the catalogue, when nothing else knows anything yet.

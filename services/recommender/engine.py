@@ -72,6 +72,7 @@ class Tuning:
     per_source: int = 24  # nearest neighbours asked of each Qdrant source
     covisit_items: int = 150  # candidates taken from each of co-visitation and history pairs
     affinity_items: int = 15
+    item_model_items: int = 50  # candidates taken from the item-to-item model
     diversify_from: int = 4  # MMR looks at this many times k of the best-scored candidates
     explore_slots: int = 2  # at most this many places of a list go to new products nobody has clicked yet …
     explore_margin: float = 0.05  # … that look more like the shopper's taste than the average candidate by this much
@@ -199,6 +200,8 @@ class Recommender:
             pool.offer(product_id, "covisit", score, covisits.best.get(product_id))
         for product_id, score in covisits.top(covisits.history_recent, n):
             pool.offer(product_id, "history", score, covisits.best.get(product_id))
+        for product_id, score in learned.items.top(shopper.history, self.tuning.item_model_items):
+            pool.offer(product_id, "items", score)
         for product_id, score in learned.affinity.top(shopper.user_id, self.tuning.affinity_items):
             pool.offer(product_id, "affinity", score)
         for category, rows in signals.trending_in.items():
@@ -266,6 +269,7 @@ class Recommender:
         if anchors:
             e.likeness = (vectors @ np.array(anchors).T).max(axis=1)
         e.affinity = learned.affinity.scores(shopper.user_id, ids).astype(float)
+        e.item_model, e.item_model_recent = learned.items.scores(shopper.history, ids)
         e.usual_log_price = shopper.usual_log_price
         return e
 

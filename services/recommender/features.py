@@ -12,6 +12,8 @@ Every feature is a candidate's raw evidence, not a score squeezed into a range b
   three newest;
 - history pairs: items near each other in shoppers' histories, across sessions, normalised by
   how often both occur (cosine-like), at the same three reaches;
+- the item-to-item model (EASE over whole histories): what everything the shopper ever touched
+  says about the candidate, summed, and the same with older items weighing less;
 - the crowd: decayed popularity as of now, interactions so far, the share of them that were
   choices (click, cart, purchase);
 - the shopper and the item: category share, likeness to the taste vector and to recent items,
@@ -37,7 +39,7 @@ import numpy as np
 
 from models.ranking import LinearScorer
 
-SOURCES = ("covisit", "history", "trending", "trending_in", "affinity", "taste", "recent", "context", "new", "catalogue")
+SOURCES = ("covisit", "history", "items", "trending", "trending_in", "affinity", "taste", "recent", "context", "new", "catalogue")
 
 FEATURES: tuple[str, ...] = (
     "covisit_last",
@@ -50,6 +52,9 @@ FEATURES: tuple[str, ...] = (
     "history_last3",
     "history_recent",
     "history_recent_rel",
+    "item_model",
+    "item_model_recent",
+    "item_model_rel",
     "trending",
     "trending_rel",
     "interactions",
@@ -72,6 +77,7 @@ FEATURES: tuple[str, ...] = (
 PRIOR = {
     "covisit_recent_rel": 1.0,
     "history_recent_rel": 1.0,
+    "item_model_rel": 1.0,
     "covisit_last": 0.3,
     "trending_rel": 0.3,
     "category_share": 0.3,
@@ -106,6 +112,8 @@ class Evidence:
     history_last: np.ndarray
     history_last3: np.ndarray
     history_recent: np.ndarray
+    item_model: np.ndarray  # B summed over the shopper's whole history
+    item_model_recent: np.ndarray  # ... older items weighing less
     trending: np.ndarray  # decayed popularity as of now
     interactions: np.ndarray
     choices: np.ndarray
@@ -146,6 +154,9 @@ def feature_matrix(e: Evidence) -> np.ndarray:
         "history_last3": np.log1p(e.history_last3),
         "history_recent": np.log1p(10.0 * e.history_recent),
         "history_recent_rel": _relative(e.history_recent),
+        "item_model": e.item_model,
+        "item_model_recent": e.item_model_recent,
+        "item_model_rel": _relative(e.item_model),
         "trending": np.log1p(e.trending),
         "trending_rel": _relative(e.trending),
         "interactions": np.log1p(e.interactions),

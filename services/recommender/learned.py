@@ -11,18 +11,21 @@ every shopper or every choice.
   item factors — factor spaces trained apart are not comparable, so they are never averaged.
 - The ranker: linear, so the workers' rankers are averaged in raw feature space, weighted by
   the choices each learned from.
+- The item-to-item model: the workers' co-occurrence counts are summed (their shoppers are
+  disjoint) and the model is fitted here, once per change, on the reloading thread.
 """
 
 import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 import redis
 
-from models.ranking import LinearScorer
+from models.ranking import ItemWeights, LinearScorer, merge_counts
 from services.profiles.learners import CheckpointRejected, Learners, load
 from services.profiles.keys import Keys
 from services.profiles.state import CHECKPOINT_KEEP_S, checkpoint_names
@@ -124,6 +127,13 @@ class Learned:
     affinity: Affinity | Affinities
     events: int
     choices: int = 0
+    co_occurrence: tuple[list[str], np.ndarray] = field(default_factory=lambda: ([], np.zeros((0, 0), dtype=np.float32)))
+    item_weights: ItemWeights | None = None  # fitted from ``co_occurrence``; None: fitted on first use
+
+    @cached_property
+    def items(self) -> ItemWeights:
+        """The item-to-item model (``LearnedCache`` fits it on its own thread, before serving)."""
+        return self.item_weights if self.item_weights is not None else ItemWeights.fit(*self.co_occurrence)
 
     @classmethod
     def merge(cls, parts: list["Learned"]) -> "Learned":
@@ -132,21 +142,25 @@ class Learned:
             return parts[0]
         ranker = merge_rankers([(p.ranker, p.choices) for p in parts if p.ranker is not None])
         affinities = [a for p in parts for a in (p.affinity.parts if isinstance(p.affinity, Affinities) else [p.affinity])]
-        return cls(ranker, Affinities(affinities), sum(p.events for p in parts), sum(p.choices for p in parts))
+        return cls(ranker, Affinities(affinities), sum(p.events for p in parts), sum(p.choices for p in parts),
+                   merge_counts([p.co_occurrence for p in parts]))
 
     @classmethod
     def from_learners(cls, learners: Learners) -> "Learned":
         ranker = learners.ranker.scorer(FEATURES) if learners.ranker is not None else None
         choices = learners.ranker.choices if learners.ranker is not None else 0
-        return cls(ranker, Affinity.from_learners(learners), learners.events, choices)
+        return cls(ranker, Affinity.from_learners(learners), learners.events, choices, learners.co_occurrence.counts())
 
 
 class LearnedCache:
-    """The workers' newest learners checkpoints, merged, reloaded every ``refresh_s`` on a daemon thread."""
+    """The workers' newest learners checkpoints, merged, reloaded every ``refresh_s`` on a daemon thread;
+    the item-to-item model is fitted again at most every ``refit_s`` (a fit costs seconds at thousands of items)."""
 
     def __init__(self, client: redis.Redis, keys: Keys, secret: bytes, refresh_s: float = 10.0,
-                 keep_s: float = CHECKPOINT_KEEP_S) -> None:
+                 keep_s: float = CHECKPOINT_KEEP_S, refit_s: float = 60.0) -> None:
         self._redis, self._keys, self._secret, self._refresh_s, self._keep_s = client, keys, secret, refresh_s, keep_s
+        self._refit_s = refit_s
+        self._fitted_at: float | None = None
         self._current = Learned.from_learners(Learners())
         self._parts: dict[str, tuple[bytes | None, Learned]] = {}  # worker → (digest, its learners)
         self._stop = threading.Event()
@@ -180,7 +194,14 @@ class LearnedCache:
             del self._parts[gone]
             changed = True
         if changed and self._parts:
-            self._current = Learned.merge([learned for _, learned in self._parts.values()])
+            merged = Learned.merge([learned for _, learned in self._parts.values()])
+            now = time.monotonic()
+            if self._fitted_at is not None and now - self._fitted_at < self._refit_s:
+                merged = replace(merged, item_weights=self._current.items)
+            else:
+                merged.items  # noqa: B018 - fitted here, on this thread, not inside a request
+                self._fitted_at = now
+            self._current = merged
         return changed
 
     def start(self) -> "LearnedCache":

@@ -19,7 +19,7 @@ from typing import Any
 from schemas.limits import LIMITS
 
 # Behaviour specific to this shopper speaks loudest, then likeness, then the crowd.
-_PRIORITY = ("context", "covisit", "history", "recent", "taste", "new", "trending_in", "trending", "affinity", "catalogue")
+_PRIORITY = ("context", "covisit", "history", "items", "recent", "taste", "new", "trending_in", "trending", "affinity", "catalogue")
 _LIKENESS = frozenset({"taste", "recent", "new"})
 
 
@@ -53,6 +53,8 @@ def explain(source: str, payload: dict[str, Any], anchor_title: str | None, is_n
         text = f"Often viewed with {anchor_title}" if anchor_title else "Often viewed together"
     elif source == "history":
         text = f"Shoppers who viewed {anchor_title} also viewed it" if anchor_title else "Shoppers like you viewed it"
+    elif source == "items":
+        text = "Goes with what you have viewed"
     elif source == "affinity":
         text = "Shoppers with your taste liked it"
     elif source == "trending_in":

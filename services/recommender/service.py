@@ -74,7 +74,8 @@ def redis_client(settings: Settings) -> redis.Redis:
 def build_recommender(settings: Settings, store: ProductStore, dims: int, client: redis.Redis,
                       on_served: Sink | None = None) -> tuple[Recommender, LearnedCache]:
     keys = Keys.of(settings)
-    learned = LearnedCache(client, keys, state_secret(settings), settings.learners_refresh_s)
+    learned = LearnedCache(client, keys, state_secret(settings), settings.learners_refresh_s,
+                           refit_s=settings.item_model_refit_s)
     engine = Recommender(store, ShopperReader(client, keys), lambda: learned.current, dims, tuning(settings), on_served=on_served)
     return engine, learned
 

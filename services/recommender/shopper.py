@@ -43,6 +43,7 @@ class Shopper:
     dismissed: list[str]
     seen: frozenset[str] = frozenset()
     usual_log_price: float | None = None
+    history: tuple[str, ...] = ()  # ``seen`` newest first, dismissals left out (the item-to-item model reads it)
 
     @property
     def has_history(self) -> bool:
@@ -123,8 +124,9 @@ class ShopperReader:
             recent,
             frozenset(p.decode() for p in raw_purchased),
             dismissed,
-            frozenset(s.decode() for s in raw_seen),
+            frozenset(seen := [s.decode() for s in raw_seen]),
             profile.usual_log_price if profile else None,
+            tuple(s for s in seen if s not in blocked),
         )
 
         anchors = recent[: lim.covisit_anchors]

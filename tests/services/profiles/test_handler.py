@@ -116,6 +116,8 @@ def test_learner_checkpoints_round_trip_and_refuse_tampering():
     assert restored.ranker.predict_one(probe) == pytest.approx(learners.ranker.predict_one(probe))
     assert restored.ranker.learned and restored.ranker.choices == 200
     assert restored.affinity("u1", "p2") == pytest.approx(learners.affinity("u1", "p2"))
+    (items, gram), (restored_items, restored_gram) = learners.co_occurrence.counts(), restored.co_occurrence.counts()
+    assert items == restored_items and len(items) == 7 and np.array_equal(gram, restored_gram)
     with pytest.raises(CheckpointRejected, match="signature"):
         load(blob, b"other secret")
     tampered = blob[:-1] + bytes([blob[-1] ^ 1])
@@ -131,9 +133,13 @@ def test_the_factorisation_is_bounded_and_so_is_its_checkpoint():
             learners.learn_event(f"u{i // 4}", f"p{i % 997}", "click", 2.0)
         return learners
 
-    small, large = run(Learners(max_shoppers=50, max_items=40), 200), run(Learners(max_shoppers=50, max_items=40), 2_000)
+    def bounded() -> Learners:
+        return Learners(max_shoppers=50, max_items=40, max_model_items=30)
+
+    small, large = run(bounded(), 200), run(bounded(), 2_000)
     for learners in (small, large):
         assert len(learners.mf.u_latents) == len(learners.mf.u_biases) == len(learners.user_events) == 50
+        assert len(learners.co_occurrence) == 30 and learners.co_occurrence.shoppers == 50
         assert len(learners.mf.i_latents) == len(learners.known_items()) == 40
         assert set(learners.mf.i_latents) == set(learners.known_items())
     assert "u1999" in large.mf.u_latents and "u0" not in large.mf.u_latents  # the newest are kept
@@ -141,8 +147,16 @@ def test_the_factorisation_is_bounded_and_so_is_its_checkpoint():
     assert len(dump(large, b"s")) < 1.2 * len(dump(small, b"s"))
     # Restored under tighter settings, it forgets at once.
     restored = load(dump(large, b"s"), b"s")
-    restored.bound(10, 5)
+    restored.bound(10, 5, 4)
     assert len(restored.mf.u_latents) == 10 and len(restored.known_items()) == len(restored.mf.i_latents) == 5
+    assert len(restored.co_occurrence) == 4
+
+
+def test_the_item_model_counts_what_shoppers_touched_not_what_they_dismissed():
+    learners = Learners()
+    for kind, weight in (("view", 1.0), ("click", 2.0), ("impression", 0.0), ("dismiss", -3.0)):
+        learners.learn_event("u1", f"{kind}-item", kind, weight)
+    assert sorted(learners.co_occurrence.counts()[0]) == ["click-item", "view-item"]
 
 
 def test_a_new_feature_set_starts_the_ranker_afresh():

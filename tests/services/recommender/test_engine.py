@@ -85,6 +85,27 @@ def test_covisitation_finds_what_others_viewed_alongside(shop):
     assert coat and coat[0].reason == "Often viewed with Dress dress-7"
 
 
+def test_the_item_model_finds_what_whole_histories_hold_together(shop):
+    """Other shoppers who once looked at a dress ended up buying one particular coat, long after and in
+    other sessions: too far apart for co-visitation or history pairs, not too far for the item model."""
+    fillers = [f"{c}-{n}" for c in ("bag", "sneaker") for n in range(12)]
+    for n in range(6):
+        user = f"long-{n}"
+        shop.click(user, "dress-4", "view", session=f"{user}-a")
+        for filler in fillers:
+            shop.click(user, filler, "view", session=f"{user}-b")
+        shop.click(user, "coat-7", "purchase", session=f"{user}-c")
+    shop.click("hal", "dress-4", "view")
+    engine = shop.engine()
+    answer = engine.recommend(Query("hal", k=10))
+    assert "coat-7" in answer.ranked[:10] and "coat-7" in [p.product_id for p in answer.items]
+    reason = next(p.reason for p in answer.items if p.product_id == "coat-7")
+    assert reason == "Goes with what you have viewed"
+    learned = shop.learners
+    learned.co_occurrence.resize(0)  # the model off: coat-7 is one of many things the crowd bought
+    assert "coat-7" not in engine.recommend(Query("hal", k=10)).ranked[:3]
+
+
 def test_diversity_spreads_a_list_over_the_catalogue(shop):
     for n in range(3):
         shop.click("fay", f"bag-{n}", "click")

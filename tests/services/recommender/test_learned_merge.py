@@ -68,6 +68,13 @@ def test_the_recommender_serves_every_workers_shoppers_and_choices(stored, redis
     raw = {w: alone[w].ranker.scales * alone[w].ranker.weights for w in alone}
     assert np.allclose(merged.ranker.scales * merged.ranker.weights, 0.75 * raw["west"] + 0.25 * raw["east"])
     assert raw["west"][0] > 0 > raw["east"][0] and merged.ranker.weights[0] > 0  # 300 choices outweigh 100
+    items, gram = merged.co_occurrence  # disjoint shoppers: the workers' counts add up
+    both = np.zeros_like(gram)
+    for worker in (west, east):
+        names, counts = worker.co_occurrence.counts()
+        at = [items.index(i) for i in names]
+        both[np.ix_(at, at)] += counts
+    assert np.array_equal(gram, both) and merged.items.items == items  # fitted once, on the merged counts
     assert cache.refresh() is False, "nothing changed: nothing reloaded"
 
 
@@ -76,3 +83,23 @@ def test_a_restarted_worker_starts_from_the_most_trained_checkpoint(stored, sett
     west.learn_event("w1", "p1", "click", 2.0)  # not checkpointed: the restore can only see what was
     restored = restore_learners(settings.model_copy(update={"redis_prefix": keys.prefix}), keys, SECRET)
     assert restored.events == max(west.events - 1, east.events) and restored.ranker.choices == 300
+
+
+@pytest.mark.parametrize("refit_s, refitted", [(3600.0, False), (0.0, True)])
+def test_the_item_model_is_fitted_again_at_most_every_refit_s(stored, redis_client, settings, refit_s, refitted):
+    keys, west, _ = stored
+    cache = LearnedCache(redis_client, keys, SECRET, refit_s=refit_s)
+    cache.refresh()
+    before = cache.current.items
+    assert before.items == cache.current.co_occurrence[0] and len(before.items) == 20
+    for n in range(30):  # a product nobody had touched, bought by every west shopper
+        west.learn_event(f"w{n % 10}", "brand-new", "purchase", 8.0)
+    loop = asyncio.new_event_loop()
+    client = aioredis.Redis.from_url(settings.redis_url)
+    loop.run_until_complete(checkpoint_learners(ProfileState(client, keys, ClickParams()), west, SECRET, "worker-west"))
+    loop.run_until_complete(client.aclose())
+    loop.close()
+    assert cache.refresh() is True
+    assert "brand-new" in cache.current.co_occurrence[0], "the counts are always the newest"
+    assert ("brand-new" in cache.current.items.index) is refitted
+    assert (cache.current.items is before) is not refitted
