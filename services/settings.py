@@ -162,7 +162,7 @@ class Settings(BaseSettings):
     item_model_items: int = Field(
         default=2_000, ge=0, le=20_000,
         description="Products the item-to-item model (EASE over whole shopper histories) covers; when full, the product "
-        "fewest shoppers touched makes room. Memory grows with the square, a fit with the cube (2,000: 16 MB and about "
+        "touched least lately makes room. Memory grows with the square, a fit with the cube (2,000: 16 MB and about "
         "1.5 s; 5,000: 100 MB and 8 s, per process, on two cores). 0: off.",
     )
     item_model_refit_s: float = Field(

@@ -101,6 +101,19 @@ def test_a_new_item_pairs_only_with_the_shoppers_latest_items_and_a_forgotten_sh
     assert co.counts()[1][at["a"], at["a"]] == 2
 
 
+def test_a_new_product_that_keeps_selling_gets_in_and_stays_when_the_model_is_full():
+    co = CoOccurrence(max_items=3)
+    for n in range(50):  # three products everyone touched, long ago
+        for item in ("old-a", "old-b", "old-c"):
+            co.learn_one(f"early-{n}", item)
+    for n in range(40):  # then a new product keeps selling among a stream of one-offs
+        co.learn_one(f"late-{n}", "hit")
+        co.learn_one(f"late-{n}", f"one-off-{n}")
+    items, gram = co.counts()
+    assert "hit" in items, "a product that was touched least lately gave way to it"
+    assert gram[items.index("hit"), items.index("hit")] >= 10, "and it stayed long enough to be counted"
+
+
 def test_only_the_most_recently_active_shoppers_histories_are_remembered():
     co = CoOccurrence(shoppers=2)
     for user in ("u1", "u2", "u3"):
