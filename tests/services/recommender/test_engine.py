@@ -101,8 +101,7 @@ def test_the_item_model_finds_what_whole_histories_hold_together(shop):
     assert "coat-7" in answer.ranked[:10] and "coat-7" in [p.product_id for p in answer.items]
     reason = next(p.reason for p in answer.items if p.product_id == "coat-7")
     assert reason == "Goes with what you have viewed"
-    learned = shop.learners
-    learned.co_occurrence.resize(0)  # the model off: coat-7 is one of many things the crowd bought
+    shop.learners.co_occurrence.resize(0)  # the model off: coat-7 is one of many things the crowd bought
     assert "coat-7" not in engine.recommend(Query("hal", k=10)).ranked[:3]
 
 
