@@ -200,7 +200,7 @@ class Recommender:
             pool.offer(product_id, "covisit", score, covisits.best.get(product_id))
         for product_id, score in covisits.top(covisits.history_recent, n):
             pool.offer(product_id, "history", score, covisits.best.get(product_id))
-        for product_id, score in learned.items.top(shopper.history, self.tuning.item_model_items):
+        for product_id, score in learned.item_model.top(shopper.history, self.tuning.item_model_items):
             pool.offer(product_id, "items", score)
         for product_id, score in learned.affinity.top(shopper.user_id, self.tuning.affinity_items):
             pool.offer(product_id, "affinity", score)
@@ -269,7 +269,7 @@ class Recommender:
         if anchors:
             e.likeness = (vectors @ np.array(anchors).T).max(axis=1)
         e.affinity = learned.affinity.scores(shopper.user_id, ids).astype(float)
-        e.item_model, e.item_model_recent = learned.items.scores(shopper.history, ids)
+        e.item_model, e.item_model_recent = learned.item_model.scores(shopper.history, ids)
         e.usual_log_price = shopper.usual_log_price
         return e
 

@@ -131,7 +131,7 @@ class Learned:
     item_weights: ItemWeights | None = None  # fitted from ``co_occurrence``; None: fitted on first use
 
     @cached_property
-    def items(self) -> ItemWeights:
+    def item_model(self) -> ItemWeights:
         """The item-to-item model (``LearnedCache`` fits it on its own thread, before serving)."""
         return self.item_weights if self.item_weights is not None else ItemWeights.fit(*self.co_occurrence)
 
@@ -197,9 +197,9 @@ class LearnedCache:
             merged = Learned.merge([learned for _, learned in self._parts.values()])
             now = time.monotonic()
             if self._fitted_at is not None and now - self._fitted_at < self._refit_s:
-                merged = replace(merged, item_weights=self._current.items)
+                merged = replace(merged, item_weights=self._current.item_model)
             else:
-                merged.items  # noqa: B018 - fitted here, on this thread, not inside a request
+                merged.item_model  # noqa: B018 - fitted here, on this thread, not inside a request
                 self._fitted_at = now
             self._current = merged
         return changed

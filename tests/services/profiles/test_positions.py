@@ -99,6 +99,9 @@ def test_concurrent_writers_on_one_partition_count_each_event_once(world):
     loop.run_until_complete(first.handle(messages[:5]))
 
     async def both():  # two workers that both think they own the partition, as during a rebalance
+        # Two connections open first: otherwise the second worker's connection handshake can take
+        # longer than the first worker's whole batch, and the second reads the position afterwards.
+        await asyncio.gather(state.redis.ping(), state.redis.ping())
         return await asyncio.gather(first.handle(messages[5:20]), second.handle(messages[10:30]))
 
     a, b = loop.run_until_complete(both())

@@ -74,7 +74,7 @@ def test_the_recommender_serves_every_workers_shoppers_and_choices(stored, redis
         names, counts = worker.co_occurrence.counts()
         at = [items.index(i) for i in names]
         both[np.ix_(at, at)] += counts
-    assert np.array_equal(gram, both) and merged.items.items == items  # fitted once, on the merged counts
+    assert np.array_equal(gram, both) and merged.item_model.items == items  # fitted once, on the merged counts
     assert cache.refresh() is False, "nothing changed: nothing reloaded"
 
 
@@ -90,7 +90,7 @@ def test_the_item_model_is_fitted_again_at_most_every_refit_s(stored, redis_clie
     keys, west, _ = stored
     cache = LearnedCache(redis_client, keys, SECRET, refit_s=refit_s)
     cache.refresh()
-    before = cache.current.items
+    before = cache.current.item_model
     assert before.items == cache.current.co_occurrence[0] and len(before.items) == 20
     for n in range(30):  # a product nobody had touched, bought by every west shopper
         west.learn_event(f"w{n % 10}", "brand-new", "purchase", 8.0)
@@ -101,5 +101,5 @@ def test_the_item_model_is_fitted_again_at_most_every_refit_s(stored, redis_clie
     loop.close()
     assert cache.refresh() is True
     assert "brand-new" in cache.current.co_occurrence[0], "the counts are always the newest"
-    assert ("brand-new" in cache.current.items.index) is refitted
-    assert (cache.current.items is before) is not refitted
+    assert ("brand-new" in cache.current.item_model.index) is refitted
+    assert (cache.current.item_model is before) is not refitted
