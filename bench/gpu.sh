@@ -40,7 +40,8 @@ import torch
 print("torch", torch.__version__, "device", "$DEVICE", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA")
 EOF
 
-# A short training run: 600 photos per category, frozen backbone at 64 px, then two stages fine-tuned.
+# Short training runs on 600 photos per category at 64 px: the backbone frozen, two stages fine-tuned,
+# and `make model`'s recipe (all but the first four stages, on cached activations moved by a cell).
 "$PYTHON" - <<EOF
 import json, time
 from pathlib import Path
@@ -52,7 +53,9 @@ if not (data / "train").exists():
     fashion_mnist.export_image_folder(data, source=Path(".fmnist"), per_class=600)
 for name, config in (("frozen", TrainConfig(input_size=64, epochs=5, batch_size=256, use_text=False, device="$DEVICE")),
                      ("finetune-2", TrainConfig(input_size=64, epochs=3, batch_size=256, use_text=False, device="$DEVICE",
-                                                mode="finetune", trainable_stages=2))):
+                                                mode="finetune", trainable_stages=2)),
+                     ("finetune-14", TrainConfig(input_size=64, epochs=3, batch_size=128, backbone_lr=1e-3, use_text=False,
+                                                 device="$DEVICE", mode="finetune", trainable_stages=14, shift_cells=1))):
     started = time.perf_counter()
     result = train(data / "train", config, out=Path("$OUT") / f"ckpt-{name}", progress=False)
     print(json.dumps({"run": name, "device": result.card.training["device"], "seconds": round(time.perf_counter() - started, 1),

@@ -16,7 +16,8 @@ class TrainConfig:
     in which case training runs end to end on augmented pictures (slow on a CPU).
     With cached inputs, ``mirror_views`` caches the flipped pictures too and each epoch
     shows every sample in a random one of its two views: augmentation at twice the
-    caching cost, none per epoch.
+    caching cost, none per epoch; ``shift_cells`` moves the cached maps by up to that many
+    cells each time a sample is shown (``models/training/augmentation.py``).
     """
 
     backbone: str = "efficientnet-lite0"
@@ -36,6 +37,7 @@ class TrainConfig:
     fused_dim: int = 256
     hidden_dim: int = 512
     mirror_views: bool = True  # cached training: also learn from horizontally flipped pictures
+    shift_cells: int = 0  # cached training: move the cached maps by up to this many cells
     use_text: bool = True  # learn from the dataset's texts when it has any
     modality_dropout: float = 0.2  # of the samples with both a picture and a text, the share shown one alone
     # The text's meaning in the fused vector (models/fusion.py): against the mixed vector when

@@ -19,6 +19,7 @@ from models.encoders.registry import build_vision_encoder
 from models.encoders.text import TEXT_DIM, TextEncoder, product_text
 from models.fusion import FusionClassifier
 from models.product_model import ProductModel
+from models.training.augmentation import shift_maps
 from models.training.config import TrainConfig
 from models.training.features import frozen_inputs, load_picture
 
@@ -96,7 +97,10 @@ def train(
             if config.mirror_views
             else None
         )
-        fit = _CachedFit(model, inputs, text, text_mask, y, start=cut, mirrored=mirrored, seed=config.seed)
+        fit = _CachedFit(
+            model, inputs, text, text_mask, y, start=cut, mirrored=mirrored, seed=config.seed,
+            shift_cells=config.shift_cells if cut is not None else 0,
+        )
     else:
         fit = _EndToEndFit(model, dataset, text, text_mask, y)
     history, best = _fit(fit, model, train_idx, val_idx, config, device, progress)
@@ -151,10 +155,10 @@ class _CachedFit:
 
     def __init__(
         self, model: ProductModel, inputs: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, y: torch.Tensor,
-        start: int | None, mirrored: torch.Tensor | None = None, seed: int = 0,
+        start: int | None, mirrored: torch.Tensor | None = None, seed: int = 0, shift_cells: int = 0,
     ) -> None:
         self.model, self.inputs, self.text, self.text_mask, self.y, self.start = model, inputs, text, text_mask, y, start
-        self.mirrored = mirrored
+        self.mirrored, self.shift_cells = mirrored, shift_cells
         self.views = torch.Generator().manual_seed(seed + 1)
 
     def batch(self, idx: list[int], device: torch.device, training: bool) -> "_Batch":
@@ -162,6 +166,8 @@ class _CachedFit:
         if training and self.mirrored is not None:
             flip = torch.rand(len(idx), generator=self.views) < 0.5
             x = torch.where(flip.view(-1, *[1] * (x.dim() - 1)), self.mirrored[idx], x)
+        if training and self.shift_cells:
+            x = shift_maps(x, self.shift_cells, self.views)
         x = x.to(device).float()
         features = x if self.start is None else self.model.encoder(x.contiguous(memory_format=torch.channels_last), start=self.start)
         return _Batch(features, self.text[idx].to(device), self.text_mask[idx].to(device), self.y[idx].to(device))

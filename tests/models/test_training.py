@@ -176,3 +176,18 @@ def test_the_catalogue_texts_are_learned_and_every_checkpoint_carries_the_text_m
     assert pictures_only.card.text_model == "all-MiniLM-L6-v2" and pictures_only.card.fusion["mix_text"] is False
     vectors = Predictor.load(tmp_path, device="cpu").predict([ProductInput(title="Oak dining table"), ProductInput(title="Green tea")])
     assert vectors[0].vectors["fused"] != vectors[1].vectors["fused"]
+
+
+def test_finetuning_on_cached_activations_moves_them_when_asked(fmnist_small):
+    """``shift_cells`` changes what training sees (and so the weights), reproducibly for a seed."""
+    base = TrainConfig(input_size=64, epochs=1, batch_size=32, val_fraction=0.2, mode="finetune", trainable_stages=14)
+    still = train(fmnist_small / "train", base, progress=False, per_class=8)
+    moved = train(fmnist_small / "train", TrainConfig(**{**base.to_dict(), "shift_cells": 1, "cache_dir": None}),
+                  progress=False, per_class=8)
+    again = train(fmnist_small / "train", TrainConfig(**{**base.to_dict(), "shift_cells": 1, "cache_dir": None}),
+                  progress=False, per_class=8)
+    assert moved.card.training["shift_cells"] == 1
+    layer = "stages.4.block._project_conv.weight"
+    weights = [r.model.encoder.state_dict()[layer] for r in (still, moved, again)]
+    assert not torch.equal(weights[0], weights[1])
+    assert torch.equal(weights[1], weights[2])
