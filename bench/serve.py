@@ -106,8 +106,8 @@ def bench_world(name: str, profiles: int) -> Iterator[World]:
         clean_up(client, keys.prefix, folder)
 
 
-def build_world(stores: list[ProductStore], keys: Keys, client: redis.Redis, products: int, profiles: int, seed: int = 0,
-                model_items: int = 2_000) -> None:
+def build_world(stores: list[ProductStore], keys: Keys, client: redis.Redis, products: int, profiles: int, seed: int = 0, *,
+                model_items: int) -> None:
     """The products into each of ``stores`` (then closed), the shoppers and learners into Redis."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(200, DIMS)).astype(np.float32)

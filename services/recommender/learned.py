@@ -121,14 +121,23 @@ def merge_rankers(parts: list[tuple[LinearScorer, int]]) -> LinearScorer | None:
     return LinearScorer(names, np.asarray(offsets), np.ones(len(names)), np.asarray(raw), learned=True)
 
 
+Counts = tuple[list[str], np.ndarray]  # items, and their co-occurrence counts (models.ranking.item_model)
+
+
 @dataclass(frozen=True)
 class Learned:
     ranker: LinearScorer | None  # over FEATURES; None until the worker has seen a served list chosen from
     affinity: Affinity | Affinities
     events: int
     choices: int = 0
-    co_occurrence: tuple[list[str], np.ndarray] = field(default_factory=lambda: ([], np.zeros((0, 0), dtype=np.float32)))
+    counts: tuple[Counts, ...] = ()  # each worker's item co-occurrence counts
     item_weights: ItemWeights | None = None  # fitted from ``co_occurrence``; None: fitted on first use
+
+    @cached_property
+    def co_occurrence(self) -> Counts:
+        """The workers' counts added up, when first asked for: a reload that keeps the fitted
+        model (``LearnedCache``'s refit throttle) never needs them."""
+        return merge_counts(self.counts) if self.counts else ([], np.zeros((0, 0), dtype=np.float32))
 
     @cached_property
     def item_model(self) -> ItemWeights:
@@ -143,13 +152,13 @@ class Learned:
         ranker = merge_rankers([(p.ranker, p.choices) for p in parts if p.ranker is not None])
         affinities = [a for p in parts for a in (p.affinity.parts if isinstance(p.affinity, Affinities) else [p.affinity])]
         return cls(ranker, Affinities(affinities), sum(p.events for p in parts), sum(p.choices for p in parts),
-                   merge_counts([p.co_occurrence for p in parts]))
+                   tuple(c for p in parts for c in p.counts))
 
     @classmethod
     def from_learners(cls, learners: Learners) -> "Learned":
         ranker = learners.ranker.scorer(FEATURES) if learners.ranker is not None else None
         choices = learners.ranker.choices if learners.ranker is not None else 0
-        return cls(ranker, Affinity.from_learners(learners), learners.events, choices, learners.co_occurrence.counts())
+        return cls(ranker, Affinity.from_learners(learners), learners.events, choices, (learners.co_occurrence.counts(),))
 
 
 class LearnedCache:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
+from models.ranking import merge_counts
 from services.profiles.app import checkpoint_learners
 from services.profiles.learners import Learners
 from services.profiles.profile import ClickParams
@@ -16,6 +17,7 @@ from services.profiles.service import restore_learners
 from services.profiles.keys import Keys
 from services.profiles.state import ProfileState
 from services.recommender.features import FEATURES
+import services.recommender.learned as learned_module
 from services.recommender.learned import Learned, LearnedCache
 
 pytestmark = pytest.mark.redis
@@ -86,7 +88,7 @@ def test_a_restarted_worker_starts_from_the_most_trained_checkpoint(stored, sett
 
 
 @pytest.mark.parametrize("refit_s, refitted", [(3600.0, False), (0.0, True)])
-def test_the_item_model_is_fitted_again_at_most_every_refit_s(stored, redis_client, settings, refit_s, refitted):
+def test_the_item_model_is_fitted_again_at_most_every_refit_s(stored, redis_client, settings, refit_s, refitted, monkeypatch):
     keys, west, _ = stored
     cache = LearnedCache(redis_client, keys, SECRET, refit_s=refit_s)
     cache.refresh()
@@ -99,7 +101,10 @@ def test_the_item_model_is_fitted_again_at_most_every_refit_s(stored, redis_clie
     loop.run_until_complete(checkpoint_learners(ProfileState(client, keys, ClickParams()), west, SECRET, "worker-west"))
     loop.run_until_complete(client.aclose())
     loop.close()
+    sums = []
+    monkeypatch.setattr(learned_module, "merge_counts", lambda parts: sums.append(len(parts)) or merge_counts(parts))
     assert cache.refresh() is True
+    assert (sums == [2]) is refitted, "two workers' counts are added up only to fit the model from them"
     assert "brand-new" in cache.current.co_occurrence[0], "the counts are always the newest"
     assert ("brand-new" in cache.current.item_model.index) is refitted
     assert (cache.current.item_model is before) is not refitted
