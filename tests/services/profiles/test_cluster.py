@@ -170,18 +170,26 @@ def test_the_recommender_answers_the_same_from_the_cluster(worlds, tmp_path):
             "title": pid, "category": f"cat{i % 3}", "price": 10.0 + i, "currency": "EUR", "in_stock": True,
             "delisted": False, "listed_ts": NOW.timestamp() - 86_400, "has_image": False,
         }) for i, pid in enumerate(PRODUCTS)])
-        answers = []
-        for world in (one, cluster):
-            learned = Learned.from_learners(world.learners)
-            engine = Recommender(store, world.reader, lambda learned=learned: learned, 4, Tuning(),
-                                 clock=lambda: NOW.timestamp() + 2000)
-            answers.append({u: engine.recommend(Query(u, k=5)).items for u in USERS})
+
+        def answers(world: World, learners: Learners) -> dict[str, list]:
+            learned = Learned.from_learners(learners)
+            engine = Recommender(store, world.reader, lambda: learned, 4, Tuning(), clock=lambda: NOW.timestamp() + 2000)
+            return {u: engine.recommend(Query(u, k=5)).items for u in USERS}
+
+        # What each layout stored in Redis, read through the same learners: the same answers exactly.
+        same = [answers(world, one.learners) for world in (one, cluster)]
         for user in USERS:
-            # the same products, places and reasons; the scores may differ a little: the River
-            # learners learned the groups' events in another order (each group learns after its write)
-            assert [(p.product_id, p.reason) for p in answers[0][user]] == [(p.product_id, p.reason) for p in answers[1][user]]
-            assert [p.score for p in answers[0][user]] == pytest.approx([p.score for p in answers[1][user]], rel=0.02)
-        assert all(len(answers[0][user]) == 5 for user in USERS)
+            assert [(p.product_id, p.reason, p.score) for p in same[0][user]] == \
+                [(p.product_id, p.reason, p.score) for p in same[1][user]]
+        assert all(len(same[0][user]) == 5 for user in USERS)
+        # Each layout's own learners learned the groups' events in another order (each group learns
+        # after its write), so their scores differ a little and a near tie for fifth place may swap.
+        own = answers(cluster, cluster.learners)
+        for user in USERS:
+            first = {p.product_id: p.score for p in same[0][user]}
+            shared = [p for p in own[user] if p.product_id in first]
+            assert len(shared) >= 4
+            assert [p.score for p in shared] == pytest.approx([first[p.product_id] for p in shared], rel=0.02)
     finally:
         store.close()
 
