@@ -26,10 +26,11 @@ def shift_maps(maps: torch.Tensor, cells: int, generator: torch.Generator | None
     span = 2 * cells + 1
     rows = torch.randint(0, span, (n,), generator=generator)
     columns = torch.randint(0, span, (n,), generator=generator)
+    offsets = rows * span + columns
     out = torch.empty_like(maps)
     # One slice per offset (at most span² of them) rather than one per sample.
-    for offset in (rows * span + columns).unique().tolist():
-        chosen = (rows * span + columns) == offset
+    for offset in offsets.unique().tolist():
+        chosen = offsets == offset
         top, left = divmod(offset, span)
         out[chosen] = padded[chosen, :, top : top + height, left : left + width]
     return out
