@@ -41,7 +41,7 @@ print("torch", torch.__version__, "device", "$DEVICE", torch.cuda.get_device_nam
 EOF
 
 # Short training runs on 600 photos per category at 64 px: the backbone frozen, two stages fine-tuned,
-# and `make model`'s recipe (all but the first four stages, on cached activations moved by a cell).
+# and `make model`'s recipe (all but the first four stages, on cached activations moved by a cell and erased).
 "$PYTHON" - <<EOF
 import json, time
 from pathlib import Path
@@ -55,7 +55,8 @@ for name, config in (("frozen", TrainConfig(input_size=64, epochs=5, batch_size=
                      ("finetune-2", TrainConfig(input_size=64, epochs=3, batch_size=256, use_text=False, device="$DEVICE",
                                                 mode="finetune", trainable_stages=2)),
                      ("finetune-14", TrainConfig(input_size=64, epochs=3, batch_size=128, backbone_lr=1e-3, use_text=False,
-                                                 device="$DEVICE", mode="finetune", trainable_stages=14, shift_cells=1))):
+                                                 device="$DEVICE", mode="finetune", trainable_stages=14, shift_cells=1,
+                                                 erase_probability=0.5))):
     started = time.perf_counter()
     result = train(data / "train", config, out=Path("$OUT") / f"ckpt-{name}", progress=False)
     print(json.dumps({"run": name, "device": result.card.training["device"], "seconds": round(time.perf_counter() - started, 1),

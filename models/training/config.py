@@ -17,7 +17,8 @@ class TrainConfig:
     With cached inputs, ``mirror_views`` caches the flipped pictures too and each epoch
     shows every sample in a random one of its two views: augmentation at twice the
     caching cost, none per epoch; ``shift_cells`` moves the cached maps by up to that many
-    cells each time a sample is shown (``models/training/augmentation.py``).
+    cells each time a sample is shown, and ``erase_probability`` is the chance that a rectangle
+    of them is erased to the background (``models/training/augmentation.py``).
     """
 
     backbone: str = "efficientnet-lite0"
@@ -38,6 +39,7 @@ class TrainConfig:
     hidden_dim: int = 512
     mirror_views: bool = True  # cached training: also learn from horizontally flipped pictures
     shift_cells: int = 0  # cached training: move the cached maps by up to this many cells
+    erase_probability: float = 0.0  # cached training: chance of erasing a rectangle of the maps
     use_text: bool = True  # learn from the dataset's texts when it has any
     modality_dropout: float = 0.2  # of the samples with both a picture and a text, the share shown one alone
     # The text's meaning in the fused vector (models/fusion.py): against the mixed vector when

@@ -19,7 +19,7 @@ from models.encoders.registry import build_vision_encoder
 from models.encoders.text import TEXT_DIM, TextEncoder, product_text
 from models.fusion import FusionClassifier
 from models.product_model import ProductModel
-from models.training.augmentation import shift_maps
+from models.training.augmentation import erase_maps, shift_maps
 from models.training.config import TrainConfig
 from models.training.features import frozen_inputs, load_picture
 
@@ -100,6 +100,7 @@ def train(
         fit = _CachedFit(
             model, inputs, text, text_mask, y, start=cut, mirrored=mirrored, seed=config.seed,
             shift_cells=config.shift_cells if cut is not None else 0,
+            erase_probability=config.erase_probability if cut is not None else 0.0,
         )
     else:
         fit = _EndToEndFit(model, dataset, text, text_mask, y)
@@ -156,9 +157,10 @@ class _CachedFit:
     def __init__(
         self, model: ProductModel, inputs: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, y: torch.Tensor,
         start: int | None, mirrored: torch.Tensor | None = None, seed: int = 0, shift_cells: int = 0,
+        erase_probability: float = 0.0,
     ) -> None:
         self.model, self.inputs, self.text, self.text_mask, self.y, self.start = model, inputs, text, text_mask, y, start
-        self.mirrored, self.shift_cells = mirrored, shift_cells
+        self.mirrored, self.shift_cells, self.erase_probability = mirrored, shift_cells, erase_probability
         self.views = torch.Generator().manual_seed(seed + 1)
 
     def batch(self, idx: list[int], device: torch.device, training: bool) -> "_Batch":
@@ -168,6 +170,8 @@ class _CachedFit:
             x = torch.where(flip.view(-1, *[1] * (x.dim() - 1)), self.mirrored[idx], x)
         if training and self.shift_cells:
             x = shift_maps(x, self.shift_cells, self.views)
+        if training and self.erase_probability:
+            x = erase_maps(x, self.erase_probability, self.views)
         x = x.to(device).float()
         features = x if self.start is None else self.model.encoder(x.contiguous(memory_format=torch.channels_last), start=self.start)
         return _Batch(features, self.text[idx].to(device), self.text_mask[idx].to(device), self.y[idx].to(device))

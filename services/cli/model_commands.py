@@ -41,6 +41,7 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     train.add_argument("--mode", choices=["frozen", "finetune"], default="frozen")
     train.add_argument("--trainable-stages", type=int, default=6, help="finetune: backbone stages that learn")
     train.add_argument("--shift-cells", type=int, default=0, help="finetune: move cached activation maps by up to N cells (augmentation)")
+    train.add_argument("--erase", type=float, default=0.0, help="finetune: chance of erasing a rectangle of the cached maps (augmentation)")
     train.add_argument("--input-size", type=int, default=None, help="pixels (default: the backbone's, 224)")
     train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--batch-size", type=int, default=128)
@@ -99,13 +100,15 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         backbone=args.backbone, weights=args.weights, input_size=args.input_size, mode=args.mode,
         trainable_stages=args.trainable_stages, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         backbone_lr=args.backbone_lr, val_fraction=args.val_fraction, patience=args.patience, seed=args.seed,
-        shift_cells=args.shift_cells, device=args.device, cache_dir=None if args.no_cache else settings.cache_dir / "features",
+        shift_cells=args.shift_cells, erase_probability=args.erase, device=args.device, cache_dir=None if args.no_cache else settings.cache_dir / "features",
         use_text=not args.no_texts, **text,
     )
     if not 0 <= args.val_fraction < 1:
         raise UserError("--val-fraction must be at least 0 and below 1")
     if args.shift_cells < 0:
         raise UserError("--shift-cells must be 0 or more")
+    if not 0 <= args.erase <= 1:
+        raise UserError("--erase must be between 0 and 1")
     if not 0 <= config.modality_dropout <= 1 or config.text_weight < 0 or config.text_only_weight < 0:
         raise UserError("--modality-dropout must be between 0 and 1, and the text weights at least 0")
     try:

@@ -1,9 +1,9 @@
-"""Moving cached activation maps (models/training/augmentation.py)."""
+"""Moving and erasing cached activation maps (models/training/augmentation.py)."""
 
 import torch
 from torch.nn import functional as F
 
-from models.training.augmentation import shift_maps
+from models.training.augmentation import erase_maps, shift_maps
 
 
 def _offsets(original: torch.Tensor, moved: torch.Tensor, cells: int) -> list[tuple[int, int] | None]:
@@ -49,3 +49,42 @@ def test_no_cells_leaves_the_maps_alone_and_a_seed_repeats_the_moves():
     assert first.dtype == torch.float16
     assert torch.equal(first, shift_maps(maps, 1, torch.Generator().manual_seed(7)))
     assert not torch.equal(first, shift_maps(maps, 1, torch.Generator().manual_seed(8)))
+
+
+def _erased(original: torch.Tensor, erased: torch.Tensor) -> torch.Tensor:
+    """Per sample, the cells that differ from the original in any channel."""
+    return (original != erased).any(1)
+
+
+def test_erasing_sets_one_rectangle_of_each_chosen_map_to_its_background():
+    # Every cell differs from the top-left one in every channel, so each erased cell shows.
+    maps = torch.rand(400, 3, 8, 8) + 1.0
+    maps[:, :, 0, 0] = 0.0
+    maps[:, 1, 0, 0] = -1.0
+    erased = erase_maps(maps, 0.5, torch.Generator().manual_seed(0))
+    cells = _erased(maps, erased)
+    touched = cells.flatten(1).any(1)
+    assert 150 < int(touched.sum()) < 250  # about half of the maps
+    areas = []
+    for n in touched.nonzero().flatten().tolist():
+        rows, columns = cells[n].any(1).nonzero().flatten(), cells[n].any(0).nonzero().flatten()
+        if rows.min() == 0 and columns.min() == 0:
+            cells[n, 0, 0] = True  # erased to itself
+        block = cells[n, rows.min() : rows.max() + 1, columns.min() : columns.max() + 1]
+        assert bool(block.all()) and int(cells[n].sum()) == block.numel(), "the erased cells form one rectangle"
+        assert torch.equal(erased[n, :, cells[n]], maps[n, :, :1, 0].expand(3, int(cells[n].sum())))
+        areas.append(block.numel())
+    # Between 2 % and 33 % of the 64 cells, rounded to whole rows and columns; not all the same size.
+    assert min(areas) >= 1 and max(areas) <= 0.33 * 64 * 1.5 and len(set(areas)) > 5
+    untouched = ~touched
+    assert torch.equal(erased[untouched], maps[untouched])
+
+
+def test_no_chance_of_erasing_leaves_the_maps_alone_and_a_seed_repeats_the_rectangles():
+    maps = torch.randn(64, 2, 16, 16, dtype=torch.float16)
+    assert erase_maps(maps, 0.0) is maps
+    first = erase_maps(maps, 1.0, torch.Generator().manual_seed(3))
+    assert first.dtype == torch.float16
+    assert bool(_erased(maps, first).flatten(1).any(1).float().mean() > 0.9)  # the corner itself may be the rectangle
+    assert torch.equal(first, erase_maps(maps, 1.0, torch.Generator().manual_seed(3)))
+    assert not torch.equal(first, erase_maps(maps, 1.0, torch.Generator().manual_seed(4)))

@@ -178,15 +178,17 @@ def test_the_catalogue_texts_are_learned_and_every_checkpoint_carries_the_text_m
     assert vectors[0].vectors["fused"] != vectors[1].vectors["fused"]
 
 
-def test_finetuning_on_cached_activations_moves_them_when_asked(fmnist_small):
-    """``shift_cells`` changes what training sees (and so the weights), reproducibly for a seed."""
+@pytest.mark.parametrize("augmentation", [{"shift_cells": 1}, {"erase_probability": 0.5}])
+def test_finetuning_on_cached_activations_augments_them_when_asked(fmnist_small, augmentation):
+    """``shift_cells`` and ``erase_probability`` change what training sees (and so the weights),
+    reproducibly for a seed."""
     base = TrainConfig(input_size=64, epochs=1, batch_size=32, val_fraction=0.2, mode="finetune", trainable_stages=14)
     still = train(fmnist_small / "train", base, progress=False, per_class=8)
-    moved = train(fmnist_small / "train", TrainConfig(**{**base.to_dict(), "shift_cells": 1, "cache_dir": None}),
+    moved = train(fmnist_small / "train", TrainConfig(**{**base.to_dict(), **augmentation, "cache_dir": None}),
                   progress=False, per_class=8)
-    again = train(fmnist_small / "train", TrainConfig(**{**base.to_dict(), "shift_cells": 1, "cache_dir": None}),
+    again = train(fmnist_small / "train", TrainConfig(**{**base.to_dict(), **augmentation, "cache_dir": None}),
                   progress=False, per_class=8)
-    assert moved.card.training["shift_cells"] == 1
+    assert {name: moved.card.training[name] for name in augmentation} == augmentation
     layer = "stages.4.block._project_conv.weight"
     weights = [r.model.encoder.state_dict()[layer] for r in (still, moved, again)]
     assert not torch.equal(weights[0], weights[1])

@@ -70,7 +70,11 @@ def test_bad_text_settings_for_training_say_which(tmp_path):
     assert "--modality-dropout must be between 0 and 1" in result.stderr and result.stderr.count("\n") == 1
 
 
-def test_a_negative_shift_for_training_is_a_clear_error(tmp_path):
-    result = _run("train", str(tmp_path), "--out", str(tmp_path / "out"), "--mode", "finetune", "--shift-cells", "-1")
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--shift-cells", "-1", "--shift-cells must be 0 or more"),
+    ("--erase", "1.5", "--erase must be between 0 and 1"),
+])
+def test_bad_augmentation_for_training_is_a_clear_error(tmp_path, flag, value, message):
+    result = _run("train", str(tmp_path), "--out", str(tmp_path / "out"), "--mode", "finetune", flag, value)
     assert result.returncode == 2
-    assert "--shift-cells must be 0 or more" in result.stderr and result.stderr.count("\n") == 1
+    assert message in result.stderr and result.stderr.count("\n") == 1
