@@ -99,8 +99,7 @@ def train(
         )
         fit = _CachedFit(
             model, inputs, text, text_mask, y, start=cut, mirrored=mirrored, seed=config.seed,
-            shift_cells=config.shift_cells if cut is not None else 0,
-            erase_probability=config.erase_probability if cut is not None else 0.0,
+            shift_cells=config.shift_cells, erase_probability=config.erase_probability,
         )
     else:
         fit = _EndToEndFit(model, dataset, text, text_mask, y)
@@ -168,10 +167,8 @@ class _CachedFit:
         if training and self.mirrored is not None:
             flip = torch.rand(len(idx), generator=self.views) < 0.5
             x = torch.where(flip.view(-1, *[1] * (x.dim() - 1)), self.mirrored[idx], x)
-        if training and self.shift_cells:
-            x = shift_maps(x, self.shift_cells, self.views)
-        if training and self.erase_probability:
-            x = erase_maps(x, self.erase_probability, self.views)
+        if training and self.start is not None:  # maps, not pooled features: they can be moved and erased
+            x = erase_maps(shift_maps(x, self.shift_cells, self.views), self.erase_probability, self.views)
         x = x.to(device).float()
         features = x if self.start is None else self.model.encoder(x.contiguous(memory_format=torch.channels_last), start=self.start)
         return _Batch(features, self.text[idx].to(device), self.text_mask[idx].to(device), self.y[idx].to(device))

@@ -100,7 +100,8 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         backbone=args.backbone, weights=args.weights, input_size=args.input_size, mode=args.mode,
         trainable_stages=args.trainable_stages, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         backbone_lr=args.backbone_lr, val_fraction=args.val_fraction, patience=args.patience, seed=args.seed,
-        shift_cells=args.shift_cells, erase_probability=args.erase, device=args.device, cache_dir=None if args.no_cache else settings.cache_dir / "features",
+        shift_cells=args.shift_cells, erase_probability=args.erase, device=args.device,
+        cache_dir=None if args.no_cache else settings.cache_dir / "features",
         use_text=not args.no_texts, **text,
     )
     if not 0 <= args.val_fraction < 1:
