@@ -40,8 +40,8 @@ import torch
 print("torch", torch.__version__, "device", "$DEVICE", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA")
 EOF
 
-# Short training runs on 600 photos per category at 64 px: the backbone frozen, two stages fine-tuned,
-# and `make model`'s recipe (all but the first four stages, on cached activations moved by a cell and erased).
+# Short training runs on 600 photos per category: the backbone frozen and two stages fine-tuned at 64 px,
+# and `make model`'s recipe at 96 px (all but the first four stages, on cached activations moved by a cell and erased).
 "$PYTHON" - <<EOF
 import json, time
 from pathlib import Path
@@ -54,7 +54,7 @@ if not (data / "train").exists():
 for name, config in (("frozen", TrainConfig(input_size=64, epochs=5, batch_size=256, use_text=False, device="$DEVICE")),
                      ("finetune-2", TrainConfig(input_size=64, epochs=3, batch_size=256, use_text=False, device="$DEVICE",
                                                 mode="finetune", trainable_stages=2)),
-                     ("finetune-14", TrainConfig(input_size=64, epochs=3, batch_size=128, backbone_lr=1e-3, use_text=False,
+                     ("finetune-14", TrainConfig(input_size=96, epochs=3, batch_size=128, backbone_lr=1e-3, use_text=False,
                                                  device="$DEVICE", mode="finetune", trainable_stages=14, shift_cells=1,
                                                  erase_probability=0.5))):
     started = time.perf_counter()
@@ -63,5 +63,5 @@ for name, config in (("frozen", TrainConfig(input_size=64, epochs=5, batch_size=
                       "best_val_accuracy": result.best_val_accuracy}))
 EOF
 
-"$PYTHON" bench/model_throughput.py --checkpoint "$OUT/ckpt-frozen" --sizes 64 224 --device "$DEVICE" --photos-only
+"$PYTHON" bench/model_throughput.py --checkpoint "$OUT/ckpt-frozen" --sizes 64 96 224 --device "$DEVICE" --photos-only
 "$PYTHON" bench/model_throughput.py --checkpoint "$OUT/ckpt-frozen" --sizes 224 --batch 256 --device "$DEVICE" --photos-only
