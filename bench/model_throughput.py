@@ -9,6 +9,10 @@ shared and noisy, so both are measured alternately, several rounds each, and the
 the medians is printed.
 
     .venv/bin/python bench/model_throughput.py --checkpoint CKPT [--sizes 64 224] [--device cuda] [--photos-only]
+        [--mirror-average on|off]
+
+The Predictor runs as the services would load it: on each picture and its mirror image when the
+checkpoint asks for it (``ModelCard.mirror_average``); ``--mirror-average`` overrides that.
 
 ``--photos-only`` skips the products as listed and leaves the text model unloaded (where its
 package is not installed, e.g. on a borrowed GPU machine: bench/gpu.sh).
@@ -45,8 +49,11 @@ def _listed(count: int) -> list[ProductInput]:
     return products
 
 
-def measure(checkpoint: Path, size: int | None, batch: int, rounds: int, device: str | None, photos_only: bool = False) -> dict[str, float]:
-    predictor = Predictor.load(checkpoint, device=device, input_size=size, text=not photos_only)
+def measure(
+    checkpoint: Path, size: int | None, batch: int, rounds: int, device: str | None, photos_only: bool = False,
+    mirror_average: bool | None = None,
+) -> dict[str, float]:
+    predictor = Predictor.load(checkpoint, device=device, input_size=size, text=not photos_only, mirror_average=mirror_average)
     resolution = predictor.model.encoder.input_size
     where = pick_device(device)
     listed = _listed(batch)
@@ -78,7 +85,7 @@ def measure(checkpoint: Path, size: int | None, batch: int, rounds: int, device:
             rates[name].append(batch / (time.perf_counter() - started))
     b, photo = statistics.median(rates["bare"]), statistics.median(rates["photos"])
     listed_rate = statistics.median(rates["listed"]) if rates.get("listed") else float("nan")
-    return {"resolution": resolution, "batch": batch, "bare": b, "photos": photo, "listed": listed_rate,
+    return {"resolution": resolution, "batch": batch, "mirror_average": predictor.mirror_average, "bare": b, "photos": photo, "listed": listed_rate,
             "ratio_photos": photo / b, "ratio_listed": listed_rate / b}
 
 
@@ -90,15 +97,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--device", default=None)
     parser.add_argument("--photos-only", action="store_true", help="measure the vision path alone (no text model)")
+    parser.add_argument("--mirror-average", choices=["on", "off"], default=None,
+                        help="see each picture with its mirror image (default: the checkpoint's choice)")
     args = parser.parse_args()
+    mirror = None if args.mirror_average is None else args.mirror_average == "on"
     _, card = load_checkpoint(args.checkpoint)
     print(f"checkpoint {card.model_version}; torch threads {torch.get_num_threads()}; device {pick_device(args.device)}")
-    print(f"{'px':>5} {'batch':>5} {'bare img/s':>11} {'photos only':>12} {'ratio':>6} {'as listed':>10} {'ratio':>6}")
+    print(f"{'px':>5} {'batch':>5} {'mirror':>6} {'bare img/s':>11} {'photos only':>12} {'ratio':>6} {'as listed':>10} {'ratio':>6}")
     for size in args.sizes:
-        r = measure(args.checkpoint, size or None, args.batch, args.rounds, args.device, args.photos_only)
+        r = measure(args.checkpoint, size or None, args.batch, args.rounds, args.device, args.photos_only, mirror)
         listed = "—" if args.photos_only else f"{r['listed']:.1f}"
         ratio = "—" if args.photos_only else f"{r['ratio_listed']:.2f}"
-        print(f"{r['resolution']:>5} {r['batch']:>5} {r['bare']:>11.1f} {r['photos']:>12.1f} {r['ratio_photos']:>6.2f} "
+        mirrored = "on" if r["mirror_average"] else "off"
+        print(f"{r['resolution']:>5} {r['batch']:>5} {mirrored:>6} {r['bare']:>11.1f} {r['photos']:>12.1f} {r['ratio_photos']:>6.2f} "
               f"{listed:>10} {ratio:>6}")
 
 

@@ -46,6 +46,9 @@ class ModelCard:
     training: dict[str, object] = field(default_factory=dict)
     metrics: dict[str, object] = field(default_factory=dict)
     libraries: dict[str, str] = field(default_factory=dict)
+    # Serve each picture with its mirror image, features averaged: chosen on validation when the
+    # model learned from mirrored pictures too (models/training/views.py); twice the vision work.
+    mirror_average: bool = False
     created_at: str = ""
     format_version: int = FORMAT_VERSION
     model_version: str = ""
@@ -79,8 +82,13 @@ def save_checkpoint(directory: Path, model: ProductModel, card: ModelCard) -> Pa
     card.model_version = f"{card.backbone}-{len(card.categories)}c-{digest}"
     card.created_at = card.created_at or datetime.now(UTC).isoformat(timespec="seconds")
     card.libraries = card.libraries or library_versions()
-    (directory / CARD_FILE).write_text(json.dumps(asdict(card), indent=2) + "\n")
+    write_card(directory, card)
     return directory
+
+
+def write_card(directory: Path, card: ModelCard) -> None:
+    """The card alone: for changes that leave the weights (and so the model version) as they are."""
+    (directory / CARD_FILE).write_text(json.dumps(asdict(card), indent=2) + "\n")
 
 
 def read_card(directory: Path) -> ModelCard:

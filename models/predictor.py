@@ -46,6 +46,7 @@ class Predictor:
     device: torch.device
     text_encoder: TextEncoder | None
     image_policy: ImagePolicy = field(default_factory=ImagePolicy)
+    mirror_average: bool = False  # see ModelCard.mirror_average: about twice the vision cost
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -61,9 +62,11 @@ class Predictor:
         image_policy: ImagePolicy | None = None,
         input_size: int | None = None,
         text: bool = True,
+        mirror_average: bool | None = None,
     ) -> "Predictor":
         """``input_size`` overrides the checkpoint's resolution and ``text=False`` leaves the text
-        model unloaded (texts are then ignored): both for measuring the vision path alone."""
+        model unloaded (texts are then ignored): both for measuring the vision path alone.
+        ``mirror_average`` overrides the checkpoint's choice (:attr:`ModelCard.mirror_average`)."""
         model, card = load_checkpoint(checkpoint)
         if input_size is not None:
             weights = model.encoder.weights
@@ -72,7 +75,8 @@ class Predictor:
         model.encoder.prepare_for_inference(where)
         model.fusion.to(where).eval()
         text_encoder = TextEncoder(device=where) if card.text_model and text else None
-        return cls(model, card, where, text_encoder, image_policy or ImagePolicy())
+        mirror = card.mirror_average if mirror_average is None else mirror_average
+        return cls(model, card, where, text_encoder, image_policy or ImagePolicy(), mirror)
 
     @property
     def model_version(self) -> str:
@@ -96,6 +100,14 @@ class Predictor:
             return decode_image(product.image, self.image_policy), None
         except ImageError as exc:
             return None, str(exc)
+
+    def _picture_features(self, batch: torch.Tensor) -> torch.Tensor:
+        if not self.mirror_average:
+            return self.model.encoder(batch).float()
+        mirrored = batch.flip(dims=[3]).contiguous(memory_format=torch.channels_last)
+        # Two passes, not one over both views: on the 2-core CI CPU a batch twice the size took
+        # 1.4x as long as two (a timing in docs/benchmarks.md).
+        return (self.model.encoder(batch).float() + self.model.encoder(mirrored).float()) / 2
 
     def predict(self, products: Sequence[ProductInput]) -> list[Prediction]:
         """Categories and vectors for a batch; a bad picture falls back to text, never raises."""
@@ -123,7 +135,7 @@ class Predictor:
                 pixels = torch.stack(present).to(self.device)
                 batch = self.model.encoder.preprocessing.normalize_batch(pixels).contiguous(memory_format=torch.channels_last)
                 with autocast(self.device):
-                    features[image_mask.to(self.device)] = self.model.encoder(batch).float()
+                    features[image_mask.to(self.device)] = self._picture_features(batch)
             out = self.model.fusion(features, image_mask.to(self.device), text.to(self.device), text_mask.to(self.device))
             probabilities = out.logits.float().softmax(dim=1).cpu()
             fused, image_vec, text_vec = out.fused.float().cpu(), out.image.float().cpu(), out.text.float().cpu()

@@ -93,6 +93,12 @@ class Settings(BaseSettings):
         description="Checkpoint the services load. Default: `<cache_dir>/checkpoints/fashion-mnist` (`make model`).",
     )
     device: str | None = Field(default=None, description="Torch device for the model; default CUDA when present.")
+    mirror_average: bool | None = Field(
+        default=None,
+        description="See each picture together with its mirror image and average the two: accuracy rises a little "
+        "(Fashion-MNIST: 0.2 points), the vision work doubles. Default: the checkpoint's choice (on for "
+        "models trained on mirrored pictures, as `make model`'s is).",
+    )
     embedder_batch_size: int = Field(default=32, ge=1, le=1024, description="Most products per Predictor call.")
     embedder_max_wait_ms: int = Field(
         default=100, ge=1, le=60_000, description="How long a batch waits to fill before it runs."

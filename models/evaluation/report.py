@@ -30,8 +30,9 @@ def evaluate(
     batch_size: int = 128,
     device: str | None = None,
     progress: bool = True,
+    mirror_average: bool | None = None,
 ) -> Evaluation:
-    predictor = Predictor.load(checkpoint, device=device)
+    predictor = Predictor.load(checkpoint, device=device, mirror_average=mirror_average)
     dataset = load_folder(data, texts, per_class)
     unknown = sorted(set(dataset.categories) - set(predictor.categories))
     if unknown:
@@ -70,6 +71,7 @@ def _markdown(m: Metrics, predictor: Predictor, checkpoint: Path, data: Path, ra
         + (", fine-tuned" if card.backbone_fine_tuned else ", frozen")
         + f"), input {card.preprocessing['input_size']} px",
         f"- text model: {card.text_model or 'none (trained on images only)'}",
+        "- each picture seen " + ("with its mirror image, features averaged" if predictor.mirror_average else "once"),
         f"- throughput during evaluation: {rate:.0f} images/s on {predictor.device}",
         "",
         "| metric | value |",

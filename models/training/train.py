@@ -22,6 +22,8 @@ from models.product_model import ProductModel
 from models.training.augmentation import erase_maps, shift_maps
 from models.training.config import TrainConfig
 from models.training.features import frozen_inputs, load_picture
+from models.training.split import split_indices
+from models.training.views import choose_views, record
 
 log = logging.getLogger(__name__)
 
@@ -39,19 +41,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def split_indices(labels: list[int], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """A stratified train/validation split, the same for the same seed."""
-    rng = random.Random(seed)
-    train, val = [], []
-    for label in sorted(set(labels)):
-        members = [i for i, y in enumerate(labels) if y == label]
-        rng.shuffle(members)
-        cut = max(1, round(len(members) * val_fraction)) if val_fraction > 0 and len(members) > 1 else 0
-        val += members[:cut]
-        train += members[cut:]
-    return sorted(train), sorted(val)
 
 
 def train(
@@ -129,6 +118,13 @@ def train(
         },
         metrics={"best_val_accuracy": best, "history": history},
     )
+    if config.mirror_views and val_idx:
+        model.eval()
+        choice = choose_views(model, card, [dataset.samples[i].path for i in val_idx], [labels[i] for i in val_idx], device,
+                              config.batch_size)
+        record(card, choice)
+        log.info("views chosen on validation", extra={"once": choice.once, "mirror_averaged": choice.mirrored,
+                                                      "mirror_average": choice.mirror_average})
     model = model.cpu().eval()
     if out is not None:
         save_checkpoint(out, model, card)

@@ -1,4 +1,4 @@
-"""`shelfsight datasets`, `shelfsight train` and `shelfsight evaluate`.
+"""`shelfsight datasets`, `shelfsight train`, `shelfsight choose-views` and `shelfsight evaluate`.
 
 Heavy ML imports happen inside the handlers, so the rest of the CLI stays quick.
 """
@@ -55,6 +55,15 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     train.add_argument("--no-cache", action="store_true", help="do not cache backbone features on disk")
     train.set_defaults(run=_train)
 
+    views = commands.add_parser(
+        "choose-views",
+        help="for a checkpoint trained before training chose it: whether it is served on each picture with its mirror image",
+    )
+    views.add_argument("checkpoint", type=Path)
+    views.add_argument("data", type=Path, help="the folder it was trained on (its validation photos decide)")
+    views.add_argument("--device", default=None)
+    views.set_defaults(run=_choose_views)
+
     evaluate = commands.add_parser("evaluate", help="measure a checkpoint and write a markdown report")
     evaluate.add_argument("checkpoint", type=Path)
     evaluate.add_argument("data", type=Path, help="ImageFolder with the same category names")
@@ -62,6 +71,8 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     evaluate.add_argument("--texts", type=Path, default=None)
     evaluate.add_argument("--per-class", type=int, default=None)
     evaluate.add_argument("--device", default=None)
+    evaluate.add_argument("--mirror-average", choices=["on", "off"], default=None,
+                          help="see each picture with its mirror image, as the services do (default: the checkpoint's choice)")
     evaluate.set_defaults(run=_evaluate)
 
 
@@ -123,6 +134,21 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _choose_views(_settings: Settings, args: argparse.Namespace) -> int:
+    from models.checkpoint import CheckpointError
+    from models.data.folder import DatasetError
+    from models.training.views import ViewsError, choose_views_for_checkpoint
+
+    try:
+        choice = choose_views_for_checkpoint(args.checkpoint, args.data, args.device)
+    except (CheckpointError, DatasetError, ViewsError) as exc:
+        raise UserError(str(exc)) from None
+    served = "with its mirror image, features averaged" if choice.mirror_average else "once"
+    print(f"validation accuracy {choice.once:.4f} seen once, {choice.mirrored:.4f} with mirror images averaged: "
+          f"{args.checkpoint} is now served on each picture {served}")
+    return 0
+
+
 def _evaluate(_settings: Settings, args: argparse.Namespace) -> int:
     from models.checkpoint import CheckpointError
     from models.data.folder import DatasetError
@@ -130,7 +156,10 @@ def _evaluate(_settings: Settings, args: argparse.Namespace) -> int:
 
     out = args.out or args.checkpoint / "report"
     try:
-        result = evaluate(args.checkpoint, args.data, out, args.texts, args.per_class, device=args.device, progress=sys.stderr.isatty())
+        result = evaluate(
+            args.checkpoint, args.data, out, args.texts, args.per_class, device=args.device, progress=sys.stderr.isatty(),
+            mirror_average=None if args.mirror_average is None else args.mirror_average == "on",
+        )
     except (DatasetError, CheckpointError) as exc:
         raise UserError(str(exc)) from None
     m = result.metrics

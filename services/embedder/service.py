@@ -63,7 +63,9 @@ def load_predictor(settings: Settings) -> Predictor:
             "(or `shelfsight train`) and/or set SHELFSIGHT_MODEL_DIR"
         )
     try:
-        return Predictor.load(settings.checkpoint, device=settings.device, image_policy=image_policy(settings))
+        return Predictor.load(
+            settings.checkpoint, device=settings.device, image_policy=image_policy(settings), mirror_average=settings.mirror_average
+        )
     except CheckpointError as exc:
         raise UserError(str(exc)) from None
 

@@ -2,6 +2,7 @@
 
 import io
 import json
+import shutil
 import threading
 
 import pytest
@@ -14,6 +15,7 @@ from models.data.fashion_mnist import CATEGORIES
 from models.evaluation.report import evaluate
 from models.predictor import Predictor, ProductInput
 from models.training import TrainConfig, train
+from models.training.views import ViewsError, choose_views_for_checkpoint
 
 FAST = TrainConfig(input_size=64, epochs=6, batch_size=64, patience=6, val_fraction=0.2)
 
@@ -66,16 +68,64 @@ def test_checkpoint_round_trip_gives_the_same_predictions(trained, fmnist_small)
     assert card["backbone"] == "efficientnet-lite0" and card["backbone_pretrained_on"] == "ImageNet-1k"
     assert card["training"]["data_sha256"] and card["libraries"]["torch"] == torch.__version__
     assert card["preprocessing"]["input_size"] == 64 and card["metrics"]["history"]
-    predictor = Predictor.load(out, device="cpu")
     picture = next((fmnist_small / "test" / "Trouser").iterdir()).read_bytes()
-    prediction = predictor.predict([ProductInput(image=picture)])[0]
     transform = result.model.encoder.preprocessing.eval_transform()
-    with torch.no_grad():
-        x = transform(Image.open(io.BytesIO(picture)).convert("RGB"))[None]
-        out_direct = result.model(x, torch.tensor([True]), torch.zeros(1, 384), torch.tensor([False]))
-    assert torch.allclose(torch.tensor(prediction.vectors["fused"]), out_direct.fused[0], atol=1e-4)
-    assert prediction.category == result.card.categories[int(out_direct.logits.argmax())]
-    assert abs(sum(prediction.probabilities) - 1) < 1e-4
+    x = transform(Image.open(io.BytesIO(picture)).convert("RGB"))[None]
+    for mirror_average in (False, True):
+        prediction = Predictor.load(out, device="cpu", mirror_average=mirror_average).predict([ProductInput(image=picture)])[0]
+        with torch.no_grad():
+            features = result.model.encoder(x)
+            if mirror_average:
+                features = (features + result.model.encoder(x.flip(dims=[3]))) / 2
+            out_direct = result.model.fusion(features, torch.tensor([True]), torch.zeros(1, 384), torch.tensor([False]))
+        assert torch.allclose(torch.tensor(prediction.vectors["fused"]), out_direct.fused[0], atol=1e-4)
+        assert prediction.category == result.card.categories[int(out_direct.logits.argmax())]
+        assert abs(sum(prediction.probabilities) - 1) < 1e-4
+
+
+def test_a_photo_and_its_mirror_image_are_seen_alike_with_mirror_averaging(trained, fmnist_small):
+    _, out = trained
+    photos = [Image.open(next(folder.iterdir())).convert("RGB") for folder in sorted((fmnist_small / "test").iterdir()) if folder.is_dir()]
+    mirrored = [photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for photo in photos]
+
+    def apart(predictor: Predictor) -> float:
+        vectors = [torch.tensor([p.vectors["fused"] for p in predictor.predict([ProductInput(image=x) for x in views])])
+                   for views in (photos, mirrored)]
+        return float((vectors[0] - vectors[1]).norm(dim=1).mean())
+
+    averaged = apart(Predictor.load(out, device="cpu", mirror_average=True))
+    single = apart(Predictor.load(out, device="cpu", mirror_average=False))
+    # Nearer, not one vector: where the centre crop's margin is odd, the mirror's crop sits a pixel off.
+    assert averaged < single
+
+
+def test_training_chooses_on_validation_whether_pictures_are_seen_with_their_mirror_images(trained, fmnist_small, tmp_path):
+    result, out = trained
+    metrics = result.card.metrics
+    assert 0 < metrics["val_accuracy_once"] <= 1 and 0 < metrics["val_accuracy_mirror_averaged"] <= 1
+    assert result.card.mirror_average == (metrics["val_accuracy_mirror_averaged"] > metrics["val_accuracy_once"])
+    assert metrics["val_accuracy_once"] == pytest.approx(result.best_val_accuracy, abs=0.05)  # the same photos, as served
+    assert Predictor.load(out, device="cpu").mirror_average == result.card.mirror_average
+    # A checkpoint from before the choice existed gets the same one from `shelfsight choose-views`.
+    older = tmp_path / "older"
+    shutil.copytree(out, older)
+    card = json.loads((older / CARD_FILE).read_text())
+    for name in ("val_accuracy_once", "val_accuracy_mirror_averaged"):
+        card["metrics"].pop(name)
+    card.pop("mirror_average")
+    (older / CARD_FILE).write_text(json.dumps(card))
+    assert not load_checkpoint(older)[1].mirror_average
+    choice = choose_views_for_checkpoint(older, fmnist_small / "train")
+    assert (round(choice.once, 4), round(choice.mirrored, 4)) == (metrics["val_accuracy_once"], metrics["val_accuracy_mirror_averaged"])
+    assert load_checkpoint(older)[1].mirror_average == result.card.mirror_average
+    with pytest.raises(ViewsError, match="is not the data"):
+        choose_views_for_checkpoint(older, fmnist_small / "test")
+    # A model that never saw mirrored pictures is served on the picture as given.
+    one_view = train(fmnist_small / "train", TrainConfig(**{**FAST.to_dict(), "epochs": 1, "mirror_views": False, "cache_dir": None}),
+                     out=tmp_path / "one-view", progress=False, per_class=8)
+    assert not one_view.card.mirror_average and "val_accuracy_mirror_averaged" not in one_view.card.metrics
+    with pytest.raises(ViewsError, match="without mirrored pictures"):
+        choose_views_for_checkpoint(tmp_path / "one-view", fmnist_small / "train")
 
 
 def test_predictor_falls_back_to_text_and_reports_bad_images(trained, fmnist_small):
@@ -153,6 +203,11 @@ def test_evaluation_report(trained, fmnist_small, tmp_path):
     assert m.top_k_accuracy[1] <= m.top_k_accuracy[3] <= m.top_k_accuracy[5]
     text = result.report.read_text()
     assert f"| accuracy | {m.accuracy:.4f} |" in text and "confusion_matrix.png" in text
+    twice = evaluate(out, fmnist_small / "test", tmp_path / "twice", progress=False, per_class=10, mirror_average=True)
+    once = evaluate(out, fmnist_small / "test", tmp_path / "once", progress=False, per_class=10, mirror_average=False)
+    assert "each picture seen with its mirror image" in twice.report.read_text()
+    assert "each picture seen once" in once.report.read_text()
+    assert m.accuracy in (twice.metrics.accuracy, once.metrics.accuracy)  # the checkpoint's own choice
     for category in CATEGORIES:
         assert f"| {category} |" in text
     with Image.open(tmp_path / "report" / "confusion_matrix.png") as picture:

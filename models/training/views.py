@@ -1,0 +1,88 @@
+"""Seeing each picture once, or with its mirror image too: chosen per model, on validation.
+
+A model trained on mirrored pictures as well (``TrainConfig.mirror_views``) may classify better
+when the features of a picture and of its mirror image are averaged, or worse: on Fashion-MNIST
+validation the same averaging gained 0.23 points with one checkpoint and lost 0.17 with another
+(docs/benchmarks.md). So a training run measures both on its validation photos and the
+checkpoint records the better one (``ModelCard.mirror_average``), which the Predictor follows.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from models.checkpoint import ModelCard, load_checkpoint, write_card
+from models.data.folder import load_folder
+from models.encoders.device import pick_device
+from models.predictor import Predictor, ProductInput
+from models.product_model import ProductModel
+from models.training.split import split_indices
+
+
+class ViewsError(ValueError):
+    """The checkpoint and the data cannot be used to choose (one line, for the user)."""
+
+
+@dataclass(frozen=True)
+class ViewChoice:
+    """Validation accuracy on the photos alone, seen once and with their mirror images."""
+
+    once: float
+    mirrored: float
+
+    @property
+    def mirror_average(self) -> bool:
+        return self.mirrored > self.once  # a tie keeps the path with half the vision work
+
+
+def choose_views(
+    model: ProductModel, card: ModelCard, pictures: Sequence[Path], labels: Sequence[int], device: torch.device,
+    batch_size: int = 128,
+) -> ViewChoice:
+    """Both accuracies as the services would see it: the Predictor on the pictures' bytes.
+
+    ``labels`` index ``card.categories``.
+    """
+    accuracies = []
+    for mirror in (False, True):
+        predictor = Predictor(model, card, device, text_encoder=None, mirror_average=mirror)
+        right = 0
+        for start in range(0, len(pictures), batch_size):
+            chunk = [ProductInput(image=path.read_bytes()) for path in pictures[start : start + batch_size]]
+            predictions = predictor.predict(chunk)
+            truth = labels[start : start + batch_size]
+            right += sum(p.category == card.categories[y] for p, y in zip(predictions, truth, strict=True))
+        accuracies.append(right / max(len(pictures), 1))
+    return ViewChoice(once=accuracies[0], mirrored=accuracies[1])
+
+
+def choose_views_for_checkpoint(checkpoint: Path, data: Path, device: str | None = None) -> ViewChoice:
+    """The same choice for a checkpoint trained before training made it, recorded in its card.
+
+    ``data`` must be the folder it was trained on: the validation photos are that run's, found
+    again from the seed and share in its card. The weights, and so the model version, stay.
+    """
+    model, card = load_checkpoint(checkpoint)
+    training = card.training
+    if not training.get("mirror_views"):
+        raise ViewsError(f"{checkpoint} was trained without mirrored pictures: it is served on each picture once")
+    dataset = load_folder(data, None, None)
+    if dataset.fingerprint() != training.get("data_sha256") or list(dataset.categories) != card.categories:
+        raise ViewsError(f"{data} is not the data {checkpoint} was trained on ({training.get('data')}): pass that folder")
+    labels = [s.label for s in dataset.samples]
+    _, val_idx = split_indices(labels, float(training["val_fraction"]), int(training["seed"]))  # type: ignore[arg-type]
+    if not val_idx:
+        raise ViewsError(f"{checkpoint} was trained without validation photos (--val-fraction 0): nothing to choose on")
+    where = pick_device(device)
+    model.to(where)
+    choice = choose_views(model, card, [dataset.samples[i].path for i in val_idx], [labels[i] for i in val_idx], where)
+    record(card, choice)
+    write_card(checkpoint, card)
+    return choice
+
+
+def record(card: ModelCard, choice: ViewChoice) -> None:
+    card.mirror_average = choice.mirror_average
+    card.metrics |= {"val_accuracy_once": round(choice.once, 4), "val_accuracy_mirror_averaged": round(choice.mirrored, 4)}
