@@ -16,7 +16,8 @@ DATA_DIR ?= $(HOME)/.cache/shelfsight/datasets/fashion-mnist
 MODEL_DIR ?= $(HOME)/.cache/shelfsight/checkpoints/fashion-mnist
 REPORT_DIR ?= reports/fashion-mnist
 # Fine-tunes EfficientNet-Lite0 at 96 px above its first four stages, on their cached activations,
-# mirrored, moved by a cell and partly erased as augmentation (docs/benchmarks.md). About 1 h 50 min on two CPU cores.
+# mirrored, moved by a cell and partly erased as augmentation, then chooses on validation whether pictures are
+# served with their mirror images (docs/benchmarks.md). About 1 h 55 min on two CPU cores.
 TRAIN_ARGS ?= --mode finetune --input-size 96 --trainable-stages 14 --shift-cells 1 --erase 0.5 --epochs 20 --patience 20 \
   --batch-size 128 --backbone-lr 1e-3
 

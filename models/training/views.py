@@ -41,7 +41,7 @@ def choose_views(
     model: ProductModel, card: ModelCard, pictures: Sequence[Path], labels: Sequence[int], device: torch.device,
     batch_size: int = 128,
 ) -> ViewChoice:
-    """Both accuracies as the services would see it: the Predictor on the pictures' bytes.
+    """Both accuracies as the services would measure them: the Predictor on the pictures' bytes.
 
     ``labels`` index ``card.categories``.
     """
@@ -78,11 +78,11 @@ def choose_views_for_checkpoint(checkpoint: Path, data: Path, device: str | None
     where = pick_device(device)
     model.to(where)
     choice = choose_views(model, card, [dataset.samples[i].path for i in val_idx], [labels[i] for i in val_idx], where)
-    record(card, choice)
+    record_choice(card, choice)
     write_card(checkpoint, card)
     return choice
 
 
-def record(card: ModelCard, choice: ViewChoice) -> None:
+def record_choice(card: ModelCard, choice: ViewChoice) -> None:
     card.mirror_average = choice.mirror_average
     card.metrics |= {"val_accuracy_once": round(choice.once, 4), "val_accuracy_mirror_averaged": round(choice.mirrored, 4)}

@@ -78,3 +78,9 @@ def test_bad_augmentation_for_training_is_a_clear_error(tmp_path, flag, value, m
     result = _run("train", str(tmp_path), "--out", str(tmp_path / "out"), "--mode", "finetune", flag, value)
     assert result.returncode == 2
     assert message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_choosing_views_for_a_folder_that_is_no_checkpoint_is_a_clear_error(tmp_path):
+    result = _run("choose-views", str(tmp_path), str(tmp_path))
+    assert result.returncode == 2
+    assert "is not a Shelfsight checkpoint" in result.stderr and result.stderr.count("\n") == 1
