@@ -23,7 +23,7 @@ from models.training.augmentation import erase_maps, shift_maps
 from models.training.config import TrainConfig
 from models.training.features import frozen_inputs, load_picture
 from models.training.split import split_indices
-from models.training.views import choose_views, record_choice
+from models.training.views import choose_on_validation
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,7 @@ def train(
     )
     if config.mirror_views and val_idx:
         model.eval()
-        choice = choose_views(model, card, [dataset.samples[i].path for i in val_idx], [labels[i] for i in val_idx], device,
-                              config.batch_size)
-        record_choice(card, choice)
+        choice = choose_on_validation(model, card, dataset, val_idx, device, config.batch_size)
         log.info("views chosen on validation", extra={"once": choice.once, "mirror_averaged": choice.mirrored,
                                                       "mirror_average": choice.mirror_average})
     model = model.cpu().eval()

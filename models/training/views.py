@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from models.checkpoint import ModelCard, load_checkpoint, write_card
-from models.data.folder import load_folder
+from models.data.folder import FolderDataset, load_folder
 from models.encoders.device import pick_device
 from models.predictor import Predictor, ProductInput
 from models.product_model import ProductModel
@@ -76,13 +76,20 @@ def choose_views_for_checkpoint(checkpoint: Path, data: Path, device: str | None
     if not val_idx:
         raise ViewsError(f"{checkpoint} was trained without validation photos (--val-fraction 0): nothing to choose on")
     where = pick_device(device)
-    model.to(where)
-    choice = choose_views(model, card, [dataset.samples[i].path for i in val_idx], [labels[i] for i in val_idx], where)
-    record_choice(card, choice)
+    model.encoder.prepare_for_inference(where)
+    model.fusion.to(where).eval()
+    choice = choose_on_validation(model, card, dataset, val_idx, where)
     write_card(checkpoint, card)
     return choice
 
 
-def record_choice(card: ModelCard, choice: ViewChoice) -> None:
+def choose_on_validation(
+    model: ProductModel, card: ModelCard, dataset: FolderDataset, val_idx: Sequence[int], device: torch.device,
+    batch_size: int = 128,
+) -> ViewChoice:
+    """:func:`choose_views` on a training run's validation samples, the choice recorded in ``card``."""
+    samples = [dataset.samples[i] for i in val_idx]
+    choice = choose_views(model, card, [s.path for s in samples], [s.label for s in samples], device, batch_size)
     card.mirror_average = choice.mirror_average
     card.metrics |= {"val_accuracy_once": round(choice.once, 4), "val_accuracy_mirror_averaged": round(choice.mirrored, 4)}
+    return choice
