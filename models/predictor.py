@@ -80,7 +80,9 @@ class Predictor:
 
     @property
     def model_version(self) -> str:
-        return self.card.model_version
+        """The checkpoint's version, marked when pictures are seen with their mirror images: the
+        same weights then give other vectors, and products embedded either way can be told apart."""
+        return self.card.model_version + ("+mirror" if self.mirror_average else "")
 
     @property
     def categories(self) -> list[str]:
