@@ -305,3 +305,15 @@ def test_dimension_mismatch_stops_start_up_with_one_line(embedder_settings):
     with pytest.raises(UserError, match="shelfsight reindex"):
         build_embedder(embedder_settings)
 
+
+
+def test_the_embedder_sees_pictures_as_its_checkpoint_chose_unless_told_otherwise(embedder_settings):
+    from models.checkpoint import read_card
+    from services.embedder.service import load_predictor
+
+    chosen = read_card(embedder_settings.model_dir).mirror_average
+    assert load_predictor(embedder_settings).mirror_average == chosen
+    for forced in (True, False):
+        predictor = load_predictor(embedder_settings.model_copy(update={"mirror_average": forced}))
+        assert predictor.mirror_average is forced
+        assert predictor.model_version.endswith("+mirror") is forced
