@@ -13,9 +13,8 @@ from pathlib import Path
 
 import torch
 
-from models.checkpoint import ModelCard, load_checkpoint, write_card
+from models.checkpoint import ModelCard, write_card
 from models.data.folder import FolderDataset, load_folder
-from models.encoders.device import pick_device
 from models.predictor import Predictor, ProductInput
 from models.product_model import ProductModel
 from models.training.split import split_indices
@@ -45,16 +44,15 @@ def choose_views(
 
     ``labels`` index ``card.categories``.
     """
-    accuracies = []
-    for mirror in (False, True):
-        predictor = Predictor(model, card, device, text_encoder=None, mirror_average=mirror)
-        right = 0
-        for start in range(0, len(pictures), batch_size):
-            chunk = [ProductInput(image=path.read_bytes()) for path in pictures[start : start + batch_size]]
-            predictions = predictor.predict(chunk)
-            truth = labels[start : start + batch_size]
-            right += sum(p.category == card.categories[y] for p, y in zip(predictions, truth, strict=True))
-        accuracies.append(right / max(len(pictures), 1))
+    predictors = [Predictor(model, card, device, text_encoder=None, mirror_average=mirror) for mirror in (False, True)]
+    right = [0, 0]
+    for start in range(0, len(pictures), batch_size):
+        chunk = [ProductInput(image=path.read_bytes()) for path in pictures[start : start + batch_size]]
+        decoded = [predictors[0].decode(p) for p in chunk]  # read and decoded once for both ways
+        truth = [card.categories[y] for y in labels[start : start + batch_size]]
+        for way, predictor in enumerate(predictors):
+            right[way] += sum(p.category == t for p, t in zip(predictor.predict_decoded(chunk, decoded), truth, strict=True))
+    accuracies = [r / max(len(pictures), 1) for r in right]
     return ViewChoice(once=accuracies[0], mirrored=accuracies[1])
 
 
@@ -64,7 +62,8 @@ def choose_views_for_checkpoint(checkpoint: Path, data: Path, device: str | None
     ``data`` must be the folder it was trained on: the validation photos are that run's, found
     again from the seed and share in its card. The weights, and so the model version, stay.
     """
-    model, card = load_checkpoint(checkpoint)
+    predictor = Predictor.load(checkpoint, device=device, text=False)  # loaded and prepared as the services do
+    model, card = predictor.model, predictor.card
     training = card.training
     if not training.get("mirror_views"):
         raise ViewsError(f"{checkpoint} was trained without mirrored pictures: it is served on each picture once")
@@ -75,10 +74,7 @@ def choose_views_for_checkpoint(checkpoint: Path, data: Path, device: str | None
     _, val_idx = split_indices(labels, float(training["val_fraction"]), int(training["seed"]))  # type: ignore[arg-type]
     if not val_idx:
         raise ViewsError(f"{checkpoint} was trained without validation photos (--val-fraction 0): nothing to choose on")
-    where = pick_device(device)
-    model.encoder.prepare_for_inference(where)
-    model.fusion.to(where).eval()
-    choice = choose_on_validation(model, card, dataset, val_idx, where)
+    choice = choose_on_validation(model, card, dataset, val_idx, predictor.device)
     write_card(checkpoint, card)
     return choice
 
