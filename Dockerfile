@@ -4,6 +4,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY schemas ./schemas
 COPY models ./models
+COPY state ./state
 COPY services ./services
 RUN pip install --no-cache-dir .
 ENTRYPOINT []

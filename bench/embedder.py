@@ -31,8 +31,8 @@ from services.bus.producer import Producer
 from services.bus.topics import create_topics, delete_topics, topic_specs
 from services.demo.catalogue import catalogue
 from services.embedder.service import build_embedder, load_predictor
-from services.settings import load_settings
 from services.errors import run_script
+from services.settings import load_settings
 
 
 def _products(n: int, seed: int) -> list[ProductListed]:

@@ -34,9 +34,10 @@ from services.bus.config import producer_config
 from services.bus.producer import Producer
 from services.bus.topics import create_topics, delete_topics, topic_specs
 from services.demo.catalogue import catalogue
-from services.demo.storefront import ensure_model, start_service, wait_healthy
-from services.settings import load_settings
 from services.errors import run_script
+from services.settings import load_settings
+from services.stack.model import ensure_model
+from services.stack.supervisor import start_service, wait_healthy
 
 
 def call(connection: http.client.HTTPConnection, method: str, path: str, body: object = None, key: str = "") -> tuple[int, dict]:  # type: ignore[type-arg]

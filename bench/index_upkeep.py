@@ -22,8 +22,8 @@ import threading
 import time
 
 import numpy as np
-
 from serve import CATEGORIES, DIMS, bench_world, build_world, engine_for, percentiles
+
 from services.errors import run_script
 from services.recommender.engine import Query
 from services.recommender.service import upkeep_policy

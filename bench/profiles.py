@@ -37,15 +37,15 @@ from services.bus.config import producer_config
 from services.bus.consume import group_lag
 from services.bus.producer import Producer
 from services.bus.topics import create_topics, delete_topics, topic_specs
-from services.profiles.app import GROUP_ID
-from services.profiles.profile import ClickParams
-from services.profiles.keys import Keys
-from services.profiles.state import ProfileState
-from services.redis_clients import async_redis, sync_redis
-from services.stack.redis_cluster import LocalRedisCluster
-from services.settings import load_settings
 from services.errors import run_script
 from services.ops.memory import peak_rss_mb
+from services.profiles.app import GROUP_ID
+from services.profiles.profile import ClickParams
+from services.profiles.state import ProfileState
+from services.redis_clients import async_redis, sync_redis
+from services.settings import load_settings
+from services.stack.redis_cluster import LocalRedisCluster
+from state.keys import Keys
 
 ITEMS = 2000
 

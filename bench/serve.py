@@ -47,10 +47,9 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from services.profiles.learners import Learners, dump
-from services.profiles.profile import Profile
-from services.profiles.keys import Keys
-from services.profiles.state import encode_profile
+from models.ranking.learners import Learners
+from services.errors import run_script
+from services.ops.memory import cpu_seconds, peak_rss_mb
 from services.recommender.engine import Query, Recommender, Tuning
 from services.recommender.features import FEATURES
 from services.recommender.learned import LearnedCache
@@ -59,8 +58,9 @@ from services.settings import Settings, load_settings
 from services.vectors.cache import VectorCache
 from services.vectors.factory import cached_store, open_store
 from services.vectors.store import ProductStore, StoredProduct
-from services.errors import run_script
-from services.ops.memory import cpu_seconds, peak_rss_mb
+from state.checkpoints import dump
+from state.keys import Keys
+from state.values import Item, Profile, encode_item, encode_profile
 
 DIMS = 256
 CATEGORIES = ["T-shirt-top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle-boot"]
@@ -79,7 +79,8 @@ class World:
 
     def env(self, qdrant_url: str | None = None, collection: str | None = None) -> dict[str, str]:
         """The settings `serve` would be started with for this world: the embedded shard, or a server's collection."""
-        env = {"SHELFSIGHT_REDIS_PREFIX": self.keys.prefix}
+        # One client address sends every request here: the per-address limit would measure itself.
+        env = {"SHELFSIGHT_REDIS_PREFIX": self.keys.prefix, "SHELFSIGHT_API_CLIENT_REQUESTS_PER_S": "100000"}
         if qdrant_url:
             env |= {"SHELFSIGHT_QDRANT_URL": qdrant_url, "SHELFSIGHT_QDRANT_COLLECTION": collection or "products"}
         else:  # embedded, even where the caller's environment names a server
@@ -91,7 +92,7 @@ class World:
 
     def store(self, qdrant_url: str | None = None, collection: str | None = None) -> ProductStore:
         """The product store as `serve` opens it with :meth:`env`'s settings."""
-        return open_store(self.settings_for(qdrant_url, collection), {"fused": DIMS})
+        return open_store(self.settings_for(qdrant_url, collection), {"fused": DIMS, "image": DIMS})
 
 
 @contextmanager
@@ -115,12 +116,15 @@ def build_world(stores: list[ProductStore], keys: Keys, client: redis.Redis, pro
     cluster = rng.integers(0, 200, size=products)
     vectors = centres[cluster] + rng.normal(0, 0.35, size=(products, DIMS)).astype(np.float32) / np.sqrt(DIMS) * 4
     vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    # Pictures as the embedder stores them: a space of their own, clustered like the products.
+    pictures = centres[cluster][:, ::-1] + rng.normal(0, 0.35, size=(products, DIMS)).astype(np.float32) / np.sqrt(DIMS) * 4
+    pictures = (pictures / np.linalg.norm(pictures, axis=1, keepdims=True)).astype(np.float32)
     ids = [f"p{n:06d}" for n in range(products)]
     now = time.time()
     started = time.perf_counter()
     for start in range(0, products, 2000):
         batch = [
-            StoredProduct(ids[n], {"fused": vectors[n].tolist()}, {
+            StoredProduct(ids[n], {"fused": vectors[n].tolist(), "image": pictures[n].tolist()}, {
                 "title": f"Product {n}", "category": CATEGORIES[cluster[n] % 10], "price": float(10 + n % 190),
                 "currency": "EUR", "in_stock": n % 10 != 0, "delisted": False, "listed_ts": now - (n % 1000) * 3600,
                 "has_image": True,
@@ -136,8 +140,7 @@ def build_world(stores: list[ProductStore], keys: Keys, client: redis.Redis, pro
     started = time.perf_counter()
     pipe = client.pipeline(transaction=False)
     for n in range(products):
-        pipe.hset(keys.item(ids[n]), mapping={"vec": vectors[n].tobytes(), "category": CATEGORIES[cluster[n] % 10],
-                                              "price": repr(float(10 + n % 190)), "in_stock": "1"})
+        pipe.hset(keys.item(ids[n]), mapping=encode_item(Item(vectors[n], CATEGORIES[cluster[n] % 10], float(10 + n % 190), True)))
         if n % 5000 == 4999:
             pipe.execute()
     learners = Learners(max_model_items=model_items)  # SHELFSIGHT_ITEM_MODEL_ITEMS, as the profiles worker reads it
@@ -155,7 +158,7 @@ def build_world(stores: list[ProductStore], keys: Keys, client: redis.Redis, pro
             cats[CATEGORIES[cluster[i] % 10]] = cats.get(CATEGORIES[cluster[i] % 10], 0.0) + 2.0
         profile = Profile(vector.astype(np.float32), cats, now - 60, {"click": 10})
         pipe.hset(keys.user(user), mapping=encode_profile(profile))
-        pipe.rpush(keys.recent(user), *[ids[i] for i in liked])
+        pipe.lpush(keys.recent(user), *[ids[i] for i in liked])  # newest first, as the worker keeps it
         pipe.zadd(keys.seen_items(user), {ids[i]: now - 60 + n for n, i in enumerate(liked)})  # as the profiles worker writes it
         pipe.zadd(keys.purchased(user), {ids[liked[0]]: now})
         for a, b in zip(liked, liked[1:], strict=False):
@@ -210,7 +213,7 @@ def serve() -> None:
     settings = load_settings()
     keys = Keys.of(settings)
     client = redis.Redis.from_url(settings.redis_url)
-    store = cached_store(settings, open_store(settings, {"fused": DIMS}))
+    store = cached_store(settings, open_store(settings, {"fused": DIMS, "image": DIMS}))
     engine, _ = engine_for(store, keys, client)
     live = LiveUpdates(aioredis.Redis.from_url(settings.redis_url), keys.updates_channel)
     parts = ApiParts(settings, engine, store, Producer(producer_config(settings)), live, RecommenderMetrics())

@@ -14,11 +14,11 @@ b'u-7'
 True
 """
 
-from schemas.base import Contract, SCHEMA_VERSION
+from schemas.base import SCHEMA_VERSION, Contract
 from schemas.clicks import ClickContext, ClickEvent, ClickKind
 from schemas.dead_letters import DeadLetter
 from schemas.errors import ContractError
-from schemas.limits import Limits, LIMITS
+from schemas.limits import LIMITS, Limits
 from schemas.products import ProductIndexed, ProductListed, ProductUpdated
 from schemas.recommendations import (
     RecommendationError,
@@ -32,6 +32,9 @@ from schemas.serde import EncodedMessage, decode, encode, partition_key
 from schemas.topics import TOPICS, Topic, topic_for
 
 __all__ = [
+    "LIMITS",
+    "SCHEMA_VERSION",
+    "TOPICS",
     "ClickContext",
     "ClickEvent",
     "ClickKind",
@@ -39,7 +42,6 @@ __all__ = [
     "ContractError",
     "DeadLetter",
     "EncodedMessage",
-    "LIMITS",
     "Limits",
     "ProductIndexed",
     "ProductListed",
@@ -50,8 +52,6 @@ __all__ = [
     "RecommendationResponse",
     "RecommendationServed",
     "RecommendedItem",
-    "SCHEMA_VERSION",
-    "TOPICS",
     "Topic",
     "decode",
     "encode",

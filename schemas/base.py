@@ -5,7 +5,14 @@ import time
 from datetime import UTC, datetime
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from schemas.limits import LIMITS
 
@@ -38,6 +45,21 @@ EventTime = Annotated[
 ]
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def printable(text: str, limit: int = LIMITS.message_chars) -> str:
+    r"""``text`` fit to quote in an error, a header or a log line: control characters written as
+    escapes, line breaks as spaces, at most ``limit`` characters, never empty.
+
+    >>> print(printable(chr(1) + ": Extra inputs are not permitted"))
+    \x01: Extra inputs are not permitted
+    >>> printable("x" * 20, limit=8), printable("")
+    ('xxxxx...', '?')
+    """
+    clean = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text.replace("\n", " ").replace("\r", " "))
+    if len(clean) > limit:
+        clean = clean[: max(0, limit - 3)] + "..."
+    return clean or "?"
 
 
 def _no_control_characters(value: str) -> str:

@@ -31,6 +31,8 @@ class Limits:
     json_depth: int = 200  # nesting, enforced by the JSON parser (pydantic-core's own limit)
     # base64 inflates the image by 4/3; the rest of a product is a few KiB at most.
     event_bytes: int = 4 * 1024 * 1024
+    # The most of a refused message a dead letter copies: a whole event, base64 at worst.
+    dead_letter_copy_bytes: int = 4 * 1024 * 1024
 
 
 LIMITS = Limits()

@@ -3,7 +3,14 @@
 import math
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Discriminator, Field, Tag, TypeAdapter, field_validator, model_validator
+from pydantic import (
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
 
 from schemas.base import Contract, EventTime, Identifier, bounded_text
 from schemas.limits import LIMITS

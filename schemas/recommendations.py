@@ -37,9 +37,8 @@ class RecommendationFilters(BaseModel):
 
     @model_validator(mode="after")
     def _ordered_range(self) -> "RecommendationFilters":
-        if self.min_price is not None and self.max_price is not None:
-            if self.min_price > self.max_price:
-                raise ValueError("min_price is greater than max_price")
+        if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
+            raise ValueError("min_price is greater than max_price")
         return self
 
 

@@ -11,8 +11,17 @@ from pydantic import TypeAdapter
 
 from schemas.base import Contract
 from schemas.clicks import ClickEvent
-from schemas.products import PRODUCT_EVENTS, ProductIndexed, ProductListed, ProductUpdated
-from schemas.recommendations import RecommendationRequest, RecommendationResponse, RecommendationServed
+from schemas.products import (
+    PRODUCT_EVENTS,
+    ProductIndexed,
+    ProductListed,
+    ProductUpdated,
+)
+from schemas.recommendations import (
+    RecommendationRequest,
+    RecommendationResponse,
+    RecommendationServed,
+)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ the caller — which then has its own, longer policy (the profiles worker waits 
 takes; a recommendation request answers with an error).
 """
 
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
@@ -45,12 +47,47 @@ def check_kind(client: redis.Redis, cluster: bool) -> None:
 
 
 def redis_problem(exc: Exception, url: str, cluster: bool) -> str:
-    """One line for a Redis that could not be used at start-up: what is wrong and how to fix it."""
-    text = str(exc)
+    """One line for a Redis that could not be used at start-up: what is wrong and how to fix it.
+
+    The URL may carry a password and this line goes to stderr and into logs, so it is shown
+    redacted, also where the client echoed it into its own message.
+    """
+    shown = redacted(url)
+    text = str(exc).replace(url, shown)
     if isinstance(exc, redis.RedisClusterException) and "not enabled" in text:
-        return f"{url} is not a Redis Cluster node; unset SHELFSIGHT_REDIS_CLUSTER for a single Redis"
+        return f"{shown} is not a Redis Cluster node; unset SHELFSIGHT_REDIS_CLUSTER for a single Redis"
     if isinstance(exc, (redis.exceptions.MovedError, WrongKindOfRedis)):
-        return f"{url} is a Redis Cluster node; set SHELFSIGHT_REDIS_CLUSTER=true (and SHELFSIGHT_REDIS_SHARDS)"
+        return f"{shown} is a Redis Cluster node; set SHELFSIGHT_REDIS_CLUSTER=true (and SHELFSIGHT_REDIS_SHARDS)"
     if cluster:
-        return f"no Redis Cluster answers at {url} ({text})"
-    return f"no Redis answers at {url} ({text}); start one with `shelfsight stack up`"
+        return f"no Redis Cluster answers at {shown} ({text})"
+    return f"no Redis answers at {shown} ({text}); start one with `shelfsight stack up`"
+
+
+_SECRET_QUERY = frozenset({"username", "password"})  # redis-py passes these query arguments to AUTH
+
+
+def redacted(url: str) -> str:
+    """``url`` fit to show: its username and password (in the authority or the query) masked.
+
+    >>> redacted("redis://:s3cret@cache.internal:6379/0")
+    'redis://:***@cache.internal:6379/0'
+    >>> redacted("rediss://app:s3cret@[::1]:6380/1?password=s3cret&db=2")
+    'rediss://***:***@[::1]:6380/1?password=***&db=2'
+    >>> redacted("redis://127.0.0.1:6379/0")
+    'redis://127.0.0.1:6379/0'
+    >>> redacted("redis://:pa#ss@cache.internal:6379/0")  # an unencoded '#' splits the password
+    'redis://***'
+    """
+    parts = urlsplit(url)
+    if parts.fragment:  # Redis URLs have no fragment: a '#' is part of a secret, so where it ends is unknown
+        return f"{parts.scheme}://***"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, colon, _password = userinfo.partition(":")
+        netloc = ("***" if user else "") + (":***" if colon else "") + "@" + hostport
+    query = parts.query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(k in _SECRET_QUERY for k, _ in pairs):  # else leave the query exactly as written
+        query = urlencode([(k, "***" if k in _SECRET_QUERY else v) for k, v in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

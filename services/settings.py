@@ -4,15 +4,18 @@ Build it once at the edge (the CLI, a service's ``main``) and pass it down;
 nothing else reads the environment.
 """
 
+import ipaddress
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.errors import UserError
+
+MIN_SECRET_CHARS = 16  # API keys, publishable keys, the shopper-token and state secrets
 
 
 def _default_cache() -> Path:
@@ -167,9 +170,15 @@ class Settings(BaseSettings):
     )
     item_model_items: int = Field(
         default=2_000, ge=0, le=20_000,
-        description="Products the item-to-item model (EASE over whole shopper histories) covers; when full, the product "
-        "touched least lately makes room. Memory grows with the square, a fit with the cube (2,000: 16 MB and about "
-        "1.5 s; 5,000: 100 MB and 8 s, per process, on two cores). 0: off.",
+        description="Up to this many products the item-to-item model (EASE over whole shopper histories) is exact, from the "
+        "co-occurrence counts each worker keeps of that many products (memory grows with the square, a fit with the cube: "
+        "2,000: 16 MB and about 1.5 s; 5,000: 100 MB and 8 s, per process, on two cores); past it, see "
+        "`SHELFSIGHT_ITEM_MODEL_RANK`. 0: off.",
+    )
+    item_model_rank: int = Field(
+        default=64, ge=1, le=1024,
+        description="Past `SHELFSIGHT_ITEM_MODEL_ITEMS` products, the item-to-item model is EASE on a view of this rank of the "
+        "shoppers' histories, covering every product in them: memory is products × rank floats (100,000 products at 64: 26 MB).",
     )
     item_model_refit_s: float = Field(
         default=60.0, ge=0, description="How often `serve` fits the item-to-item model again from the workers' newest counts.",
@@ -179,13 +188,13 @@ class Settings(BaseSettings):
         description="Key that signs learner checkpoints in Redis. Unset: a random one kept in `<cache_dir>/state-secret`.",
     )
     api_host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on (0.0.0.0 in containers).")
-    api_port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API, its /metrics and the storefront.")
+    api_port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API, the storefront, and (unless `SHELFSIGHT_API_OPS_PORT` is set) /metrics and /docs.")
     api_keys: SecretStr = Field(
         default=SecretStr(""), description="Comma-separated secret keys that may post any event to `POST /v1/events`. Empty: none."
     )
     publishable_keys: str = Field(
         default="",
-        description="Comma-separated keys safe to put in a web page: they may post click events only (the widget).",
+        description="Comma-separated keys safe to put in a web page: they may post click events only, never a purchase (the widget). Set, `serve` needs `SHELFSIGHT_SHOPPER_TOKEN_SECRET` too.",
     )
     shopper_token_secret: SecretStr | None = Field(
         default=None,
@@ -196,7 +205,7 @@ class Settings(BaseSettings):
     )
     api_client_events_per_s: float = Field(
         default=50.0, gt=0.0, le=100_000.0,
-        description="Events per second one client address may post with a publishable key (bursts of 4x); more get 429.",
+        description="Events per second one client address may post with a publishable key (bursts of 4x); more get 429, and one batch larger than the burst 413.",
     )
     api_key_events_per_s: float = Field(
         default=2_000.0, gt=0.0, le=1_000_000.0,
@@ -204,6 +213,25 @@ class Settings(BaseSettings):
     )
     api_client_streams: int = Field(
         default=8, ge=1, le=10_000, description="Live recommendation streams (SSE) one client address may hold open at once."
+    )
+    api_user_streams: int = Field(
+        default=4, ge=1, le=1_000, description="Live recommendation streams (SSE) open at once for one shopper, from all addresses together."
+    )
+    api_client_requests_per_s: float = Field(
+        default=20.0, gt=0.0, le=100_000.0,
+        description="Requests per second one client address may make to the GET routes (recommendations, similar products, images, stream connects; bursts of 4x); more get 429. Secret keys are not limited.",
+    )
+    served_log_per_s: float = Field(
+        default=100.0, ge=0.0, le=100_000.0,
+        description="Served lists per second `serve` logs to `recommendations.served` for learning (about 40 KB each; bursts of one second's worth); more are not logged and are counted in `shelfsight_served_unlogged_total`. 0: none.",
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated addresses or CIDRs of your reverse proxies. Only a request from one of them has its `X-Forwarded-For` believed: its client is the right-most address there that is not itself a proxy. Empty: the connection's peer is the client.",
+    )
+    api_ops_port: int = Field(
+        default=0, ge=0, le=65535,
+        description="Port (on `SHELFSIGHT_METRICS_HOST`) of /metrics, /docs, /openapi.json and the full /healthz report; set, the API port no longer serves them (its /healthz says only healthy or not). 0: all on the API port.",
     )
     cors_origins: str = Field(
         default="", description="Comma-separated origins browsers may call the API from (the storefront's). Empty: same origin only."
@@ -263,7 +291,10 @@ class Settings(BaseSettings):
         default=3, ge=1, le=10,
         description="Tries for an image URL that fails in a way that may pass (no answer, HTTP 5xx/429), with backoff, before the product is indexed from its text.",
     )
-    image_timeout_s: float = Field(default=5.0, gt=0, le=60, description="Connect and read timeout of image fetches.")
+    image_timeout_s: float = Field(
+        default=5.0, gt=0, le=60,
+        description="Connect and read timeout of image fetches; a whole fetch, retries and redirects included, ends after six times this.",
+    )
     topic_prefix: str = Field(
         default="",
         pattern=r"^[A-Za-z0-9._-]*$",
@@ -274,6 +305,10 @@ class Settings(BaseSettings):
         min_length=1,
         pattern=r"^[A-Za-z0-9._-]+$",
         description="Reply topics a recommendation request may name besides `recommendations.responses` start with this (before TOPIC_PREFIX).",
+    )
+    request_max_age_s: float = Field(
+        default=30.0, gt=0.0, le=3600.0,
+        description="A recommendation request on the request topic older than this (by its `requested_at`) is answered with an `expired` error instead of being computed: its asker has given up.",
     )
     topic_partitions: int = Field(
         default=3, ge=1, le=1000, description="Partitions of each topic `topics create` makes."
@@ -310,6 +345,27 @@ class Settings(BaseSettings):
             host, _, port = server.strip().rpartition(":")
             if not host or not port.isdigit():
                 raise ValueError(f"{server!r} is not host:port")
+        return value
+
+    @field_validator("api_keys", "publishable_keys", "shopper_token_secret", "state_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | str | None, info: ValidationInfo) -> SecretStr | str | None:
+        # Short secrets can be guessed; the value itself never goes into the message.
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        items = comma_list(text or "") if info.field_name in {"api_keys", "publishable_keys"} else (text or "",)
+        if text and any(len(item) < MIN_SECRET_CHARS for item in items):
+            raise ValueError(f"too short: each key or secret needs at least {MIN_SECRET_CHARS} characters; make one with "
+                             "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for item in comma_list(value):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR (e.g. 10.0.0.0/8, 2001:db8::/32)") from None
         return value
 
     @field_validator("redis_url")

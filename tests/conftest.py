@@ -11,7 +11,6 @@ import pytest
 import redis
 
 from models.data import fashion_mnist
-
 from services.bus.topics import create_topics, delete_topics, topic_specs
 from services.settings import Settings, load_settings
 from services.stack.kafka_node import broker_answers

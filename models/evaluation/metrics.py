@@ -6,6 +6,7 @@
 (0.667, [[1, 0], [1, 1]])
 """
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,7 +53,7 @@ def classification_metrics(
     correct = predicted == labels
     edges = np.linspace(0, 1, bins + 1)
     reliability, ece = [], 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         members = (confidence > lo) & (confidence <= hi)
         if members.any():
             gap = abs(confidence[members].mean() - correct[members].mean())

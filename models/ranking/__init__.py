@@ -7,7 +7,7 @@
 """
 
 from models.ranking.baselines import Baseline, CoVisitation, DecayedPopularity, Popularity
-from models.ranking.item_model import CoOccurrence, ItemWeights, merge_counts
+from models.ranking.item_model import CoOccurrence, ItemModel, ItemWeights, LowRankItemWeights, fit_item_model, merge_counts
 from models.ranking.metrics import RankingTally, intra_list_diversity
 from models.ranking.pairwise import LinearScorer, PairwiseRanker
 
@@ -16,11 +16,14 @@ __all__ = [
     "CoOccurrence",
     "CoVisitation",
     "DecayedPopularity",
+    "ItemModel",
     "ItemWeights",
     "LinearScorer",
+    "LowRankItemWeights",
     "PairwiseRanker",
     "Popularity",
     "RankingTally",
+    "fit_item_model",
     "intra_list_diversity",
     "merge_counts",
 ]

@@ -33,8 +33,12 @@ modelled, which is bounded (``max_items``; the item touched least lately makes r
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from scipy.sparse import csr_matrix
 
 L2 = 200.0  # the best HR@10 of 50, 200, 500 on the MovieLens validation window (docs/benchmarks.md)
 
@@ -60,8 +64,21 @@ class CoOccurrence:
         # table's own strings, so a checkpoint pickles each one once, not once per history.
         self._histories: OrderedDict[str, list[str]] = OrderedDict()
 
+    @classmethod
+    def of(cls, histories: Sequence[Sequence[str]], max_items: int = 2_000) -> "CoOccurrence":
+        """Counts of ``histories`` (one per shopper, oldest item first)."""
+        counts = cls(max_items=max_items)
+        for n, history in enumerate(histories):
+            for item in history:
+                counts.learn_one(f"shopper-{n}", item)
+        return counts
+
     def __len__(self) -> int:
         return len(self._index)
+
+    def histories(self) -> list[list[str]]:
+        """The remembered shoppers' histories (newest item first): what a low-rank fit reads."""
+        return [list(history) for history in self._histories.values()]
 
     @property
     def shoppers(self) -> int:
@@ -211,3 +228,131 @@ class ItemWeights:
         scores[rows] = -np.inf
         best = np.argsort(-scores, kind="stable")[:limit]
         return [(self.items[i], float(scores[i])) for i in best if np.isfinite(scores[i])]
+
+
+def _histories_matrix(histories: Sequence[Sequence[str]]) -> tuple[list[str], "csr_matrix"]:
+    """The binary shopper × item matrix of ``histories`` (items in order of first appearance)."""
+    from scipy.sparse import csr_matrix
+
+    index: dict[str, int] = {}
+    rows, columns = [], []
+    for row, history in enumerate(histories):
+        for item in dict.fromkeys(history):
+            rows.append(row)
+            columns.append(index.setdefault(item, len(index)))
+    data = np.ones(len(rows), dtype=np.float32)
+    return list(index), csr_matrix((data, (rows, columns)), shape=(len(histories), len(index)))
+
+
+@dataclass(frozen=True)
+class LowRankItemWeights:
+    """EASE on a rank-``r`` view of the Gram matrix, for catalogues too large for :class:`ItemWeights`.
+
+    With XᵀX ≈ V S² Vᵀ (the top ``r`` right singular vectors of the shopper × item matrix X),
+    the inverse EASE needs is exact in closed form, P = (1/λ)(I − V D Vᵀ) with D = S²/(S²+λ),
+    so B never has to be stored: what item i says about item j is
+    ``v_i·D·v_j / (1 − v_j·D·v_j)``. Memory is ``items × r`` floats (100,000 products at rank 64:
+    26 MB), a shopper's scores cost ``r`` multiplications per candidate, and a fit is a randomized
+    SVD of the sparse X. At full rank it is EASE exactly:
+
+    >>> histories = [list("abc"), list("abd"), list("ab"), list("cd")]
+    >>> exact = ItemWeights.fit(*CoOccurrence.of(histories).counts(), l2=1.0)
+    >>> low = LowRankItemWeights.fit(histories, rank=4, l2=1.0)
+    >>> np.allclose(low.scores(["a"], list("bcd"))[0], exact.scores(["a"], list("bcd"))[0], atol=1e-5)
+    True
+    """
+
+    items: list[str]
+    index: dict[str, int]
+    vectors: np.ndarray  # V: (items, r)
+    shrink: np.ndarray  # D: (r,)
+    denominators: np.ndarray  # 1 − v_j·D·v_j: (items,)
+
+    @classmethod
+    def fit(cls, histories: Sequence[Sequence[str]], rank: int = 64, l2: float = L2, seed: int = 0) -> "LowRankItemWeights":
+        items, x = _histories_matrix(histories)
+        if not items:
+            empty = np.zeros((0, 0), dtype=np.float32)
+            return cls([], {}, empty, np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32))
+        r = max(1, min(rank, *x.shape))
+        if r >= min(x.shape) - 1:  # small: the exact decomposition
+            _, s, vt = np.linalg.svd(x.toarray(), full_matrices=False)
+            s, vt = s[:r], vt[:r]
+        else:
+            from sklearn.utils.extmath import randomized_svd
+
+            _, s, vt = randomized_svd(x, n_components=r, n_iter=4, random_state=seed)
+        shrink = (s**2 / (s**2 + l2)).astype(np.float64)
+        vectors = vt.T.astype(np.float64)
+        denominators = 1.0 - np.einsum("ij,j,ij->i", vectors, shrink, vectors)
+        return cls(items, {item: n for n, item in enumerate(items)}, vectors.astype(np.float32), shrink.astype(np.float32),
+                   np.maximum(denominators, 1e-6).astype(np.float32))
+
+    def _rows(self, history: Sequence[str]) -> tuple[list[int], np.ndarray]:
+        places, rows = [], []
+        for place, item in enumerate(history):
+            row = self.index.get(item)
+            if row is not None:
+                places.append(place)
+                rows.append(row)
+        return rows, np.asarray(places, dtype=np.float64)
+
+    def scores(self, history: Sequence[str], candidates: Sequence[str], decay: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`ItemWeights.scores`: B summed over the history, and with older items weighing less."""
+        everything, recent = np.zeros(len(candidates)), np.zeros(len(candidates))
+        rows, places = self._rows(history)
+        columns = [(n, self.index[c]) for n, c in enumerate(candidates) if c in self.index]
+        if not rows or not columns:
+            return everything, recent
+        at, cols = (list(x) for x in zip(*columns, strict=True))
+        weights = np.stack([np.ones(len(rows)), decay**places])  # (2, history): plain and decayed sums
+        summed = weights @ self.vectors[rows].astype(np.float64)  # (2, r)
+        said = self.vectors[cols].astype(np.float64) * self.shrink / self.denominators[cols, None]  # (candidates, r)
+        totals = said @ summed.T  # (candidates, 2)
+        # B has no diagonal: a candidate that is in the history says nothing about itself.
+        own: dict[int, np.ndarray] = {}
+        for n, row in enumerate(rows):
+            own[row] = own.get(row, 0.0) + weights[:, n]
+        for n, col in enumerate(cols):
+            if col in own:
+                totals[n] -= own[col] * float(said[n] @ self.vectors[col])
+        everything[at], recent[at] = totals[:, 0], totals[:, 1]
+        return everything, recent
+
+    def top(self, history: Sequence[str], limit: int) -> list[tuple[str, float]]:
+        rows, _ = self._rows(history)
+        if not rows or limit <= 0:
+            return []
+        taste = (self.vectors[rows].sum(axis=0) * self.shrink).astype(np.float32)
+        scores = (self.vectors @ taste) / self.denominators
+        scores[rows] = -np.inf
+        limit = min(limit, len(scores))
+        best = np.argpartition(-scores, limit - 1)[:limit] if limit < len(scores) else np.arange(len(scores))
+        best = best[np.argsort(-scores[best], kind="stable")]
+        return [(self.items[i], float(scores[i])) for i in best if np.isfinite(scores[i])]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.vectors.nbytes + self.shrink.nbytes + self.denominators.nbytes)
+
+
+ItemModel = ItemWeights | LowRankItemWeights
+
+
+def fit_item_model(counts: tuple[list[str], np.ndarray], histories: Sequence[Sequence[str]], exact_items: int = 2_000,
+                   rank: int = 64, l2: float = L2) -> ItemModel:
+    """EASE over every product the remembered histories hold: exact from the counted Gram matrix
+    while they hold at most ``exact_items`` products (and the counts cover them), else on a
+    rank-``rank`` view of the histories, which covers any number of products.
+
+    >>> histories = [list("abc"), list("abd"), list("ab"), list("cd")]
+    >>> type(fit_item_model(CoOccurrence.of(histories).counts(), histories, exact_items=4)).__name__
+    'ItemWeights'
+    >>> type(fit_item_model(CoOccurrence.of(histories).counts(), histories, exact_items=3)).__name__
+    'LowRankItemWeights'
+    """
+    items, gram = counts
+    held = {item for history in histories for item in history}
+    if len(held) <= exact_items and held <= set(items):
+        return ItemWeights.fit(items, gram, l2)
+    return LowRankItemWeights.fit(histories, rank=rank, l2=l2)

@@ -91,7 +91,23 @@ class RankingTally:
             "recall": self.pool_hits / n,
             "coverage": len(self.shown) / max(1, catalogue),
             "diversity": self.diversity_sum / self.diversity_lists if self.diversity_lists else float("nan"),
+            "hr_ci": self.half_width(hit=True),
+            "ndcg_ci": self.half_width(hit=False),
         }
+
+    def half_width(self, hit: bool = True) -> float:
+        """Half the 95 % interval of the mean HR (``hit``) or NDCG over the questions: 1.96 standard errors.
+
+        >>> tally = RankingTally(k=1)
+        >>> for target in "aaab":
+        ...     _ = tally.add(["a"], target)
+        >>> round(tally.half_width(), 3)  # 1.96 * sqrt(0.75 * 0.25 / 3), with the sample variance
+        0.49
+        """
+        values = np.array([h if hit else g for h, g in self.trace], dtype=float)
+        if len(values) < 2:
+            return float("nan")
+        return float(1.96 * values.std(ddof=1) / math.sqrt(len(values)))
 
     def rolling(self, window: int) -> list[tuple[int, float, float]]:
         """(questions so far, HR@k, NDCG@k) over consecutive windows of ``window`` questions."""

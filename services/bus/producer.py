@@ -77,7 +77,7 @@ class Producer:
         while not done.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
-                return errors + [f"{pending[0]} of {len(messages)} not acknowledged within {timeout:.0f} s"]
+                return [*errors, f"{pending[0]} of {len(messages)} not acknowledged within {timeout:.0f} s"]
             self.client.poll(min(0.01, left))
         return errors
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from services.errors import UserError
+from services.evaluation.logs import NEW_LISTINGS
 from services.settings import Settings
 
 
@@ -22,6 +23,10 @@ def register_datasets(kinds: argparse._SubParsersAction) -> None:  # type: ignor
     shop.add_argument("--shoppers", type=int, default=200)
     shop.add_argument("--clicks-before", type=int, default=8, help="clicks per shopper before the new products are listed")
     shop.add_argument("--clicks-after", type=int, default=3, help="clicks per shopper after (the scored ones)")
+    shop.add_argument("--new-listings", choices=NEW_LISTINGS, default="mixed",
+                      help="how the new products are listed: mixed (half with a neutral title and no category), neutral (all), "
+                      "foreign (titles in another language, no category), no-category, informative")
+    shop.add_argument("--new-after-days", type=int, default=7, help="days between the catalogue's listing and the new products'")
     shop.add_argument("--seed", type=int, default=0)
     shop.set_defaults(run=_synthetic)
 
@@ -41,6 +46,12 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     evaluate.add_argument("--warmup-size", type=int, default=None,
                           help="choices before the window served for learning (default: the dataset's, else 10,000)")
     evaluate.add_argument("-k", type=int, default=10)
+    evaluate.add_argument("--rate", type=float, default=15.0,
+                          help="events per second the shop publishes in the served part (default 15): the services' "
+                          "checkpoint, reload and refit cadence spans rate × seconds events, as it would live")
+    evaluate.add_argument("--live", action="store_true",
+                          help="through the running services: start `serve` and `profiles` on topics and keys of this run's own, "
+                          "post the events over HTTP at --rate and ask for every recommendation over HTTP (docs/evaluation.md)")
     evaluate.add_argument("--limit-events", type=int, default=None, help="replay only the first N events (a quick slice)")
     evaluate.add_argument("--out", type=Path, default=None, help="report folder (default: reports/recs/<dataset>-<window>)")
     evaluate.set_defaults(run=_evaluate)
@@ -58,9 +69,11 @@ def _synthetic(_settings: Settings, args: argparse.Namespace) -> int:
     from models.data.fashion_mnist import DatasetMissing
     from services.evaluation.synthetic import ShopPlan, generate
 
-    if min(args.products, args.shoppers, args.clicks_before, args.clicks_after) < 1 or args.new_products < 0:
-        raise UserError("synthetic-shop needs at least one product, shopper and click before and after")
-    plan = ShopPlan(args.products, args.new_products, args.shoppers, args.clicks_before, args.clicks_after, seed=args.seed)
+    if min(args.products, args.shoppers, args.clicks_before, args.clicks_after) < 1 or min(args.new_products, args.new_after_days) < 0:
+        raise UserError("synthetic-shop needs at least one product, shopper and click before and after, "
+                        "and no negative --new-products or --new-after-days")
+    plan = ShopPlan(args.products, args.new_products, args.shoppers, args.clicks_before, args.clicks_after, seed=args.seed,
+                    new_listings=args.new_listings, new_after_days=args.new_after_days)
     try:
         products, events = generate(args.out, plan)
     except DatasetMissing as exc:
@@ -70,12 +83,12 @@ def _synthetic(_settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
-    from services.demo.storefront import ensure_model
     from services.embedder.service import load_predictor
     from services.evaluation.logs import read_dataset
     from services.evaluation.replay import Replay, ReplayConfig
     from services.evaluation.report import summary, write_report
     from services.recommender.service import redis_client
+    from services.stack.model import ensure_model
 
     redis_client(settings).close()  # a one-line error when Redis is not there
     dataset = read_dataset(args.dataset, args.limit_events)
@@ -83,20 +96,33 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
     warmup_size = int(args.warmup_size if args.warmup_size is not None else dataset.meta.get("warmup_size", 10_000))  # type: ignore[call-overload]
     if min(eval_size, args.k) < 1 or warmup_size < 0:
         raise UserError("--eval-size and -k must be at least 1, --warmup-size at least 0")
+    if not args.rate > 0:
+        raise UserError("--rate must be a positive number of events per second")
     checkpoint = ensure_model(settings)
-    predictor = load_predictor(settings.model_copy(update={"model_dir": checkpoint}))
-    config = ReplayConfig(window=args.window, eval_size=eval_size, warmup_size=warmup_size, k=args.k)
-    result = Replay(settings, predictor, dataset, config).run(progress=sys.stderr.isatty())
-    out = args.out or Path("reports") / "recs" / f"{dataset.name}-{args.window}"
+    config = ReplayConfig(window=args.window, eval_size=eval_size, warmup_size=warmup_size, k=args.k, rate=args.rate)
+    if args.live:
+        from services.bus.broker import require_broker
+        from services.evaluation.live import run_live
+
+        require_broker(settings)
+        result = run_live(settings, checkpoint, dataset, config, progress=sys.stderr.isatty())
+    else:
+        predictor = load_predictor(settings.model_copy(update={"model_dir": checkpoint}))
+        result = Replay(settings, predictor, dataset, config).run(progress=sys.stderr.isatty())
+    out = args.out or Path("reports") / "recs" / f"{dataset.name}-{args.window}{'-live' if args.live else ''}"
     report = write_report(result, out)
     data = summary(result)
     width = max(len(n) for n in data["recommenders"])
-    print(f"{dataset.name}, {args.window} window: {int(data['recommenders']['Shelfsight']['questions']):,} choices scored")
+    mode = "live, through the services" if args.live else "in-process replay"
+    print(f"{dataset.name}, {args.window} window: {int(data['recommenders']['Shelfsight']['questions']):,} choices scored "
+          f"({mode} at {args.rate:g} events/s)")
     for name, m in data["recommenders"].items():
-        print(f"  {name:<{width}}  HR@{args.k} {m['hr']:.3f}  NDCG@{args.k} {m['ndcg']:.3f}  MRR {m['mrr']:.3f}  "
+        print(f"  {name:<{width}}  HR@{args.k} {m['hr']:.3f} ± {m['hr_ci']:.3f}  NDCG@{args.k} {m['ndcg']:.3f} ± {m['ndcg_ci']:.3f}  "
+              f"MRR {m['mrr']:.3f}  "
               f"recall@{config.recall_at} {m['recall']:.3f}  coverage {m['coverage']:.3f}  diversity {m['diversity']:.3f}")
     for name, m in data["cold_start"].items():
         print(f"  {name:<{width}}  new per list {m['new_per_list']:.2f}  new matching {m['new_matching_per_list']:.2f}  "
-              f"on taste {m['on_taste']:.1%}")
+              f"on taste {m['on_taste']:.1%}  HR@{args.k} on new {m['new_hr']:.3f}  new shown {m['new_shown']:.1%}  "
+              f"hours to first shown {m['hours_to_first_shown']:.1f}")
     print(f"report: {report}")
     return 0

@@ -12,12 +12,7 @@ import json
 import os
 import secrets
 import signal
-import subprocess
-import sys
 import time
-import urllib.request
-from dataclasses import dataclass
-from pathlib import Path
 
 from schemas.topics import PRODUCTS_LISTED
 from services.bus.config import producer_config
@@ -30,97 +25,8 @@ from services.errors import UserError
 from services.recommender.http.tokens import mint
 from services.settings import Settings
 from services.stack import Stack
-
-DEMO_TRAIN_PER_CLASS = 600
-
-
-@dataclass
-class Service:
-    name: str
-    process: subprocess.Popen  # type: ignore[type-arg]
-    log: Path
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.alive():
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                return self.process.wait(5)
-        return int(self.process.returncode)
-
-    def tail(self, lines: int = 8) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
-
-
-def start_service(name: str, args: list[str], env: dict[str, str], logs: Path) -> Service:
-    logs.mkdir(parents=True, exist_ok=True)
-    log = logs / f"{name}.log"
-    handle = log.open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", *args], env=env, stdout=handle, stderr=subprocess.STDOUT,
-        start_new_session=True,  # Ctrl-C reaches the demo, which stops the services in order
-    )
-    return Service(name, process, log)
-
-
-def ensure_model(settings: Settings) -> Path:
-    """The checkpoint `make model` trains; else a quick demo model, trained once and cached.
-    Checkpoints from before text was part of every product are passed over (retrained)."""
-    if _carries_text(settings.checkpoint):
-        return settings.checkpoint
-    if (settings.checkpoint / "model_card.json").exists():
-        print(f"   {settings.checkpoint} predates text in every product vector: `make model` retrains it")
-    quick = settings.cache_dir / "checkpoints" / "fashion-mnist-demo"
-    if _carries_text(quick):
-        return quick
-    from models.data import fashion_mnist
-    from models.training import TrainConfig, train
-
-    if not (fashion_mnist.DEBIAN_DIR / "train-images-idx3-ubyte.gz").exists():
-        raise UserError("Fashion-MNIST is missing: run `make demo` (it installs dataset-fashion-mnist) or apt-get install it")
-    data = settings.cache_dir / "datasets" / f"fashion-mnist-{DEMO_TRAIN_PER_CLASS}"
-    if not (data / "train" / "texts.csv").exists():
-        print(f"   exporting {DEMO_TRAIN_PER_CLASS} photos per category …")
-        fashion_mnist.export_image_folder(data, per_class=DEMO_TRAIN_PER_CLASS)
-    print("   training a quick demo model (frozen EfficientNet-Lite0, 64 px); `make model` trains the full one")
-    result = train(data / "train", TrainConfig(input_size=64, epochs=8, batch_size=128), out=quick, progress=True)
-    print(f"   validation accuracy {result.best_val_accuracy:.1%} in {result.seconds:.0f} s")
-    return quick
-
-
-def _carries_text(checkpoint: Path) -> bool:
-    from models.checkpoint import CheckpointError, read_card
-
-    try:
-        return read_card(checkpoint).text_model is not None
-    except CheckpointError:
-        return False
-
-
-def wait_healthy(url: str, service: Service, timeout: float = 180.0) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not service.alive():
-            raise UserError(f"{service.name} stopped while starting; its log ({service.log}) ends:\n{service.tail()}")
-        report = health(url)
-        if report:
-            return report
-        time.sleep(0.5)
-    raise UserError(f"{service.name} did not become healthy at {url} within {timeout:.0f} s; see {service.log}")
-
-
-def health(url: str) -> dict[str, object]:
-    """The /healthz report when the service answers healthy; empty otherwise (503 raises OSError)."""
-    try:
-        with urllib.request.urlopen(url, timeout=2) as answer:
-            return json.loads(answer.read())
-    except (OSError, ValueError):
-        return {}
+from services.stack.model import ensure_model
+from services.stack.supervisor import health, start_service, wait_healthy
 
 
 def run_storefront_demo(settings: Settings, seconds: float | None = None, products: int = 1000, shoppers: int = 12,

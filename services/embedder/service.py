@@ -33,6 +33,9 @@ def image_policy(settings: Settings) -> ImagePolicy:
     return ImagePolicy(max_bytes=settings.image_max_bytes, max_pixels=settings.image_max_pixels)
 
 
+_TOTAL_TIMEOUTS = 6  # a fetch's deadline, in SHELFSIGHT_IMAGE_TIMEOUT_S: 30 s by default
+
+
 def url_policy(settings: Settings) -> UrlPolicy:
     hosts = frozenset(comma_list(settings.image_allowed_hosts))
     return UrlPolicy(
@@ -43,6 +46,9 @@ def url_policy(settings: Settings) -> UrlPolicy:
         allow_private=settings.image_allow_private,
         connect_timeout=settings.image_timeout_s,
         read_timeout=settings.image_timeout_s,
+        # The whole fetch, every try included: room for a slow connect and a few slow reads on
+        # each try, yet a bound on how long a trickling host holds a decode thread.
+        total_timeout=_TOTAL_TIMEOUTS * settings.image_timeout_s,
         max_bytes=settings.image_max_bytes,
         attempts=settings.image_fetch_attempts,
     )

@@ -167,7 +167,7 @@ class EmbedderWorker:
 
         def flush_run() -> None:
             if run:
-                stored, outcomes = self._indexer.embed(run, [next(decoded) for _ in run])
+                stored, outcomes = self._embed_run(run, [next(decoded) for _ in run])
                 steps.append(_Step(stored=stored, outcomes=outcomes))
                 run.clear()
 
@@ -183,6 +183,35 @@ class EmbedderWorker:
         flush_run()
         return steps
 
+    def _embed_run(self, run: list[ProductListed], decoded: list[Decoded]) -> tuple[list[StoredProduct], list[Outcome]]:
+        """Embed listings together; when that fails, one by one, so a listing that breaks the model
+        is dead-lettered alone and the rest are indexed."""
+        try:
+            return self._indexer.embed(run, decoded)
+        except Exception:
+            log.exception("a batch of listings failed to embed; embedding them one by one", extra={"listings": len(run)})
+        stored: list[StoredProduct] = []
+        outcomes: list[Outcome] = []
+        for product, picture in zip(run, decoded, strict=True):
+            try:
+                one_stored, one_outcome = self._indexer.embed([product], [picture])
+            except Exception as exc:  # this listing's own fault: the model or its contract cannot take it
+                log.exception("listing could not be embedded", extra={"product_id": product.product_id})
+                outcomes.append(Outcome(product.product_id, refused=f"could not be embedded: {type(exc).__name__}"))
+                continue
+            stored += one_stored
+            outcomes += one_outcome
+        return stored, outcomes
+
+    def _update(self, event: ProductUpdated) -> Outcome:
+        """A change to a stored product; one the stored payload cannot take is refused, not raised
+        (store outages still raise: the batch is then redone, not dead-lettered)."""
+        try:
+            return self._indexer.update(event)
+        except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError and ContractError are ValueErrors
+            log.exception("update could not be applied", extra={"product_id": event.product_id})
+            return Outcome(event.product_id, refused=f"update could not be applied: {type(exc).__name__}")
+
     def _write(self, batch: _Batch, steps: list[_Step]) -> list["_Output"]:
         """On the writer thread: store, then deliver the batch's events; what was delivered."""
         outcomes: list[Outcome] = []
@@ -190,22 +219,27 @@ class EmbedderWorker:
             self._indexer.write(step.stored)
             outcomes.extend(step.outcomes)
             if step.update is not None:
-                outcomes.append(self._indexer.update(step.update))
-        output: list[_Output] = []
-        for message, event, outcome in zip(batch.messages, batch.events, outcomes, strict=True):
-            if outcome.refused is not None:
-                letter = dead_letter(
-                    value=message.value(), key=message.key(), reason=outcome.refused, source_topic=self._source,
-                    service="embedder", partition=message.partition(), offset=message.offset(),
-                )
-                output.append(_Output(self._dlq, letter.key, letter, "dead_letter"))
-            elif outcome.tombstone:
-                output.append(_Output(self._output, outcome.product_id.encode(), None, "delisted"))
-            elif outcome.indexed is not None:
+                outcomes.append(self._update(step.update))
+        output = [self._output_of(message, event, outcome)
+                  for message, event, outcome in zip(batch.messages, batch.events, outcomes, strict=True)]
+        self._publish([item for item in output if item is not None])
+        return [item for item in output if item is not None]
+
+    def _output_of(self, message: Message, event: object, outcome: Outcome) -> "_Output | None":
+        refused = outcome.refused
+        if refused is None and outcome.indexed is not None:
+            try:
                 kind = "indexed" if isinstance(event, ProductListed) else "updated"
-                output.append(_Output(self._output, outcome.product_id.encode(), encode(outcome.indexed), kind))
-        self._publish(output)
-        return output
+                return _Output(self._output, outcome.product_id.encode(), encode(outcome.indexed), kind)
+            except ContractError as exc:  # stored, but its event would not fit the topic
+                refused = f"indexed, but products.indexed refused it: {exc.reason}"
+        if refused is not None:
+            letter = dead_letter(value=message.value(), key=message.key(), reason=refused, source_topic=self._source,
+                                 service="embedder", partition=message.partition(), offset=message.offset())
+            return _Output(self._dlq, letter.key, letter, "dead_letter")
+        if outcome.tombstone:
+            return _Output(self._output, outcome.product_id.encode(), None, "delisted")
+        return None
 
     def _publish(self, output: list["_Output"]) -> None:
         failures: list[str] = []

@@ -8,6 +8,7 @@
   before them (``eval_size``, ``warmup_size``) — and a description.
 """
 
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from schemas import ClickEvent, ContractError, ProductListed, decode
 from services.errors import UserError
 
 CATALOGUE, CLICKS, TRUTH, META = "catalogue.jsonl", "clicks.jsonl", "truth.json", "dataset.json"
+NEW_LISTINGS = ("mixed", "neutral", "foreign", "no-category", "informative")  # how a synthetic shop lists its new products
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ def read_dataset(folder: Path, limit_events: int | None = None) -> Dataset:
         if limit_events is not None and len(events) >= limit_events:
             break
         events.append(event)
-    for before, after in zip(events, events[1:]):
+    for before, after in itertools.pairwise(events):
         if after.occurred_at < before.occurred_at:
             raise UserError(f"{folder / CLICKS}: events must be in time order ({after.event_id} comes before {before.event_id})")
     truth = None

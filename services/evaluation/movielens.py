@@ -65,7 +65,7 @@ def convert(out: Path) -> tuple[int, int]:
         first_rating.setdefault(r.item, r.timestamp)
     products = []
     for row in locate("item").read_text().splitlines()[1:]:
-        item, title, year, genres = (row.split("\t") + ["", "", ""])[:4]
+        item, title, year, genres = [*row.split("\t"), "", "", ""][:4]
         if item not in first_rating:
             continue  # never rated: no evidence it was ever on offer
         listed = first_rating[item]

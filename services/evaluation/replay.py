@@ -5,14 +5,19 @@ into Redis the way the profiles worker's ``items`` agent does; every click goes 
 profiles worker's ``ClickHandler`` into the real Redis (under a key prefix of its own); every
 recommendation comes from the ``Recommender`` with the ranking settings of ``serve``; each
 served list is kept the way the ``served`` agent keeps it, so the ranking learns from the
-choices that follow; the learners are checkpointed to Redis and reloaded by the recommender's
-``LearnedCache`` every ``refresh_every`` lists, as the services do every few seconds.
+choices that follow.
 
-Before each choice (click, cart, purchase) in the served part of the stream, the shopper's
-top k is asked for. In the scored window, the answer is scored against the product actually
-chosen, after dropping everything the shopper had already interacted with; the baselines
-answer the same questions from the same events. Nothing about the answer is learned before
-it is scored.
+The services' cadence is kept too, at the event rate the replay is told (``rate``, events
+per second, the shop's): the events in the served part are taken to arrive ``1/rate`` seconds
+apart, the worker checkpoints its learners every ``SHELFSIGHT_LEARNERS_CHECKPOINT_S`` of that
+clock, ``serve`` reloads them every ``SHELFSIGHT_LEARNERS_REFRESH_S`` (half a period later: on
+average, a reload comes that long after a checkpoint) and fits its item-to-item model again at
+most every ``SHELFSIGHT_ITEM_MODEL_REFIT_S``. A busy shop's recommendations lag more events
+behind its clicks than a quiet one's, and the replay sees the same lag. The events before the
+served part are history, loaded before the shop opens: the learners are checkpointed and
+reloaded once when it ends.
+
+What is asked and how it is scored is ``scoring.py``'s, shared with the live run (``live.py``).
 """
 
 import asyncio
@@ -22,7 +27,6 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,69 +38,29 @@ import redis.asyncio as aioredis
 from tqdm import tqdm
 
 from models.predictor import Predictor
-from models.ranking import CoVisitation, DecayedPopularity, Popularity, RankingTally
-from models.ranking.baselines import Baseline
-from schemas import ClickEvent, ProductListed, RecommendationServed, encode
+from models.ranking import RankingTally
+from models.ranking.learners import Learners
+from schemas import ProductListed, RecommendationServed, encode
 from services.embedder.fetch import ImageFetcher
 from services.embedder.indexing import Indexer
 from services.embedder.service import image_policy, store_taxonomy, url_policy
-from services.evaluation.logs import Dataset, Truth
+from services.evaluation.logs import Dataset
+from services.evaluation.scoring import SHELFSIGHT, ColdStartTally, ReplayConfig, Scoreboard, SourceTally, windows
 from services.profiles.handler import ClickHandler, RawMessage
-from services.profiles.learners import CHOICE_KINDS, Learners, dump
 from services.profiles.profile import ClickParams
-from services.profiles.keys import Keys
-from services.redis_clients import async_redis, sync_redis
 from services.profiles.state import ProfileState
 from services.recommender.engine import Query, Recommender
 from services.recommender.features import FEATURES
 from services.recommender.learned import LearnedCache
-from services.recommender.service import tuning
+from services.recommender.service import item_model_shape, tuning
 from services.recommender.shopper import ShopperReader
+from services.redis_clients import async_redis, sync_redis
 from services.settings import Settings
 from services.vectors.edge import EdgeProductStore
+from state.checkpoints import dump
+from state.keys import Keys
 
 log = logging.getLogger(__name__)
-
-SHELFSIGHT = "Shelfsight"
-
-
-@dataclass(frozen=True)
-class ReplayConfig:
-    window: str = "test"  # "test": the last eval_size choices; "validation": the eval_size before them
-    eval_size: int = 10_000
-    warmup_size: int = 10_000  # choices before the window that are served (and learned from) but not scored
-    k: int = 10
-    recall_at: int = 100
-    refresh_every: int = 100  # served lists between learner checkpoints
-    batch_size: int = 500  # events per handler call where nothing is served in between
-    seed: int = 0
-
-
-@dataclass
-class ColdStartTally:
-    """How lists treat products nobody had touched yet, and the shopper's hidden taste."""
-
-    lists: int = 0
-    items: int = 0
-    on_taste: int = 0
-    new: int = 0
-    new_matching: int = 0
-
-    def add(self, items: list[str], taste: str | None, truth: Truth, untouched_new: set[str]) -> None:
-        self.lists += 1
-        self.items += len(items)
-        for item in items:
-            matching = taste is not None and truth.categories.get(item) == taste
-            self.on_taste += matching
-            if item in untouched_new:
-                self.new += 1
-                self.new_matching += matching
-
-    def summary(self) -> dict[str, float]:
-        lists = max(1, self.lists)
-        return {"new_per_list": self.new / lists, "new_matching_per_list": self.new_matching / lists,
-                "on_taste": self.on_taste / max(1, self.items)}
-
 
 @dataclass
 class ReplayResult:
@@ -114,22 +78,13 @@ class ReplayResult:
     dropped: int = 0  # already-seen items the services returned, dropped before scoring
     ranker: dict[str, object] = field(default_factory=dict)
     scored_span: tuple[str, str] = ("", "")
-
-
-def windows(events: list[ClickEvent], config: ReplayConfig) -> tuple[set[int], set[int]]:
-    """(scored event indexes, served event indexes): choices only, counted from the end."""
-    choices = [n for n, e in enumerate(events) if e.kind.value in CHOICE_KINDS]
-    end = len(choices) if config.window == "test" else max(0, len(choices) - config.eval_size)
-    start = max(0, end - config.eval_size)
-    scored = choices[start:end]
-    served = choices[max(0, start - config.warmup_size) : end]
-    return set(scored), set(served)
+    mode: str = "in-process replay of the services' code"
+    sources: SourceTally = field(default_factory=SourceTally)
 
 
 class Replay:
     def __init__(self, settings: Settings, predictor: Predictor, dataset: Dataset, config: ReplayConfig) -> None:
         self.settings, self.predictor, self.dataset, self.config = settings, predictor, dataset, config
-        self.baselines: list[Baseline] = [Popularity(), DecayedPopularity(7 * 86400.0), CoVisitation(5)]
 
     def run(self, progress: bool = True) -> ReplayResult:
         workdir = Path(tempfile.mkdtemp(prefix="shelfsight-eval-"))
@@ -171,7 +126,9 @@ class _Run:
         self.handler = ClickHandler(self.state, self.learners, params, lambda _m, reason: self.letters.append(reason),
                                     clock=lambda: self.now, item_wait_s=0, seed=config.seed)
         self.secret = secrets.token_bytes(32)
-        self.cache = LearnedCache(sync, keys, self.secret, refit_s=0.0)  # the replay's clock is the stream's: fit at every reload
+        self.cadence = Cadence(config.rate, settings.learners_checkpoint_s, settings.learners_refresh_s)
+        self.cache = LearnedCache(sync, keys, self.secret, refit_s=settings.item_model_refit_s, clock=lambda: self.cadence.now,
+                                  shape=item_model_shape(settings))
         self.engine = Recommender(store, ShopperReader(sync, keys, half_life_s=params.half_life_s), lambda: self.cache.current,
                                   replay.predictor.dims["fused"], tuning(settings), clock=lambda: self.now, on_served=self._keep)
         self.indexer = Indexer(replay.predictor, store, ImageFetcher(url_policy(settings)), pool, image_policy(settings),
@@ -187,66 +144,40 @@ class _Run:
         dataset = replay.dataset
         started = time.perf_counter()
         events = dataset.events
-        scored, served = windows(events, config)
+        board = Scoreboard(dataset, config)
         products = sorted(dataset.products, key=lambda p: p.listed_at)
-        first_event = events[0].occurred_at.timestamp() if events else 0.0
-        names = [SHELFSIGHT, *(b.name for b in replay.baselines)]
-        tallies = {n: RankingTally(config.k, config.recall_at) for n in names}
-        cold = {n: ColdStartTally() for n in names} if dataset.truth is not None else {}
-        seen: dict[str, set[str]] = defaultdict(set)
-        touched: set[str] = set()
-        listed_mid_stream: set[str] = set()
         pending: list[RawMessage] = []
-        result = ReplayResult(dataset.name, config, _settings_used(replay.settings), tallies, cold, len(products), len(events),
-                              0, 0.0)
+        result = ReplayResult(dataset.name, config, _settings_used(replay.settings), board.tallies, board.cold, len(products),
+                              len(events), 0, 0.0, scored_span=board.scored_span(), sources=board.sources)
         listed = 0
-        scored_times = [events[n].occurred_at for n in sorted(scored)]
-        if scored_times:
-            result.scored_span = (scored_times[0].isoformat(), scored_times[-1].isoformat())
         for n, event in enumerate(tqdm(events, desc="replay", unit="event", disable=not progress, mininterval=1.0)):
             at = event.occurred_at.timestamp()
             while listed < len(products) and products[listed].listed_at.timestamp() <= at:
-                batch = []
-                while listed < len(products) and products[listed].listed_at.timestamp() <= at and len(batch) < 64:
-                    batch.append(products[listed])
-                    listed += 1
+                batch = products[listed : listed + 64]
+                batch = [p for p in batch if p.listed_at.timestamp() <= at]
+                listed += len(batch)
                 self._flush(pending)
                 self._index(batch, max(at, batch[-1].listed_at.timestamp()))
-                listed_mid_stream.update(p.product_id for p in batch if p.listed_at.timestamp() > first_event)
-            if n in served:
+                board.listed(batch)
+            if n >= board.opening:
+                self._keep_pace(n - board.opening, pending)
+            if n in board.served:
                 self._flush(pending)
                 self.now = at
-                if result.served % config.refresh_every == 0:
-                    self._refresh()
                 t0 = time.perf_counter()
                 answer = self.engine.recommend(Query(event.user_id, config.k, request_id=f"eval-{n}"))
                 result.latency_ms.append((time.perf_counter() - t0) * 1000)
                 result.served += 1
-                if n in scored:
-                    rated = seen[event.user_id]
-                    shown = [p.product_id for p in answer.items if p.product_id not in rated]
-                    result.dropped += len(answer.items) - len(shown)
-                    lists = {SHELFSIGHT: (shown, [p for p in answer.ranked if p not in rated])}
-                    for b in replay.baselines:
-                        ranked = b.rank(event.user_id, config.recall_at, rated, at)
-                        lists[b.name] = (ranked[: config.k], ranked)
-                    untouched_new = listed_mid_stream - touched
-                    taste = dataset.truth.tastes.get(event.user_id) if dataset.truth else None
-                    for name, (top, pool) in lists.items():
-                        tallies[name].add(top, event.product_id, pool, self._vectors(top))
-                        if dataset.truth is not None:
-                            cold[name].add(top[: config.k], taste, dataset.truth, untouched_new)
+                if n in board.scored:
+                    board.score(event, [p.product_id for p in answer.items], answer.ranked, self._vectors, answer, answer.items)
             pending.append(RawMessage(event.user_id.encode(), encode(event).value, 0, n))
             if len(pending) >= config.batch_size:
                 self._flush(pending)
-            if event.kind.value not in {"impression", "dismiss"}:
-                for b in replay.baselines:
-                    b.learn_one(event.user_id, event.product_id, at)
-                seen[event.user_id].add(event.product_id)
-                touched.add(event.product_id)
+            board.learn(event)
         self._flush(pending)
         result.seconds = time.perf_counter() - started
         result.dead_letters = len(self.letters)
+        result.dropped = board.dropped
         result.ranker = self._ranker_summary()
         return result
 
@@ -266,10 +197,15 @@ class _Run:
         self.loop.run_until_complete(self.handler.handle(list(pending)))
         pending.clear()
 
-    def _refresh(self) -> None:
-        """A learners checkpoint, and the recommender's reload of it (``LearnedCache``), as in the services."""
-        self.sync.set(self.keys.learners("main"), dump(self.learners, self.secret))
-        self.cache.refresh()
+    def _keep_pace(self, arrived: int, pending: list[RawMessage]) -> None:
+        """The worker's checkpoints and serve's reloads that fall due before event number ``arrived``
+        of the served part (the first: the shop opens, both happen)."""
+        checkpoint, reload = self.cadence.due(arrived)
+        if checkpoint:
+            self._flush(pending)
+            self.sync.set(self.keys.learners("main"), dump(self.learners, self.secret))
+        if reload:
+            self.cache.refresh()
 
     def _vectors(self, items: list[str]) -> np.ndarray | None:
         rows = [self.vectors[i] for i in items if i in self.vectors]
@@ -285,9 +221,42 @@ class _Run:
                 "weights": dict(sorted(weights.items(), key=lambda kv: -abs(kv[1])))}
 
 
+class Cadence:
+    """The services' clocks, run on event counts: event ``n`` of the served part arrives at
+    ``n / rate`` s; the worker checkpoints every ``checkpoint_s``, ``serve`` reloads every
+    ``refresh_s``, half a period after the checkpoints' phase.
+
+    >>> cadence = Cadence(rate=10.0, checkpoint_s=30.0, refresh_s=10.0)
+    >>> [cadence.due(n) for n in (0, 1, 50, 149, 150, 300, 349, 350)]
+    [(True, True), (False, False), (False, True), (False, False), (False, True), (True, True), (False, False), (False, True)]
+    """
+
+    def __init__(self, rate: float, checkpoint_s: float, refresh_s: float) -> None:
+        if rate <= 0:
+            raise ValueError("the event rate must be positive")
+        self.rate, self.checkpoint_s, self.refresh_s = rate, checkpoint_s, refresh_s
+        self.now = 0.0
+        self._next_checkpoint: float | None = None
+        self._next_reload: float | None = None
+
+    def due(self, arrived: int) -> tuple[bool, bool]:
+        """(checkpoint, reload): which fall due at event ``arrived``."""
+        self.now = arrived / self.rate
+        if self._next_checkpoint is None or self._next_reload is None:
+            self._next_checkpoint, self._next_reload = self.checkpoint_s, self.refresh_s / 2
+            return True, True
+        checkpoint = self.now >= self._next_checkpoint
+        reload = self.now >= self._next_reload
+        if checkpoint:
+            self._next_checkpoint = (self.now // self.checkpoint_s + 1) * self.checkpoint_s
+        if reload:
+            self._next_reload = ((self.now - self.refresh_s / 2) // self.refresh_s + 1) * self.refresh_s + self.refresh_s / 2
+        return checkpoint, reload
+
+
 def _settings_used(settings: Settings) -> dict[str, object]:
-    fields = ("ranking", "ranking_warmup_pairs", "covisit_neighbours", "item_model_items", "mmr_lambda", "explore_slots", "explore_margin",
-              "new_product_hours")
+    fields = ("ranking", "ranking_warmup_pairs", "covisit_neighbours", "item_model_items", "item_model_rank", "item_model_refit_s",
+              "learners_checkpoint_s", "learners_refresh_s", "mmr_lambda", "explore_slots", "explore_margin", "new_product_hours")
     return {f: getattr(settings, f) for f in fields}
 
 
@@ -296,4 +265,4 @@ def _chunks(items: list, size: int):  # type: ignore[no-untyped-def]
         yield items[start : start + size]
 
 
-__all__ = ["ColdStartTally", "Replay", "ReplayConfig", "ReplayResult", "SHELFSIGHT", "windows"]
+__all__ = ["SHELFSIGHT", "Cadence", "ColdStartTally", "Replay", "ReplayConfig", "ReplayResult", "windows"]

@@ -9,8 +9,11 @@ The timeline:
 1. the catalogue (``products`` photos, every category alike) is listed;
 2. every shopper clicks ``clicks_before`` products of their taste, with some browsing of
    random products (``view``s) in between;
-3. ``new_products`` more photos are listed — half of them with a neutral title and no
-   category, so the picture alone must carry them;
+3. ``new_products`` more photos are listed, as ``new_listings`` says: ``mixed`` (half of them
+   with a neutral title, "Item fm-01234", and no category), ``neutral`` (all of them: the
+   picture alone must carry them), ``foreign`` (titles in French, German or Spanish, which
+   the text model does not read, and no category), ``no-category`` (informative titles, no
+   category) or ``informative`` (title and category, as the catalogue's);
 4. every shopper clicks ``clicks_after`` more products of their taste, now chosen among old
    and new products alike: these are the questions the evaluation scores, and a new product
    nobody has clicked yet can only be found by what it looks like.
@@ -30,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from models.data.fashion_mnist import BASE_PRICES, CATEGORIES, DEBIAN_DIR, STYLES, display_name, load_split
-from services.evaluation.logs import CATALOGUE, CLICKS, TRUTH, write_jsonl, write_meta
+from services.evaluation.logs import CATALOGUE, CLICKS, NEW_LISTINGS, TRUTH, write_jsonl, write_meta
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
 
@@ -43,9 +46,20 @@ class ShopPlan:
     clicks_before: int = 8
     clicks_after: int = 3
     views_per_click: float = 0.25  # browsing of random products, as views
-    untitled_share: float = 0.5  # of the new products: a neutral title and no category
+    untitled_share: float = 0.5  # of the new products in a ``mixed`` listing: a neutral title and no category
     temperature: float = 0.1  # lower: shoppers stick closer to their prototype
     seed: int = 0
+    new_listings: str = "mixed"  # mixed | neutral | foreign | no-category | informative
+    new_after_days: int = 7  # the new products are listed this many days after the catalogue
+
+
+FOREIGN = {  # what a shop in another language calls each category (the text model reads English)
+    "T-shirt-top": ("T-shirt basique", "Kurzarmshirt", "Camiseta básica"), "Trouser": ("Pantalon droit", "Stoffhose", "Pantalón recto"),
+    "Pullover": ("Pull en laine", "Strickpullover", "Jersey de punto"), "Dress": ("Robe d'été", "Sommerkleid", "Vestido de verano"),
+    "Coat": ("Manteau long", "Wintermantel", "Abrigo largo"), "Sandal": ("Sandales plates", "Riemchensandale", "Sandalias planas"),
+    "Shirt": ("Chemise en lin", "Leinenhemd", "Camisa de lino"), "Sneaker": ("Baskets basses", "Turnschuhe", "Zapatillas deportivas"),
+    "Bag": ("Sac en cuir", "Ledertasche", "Bolso de cuero"), "Ankle-boot": ("Bottines", "Stiefeletten", "Botines de piel"),
+}
 
 
 def generate(out: Path, plan: ShopPlan = ShopPlan(), source: Path = DEBIAN_DIR) -> tuple[int, int]:
@@ -63,12 +77,14 @@ def generate(out: Path, plan: ShopPlan = ShopPlan(), source: Path = DEBIAN_DIR) 
     pixels /= np.linalg.norm(pixels, axis=1, keepdims=True).clip(min=1e-6)
     pid = {i: f"fm-{i:05d}" for i in old + new}
     category = {pid[i]: CATEGORIES[int(labels[i])] for i in old + new}
-    untitled = set(rng.sample(new, int(len(new) * plan.untitled_share)))
+    if plan.new_listings not in NEW_LISTINGS:
+        raise ValueError(f"new_listings must be one of {', '.join(NEW_LISTINGS)}")
+    untitled = set(rng.sample(new, int(len(new) * plan.untitled_share))) if plan.new_listings == "mixed" else set()
 
     listed_old = START - timedelta(days=1)
-    listed_new = START + timedelta(days=7)
-    products = [_product(rng, images[i], pid[i], category[pid[i]], listed_old, titled=True) for i in old]
-    products += [_product(rng, images[i], pid[i], category[pid[i]], listed_new, titled=i not in untitled) for i in new]
+    listed_new = START + timedelta(days=plan.new_after_days)
+    products = [_product(rng, images[i], pid[i], category[pid[i]], listed_old, listing="informative") for i in old]
+    products += [_product(rng, images[i], pid[i], category[pid[i]], listed_new, listing=_listing(plan, i in untitled)) for i in new]
 
     tastes: dict[str, str] = {}
     events: list[tuple[datetime, dict[str, object]]] = []
@@ -80,7 +96,7 @@ def generate(out: Path, plan: ShopPlan = ShopPlan(), source: Path = DEBIAN_DIR) 
         clicked: set[int] = set()
         for phase, pool, count, day in (
             (1, old, plan.clicks_before, 0),
-            (2, old + new, plan.clicks_after, 7),
+            (2, old + new, plan.clicks_after, plan.new_after_days),
         ):
             mine = [i for i in pool if int(labels[i]) == favourite]
             at = START + timedelta(days=day, hours=rng.uniform(1, 40))
@@ -104,21 +120,32 @@ def generate(out: Path, plan: ShopPlan = ShopPlan(), source: Path = DEBIAN_DIR) 
     return write_jsonl(out / CATALOGUE, products), write_jsonl(out / CLICKS, rows)
 
 
-def _product(rng: random.Random, pixels: np.ndarray, product_id: str, category: str, listed: datetime, titled: bool) -> dict[str, object]:
+def _listing(plan: ShopPlan, untitled: bool) -> str:
+    if plan.new_listings == "mixed":
+        return "neutral" if untitled else "informative"
+    return plan.new_listings
+
+
+def _product(rng: random.Random, pixels: np.ndarray, product_id: str, category: str, listed: datetime, listing: str) -> dict[str, object]:
+    """One listing: ``informative`` (title, description and category), ``no-category`` (the same
+    without the category), ``neutral`` ("Item <id>" alone) or ``foreign`` (another language's title)."""
     buffer = io.BytesIO()
     Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
     name = display_name(category)
     style = rng.choice(STYLES)
+    titles = {"neutral": f"Item {product_id}", "foreign": rng.choice(FOREIGN[category])}
     product: dict[str, object] = {
         "product_id": product_id,
-        "title": f"{style} {name}" if titled else f"Item {product_id}",
+        "title": titles.get(listing, f"{style} {name}"),
         "price": round(BASE_PRICES[category] * rng.uniform(0.6, 1.6), 2),
         "currency": "EUR",
         "image": base64.b64encode(buffer.getvalue()).decode(),
         "listed_at": listed.isoformat(),
     }
-    if titled:
-        product |= {"description": f"A {style.lower()} {name}.", "category_hint": category}
+    if listing in ("informative", "no-category"):
+        product["description"] = f"A {style.lower()} {name}."
+    if listing == "informative":
+        product["category_hint"] = category
     return product
 
 

@@ -18,7 +18,7 @@ class OpsServer:
         registry_, health_ = registry, health
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 if self.path == "/metrics":
                     body, status, kind = generate_latest(registry_), 200, CONTENT_TYPE_LATEST
                 elif self.path == "/healthz":

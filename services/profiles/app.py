@@ -13,17 +13,18 @@ import faust
 import redis
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
+from models.ranking.learners import Learners
 from schemas import ContractError, ProductIndexed, RecommendationServed, decode
 from schemas.topics import CLICKS, PRODUCTS_INDEXED, RECOMMENDATIONS_SERVED
 from services.bus.config import faust_broker
 from services.bus.dead_letters import dead_letter
 from services.bus.producer import Producer
 from services.profiles.handler import BatchResult, ClickHandler, RawMessage
-from services.profiles.learners import Learners, dump
 from services.profiles.metrics import ProfilesMetrics
 from services.profiles.positions import RangeReader, RangeReadFailed
-from services.profiles.state import CHECKPOINT_KEEP_S, ProfileState
+from services.profiles.state import ProfileState
 from services.settings import Settings
+from state.checkpoints import CHECKPOINT_KEEP_S, dump
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,10 @@ def build_app(
 
     async def keep_item(m) -> None:  # type: ignore[no-untyped-def]
         if m.value is None:  # tombstone: the product was delisted
-            await state.delete_item(m.key.decode())
+            product_id = (m.key or b"").decode()
+            if not product_id:
+                raise ContractError("a tombstone without a key names no product")
+            await _retrying(lambda: state.delete_item(product_id))
             return
         item = decode(ProductIndexed, m.value)
         await _retrying(lambda: state.put_indexed(item))
@@ -131,15 +135,26 @@ def build_app(
             started = time.perf_counter()
             try:
                 result = await _retrying(lambda b=batch: handler.handle(b))
-            except Exception as exc:  # a bug, not bad input: keep every event, in the DLQ, with the reason
-                log.exception("click batch failed")
-                for raw in batch:
-                    to_dlq(clicks_dlq, settings.topic(CLICKS.name))(raw, f"internal error: {exc!r}"[:500])
-                await _retrying(flush_async)
-                await _retrying(lambda b=batch: handler.skip(b))  # or the next batch would read it back as a gap
-                continue
+            except Exception:  # not bad input (that is dead-lettered inside): find the events it fails on
+                log.exception("click batch failed; applying its events one by one")
+                result = await one_at_a_time(batch)
             account(result)
             metrics.update_seconds.observe(time.perf_counter() - started)
+
+    async def one_at_a_time(batch: list[RawMessage]) -> BatchResult:
+        """Each event of a failed batch on its own: the ones that fail again go to the DLQ with the
+        reason, the positions pass them (or the next batch would read them back as a gap), and the
+        other shoppers' events of the batch are applied as usual."""
+        total = BatchResult()
+        for raw in batch:
+            try:
+                total.add(await _retrying(lambda one=[raw]: handler.handle(one)))
+            except Exception as exc:
+                log.exception("click event failed", extra={"partition": raw.partition, "offset": raw.offset})
+                to_dlq(clicks_dlq, settings.topic(CLICKS.name))(raw, f"internal error: {type(exc).__name__}: {exc}")
+                await _retrying(flush_async)
+                await _retrying(lambda one=[raw]: handler.skip(one))
+        return total
 
     def account(result: BatchResult) -> None:
         metrics.events.labels("applied").inc(result.applied)

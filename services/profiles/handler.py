@@ -24,9 +24,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 
+from models.ranking.learners import CHOICE_KINDS, Learners
 from schemas import ClickEvent, ContractError, decode
 from services.profiles.choices import ServedList, choice, pick_list
-from services.profiles.learners import CHOICE_KINDS, Learners
 from services.profiles.messages import RawMessage
 from services.profiles.positions import (
     Partition,
@@ -39,8 +39,9 @@ from services.profiles.positions import (
     split_applied,
 )
 from services.profiles.profile import ClickParams, Profile, apply, forward_decay_score
-from services.profiles.state import ProfileState, encode_profile
+from services.profiles.state import ProfileState
 from services.profiles.writes import WriteBatch
+from state.values import encode_profile
 
 log = logging.getLogger(__name__)
 
@@ -92,16 +93,17 @@ class _Pending:
 
     pipe: WriteBatch = field(default_factory=WriteBatch)
     learning: list[Callable[[], None]] = field(default_factory=list)
-    choices: list[tuple[ServedList, str]] = field(default_factory=list)
+    choices: list[tuple[str, ServedList, str]] = field(default_factory=list)  # (shopper, list, chosen product)
     neighbours: set[str] = field(default_factory=set)
     history: set[str] = field(default_factory=set)
     trending: set[str | None] = field(default_factory=set)
     sessions: set[str] = field(default_factory=set)
     purchasers: set[str] = field(default_factory=set)
     dismissers: set[str] = field(default_factory=set)
-    impressions: dict[str, set[str]] = field(default_factory=dict)  # request id → products reported seen in this batch
+    impressions: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (shopper, request id) → products reported seen in this batch
     parked: dict[str, int] = field(default_factory=dict)  # parked set → how many it holds (as this batch leaves it)
     unparked_from: set[Partition] = field(default_factory=set)  # partitions whose parked clicks this write takes out
+    latest: float | None = None  # the latest event time applied: the shop's clock moves to it
 
 
 # Each message decoded once per batch, whichever groups look at it: by its place in Kafka (a gap
@@ -384,11 +386,12 @@ class _GroupHandler:
             w.learning.append(partial(self._learners.learn_event, user, product, kind, p.weights[kind]))
             done.add(e.event_id)
             result.applied += 1
+            w.latest = at if w.latest is None else max(w.latest, at)
             w.pipe.call("SET", keys.seen(e.event_id), 1, "EX", p.dedupe_ttl_s)
             if kind == "impression":
                 if e.context is not None and e.context.request_id is not None:
-                    w.pipe.call("SADD", keys.impressed(e.context.request_id), product)
-                    w.impressions.setdefault(e.context.request_id, set()).add(product)
+                    w.pipe.call("SADD", keys.impressed(user, e.context.request_id), product)
+                    w.impressions.setdefault((user, e.context.request_id), set()).add(product)
                 continue  # it marks what was seen; profile, trending and sessions stay
             profiles[user] = apply(before, p, vector=item.vector, category=item.category, kind=kind, at=at, price=item.price)
             result.users.add(user)
@@ -399,7 +402,7 @@ class _GroupHandler:
                 w.pipe.call("ZINCRBY", keys.choices, 1, product)
                 chosen_from = pick_list(served.get(user, []), e.context.request_id if e.context else None, at, p.served_ttl_s)
                 if chosen_from is not None:
-                    w.choices.append((chosen_from, product))
+                    w.choices.append((user, chosen_from, product))
             if kind == "purchase":
                 w.pipe.call("ZADD", keys.purchased(user), at, product)
                 w.purchasers.add(user)
@@ -473,12 +476,13 @@ class _GroupHandler:
         """Each choice made from a served list becomes ranking examples (learned after the write)."""
         if not w.choices:
             return
-        impressed = await self._state.impressed({served.request_id for served, _ in w.choices})
-        for request_id, products in w.impressions.items():  # reported in this batch, not yet written
-            impressed.setdefault(request_id, set()).update(products)
-        for served, product in w.choices:
+        impressed = await self._state.impressed({(user, served.request_id) for user, served, _ in w.choices})
+        for made_for, products in w.impressions.items():  # reported in this batch, not yet written
+            impressed.setdefault(made_for, set()).update(products)
+        for user, served, product in w.choices:
             p = self._params
-            example = choice(served, product, impressed.get(served.request_id), p.choice_negatives, self._rng, p.shown_negatives)
+            example = choice(served, product, impressed.get((user, served.request_id)), p.choice_negatives, self._rng,
+                             p.shown_negatives)
             if example is not None:
                 w.learning.append(partial(self._learners.learn_choice, served.names, *example))
                 result.choices_learned += 1
@@ -511,8 +515,10 @@ class _GroupHandler:
             pipe.call("ZREMRANGEBYRANK", keys.trending(category), 0, -(p.trending + 1))
         if w.trending:
             pipe.call("SADD", keys.trending_sets, *sorted(keys.trending(c) for c in w.trending))
-        for request_id in w.impressions:
-            pipe.call("EXPIRE", keys.impressed(request_id), p.served_ttl_s)
+        for user, request_id in w.impressions:
+            pipe.call("EXPIRE", keys.impressed(user, request_id), p.served_ttl_s)
+        if w.latest is not None:
+            pipe.call("ZADD", keys.clock, "GT", repr(w.latest), "latest")
         for user in users:
             pipe.call("PUBLISH", keys.updates_channel, user)
 

@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from state.bounds import BOUNDS
+from state.values import Profile
+
+__all__ = ["RESCALE_AFTER_HALF_LIVES", "ClickParams", "Profile", "apply", "decay", "forward_decay_score"]
+
 
 @dataclass(frozen=True)
 class ClickParams:
@@ -20,46 +25,28 @@ class ClickParams:
     weights: dict[str, float] = field(
         default_factory=lambda: {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0, "dismiss": -3.0, "impression": 0.0}
     )
-    half_life_s: float = 7 * 24 * 3600.0
-    recent_items: int = 50
-    purchased_items: int = 200
-    session_items: int = 20
+    half_life_s: float = BOUNDS.half_life_s
+    recent_items: int = BOUNDS.recent_items
+    purchased_items: int = BOUNDS.purchased_items
+    session_items: int = BOUNDS.session_items
     covisit_window: int = 5  # each event is paired with this many of the session's latest items
-    neighbours: int = 500  # per item, in each co-visitation set: small caps evict pairs before they can add up
+    neighbours: int = BOUNDS.neighbours  # per item, in each co-visitation set: small caps evict pairs before they can add up
     history_items: int = 20  # each event is paired with this many of the shopper's latest distinct items
     history_decay: float = 0.9  # ... the n-th latest weighing history_decay ** n
-    seen_items: int = 500  # remembered per shopper, never recommended again
-    served_lists: int = 3  # latest served lists kept per shopper, to join with choices
-    served_ttl_s: int = 30 * 60
+    seen_items: int = BOUNDS.seen_items  # remembered per shopper, never recommended again
+    served_lists: int = BOUNDS.served_lists  # latest served lists kept per shopper, to join with choices
+    served_ttl_s: int = BOUNDS.served_ttl_s
     choice_negatives: int = 10  # skipped candidates paired with each choice …
     shown_negatives: int = 5  # … of which at most this many were shown (the rest: a sample of lower candidates)
-    trending: int = 1000
-    profile_ttl_s: int = 90 * 24 * 3600
-    session_ttl_s: int = 30 * 60
-    dedupe_ttl_s: int = 7 * 24 * 3600
+    trending: int = BOUNDS.trending
+    profile_ttl_s: int = BOUNDS.profile_ttl_s
+    session_ttl_s: int = BOUNDS.session_ttl_s
+    dedupe_ttl_s: int = BOUNDS.dedupe_ttl_s
     max_future_s: float = 300.0
     replay_batch: int = 500  # events read back from Kafka per step when filling a gap before a batch
     park_s: float = 600.0  # a click whose product is not indexed yet waits this long before it is dead-lettered …
     park_max: int = 10_000  # … and at most this many wait per partition (more are dead-lettered at once)
     park_retry: int = 500  # parked clicks looked at per partition and batch, oldest first
-
-
-@dataclass
-class Profile:
-    vector: np.ndarray  # decayed, weighted sum of item vectors (not normalised)
-    categories: dict[str, float]
-    updated_at: float
-    counts: dict[str, int]
-    log_price: float = 0.0  # decayed, weighted sum of log(1 + price) of what the shopper wanted
-    price_weight: float = 0.0  # ... and the sum of those weights: their ratio is the usual log price
-
-    @classmethod
-    def empty(cls, dims: int) -> "Profile":
-        return cls(np.zeros(dims, dtype=np.float32), {}, 0.0, {})
-
-    @property
-    def usual_log_price(self) -> float | None:
-        return self.log_price / self.price_weight if self.price_weight > 1e-9 else None
 
 
 def decay(params: ClickParams, elapsed_s: float) -> float:

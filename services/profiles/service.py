@@ -2,12 +2,11 @@
 
 import logging
 import os
-import secrets
 import socket
 import threading
 import time
 
-
+from models.ranking.learners import Learners
 from schemas.topics import CLICKS
 from services.bus.broker import require_broker
 from services.bus.config import consumer_config, producer_config
@@ -17,43 +16,24 @@ from services.errors import UserError
 from services.ops.http import OpsServer, start_ops
 from services.profiles.app import GROUP_ID, build_app
 from services.profiles.health import progress_health
-from services.profiles.learners import CheckpointRejected, Learners, load
 from services.profiles.metrics import ProfilesMetrics
 from services.profiles.positions import KafkaRangeReader
 from services.profiles.profile import ClickParams
-from services.profiles.keys import Keys
-from services.profiles.state import LayoutMismatch, ProfileState, check_layout, checkpoint_names
-from services.redis_clients import CONNECT_ERRORS, async_redis, check_kind, redis_problem, sync_redis
+from services.profiles.state import ProfileState
+from services.redis_clients import (
+    CONNECT_ERRORS,
+    async_redis,
+    check_kind,
+    redis_problem,
+    sync_redis,
+)
 from services.settings import Settings
+from state.checkpoints import CheckpointRejected, checkpoint_names, load
+from state.keys import Keys
+from state.layout import LayoutMismatch, check_layout
+from state.secret import state_secret
 
 log = logging.getLogger(__name__)
-
-
-def state_secret(settings: Settings) -> bytes:
-    """The key that signs learner checkpoints: the setting, or a random one kept beside the cache.
-
-    `serve` and `profiles` often start together: the file is written under a temporary name
-    and linked into place, which fails for the second process, so both end up reading one
-    complete secret (never a half-written or a different one).
-    """
-    if settings.state_secret is not None and settings.state_secret.get_secret_value():
-        return settings.state_secret.get_secret_value().encode()
-    path = settings.cache_dir / "state-secret"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(draft, path)
-        except FileExistsError:
-            pass  # another process got there first: use its secret
-        finally:
-            draft.unlink()
-    return path.read_text().strip().encode()
 
 
 def restore_learners(settings: Settings, keys: Keys, secret: bytes) -> Learners:

@@ -1,96 +1,22 @@
-"""Profile state in Redis: batched reads, and one transaction of writes per batch and key group.
+"""Profile state in Redis, as the worker reads and writes it: batched reads, and one transaction
+of writes per batch and key group.
 
-The key names come from keys.py. Every key has a TTL or a cap, so memory stays bounded (see
-docs/profiles.md for sizes).
+Key names, value codecs and bounds are the Redis contract (``state``). Every key has a TTL or
+a cap, so memory stays bounded (see docs/profiles.md for sizes).
 """
 
 import asyncio
-import json
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-import redis
 import redis.asyncio as aioredis
 
 from schemas import ProductIndexed
-
-from services.profiles.keys import Keys
 from services.profiles.positions import Position
-from services.profiles.profile import RESCALE_AFTER_HALF_LIVES, ClickParams, Profile
+from services.profiles.profile import RESCALE_AFTER_HALF_LIVES, ClickParams
 from services.profiles.writes import ReadBatch, WriteBatch, as_hash
-
-
-# A learners checkpoint (and its worker's registration) is kept this long after its last write.
-CHECKPOINT_KEEP_S = 7 * 24 * 3600.0
-
-
-class LayoutMismatch(ValueError):
-    """The state in Redis was written with another number of key groups."""
-
-
-def check_layout(client: redis.Redis, keys: Keys) -> None:
-    """Record the layout the first time; refuse to run on state written with another one (its
-    keys would not be found: every shopper and counter would start over, silently)."""
-    kind = "tagged" if keys.tagged else "plain"
-    wanted = f"{keys.shards}/{kind}"
-    client.set(keys.layout, wanted, nx=True)
-    stored = client.get(keys.layout)
-    if stored is not None and stored.decode() != wanted:
-        groups, _, stored_kind = stored.decode().partition("/")
-        raise LayoutMismatch(
-            f"Redis holds state written with SHELFSIGHT_REDIS_SHARDS={groups} ({stored_kind} keys), not {keys.shards} "
-            f"({kind}); set it back, or use a new SHELFSIGHT_REDIS_PREFIX for a fresh state"
-        )
-
-
-def checkpoint_names(client: redis.Redis, keys: Keys, now: float, keep_s: float = CHECKPOINT_KEEP_S) -> list[str]:
-    """The workers whose learners checkpoints are current, then ``main`` (a single-process replay's)."""
-    names = [n.decode() for n in client.zrangebyscore(keys.learners_workers, now - keep_s, "+inf")]
-    return list(dict.fromkeys([*names, "main"]))
-
-
-@dataclass(frozen=True)
-class Item:
-    vector: np.ndarray
-    category: str
-    price: float
-    in_stock: bool
-
-
-def encode_profile(p: Profile) -> dict[str, Any]:
-    return {
-        "vec": p.vector.astype(np.float32).tobytes(),
-        "t": repr(p.updated_at),
-        "cats": json.dumps(p.categories),
-        "counts": json.dumps(p.counts),
-        "lp": repr(p.log_price),
-        "lpw": repr(p.price_weight),
-    }
-
-
-def decode_profile(raw: dict[bytes, bytes]) -> Profile | None:
-    if not raw or b"vec" not in raw:
-        return None
-    return Profile(
-        np.frombuffer(raw[b"vec"], dtype=np.float32).copy(),
-        json.loads(raw[b"cats"]),
-        float(raw[b"t"]),
-        {k: int(v) for k, v in json.loads(raw[b"counts"]).items()},
-        float(raw.get(b"lp", 0.0)),
-        float(raw.get(b"lpw", 0.0)),
-    )
-
-
-def decode_item(raw: dict[bytes, bytes]) -> Item | None:
-    if not raw or b"vec" not in raw:
-        return None
-    return Item(
-        np.frombuffer(raw[b"vec"], dtype=np.float32).copy(),
-        raw[b"category"].decode(),
-        float(raw[b"price"]),
-        raw[b"in_stock"] == b"1",
-    )
+from state.keys import Keys
+from state.values import Item, Profile, decode_item, decode_profile, encode_item
 
 
 @dataclass
@@ -151,10 +77,7 @@ class ProfileState:
     async def put_item(self, product_id: str, vector: list[float], category: str, price: float, in_stock: bool,
                        listed_ts: float | None = None) -> None:
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(
-            self.keys.item(product_id),
-            mapping={"vec": np.asarray(vector, dtype=np.float32).tobytes(), "category": category, "price": repr(price), "in_stock": "1" if in_stock else "0"},
-        )
+        pipe.hset(self.keys.item(product_id), mapping=encode_item(Item(np.asarray(vector, dtype=np.float32), category, price, in_stock)))
         if listed_ts is not None:
             pipe.eval(_KEEP_SMALLER, 1, self.keys.catalogue_since, repr(listed_ts))
         await pipe.execute()
@@ -231,14 +154,15 @@ class ProfileState:
             pipe.zcard(self.keys.parked(topic, partition))
         return sum(await pipe.execute()) if partitions else 0
 
-    async def impressed(self, request_ids: set[str]) -> dict[str, set[str]]:
-        """The products reported as seen in each served list (lists without reports are left out)."""
-        if not request_ids:
+    async def impressed(self, lists: set[tuple[str, str]]) -> dict[tuple[str, str], set[str]]:
+        """The products reported as seen in each (shopper, request id) served list (lists without reports are left out)."""
+        if not lists:
             return {}
+        ordered = sorted(lists)
         pipe = self.redis.pipeline(transaction=False)
-        for r in request_ids:
-            pipe.smembers(self.keys.impressed(r))
-        return {r: {x.decode() for x in members} for r, members in zip(request_ids, await pipe.execute(), strict=True) if members}
+        for user, request_id in ordered:
+            pipe.smembers(self.keys.impressed(user, request_id))
+        return {r: {x.decode() for x in members} for r, members in zip(ordered, await pipe.execute(), strict=True) if members}
 
     async def remember_served(self, user: str, value: bytes) -> None:
         """Keep one served list (the JSON as it came) among the shopper's latest few."""

@@ -4,7 +4,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from schemas import RecommendationResponse
-from schemas.recommendations import RecommendationError, RecommendationFilters, RecommendedItem
+from schemas.base import printable
+from schemas.recommendations import (
+    RecommendationError,
+    RecommendationFilters,
+    RecommendedItem,
+)
 from services.recommender.engine import Pick
 from services.vectors.store import SearchFilters
 
@@ -44,7 +49,7 @@ def error(request_id: str, user_id: str, code: str, message: str) -> Recommendat
     return RecommendationResponse(
         request_id=request_id,
         user_id=user_id,
-        error=RecommendationError(code=code, message=message[:1000] or code),
+        error=RecommendationError(code=code, message=printable(message)),  # a quoted input may hold anything
         generated_at=datetime.now(UTC),
     )
 

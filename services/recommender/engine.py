@@ -19,10 +19,10 @@ import numpy as np
 from models.ranking import LinearScorer
 from schemas import RecommendationServed
 from services.recommender.candidates import Candidate, CandidatePool, CoVisits, unit
-from services.recommender.features import FEATURES, Evidence, feature_matrix, position_value, prior_scorer
+from services.recommender.features import FEATURES, SOURCE_OF, Evidence, feature_matrix, position_value, prior_scorer
 from services.recommender.learned import Learned
 from services.recommender.ranking import mmr, spread
-from services.recommender.reasons import explain, strongest
+from services.recommender.reasons import credited, explain
 from services.recommender.shopper import Shopper, ShopperReader, Signals
 from services.vectors.store import ProductStore, SearchFilters, VectorQuery, matches
 
@@ -50,6 +50,7 @@ class Pick:
     score: float
     reason: str
     payload: dict[str, Any]
+    source: str = ""  # the candidate source its reason names
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class Recommendations:
     request_id: str = ""
     ranked: list[str] = field(default_factory=list)  # every candidate, best first (recall is measured on it)
     ranker: str = "prior"
+    sources: dict[str, frozenset[str]] = field(default_factory=dict)  # candidate → the sources that proposed it
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,8 @@ class Tuning:
     diversify_from: int = 4  # MMR looks at this many times k of the best-scored candidates
     explore_slots: int = 2  # at most this many places of a list go to new products nobody has clicked yet …
     explore_margin: float = 0.05  # … that look more like the shopper's taste than the average candidate by this much
-    looks_alike: float = 0.5  # cosine from which "looks like …" is said
+    looks_alike: float = 0.5  # cosine (of pictures, or of fused vectors) from which likeness is said
+    looks_items: int = 12  # products asked for per recent picture in the picture space, among all and among the new
     served_candidates: int = 200  # candidates logged with their features for the ranking to learn from
 
 
@@ -93,7 +96,9 @@ class Recommender:
         tuning: Tuning | None = None,
         clock: Callable[[], float] = time.time,
         on_served: Sink | None = None,
+        pictures: bool = True,
     ) -> None:
+        """``pictures``: whether the store has a picture space (``image`` vectors) to search."""
         self._store = store
         self._reader = reader
         self._learned = learned
@@ -101,12 +106,15 @@ class Recommender:
         self.tuning = tuning or Tuning()
         self._clock = clock
         self._on_served = on_served
+        self._pictures = pictures
         self._prior = prior_scorer()
 
     def recommend(self, query: Query) -> Recommendations:
         started = time.perf_counter()
-        now = self._clock()
-        shopper, signals = self._reader.read(query.user_id, now)
+        shopper, signals = self._reader.read(query.user_id, self._clock())
+        # Time is measured by the shop's clock (the latest event applied), not the wall: ages, what is
+        # new, popularity and the served list's time then agree with the events, however far behind.
+        now = signals.as_of
         learned = self._learned()
         context_id = query.context_product_id
         filters = query.filters.excluding(
@@ -127,13 +135,15 @@ class Recommender:
         features = feature_matrix(self._evidence(candidates, vectors, shopper, signals, covisits, learned, now))
         scores = scorer.score(features)
         order = self._choose(candidates, vectors, features, scores, query.k, now)
-        picks = self._explain(order, candidates, vectors, scores, shopper, signals, context_id, now)
+        credit = _credit_by_source(scorer, features[order])
+        picks = self._explain(order, candidates, vectors, scores, credit, shopper, signals, context_id, now)
         ranked = [candidates[i].product_id for i in np.argsort(-scores, kind="stable")]
         request_id = query.request_id or f"r-{uuid.uuid4().hex}"
         ranker = "learned" if scorer.learned else "prior"
         if self._on_served is not None:
             self._on_served(self._served(request_id, query.user_id, order, candidates, features, scores, ranker, now))
-        return Recommendations(picks, len(pool), time.perf_counter() - started, request_id, ranked, ranker)
+        sources = {c.product_id: frozenset(c.evidence) for c in candidates}
+        return Recommendations(picks, len(pool), time.perf_counter() - started, request_id, ranked, ranker, sources)
 
     def similar(self, product_id: str, k: int = 10, filters: SearchFilters | None = None) -> Recommendations:
         """Products that look like ``product_id`` (image space when it has a picture, else fused)."""
@@ -149,8 +159,10 @@ class Recommender:
         )
         title = product.payload.get("title", product_id)
         now = self._clock()
+        source = "context_looks" if using == "image" else "context"
         picks = [
-            Pick(h.product_id, round(float(h.score), 6), explain("context", h.payload, title, self._is_new(h.payload, now, None)), h.payload)
+            Pick(h.product_id, round(float(h.score), 6), explain(source, h.payload, title, self._is_new(h.payload, now, None)), h.payload,
+                 source)
             for h in hits
             if not h.payload.get("delisted")
         ]
@@ -165,34 +177,49 @@ class Recommender:
     def _from_qdrant(self, pool: CandidatePool, shopper: Shopper, signals: Signals, filters: SearchFilters,
                      context: np.ndarray | None, context_id: str | None, now: float) -> None:
         limit = self.tuning.per_source
-        queries: list[tuple[str, VectorQuery]] = []
+        queries: list[tuple[str, VectorQuery, str | None]] = []  # (source, query, the anchor its hits are like)
         common = {"limit": limit, "filters": filters, "fields": CARD_FIELDS, "with_vector": True}
         # Vectors from before a model change have other dimensions: they cannot be searched with.
         taste = shopper.vector if shopper.vector is not None and shopper.vector.size == self._dims else None
         if taste is not None:
-            queries.append(("taste", VectorQuery(vector=taste.tolist(), **common)))  # type: ignore[arg-type]
+            queries.append(("taste", VectorQuery(vector=taste.tolist(), **common), None))  # type: ignore[arg-type]
             if self.tuning.explore_slots:
                 fresh = {**common, "filters": SearchFilters(**{**filters.__dict__, "listed_after": now - self.tuning.new_for_s})}
-                queries.append(("new", VectorQuery(vector=taste.tolist(), **fresh)))  # type: ignore[arg-type]
+                queries.append(("new", VectorQuery(vector=taste.tolist(), **fresh), None))  # type: ignore[arg-type]
         usable = {i: v for i, v in signals.vectors.items() if v.size == self._dims}
         positives = [usable[i] for i in shopper.recent if i in usable][: self._reader.limits.anchors]
         negatives = [usable[i] for i in shopper.dismissed if i in usable]
         if positives:
             queries.append(("recent", VectorQuery(positives=tuple(v.tolist() for v in positives),
-                                                  negatives=tuple(v.tolist() for v in negatives), **common)))  # type: ignore[arg-type]
+                                                  negatives=tuple(v.tolist() for v in negatives), **common), None))  # type: ignore[arg-type]
+        queries += self._picture_queries(shopper, filters, now)
         if context is not None:
-            queries.append(("context", VectorQuery(vector=context.tolist(), **common)))  # type: ignore[arg-type]
+            queries.append(("context", VectorQuery(vector=context.tolist(), **common), context_id))  # type: ignore[arg-type]
         if not queries and not signals.trending:
             # Nobody has clicked anything yet: show a spread of the catalogue rather than nothing.
             probe = [1.0 / math.sqrt(self._dims)] * self._dims
-            queries.append(("catalogue", VectorQuery(vector=probe, **common)))  # type: ignore[arg-type]
+            queries.append(("catalogue", VectorQuery(vector=probe, **common), None))  # type: ignore[arg-type]
         if not queries:
             return
-        results = self._store.query_many([q for _, q in queries])
-        for (source, _), hits in zip(queries, results, strict=True):
+        results = self._store.query_many([q for _, q, _ in queries])
+        for (source, _, anchor), hits in zip(queries, results, strict=True):
             for hit in hits:
-                anchor = context_id if source == "context" else None
-                pool.offer(hit.product_id, source, min(1.0, hit.score), anchor, hit.payload, hit.vector)
+                # A picture query's vectors are pictures: the fused one is fetched with the others (_complete).
+                vector = hit.vector if source != "looks" else None
+                pool.offer(hit.product_id, source, min(1.0, hit.score), anchor, hit.payload, vector)
+
+    def _picture_queries(self, shopper: Shopper, filters: SearchFilters, now: float) -> list[tuple[str, VectorQuery, str | None]]:
+        """``looks``: products whose picture is nearest each recent item's picture, among all and
+        among the new ones (for the exploration budget), whatever their titles say."""
+        anchors = shopper.recent[: self._reader.limits.anchors]
+        if not anchors or not self.tuning.looks_items or not self._pictures:
+            return []
+        pictures = {p.product_id: p.vectors["image"] for p in self._store.get(anchors, with_vectors=("image",), fields=())
+                    if "image" in p.vectors}
+        fresh = SearchFilters(**{**filters.__dict__, "listed_after": now - self.tuning.new_for_s})
+        return [("looks", VectorQuery(vector=list(pictures[anchor]), using="image", limit=self.tuning.looks_items, filters=wanted,
+                                      fields=CARD_FIELDS), anchor)
+                for anchor in anchors if anchor in pictures for wanted in (filters, fresh)]
 
     def _from_behaviour(self, pool: CandidatePool, shopper: Shopper, signals: Signals, covisits: CoVisits, learned: Learned) -> None:
         n = self.tuning.covisit_items
@@ -211,8 +238,8 @@ class Recommender:
             pool.offer(product_id, "trending", score)
 
     def _complete(self, pool: CandidatePool, filters: SearchFilters) -> None:
-        """Payloads and vectors of the candidates no Qdrant query returned (one retrieve)."""
-        missing = [c.product_id for c in pool.all() if c.payload is None]
+        """Payloads and fused vectors of the candidates no fused-space query returned (one retrieve)."""
+        missing = [c.product_id for c in pool.all() if c.payload is None or c.vector is None]
         for product_id in missing:
             if product_id in filters.exclude:
                 pool.drop(product_id)
@@ -221,7 +248,7 @@ class Recommender:
             return
         for product in self._store.get(wanted, with_vectors=("fused",), fields=CARD_FIELDS):
             candidate = pool.get(product.product_id)
-            candidate.payload = product.payload
+            candidate.payload = candidate.payload or product.payload
             candidate.vector = product.vectors.get("fused")
 
     # -- ranking --------------------------------------------------------------------------
@@ -268,6 +295,7 @@ class Recommender:
                    if i in signals.vectors and signals.vectors[i].size == self._dims]
         if anchors:
             e.likeness = (vectors @ np.array(anchors).T).max(axis=1)
+        e.looks = np.array([c.evidence.get("looks", (0.0, None))[0] for c in candidates], dtype=float)
         e.affinity = learned.affinity.scores(shopper.user_id, ids).astype(float)
         e.item_model, e.item_model_recent = learned.item_model.scores(shopper.history, ids)
         e.usual_log_price = shopper.usual_log_price
@@ -285,8 +313,12 @@ class Recommender:
         # a bounded number of places go to those that look like the shopper's taste.
         new = features[:, FEATURES.index("unclicked_new")] > 0
         taste = features[:, FEATURES.index("taste")]
+        looks = features[:, FEATURES.index("looks")]
         typical = float(taste[~new].mean()) if (~new).any() else float(taste.mean())
-        eligible = [int(i) for i in np.argsort(-taste, kind="stable") if new[i] and taste[i] - typical >= self.tuning.explore_margin]
+        # A new product earns a place by looking like the shopper's taste, in the fused space or by
+        # its picture alone (a listing whose title says nothing is placed by its picture).
+        fit = np.maximum(taste - typical - self.tuning.explore_margin, looks - self.tuning.looks_alike)
+        eligible = [int(i) for i in np.argsort(-fit, kind="stable") if new[i] and fit[i] >= 0]
         explorable = set(eligible)
         keep = [i for i in order if i in explorable]
         extra = [i for i in eligible if i not in order][: max(0, slots - len(keep))]
@@ -296,22 +328,23 @@ class Recommender:
         return order
 
     def _explain(self, order: list[int], candidates: list[Candidate], vectors: np.ndarray, scores: np.ndarray,
-                 shopper: Shopper, signals: Signals, context_id: str | None, now: float) -> list[Pick]:
+                 credit: list[dict[str, float]], shopper: Shopper, signals: Signals, context_id: str | None,
+                 now: float) -> list[Pick]:
         dims = self._dims
         anchor_vectors = {i: unit(signals.vectors[i]) for i in shopper.recent if i in signals.vectors and signals.vectors[i].size == dims}
         named = {i for n in order for _, a in candidates[n].evidence.values() if a for i in [a]}
         named |= set(anchor_vectors) | ({context_id} if context_id else set())
         titles = self._titles(named)
         picks = []
-        for n in order:
+        for n, contributions in zip(order, credit, strict=True):
             c = candidates[n]
             payload = c.payload or {}
             is_new = self._is_new(payload, now, signals.catalogue_since)
-            source, anchor = strongest(c.evidence, self.tuning.looks_alike)
+            source, anchor = credited(c.evidence, contributions, self.tuning.looks_alike)
             if source in {"taste", "recent", "new"} and anchor_vectors:
                 anchor = max(anchor_vectors, key=lambda i: float(anchor_vectors[i] @ vectors[n]))
             reason = explain(source, payload, titles.get(anchor) if anchor else None, is_new)
-            picks.append(Pick(c.product_id, round(float(scores[n]), 6), reason, payload))
+            picks.append(Pick(c.product_id, round(float(scores[n]), 6), reason, payload, source))
         return picks
 
     def _titles(self, product_ids: set[str]) -> dict[str, str]:
@@ -344,3 +377,17 @@ class Recommender:
             features=logged.tobytes(),
             ranker=ranker,
         )
+
+
+def _credit_by_source(scorer: LinearScorer, rows: np.ndarray) -> list[dict[str, float]]:
+    """Per row: how much each source's features added to the score (the scorer is linear)."""
+    parts = (rows - scorer.offsets) * scorer.scales * scorer.weights
+    sources = [SOURCE_OF[name] for name in scorer.names]
+    credit = []
+    for row in parts:
+        by_source: dict[str, float] = {}
+        for source, value in zip(sources, row, strict=True):
+            if source is not None:
+                by_source[source] = by_source.get(source, 0.0) + float(value)
+        credit.append(by_source)
+    return credit

@@ -32,43 +32,81 @@ Every feature is a candidate's raw evidence, not a score squeezed into a range b
 """
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 
 from models.ranking import LinearScorer
 
-SOURCES = ("covisit", "history", "items", "trending", "trending_in", "affinity", "taste", "recent", "context", "new", "catalogue")
+SOURCES = ("covisit", "history", "items", "trending", "trending_in", "affinity", "taste", "recent", "context", "new", "catalogue",
+           "looks")
 
-FEATURES: tuple[str, ...] = (
-    "covisit_last",
-    "covisit_last3",
-    "covisit_recent",
-    "covisit_recent_rel",
-    "covisit_confidence",
-    "covisit_confidence3",
-    "history_last",
-    "history_last3",
-    "history_recent",
-    "history_recent_rel",
-    "item_model",
-    "item_model_recent",
-    "item_model_rel",
-    "trending",
-    "trending_rel",
-    "interactions",
-    "choice_rate",
-    "category_share",
-    "taste",
-    "likeness",
-    "affinity",
-    "price_gap",
-    "age_days",
-    "unclicked_new",
-    *(f"from_{s}" for s in SOURCES),
-    "position",
+Transform = Callable[["Evidence"], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One ranking feature, declared once: its name, the candidate source whose evidence it is
+    (which reason it speaks for; None: no source's), and how it is computed from the evidence."""
+
+    name: str
+    source: str | None
+    compute: Transform
+
+
+def _relative(values: np.ndarray) -> np.ndarray:
+    top = float(values.max(initial=0.0))
+    return values / top if top > 0 else np.zeros_like(values)
+
+
+def _age_s(e: "Evidence") -> np.ndarray:
+    return np.where(np.isnan(e.listed_ts), np.inf, np.maximum(0.0, e.now - np.nan_to_num(e.listed_ts)))
+
+
+def _price_gap(e: "Evidence") -> np.ndarray:
+    if e.usual_log_price is None:
+        return np.zeros(len(e.price))
+    return np.log1p(np.maximum(0.0, e.price)) - e.usual_log_price
+
+
+def _proposed_by(source: str) -> Transform:
+    return lambda e: np.array([source in s for s in e.sources], dtype=float)
+
+
+DECLARED: tuple[Feature, ...] = (
+    Feature("covisit_last", "covisit", lambda e: np.log1p(e.covisit_last)),
+    Feature("covisit_last3", "covisit", lambda e: np.log1p(e.covisit_last3)),
+    Feature("covisit_recent", "covisit", lambda e: np.log1p(e.covisit_recent)),
+    Feature("covisit_recent_rel", "covisit", lambda e: _relative(e.covisit_recent)),
+    Feature("covisit_confidence", "covisit", lambda e: e.covisit_confidence),
+    Feature("covisit_confidence3", "covisit", lambda e: e.covisit_confidence3),
+    Feature("history_last", "history", lambda e: np.log1p(e.history_last)),
+    Feature("history_last3", "history", lambda e: np.log1p(e.history_last3)),
+    Feature("history_recent", "history", lambda e: np.log1p(10.0 * e.history_recent)),
+    Feature("history_recent_rel", "history", lambda e: _relative(e.history_recent)),
+    Feature("item_model", "items", lambda e: e.item_model),
+    Feature("item_model_recent", "items", lambda e: e.item_model_recent),
+    Feature("item_model_rel", "items", lambda e: _relative(e.item_model)),
+    Feature("trending", "trending", lambda e: np.log1p(e.trending)),
+    Feature("trending_rel", "trending", lambda e: _relative(e.trending)),
+    Feature("interactions", "trending", lambda e: np.log1p(e.interactions)),
+    Feature("choice_rate", "trending", lambda e: (e.choices + 1.0) / (e.interactions + 2.0)),
+    Feature("category_share", "trending_in", lambda e: e.category_share),
+    Feature("taste", "taste", lambda e: e.taste),
+    Feature("likeness", "recent", lambda e: e.likeness),
+    Feature("looks", "looks", lambda e: e.looks),
+    Feature("affinity", "affinity", lambda e: e.affinity),
+    Feature("price_gap", None, _price_gap),
+    Feature("age_days", None, lambda e: np.log1p(np.minimum(_age_s(e), 3650 * 86400.0) / 86400.0)),
+    Feature("unclicked_new", "new", lambda e: ((_age_s(e) < e.new_for_s) & (e.interactions <= 0)).astype(float)),
+    *(Feature(f"from_{s}", s, _proposed_by(s)) for s in SOURCES),
+    # Logged for learning, always 0 when ranking: the ranking learns position bias into this weight.
+    Feature("position", None, lambda e: np.zeros(len(e.covisit_last))),
 )
+
+FEATURES: tuple[str, ...] = tuple(f.name for f in DECLARED)
+SOURCE_OF: dict[str, str | None] = {f.name: f.source for f in DECLARED}
 
 # How the ranking orders candidates until the learned ranker has seen enough choices
 # (raw features, hand-set): behaviour around the shopper's own items first, then likeness,
@@ -83,6 +121,7 @@ PRIOR = {
     "category_share": 0.3,
     "taste": 0.5,
     "likeness": 0.5,
+    "looks": 0.5,
     "affinity": 0.1,
     "from_context": 1.0,
     "unclicked_new": 0.1,
@@ -120,6 +159,7 @@ class Evidence:
     category_share: np.ndarray
     taste: np.ndarray  # cosine to the preference vector
     likeness: np.ndarray  # best cosine to a recent item
+    looks: np.ndarray  # best cosine of its picture to a recent item's picture (0: not asked, or no picture)
     affinity: np.ndarray
     price: np.ndarray
     listed_ts: np.ndarray  # NaN where unknown
@@ -133,43 +173,7 @@ class Evidence:
         return cls(now=now, new_for_s=new_for_s, **arrays, sources=[set() for _ in range(n)])
 
 
-def _relative(values: np.ndarray) -> np.ndarray:
-    top = float(values.max(initial=0.0))
-    return values / top if top > 0 else np.zeros_like(values)
-
-
 def feature_matrix(e: Evidence) -> np.ndarray:
     """One row per candidate, one column per name in :data:`FEATURES` (``position`` is 0)."""
     n = len(e.covisit_last)
-    age = np.where(np.isnan(e.listed_ts), np.inf, np.maximum(0.0, e.now - np.nan_to_num(e.listed_ts)))
-    log_price = np.log1p(np.maximum(0.0, e.price))
-    columns = {
-        "covisit_last": np.log1p(e.covisit_last),
-        "covisit_last3": np.log1p(e.covisit_last3),
-        "covisit_recent": np.log1p(e.covisit_recent),
-        "covisit_recent_rel": _relative(e.covisit_recent),
-        "covisit_confidence": e.covisit_confidence,
-        "covisit_confidence3": e.covisit_confidence3,
-        "history_last": np.log1p(e.history_last),
-        "history_last3": np.log1p(e.history_last3),
-        "history_recent": np.log1p(10.0 * e.history_recent),
-        "history_recent_rel": _relative(e.history_recent),
-        "item_model": e.item_model,
-        "item_model_recent": e.item_model_recent,
-        "item_model_rel": _relative(e.item_model),
-        "trending": np.log1p(e.trending),
-        "trending_rel": _relative(e.trending),
-        "interactions": np.log1p(e.interactions),
-        "choice_rate": (e.choices + 1.0) / (e.interactions + 2.0),
-        "category_share": e.category_share,
-        "taste": e.taste,
-        "likeness": e.likeness,
-        "affinity": e.affinity,
-        "price_gap": log_price - e.usual_log_price if e.usual_log_price is not None else np.zeros(n),
-        "age_days": np.log1p(np.minimum(age, 3650 * 86400.0) / 86400.0),
-        "unclicked_new": ((age < e.new_for_s) & (e.interactions <= 0)).astype(float),
-        "position": np.zeros(n),
-    }
-    for source in SOURCES:
-        columns[f"from_{source}"] = np.array([source in s for s in e.sources], dtype=float)
-    return np.column_stack([columns[name] for name in FEATURES]) if n else np.zeros((0, len(FEATURES)))
+    return np.column_stack([f.compute(e) for f in DECLARED]) if n else np.zeros((0, len(FEATURES)))

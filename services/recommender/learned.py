@@ -19,17 +19,23 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
 import redis
 
-from models.ranking import ItemWeights, LinearScorer, merge_counts
-from services.profiles.learners import CheckpointRejected, Learners, load
-from services.profiles.keys import Keys
-from services.profiles.state import CHECKPOINT_KEEP_S, checkpoint_names
+from models.ranking import ItemModel, LinearScorer, fit_item_model, merge_counts
+from models.ranking.learners import Learners
 from services.recommender.features import FEATURES
+from state.checkpoints import (
+    CHECKPOINT_KEEP_S,
+    CheckpointRejected,
+    checkpoint_names,
+    load,
+)
+from state.keys import Keys
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +131,24 @@ Counts = tuple[list[str], np.ndarray]  # items, and their co-occurrence counts (
 
 
 @dataclass(frozen=True)
+class ItemModelShape:
+    """How the item-to-item model is fitted: exact EASE up to ``exact_items`` products, beyond them
+    a rank-``rank`` view (``SHELFSIGHT_ITEM_MODEL_ITEMS``, ``SHELFSIGHT_ITEM_MODEL_RANK``)."""
+
+    exact_items: int = 2_000
+    rank: int = 64
+
+
+@dataclass(frozen=True)
 class Learned:
     ranker: LinearScorer | None  # over FEATURES; None until the worker has seen a served list chosen from
     affinity: Affinity | Affinities
     events: int
     choices: int = 0
     counts: tuple[Counts, ...] = ()  # each worker's item co-occurrence counts
-    item_weights: ItemWeights | None = None  # fitted from ``co_occurrence``; None: fitted on first use
+    item_weights: ItemModel | None = None  # fitted from ``counts`` and ``histories``; None: fitted on first use
+    histories: tuple[list[list[str]], ...] = ()  # each worker's remembered shopper histories
+    shape: ItemModelShape = field(default_factory=ItemModelShape)
 
     @cached_property
     def co_occurrence(self) -> Counts:
@@ -140,9 +157,12 @@ class Learned:
         return merge_counts(self.counts) if self.counts else ([], np.zeros((0, 0), dtype=np.float32))
 
     @cached_property
-    def item_model(self) -> ItemWeights:
+    def item_model(self) -> ItemModel:
         """The item-to-item model (``LearnedCache`` fits it on its own thread, before serving)."""
-        return self.item_weights if self.item_weights is not None else ItemWeights.fit(*self.co_occurrence)
+        if self.item_weights is not None:
+            return self.item_weights
+        shoppers = [history for part in self.histories for history in part]  # the workers' shoppers are disjoint
+        return fit_item_model(self.co_occurrence, shoppers, self.shape.exact_items, self.shape.rank)
 
     @classmethod
     def merge(cls, parts: list["Learned"]) -> "Learned":
@@ -152,13 +172,16 @@ class Learned:
         ranker = merge_rankers([(p.ranker, p.choices) for p in parts if p.ranker is not None])
         affinities = [a for p in parts for a in (p.affinity.parts if isinstance(p.affinity, Affinities) else [p.affinity])]
         return cls(ranker, Affinities(affinities), sum(p.events for p in parts), sum(p.choices for p in parts),
-                   tuple(c for p in parts for c in p.counts))
+                   tuple(c for p in parts for c in p.counts), histories=tuple(h for p in parts for h in p.histories),
+                   shape=parts[0].shape)
 
     @classmethod
-    def from_learners(cls, learners: Learners) -> "Learned":
+    def from_learners(cls, learners: Learners, shape: ItemModelShape | None = None) -> "Learned":
         ranker = learners.ranker.scorer(FEATURES) if learners.ranker is not None else None
         choices = learners.ranker.choices if learners.ranker is not None else 0
-        return cls(ranker, Affinity.from_learners(learners), learners.events, choices, (learners.co_occurrence.counts(),))
+        co = learners.co_occurrence
+        return cls(ranker, Affinity.from_learners(learners), learners.events, choices, (co.counts(),),
+                   histories=(co.histories(),), shape=shape or ItemModelShape())
 
 
 class LearnedCache:
@@ -166,9 +189,12 @@ class LearnedCache:
     the item-to-item model is fitted again at most every ``refit_s`` (a fit costs seconds at thousands of items)."""
 
     def __init__(self, client: redis.Redis, keys: Keys, secret: bytes, refresh_s: float = 10.0,
-                 keep_s: float = CHECKPOINT_KEEP_S, refit_s: float = 60.0) -> None:
+                 keep_s: float = CHECKPOINT_KEEP_S, refit_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 shape: ItemModelShape | None = None) -> None:
         self._redis, self._keys, self._secret, self._refresh_s, self._keep_s = client, keys, secret, refresh_s, keep_s
+        self._shape = shape or ItemModelShape()
         self._refit_s = refit_s
+        self._clock = clock  # the refit throttle's (a replay runs it on the stream's own clock)
         self._fitted_at: float | None = None
         self._current = Learned.from_learners(Learners())
         self._parts: dict[str, tuple[bytes | None, Learned]] = {}  # worker → (digest, its learners)
@@ -194,7 +220,7 @@ class LearnedCache:
                 changed |= self._parts.pop(name, None) is not None
                 continue
             try:
-                self._parts[name] = (digest, Learned.from_learners(load(blob, self._secret)))
+                self._parts[name] = (digest, Learned.from_learners(load(blob, self._secret), self._shape))
                 changed = True
             except CheckpointRejected as exc:
                 log.warning("learners checkpoint ignored", extra={"reason": str(exc), "worker": name})
@@ -204,7 +230,7 @@ class LearnedCache:
             changed = True
         if changed and self._parts:
             merged = Learned.merge([learned for _, learned in self._parts.values()])
-            now = time.monotonic()
+            now = self._clock()
             if self._fitted_at is not None and now - self._fitted_at < self._refit_s:
                 merged = replace(merged, item_weights=self._current.item_model)
             else:
@@ -229,6 +255,8 @@ class LearnedCache:
                     log.info("learners reloaded", extra={"events_seen": self._current.events})
             except redis.RedisError as exc:
                 log.warning("learners refresh failed", extra={"error": str(exc)})
+            except Exception:  # a bug or a bad checkpoint must not end reloading for good: serving would go stale silently
+                log.exception("learners refresh failed")
             self._stop.wait(max(0.0, self._refresh_s - (time.monotonic() - started)))
 
 

@@ -20,7 +20,11 @@ class RecommenderMetrics:
             "shelfsight_api_events", "Events posted to /v1/events, by outcome.", ["outcome"], registry=self.registry
         )
         self.refused = Counter(
-            "shelfsight_api_refused", "Requests refused by a guard: shopper_token, rate_limited.", ["reason"],
+            "shelfsight_api_refused", "Requests refused by a guard: shopper_token, rate_limited (429, or 413 for a batch over a burst).", ["reason"],
             registry=self.registry,
         )
         self.streams = Gauge("shelfsight_api_streams", "Open Server-Sent Event streams.", registry=self.registry)
+        self.served_unlogged = Counter(
+            "shelfsight_served_unlogged", "Served lists not logged to recommendations.served, by reason: over_rate "
+            "(SHELFSIGHT_SERVED_LOG_PER_S), failed.", ["reason"], registry=self.registry,
+        )

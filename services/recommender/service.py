@@ -21,25 +21,36 @@ from schemas.topics import RECOMMENDATIONS_SERVED
 from services.bus.broker import require_broker
 from services.bus.config import consumer_config, producer_config
 from services.bus.producer import Producer
-from services.embedder.service import Embedder, build_embedder, load_predictor, open_product_store
+from services.embedder.service import (
+    Embedder,
+    build_embedder,
+    load_predictor,
+    open_product_store,
+)
 from services.errors import UserError
-from services.profiles.service import state_secret
-from services.profiles.keys import Keys
-from services.profiles.state import LayoutMismatch, check_layout
 from services.recommender.engine import Recommender, Sink, Tuning
 from services.recommender.http.app import ApiParts, build_api
 from services.recommender.http.live import LiveUpdates
 from services.recommender.http.timeouts import server_config
-from services.recommender.learned import LearnedCache
+from services.recommender.learned import ItemModelShape, LearnedCache
 from services.recommender.metrics import RecommenderMetrics
 from services.recommender.responder import GROUP_ID, Responder
 from services.recommender.shopper import ShopperReader
-from services.redis_clients import CONNECT_ERRORS, async_redis, check_kind, redis_problem, sync_redis
+from services.redis_clients import (
+    CONNECT_ERRORS,
+    async_redis,
+    check_kind,
+    redis_problem,
+    sync_redis,
+)
 from services.settings import Settings
 from services.vectors.edge import EdgeProductStore
 from services.vectors.factory import cached_store
 from services.vectors.store import ProductStore
 from services.vectors.upkeep import IndexUpkeep, UpkeepPolicy
+from state.keys import Keys
+from state.layout import LayoutMismatch, check_layout
+from state.secret import state_secret
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +63,10 @@ def tuning(settings: Settings) -> Tuning:
         explore_slots=settings.explore_slots,
         explore_margin=settings.explore_margin,
     )
+
+
+def item_model_shape(settings: Settings) -> ItemModelShape:
+    return ItemModelShape(exact_items=settings.item_model_items, rank=settings.item_model_rank)
 
 
 def upkeep_policy(settings: Settings) -> UpkeepPolicy:
@@ -75,22 +90,34 @@ def build_recommender(settings: Settings, store: ProductStore, dims: int, client
                       on_served: Sink | None = None) -> tuple[Recommender, LearnedCache]:
     keys = Keys.of(settings)
     learned = LearnedCache(client, keys, state_secret(settings), settings.learners_refresh_s,
-                           refit_s=settings.item_model_refit_s)
+                           refit_s=settings.item_model_refit_s, shape=item_model_shape(settings))
     engine = Recommender(store, ShopperReader(client, keys), lambda: learned.current, dims, tuning(settings), on_served=on_served)
     return engine, learned
 
 
-def served_publisher(settings: Settings, producer: Producer) -> Sink:
+def served_publisher(settings: Settings, producer: Producer, metrics: RecommenderMetrics) -> Sink:
     """Served lists onto ``recommendations.served`` (keyed by shopper), for the ranking to learn from.
-    Fire and forget: a list that cannot be logged costs a training example, never an answer."""
+    Fire and forget: a list that cannot be logged costs a training example, never an answer.
+
+    At most ``SHELFSIGHT_SERVED_LOG_PER_S`` lists a second, for all shoppers together: each is
+    about 40 KB, so without a bound anyone able to call the API could make it write a
+    flood to Kafka. Lists over the budget are counted, not logged."""
+    from services.recommender.http.limits import Buckets
+
     topic = settings.topic(RECOMMENDATIONS_SERVED.name)
+    rate = settings.served_log_per_s
+    budget = Buckets(rate, max(1.0, rate)) if rate > 0 else None  # bursts of one second's worth
 
     def publish(served: RecommendationServed) -> None:
+        if budget is None or budget.take("all"):
+            metrics.served_unlogged.labels("over_rate").inc()
+            return
         try:
             message = encode(served)
             producer.client.produce(topic, key=message.key, value=message.value, headers=message.headers)
             producer.client.poll(0)
         except Exception as exc:  # a full queue (broker away) or an oversize list must not fail or block the answer
+            metrics.served_unlogged.labels("failed").inc()
             log.warning("served list not logged", extra={"error": str(exc)[:200]})
 
     return publish
@@ -176,14 +203,18 @@ class Running:
 
 
 def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
+    from services.recommender.http.guards import check_serving
+
+    check_serving(settings)  # before anything connects: an API open by mistake never starts
     require_broker(settings)
     client = redis_client(settings)
     predictor = load_predictor(settings)
     store = open_product_store(settings, predictor)
     reads = cached_store(settings, store)  # the embedder writes through it too, so nothing it caches goes stale
     served_log = Producer(producer_config(settings))
-    engine, learned = build_recommender(settings, reads, predictor.dims["fused"], client, served_publisher(settings, served_log))
     metrics = RecommenderMetrics()
+    engine, learned = build_recommender(settings, reads, predictor.dims["fused"], client,
+                                        served_publisher(settings, served_log, metrics))
     embedder = None
     registries = ()
     if with_embedder:

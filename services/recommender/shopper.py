@@ -1,6 +1,6 @@
 """What Redis knows about one shopper and the candidates around them, in three pipelined round trips.
 
-The profiles worker writes these keys (``services.profiles.keys.Keys``); the recommender
+The profiles worker writes these keys (the Redis contract, ``state``); the recommender
 only reads them, so a click is reflected in the very next recommendation. With the state
 split into key groups (Redis Cluster), the crowd's counters are read from every group and
 added up; each group's trending scores are decayed by that group's own epoch first.
@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import redis
 
-from services.profiles.profile import ClickParams
-from services.profiles.keys import Keys
-from services.profiles.state import decode_item, decode_profile
+from state.bounds import BOUNDS
+from state.keys import Keys
+from state.values import decode_item, decode_profile
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,9 @@ class ReadLimits:
     trending: int = 20
     categories: int = 2  # top categories whose trending items become candidates
     per_category: int = 10
-    purchased: int = 200
+    purchased: int = BOUNDS.purchased_items
     dismissed: int = 20
-    seen: int = 500  # interacted items never recommended again
+    seen: int = BOUNDS.seen_items  # interacted items never recommended again
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,7 @@ class Signals:
     trending_in: dict[str, Pairs] = field(default_factory=dict)  # category → items
     catalogue_since: float | None = None  # the earliest listing: before then + "new", nothing is new
     decay_now: tuple[float, ...] = (1.0,)  # per key group: stored trending scores × this = popularity as of the read
+    as_of: float = 0.0  # the time the state is as of: the shop's clock (the latest event applied), never past the wall clock
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class ShopperReader:
         self._redis = client
         self._keys = keys
         self.limits = limits or ReadLimits()
-        self._half_life_s = half_life_s or ClickParams().half_life_s
+        self._half_life_s = half_life_s or BOUNDS.half_life_s
 
     def read(self, user_id: str, now: float) -> tuple[Shopper, Signals]:
         k, lim = self._keys, self.limits
@@ -104,11 +105,14 @@ class ShopperReader:
         for g in groups:
             pipe.zrevrange(g.trending(), 0, lim.trending - 1, withscores=True)
             pipe.get(g.trending_epoch)
+            pipe.zscore(g.clock, "latest")
         raw_profile, raw_recent, raw_purchased, raw_dismissed, raw_seen, since, *per_group = pipe.execute()
 
-        # Forward-decayed scores grow with time; as of now, they are counts that fade by half-life.
-        decay_now = tuple(2.0 ** -((now - float(epoch)) / self._half_life_s) if epoch else 1.0 for epoch in per_group[1::2])
-        trending = _added([_scaled(_pairs(rows), d) for rows, d in zip(per_group[0::2], decay_now, strict=True)], lim.trending)
+        clocks = [float(c) for c in per_group[2::3] if c is not None]
+        as_of = min(now, max(clocks)) if clocks else now
+        # Forward-decayed scores grow with time; as of the shop's clock, they are counts that fade by half-life.
+        decay_now = tuple(2.0 ** -((as_of - float(epoch)) / self._half_life_s) if epoch else 1.0 for epoch in per_group[1::3])
+        trending = _added([_scaled(_pairs(rows), d) for rows, d in zip(per_group[0::3], decay_now, strict=True)], lim.trending)
         profile = decode_profile(raw_profile)
         dismissed = [d.decode() for d in raw_dismissed]
         blocked = set(dismissed)
@@ -163,7 +167,8 @@ class ShopperReader:
         trending_in = {
             category: _added([_scaled(_pairs(next(replies)), d) for d in decay_now], lim.per_category) for category in categories
         }
-        signals = Signals(vectors, neighbours, history, counts, trending, trending_in, float(since) if since else None, decay_now)
+        signals = Signals(vectors, neighbours, history, counts, trending, trending_in, float(since) if since else None, decay_now,
+                          as_of)
         return shopper, signals
 
     def stats(self, product_ids: list[str], decay_now: tuple[float, ...]) -> ItemStats:

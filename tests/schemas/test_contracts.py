@@ -211,9 +211,8 @@ UPDATE = {"event": "product.updated", "product_id": "sku-1", "in_stock": False, 
 
 
 def test_products_topic_reads_listings_and_updates():
-    from schemas.topics import PRODUCTS_LISTED
-
     from schemas import ProductUpdated
+    from schemas.topics import PRODUCTS_LISTED
 
     assert isinstance(decode(PRODUCTS_LISTED.reader, _bytes(PRODUCT)), ProductListed)
     assert isinstance(decode(PRODUCTS_LISTED.reader, _bytes({**PRODUCT, "event": "product.listed"})), ProductListed)

@@ -54,14 +54,14 @@ def test_shopper_tokens_need_the_secret_and_a_sane_ttl():
     result = subprocess.run([sys.executable, "-m", "services.cli", "shopper-token", "u-1"], capture_output=True, text=True,
                             env=env, timeout=60)
     assert result.returncode == 2 and "SHELFSIGHT_SHOPPER_TOKEN_SECRET is not set" in result.stderr
-    too_long = _run("shopper-token", "u-1", "--ttl", "999999", env={"SHELFSIGHT_SHOPPER_TOKEN_SECRET": "s"})
+    too_long = _run("shopper-token", "u-1", "--ttl", "999999", env={"SHELFSIGHT_SHOPPER_TOKEN_SECRET": "shopper-token-secret-cli"})
     assert too_long.returncode == 2 and "--ttl" in too_long.stderr and too_long.stderr.count("\n") == 1
-    minted = _run("shopper-token", "u-1", env={"SHELFSIGHT_SHOPPER_TOKEN_SECRET": "s"})
+    minted = _run("shopper-token", "u-1", env={"SHELFSIGHT_SHOPPER_TOKEN_SECRET": "shopper-token-secret-cli"})
     assert minted.returncode == 0
 
     from services.recommender.http.tokens import verify
 
-    assert verify(b"s", "u-1", minted.stdout.strip(), __import__("time").time(), 7200) is None
+    assert verify(b"shopper-token-secret-cli", "u-1", minted.stdout.strip(), __import__("time").time(), 7200) is None
 
 
 def test_bad_text_settings_for_training_say_which(tmp_path):

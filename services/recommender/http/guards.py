@@ -1,8 +1,8 @@
-"""API keys and request size limits for the HTTP API.
+"""API keys, the start-up check and request size limits for the HTTP API.
 
 Two kinds of key: secret keys (``SHELFSIGHT_API_KEYS``) may post any event, from a store's
 back end; publishable keys (``SHELFSIGHT_PUBLISHABLE_KEYS``) are meant to sit in a web page,
-so they may post shoppers' click events only.
+so they may post shoppers' click events only, never a purchase (docs/security.md).
 """
 
 import hmac
@@ -12,7 +12,8 @@ from enum import Enum
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.settings import comma_list
+from services.errors import UserError
+from services.settings import Settings, comma_list
 
 
 class Access(str, Enum):
@@ -44,6 +45,18 @@ class ApiKeys:
         if any(hmac.compare_digest(given, k.encode()) for k in self.publishable):
             return Access.CLICKS
         return Access.NONE
+
+
+def check_serving(settings: Settings) -> None:
+    """Refuse to serve an API that would be open by mistake (`shelfsight serve` calls this first)."""
+    if settings.publishable_keys and settings.shopper_token_secret is None:
+        # A publishable key sits in a web page; without tokens anyone could then read any
+        # shopper's recommendations and post clicks in their name.
+        raise UserError("SHELFSIGHT_PUBLISHABLE_KEYS is set but SHELFSIGHT_SHOPPER_TOKEN_SECRET is not: set it to a random "
+                        "secret of at least 16 characters that the store's back end signs shopper tokens with")
+    if settings.api_ops_port and settings.api_ops_port == settings.api_port:
+        raise UserError(f"SHELFSIGHT_API_OPS_PORT is the API port ({settings.api_port}): set it to another port, or 0 "
+                        "to serve /metrics and /docs on the API port")
 
 
 class BodyLimit:

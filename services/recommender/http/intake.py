@@ -18,6 +18,7 @@ from services.settings import Settings
 
 MAX_EVENTS = 500
 PRODUCT_EVENT_KINDS = {"product.listed", "product.updated"}
+SECRET_CLICK_KINDS = {"purchase"}  # what a shopper's browser must not claim: only the store knows a sale
 
 
 @dataclass
@@ -27,21 +28,44 @@ class Intake:
     forbidden: bool = False
 
 
-def validate(body: bytes, access: Access) -> Intake:
-    """The events in ``body`` (one object or an array), each checked against its contract."""
-    intake = Intake()
+@dataclass
+class Parsed:
+    """A body read as JSON but not yet checked: what the rate limits charge for."""
+
+    items: list[Any]
+    problem: str | None = None
+
+    @property
+    def count(self) -> int:
+        """Events to charge for: at least one, so junk bodies cost something too."""
+        return max(1, len(self.items))
+
+
+def parse(body: bytes) -> Parsed:
+    """The items of ``body`` (one object or an array), not yet validated.
+
+    >>> parse(b'[{"a": 1}, {"b": 2}]').count, parse(b'{"a": 1}').count, parse(b"{nope").count
+    (2, 1, 1)
+    """
     try:
         # pydantic-core's parser bounds nesting (LIMITS.json_depth); json.loads would recurse
         # until RecursionError on a hostile body.
         raw = pydantic_core.from_json(body)
     except ValueError as exc:
-        intake.problems.append({"index": None, "reason": f"body is not JSON: {exc}"})
-        return intake
+        return Parsed([], f"body is not JSON: {exc}")
     items = raw if isinstance(raw, list) else [raw]
     if not items or len(items) > MAX_EVENTS:
-        intake.problems.append({"index": None, "reason": f"send between 1 and {MAX_EVENTS} events per request"})
+        return Parsed(items, f"send between 1 and {MAX_EVENTS} events per request")
+    return Parsed(items)
+
+
+def validate(parsed: Parsed, access: Access) -> Intake:
+    """Each of ``parsed``'s events checked against its contract and against what ``access`` may post."""
+    intake = Intake()
+    if parsed.problem is not None:
+        intake.problems.append({"index": None, "reason": parsed.problem})
         return intake
-    for index, item in enumerate(items):
+    for index, item in enumerate(parsed.items):
         text = json.dumps(item)
         try:
             if isinstance(item, dict) and item.get("event") in PRODUCT_EVENT_KINDS:
@@ -50,8 +74,14 @@ def validate(body: bytes, access: Access) -> Intake:
                     intake.problems.append({"index": index, "reason": "product events need a secret API key"})
                     continue
                 intake.accepted.append((PRODUCTS_LISTED.name, decode(PRODUCTS_LISTED.reader, text)))
-            else:
-                intake.accepted.append((CLICKS.name, decode(ClickEvent, text)))
+                continue
+            click = decode(ClickEvent, text)
+            if access is not Access.ALL and click.kind.value in SECRET_CLICK_KINDS:
+                intake.forbidden = True
+                intake.problems.append({"index": index, "reason": f"{click.kind.value} events need a secret API key "
+                                        "(the store's back end); a publishable key sits in a web page"})
+                continue
+            intake.accepted.append((CLICKS.name, click))
         except ContractError as exc:
             intake.problems.append({"index": index, "reason": exc.reason})
     return intake

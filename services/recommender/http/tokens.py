@@ -21,6 +21,9 @@ the shopper token is for another shopper, or not signed with the API's secret
 import base64
 import hashlib
 import hmac
+import re
+
+_EXPIRY = re.compile(r"([0-9]{1,12})\.", re.ASCII)
 
 
 def mint(secret: bytes, user_id: str, expires: int) -> str:
@@ -29,14 +32,25 @@ def mint(secret: bytes, user_id: str, expires: int) -> str:
     return f"{expires}." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
 
 
+def expiry(token: str) -> int | None:
+    """The Unix time ``token`` says it expires at; None when that part is not 1 to 12 ASCII digits.
+
+    ``str.isdigit`` would let "²" or "١" through (and ``int("²")`` raises), so the digits are matched.
+
+    >>> expiry("1700000000.abc"), expiry("².x"), expiry("١٢.x"), expiry("")
+    (1700000000, None, None, None)
+    """
+    match = _EXPIRY.match(token)
+    return int(match.group(1)) if match else None
+
+
 def verify(secret: bytes, user_id: str, token: str | None, now: float, max_ttl_s: float) -> str | None:
     """None when ``token`` lets its bearer act as ``user_id`` now; else why not (one line)."""
     if not token:
         return "a shopper token is required (X-Shopper-Token header, or ?token= on the stream)"
-    expires_text, _, _signature = token.partition(".")
-    if not expires_text.isdigit() or len(expires_text) > 12:
+    expires = expiry(token)
+    if expires is None:
         return "malformed shopper token"
-    expires = int(expires_text)
     if expires <= now:
         return "the shopper token has expired: ask the store for a new one"
     if expires > now + max_ttl_s:

@@ -32,8 +32,8 @@ def test_contract_round_trips_through_kafka(kafka, contract, data, key):
 
 
 def test_same_key_lands_on_one_partition(kafka):
-    from tests.schemas.test_contracts import CLICK
     from schemas import ClickEvent
+    from tests.schemas.test_contracts import CLICK
 
     name = kafka.topic("clicks")
     producer = Producer(producer_config(kafka))

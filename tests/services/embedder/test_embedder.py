@@ -17,8 +17,8 @@ from services.bus.consume import read_all
 from services.bus.tail import end_offsets
 from services.demo.catalogue import catalogue
 from services.vectors.edge import EdgeProductStore
-from tests.services.embedder.conftest import publish_lines, run_until_committed, wait_committed
 from tests.ports import free_port
+from tests.services.embedder.conftest import publish_lines, run_until_committed, wait_committed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -45,7 +45,7 @@ def test_a_tiny_log_whose_answers_are_known(settings, small_checkpoint):
             ("u4", "p1", "click"), ("u4", "p2", "click"), ("u5", "p3", "click")]
     dataset = Dataset("tiny", [_product(f"p{i}") for i in range(1, 7)], _events(rows))
     predictor = Predictor.load(small_checkpoint, device="cpu")
-    config = ReplayConfig(eval_size=3, warmup_size=2, refresh_every=1)
+    config = ReplayConfig(eval_size=3, warmup_size=2, rate=0.001)  # a quiet shop: every event is checkpointed and reloaded
     result = Replay(settings.model_copy(update={"ranking_warmup_pairs": 1}), predictor, dataset, config).run(progress=False)
 
     assert (result.events, result.catalogue, result.served, result.dead_letters) == (8, 6, 5, 0)
@@ -66,9 +66,11 @@ def test_a_tiny_log_whose_answers_are_known(settings, small_checkpoint):
 def test_cold_start_counts_only_new_products_nobody_touched():
     tally = ColdStartTally()
     truth = Truth(tastes={"u": "Bag"}, categories={"a": "Bag", "b": "Bag", "c": "Coat"})
-    tally.add(["a", "b", "c"], "Bag", truth, untouched_new={"b", "c"})
-    tally.add(["a"], "Bag", truth, untouched_new=set())
-    assert tally.summary() == {"new_per_list": 1.0, "new_matching_per_list": 0.5, "on_taste": 0.75}
+    tally.listed.update({"b": 0.0, "c": 3600.0})  # listed after the stream began
+    tally.add(["a", "b", "c"], "Bag", truth, untouched_new={"b", "c"}, chosen="b", at=7200.0)
+    tally.add(["a"], "Bag", truth, untouched_new=set(), chosen="c", at=9000.0)
+    assert tally.summary() == {"new_per_list": 1.0, "new_matching_per_list": 0.5, "on_taste": 0.75,
+                               "new_hr": 0.5, "new_shown": 1.0, "hours_to_first_shown": 2.0}
 
 
 def test_movielens_is_converted_as_the_protocol_says(tmp_path):

@@ -12,20 +12,21 @@ import numpy as np
 import pytest
 import redis
 
+from models.ranking.learners import Learners
 from services.bus.config import consumer_config, producer_config
 from services.bus.producer import Producer
 from services.profiles.handler import ClickHandler, RawMessage
-from services.profiles.keys import Keys
-from services.profiles.learners import Learners
 from services.profiles.positions import KafkaRangeReader, Position
-from services.profiles.state import LayoutMismatch, ProfileState, check_layout
+from services.profiles.state import ProfileState
 from services.profiles.writes import WriteBatch
 from services.recommender.engine import Query, Recommender, Tuning
 from services.recommender.learned import Learned
 from services.recommender.shopper import ReadLimits, ShopperReader
+from services.redis_clients import async_redis, sync_redis
 from services.vectors.edge import EdgeProductStore
 from services.vectors.store import StoredProduct
-from services.redis_clients import async_redis, sync_redis
+from state.keys import Keys
+from state.layout import LayoutMismatch, check_layout
 from tests.services.profiles.test_handler import NOW, SMALL, _served
 
 pytestmark = pytest.mark.redis
@@ -173,7 +174,7 @@ def test_the_recommender_answers_the_same_from_the_cluster(worlds, tmp_path):
 
         def answers(world: World, learners: Learners) -> dict[str, list]:
             learned = Learned.from_learners(learners)
-            engine = Recommender(store, world.reader, lambda: learned, 4, Tuning(), clock=lambda: NOW.timestamp() + 2000)
+            engine = Recommender(store, world.reader, lambda: learned, 4, Tuning(), clock=lambda: NOW.timestamp() + 2000, pictures=False)
             return {u: engine.recommend(Query(u, k=5)).items for u in USERS}
 
         # What each layout stored in Redis, read through the same learners: the same answers exactly.

@@ -19,7 +19,7 @@ from datetime import timedelta
 import pytest
 import redis
 
-from schemas import decode, encode
+from schemas import ClickEvent, decode, encode
 from services.bus.config import producer_config
 from services.bus.consume import group_lag
 from services.bus.producer import Producer
@@ -27,13 +27,12 @@ from services.bus.tail import end_offsets
 from services.bus.topics import create_topics
 from services.profiles.app import GROUP_ID
 from services.profiles.positions import Position
-from services.profiles.keys import Keys
-from services.profiles.state import decode_profile
 from services.settings import load_settings
 from services.stack import Stack
-from schemas import ClickEvent
-from tests.services.profiles.test_worker import NOW, _env, _item, _wait
+from state.keys import Keys
+from state.values import decode_profile
 from tests.ports import free_port
+from tests.services.profiles.test_worker import NOW, _env, _item, _wait
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 EVENTS = 12_000

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
+from models.ranking.learners import Learners
 from services.profiles.app import checkpoint_learners
 from services.profiles.handler import ClickHandler, RawMessage
-from services.profiles.learners import CheckpointRejected, Learners, dump, load
 from services.profiles.profile import ClickParams
-from services.profiles.keys import Keys
 from services.profiles.state import ProfileState
+from state.checkpoints import CheckpointRejected, dump, load
+from state.keys import Keys
 
 pytestmark = pytest.mark.redis
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -225,6 +226,34 @@ def test_history_pairs_the_seen_set_and_item_counts(setup):
     assert r.zscore(keys.choices, "p2") is None and r.zscore(keys.interactions, "p2") == 1
 
 
+def test_impressions_in_another_shoppers_name_do_not_touch_a_shoppers_list(setup):
+    """An impression names a request id; posted for shopper u2 (whose token a page may hold), it
+    must not mark products of u1's list as seen, which would change u1's ranking examples."""
+    loop, state, handler, letters, keys, r = setup
+    loop.run_until_complete(state.remember_served("u1", _served()))
+    forged = json.loads(_click(1, user="u2", product="p1", kind="impression").value)
+    forged["context"] = {"widget": "recs", "position": 0, "request_id": "req-1"}
+    own = json.loads(_click(2, product="p2", kind="impression").value)
+    own["context"] = {"widget": "recs", "position": 1, "request_id": "req-1"}
+    loop.run_until_complete(handler.handle([RawMessage(b"u2", json.dumps(forged).encode(), 0, 1),
+                                            RawMessage(b"u1", json.dumps(own).encode(), 0, 2)]))
+    assert r.smembers(keys.impressed("u1", "req-1")) == {b"p2"}
+    assert r.smembers(keys.impressed("u2", "req-1")) == {b"p1"}  # kept, but only for u2's own lists
+
+
+def test_a_shopper_id_with_a_colon_never_touches_another_shoppers_keys(setup):
+    """``alice:recent`` is a valid id; its profile must not land on alice's recent list (which
+    would make alice's every later batch fail on a wrong-type key) nor the other way round."""
+    loop, state, handler, letters, keys, r = setup
+    result = loop.run_until_complete(handler.handle([_click(1, user="alice", product="p1"),
+                                                     _click(2, user="alice:recent", product="p2"),
+                                                     _click(3, user="alice", product="p3")]))
+    assert result.applied == 3 and letters == []
+    assert r.lrange(keys.recent("alice"), 0, -1) == [b"p3", b"p1"]
+    assert r.lrange(keys.recent("alice:recent"), 0, -1) == [b"p2"]
+    assert r.type(keys.user("alice:recent")) == b"hash" and r.type(keys.recent("alice")) == b"list"
+
+
 def _served(user="u1", request="req-1", products=("p1", "p2", "p3", "p4"), shown=2, at=None):
     from schemas import RecommendationServed, encode
 
@@ -250,7 +279,7 @@ def test_a_choice_is_joined_with_the_list_it_was_made_from(setup):
     assert ranker is not None and ranker.features == ("a", "b") and ranker.choices == 1
     # skipped: p2 (shown and reported seen; p1 was shown but never reported) and p4 (ranked lower)
     assert ranker.pairs == 2
-    assert r.smembers(keys.impressed("req-1")) == {b"p2"} and r.ttl(keys.impressed("req-1")) > 0
+    assert r.smembers(keys.impressed("u1", "req-1")) == {b"p2"} and r.ttl(keys.impressed("u1", "req-1")) > 0
     assert r.llen(keys.served("u1")) == 2 and r.ttl(keys.served("u1")) > 0
     # a view is no choice, and a product that was not a candidate teaches nothing
     loop.run_until_complete(handler.handle([_click(3, product="p4", kind="view"), _click(4, product="p7")]))

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
+from models.ranking.learners import Learners
 from services.profiles.handler import ClickHandler, RawMessage
-from services.profiles.learners import Learners
 from services.profiles.profile import ClickParams
-from services.profiles.keys import Keys
 from services.profiles.state import ProfileState
+from state.keys import Keys
 
 pytestmark = pytest.mark.redis
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
+from models.ranking.learners import Learners
 from services.bus.config import consumer_config, producer_config
 from services.bus.producer import Producer
 from services.bus.tail import end_offsets
 from services.profiles.handler import ClickHandler, RawMessage
-from services.profiles.learners import Learners
 from services.profiles.positions import KafkaRangeReader, Position
 from services.profiles.profile import ClickParams
-from services.profiles.keys import Keys
 from services.profiles.state import ProfileState
 from services.profiles.writes import WriteBatch
+from state.keys import Keys
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 NOW = datetime.now(UTC) - timedelta(hours=1)

@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from services.profiles.profile import ClickParams, Profile, apply, decay, forward_decay_score
+from services.profiles.profile import (
+    ClickParams,
+    Profile,
+    apply,
+    decay,
+    forward_decay_score,
+)
 
 PARAMS = ClickParams(half_life_s=100.0)
 A, B = np.array([1.0, 0.0], dtype=np.float32), np.array([0.0, 1.0], dtype=np.float32)

@@ -17,9 +17,9 @@ from services.bus.tail import end_offsets
 from services.bus.topics import create_topics, delete_topics, topic_specs
 from services.profiles.app import GROUP_ID
 from services.profiles.positions import Position
-from services.profiles.keys import Keys
 from services.recommender.learned import LearnedCache
 from services.redis_clients import sync_redis
+from state.keys import Keys
 from tests.services.profiles.test_drills import EVENTS, USERS, _publish
 from tests.services.profiles.test_drills import counted as counted_in_profiles
 from tests.services.profiles.test_worker import _env, _wait
@@ -98,7 +98,7 @@ def test_workers_joining_and_dying_mid_stream_count_every_click_once(four_partit
         finished = time.time()
         _wait(lambda: all((redis_client.zscore(keys.learners_workers, name(w)) or 0) > finished for w in workers[1:]),
               60, workers[2], log)
-        cache = LearnedCache(redis_client, keys, b"test-secret")
+        cache = LearnedCache(redis_client, keys, _env(own, prefix)["SHELFSIGHT_STATE_SECRET"].encode())
         cache.refresh()
         assert registered() == {name(w) for w in workers}
         assert all(cache.current.affinity.knows(f"u{u}") for u in range(USERS))

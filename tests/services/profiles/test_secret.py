@@ -3,8 +3,8 @@
 import stat
 from concurrent.futures import ProcessPoolExecutor
 
-from services.profiles.service import state_secret
 from services.settings import load_settings
+from state.secret import state_secret
 
 
 def _secret(cache_dir: str) -> bytes:
@@ -20,7 +20,7 @@ def test_processes_starting_together_share_one_complete_secret(tmp_path):
 
 
 def test_a_configured_secret_is_used_and_never_printed(tmp_path):
-    settings = load_settings(cache_dir=tmp_path, state_secret="s3cret-value")
-    assert state_secret(settings) == b"s3cret-value"
-    assert "s3cret-value" not in repr(settings) and "s3cret-value" not in str(settings.model_dump())
+    settings = load_settings(cache_dir=tmp_path, state_secret="s3cret-value-of-the-state")
+    assert state_secret(settings) == b"s3cret-value-of-the-state"
+    assert "s3cret-value-of-the-state" not in repr(settings) and "s3cret-value-of-the-state" not in str(settings.model_dump())
     assert not (tmp_path / "state-secret").exists()

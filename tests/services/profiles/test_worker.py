@@ -17,8 +17,8 @@ from services.bus.config import producer_config
 from services.bus.consume import group_lag, read_all
 from services.bus.producer import Producer
 from services.profiles.app import GROUP_ID
-from services.profiles.keys import Keys
-from services.profiles.state import decode_profile
+from state.keys import Keys
+from state.values import decode_profile
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 NOW = datetime.now(UTC)
@@ -44,7 +44,7 @@ def _env(settings, prefix):
     return {
         **os.environ, "SHELFSIGHT_TOPIC_PREFIX": settings.topic_prefix, "SHELFSIGHT_REDIS_PREFIX": prefix,
         "SHELFSIGHT_PROFILES_METRICS_PORT": "0", "SHELFSIGHT_PROFILES_BATCH_SIZE": "50",
-        "SHELFSIGHT_STATE_SECRET": "test-secret", "SHELFSIGHT_LEARNERS_CHECKPOINT_S": "1",
+        "SHELFSIGHT_STATE_SECRET": "test-state-secret-0001", "SHELFSIGHT_LEARNERS_CHECKPOINT_S": "1",
         "SHELFSIGHT_LOG_LEVEL": "WARNING", "SHELFSIGHT_PROFILES_PARK_S": "4", "SHELFSIGHT_PROFILES_PARK_RETRY_S": "1",
     }
 

@@ -5,8 +5,8 @@ advance; clicks go through the profiles worker's own ClickHandler into Redis.
 """
 
 import asyncio
-import contextlib
 import base64
+import contextlib
 import io
 import json
 import time
@@ -19,20 +19,20 @@ import numpy as np
 import pytest
 import redis
 import redis.asyncio as aioredis
-from pydantic import SecretStr
 from PIL import Image, ImageDraw
+from pydantic import SecretStr
 
+from models.ranking.learners import Learners
 from schemas import RecommendationServed, encode
 from services.profiles.handler import ClickHandler, RawMessage
-from services.profiles.learners import Learners
 from services.profiles.profile import ClickParams
-from services.profiles.keys import Keys
 from services.profiles.state import ProfileState
 from services.recommender.engine import Recommender, Tuning
 from services.recommender.learned import Learned
 from services.recommender.shopper import ShopperReader
 from services.vectors.edge import EdgeProductStore
 from services.vectors.store import ProductStore, StoredProduct
+from state.keys import Keys
 
 DIMS = 16
 CATEGORIES = ["Bag", "Sneaker", "Dress", "Coat"]
@@ -42,7 +42,7 @@ COLOURS = {"Bag": "saddlebrown", "Sneaker": "royalblue", "Dress": "crimson", "Co
 def thumbnail(category: str, n: int) -> str:
     picture = Image.new("RGB", (96, 96), "white")
     draw = ImageDraw.Draw(picture)
-    draw.rectangle((12, 12, 84, 84), fill=COLOURS[category])
+    draw.rectangle((12, 12, 84, 84), fill=COLOURS.get(category, "grey"))
     draw.text((20, 40), f"{category[:4]}{n}", fill="white")
     buffer = io.BytesIO()
     picture.save(buffer, format="JPEG")
@@ -61,6 +61,7 @@ class Shop:
     vectors: dict[str, np.ndarray]
     categories: dict[str, str]
     letters: list = field(default_factory=list)
+    pictures: bool = False  # whether the store has a picture space
     clock: float = field(default_factory=time.time)
     counter: int = 0
 
@@ -68,17 +69,21 @@ class Shop:
         """``log_served``: served lists reach Redis the way the profiles worker's `served` agent keeps them."""
         sink = self.remember_served if log_served else None
         return Recommender(store or self.store, ShopperReader(self.sync, self.keys), lambda: Learned.from_learners(self.learners),
-                           DIMS, Tuning(**tuning), clock=lambda: self.clock, on_served=sink)
+                           DIMS, Tuning(**tuning), clock=lambda: self.clock, on_served=sink, pictures=self.pictures)
 
     def remember_served(self, served: RecommendationServed) -> None:
         self.loop.run_until_complete(self.state.remember_served(served.user_id, encode(served).value))
 
     def add(self, product_id: str, category: str, vector: np.ndarray, price: float = 50.0, in_stock: bool = True,
-            listed_ts: float | None = None) -> None:
+            listed_ts: float | None = None, picture: np.ndarray | None = None, title: str | None = None) -> None:
+        """``picture``: the product's vector in the picture space (a store made with pictures only)."""
         vector = vector / np.linalg.norm(vector)
         listed = listed_ts if listed_ts is not None else self.clock - 30 * 86400
-        self.store.upsert([StoredProduct(product_id, {"fused": vector.tolist()}, {
-            "title": f"{category} {product_id}", "category": category, "price": price, "currency": "EUR",
+        vectors = {"fused": vector.tolist()}
+        if picture is not None:
+            vectors["image"] = (picture / np.linalg.norm(picture)).tolist()
+        self.store.upsert([StoredProduct(product_id, vectors, {
+            "title": title or f"{category} {product_id}", "category": category, "price": price, "currency": "EUR",
             "in_stock": in_stock, "delisted": False, "listed_ts": listed, "has_image": True,
             "thumbnail": thumbnail(category, len(self.vectors)),
         })])
@@ -104,21 +109,33 @@ def cluster_vector(rng: np.random.Generator, category: str) -> np.ndarray:
 
 @pytest.fixture
 def shop(settings, redis_client, tmp_path):
+    yield from _shop(settings, redis_client, tmp_path, pictures=False)
+
+
+@pytest.fixture
+def picture_shop(settings, redis_client, tmp_path):
+    """The same shop with pictures: each product's picture vector sits in its category's cluster of
+    a picture space of its own (as the embedder's ``image`` vectors do)."""
+    yield from _shop(settings, redis_client, tmp_path, pictures=True)
+
+
+def _shop(settings, redis_client, tmp_path, pictures: bool):  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(7)
     keys = Keys(f"test-{uuid.uuid4().hex[:8]}:")
     store = EdgeProductStore(tmp_path / "qdrant")
-    store.ensure_collection({"fused": DIMS})
+    store.ensure_collection({"fused": DIMS, "image": DIMS} if pictures else {"fused": DIMS})
     loop = asyncio.new_event_loop()
     client = aioredis.Redis.from_url(settings.redis_url)
     params = ClickParams()
     state = ProfileState(client, keys, params)
     learners = Learners(ranker_warmup=100)
-    shop = Shop(store, keys, redis_client, loop, state, None, learners, {}, {})  # type: ignore[arg-type]
+    shop = Shop(store, keys, redis_client, loop, state, None, learners, {}, {}, pictures=pictures)  # type: ignore[arg-type]
     shop.handler = ClickHandler(state, learners, params, lambda m, r: shop.letters.append(r), clock=lambda: shop.clock, item_wait_s=0)
     for category in CATEGORIES:
         for n in range(12):
             price = 20.0 + 10 * n
-            shop.add(f"{category.lower()}-{n}", category, cluster_vector(rng, category), price=price, in_stock=n != 3)
+            picture = cluster_vector(rng, category)[::-1].copy() if pictures else None
+            shop.add(f"{category.lower()}-{n}", category, cluster_vector(rng, category), price=price, in_stock=n != 3, picture=picture)
     yield shop
     store.close()
     loop.run_until_complete(client.aclose())
@@ -127,8 +144,8 @@ def shop(settings, redis_client, tmp_path):
         redis_client.delete(key)
 
 
-SECRET_KEY = "sk-test-secret"
-PUBLISHABLE_KEY = "pk-test-widget"
+SECRET_KEY = "sk-test-secret-key-0001"
+PUBLISHABLE_KEY = "pk-test-widget-key-0001"
 
 
 @pytest.fixture

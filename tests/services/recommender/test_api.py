@@ -117,3 +117,61 @@ def test_operations_endpoints_and_documentation(client):
     page = client.get("/")
     assert page.status_code == 200 and "<shelfsight-recs" in page.text and PUBLISHABLE_KEY in page.text
     assert "customElements.define" in client.get("/widget/shelfsight-recs.js").text
+
+
+def test_purchases_need_a_secret_key(client, api_settings):
+    bought = _click(user="pam", kind="purchase")
+    refused = client.post("/v1/events", json=[_click(user="pam"), bought], headers={"X-API-Key": PUBLISHABLE_KEY})
+    assert refused.status_code == 403
+    assert refused.json()["problems"] == [{"index": 1, "reason": "purchase events need a secret API key "
+                                           "(the store's back end); a publishable key sits in a web page"}]
+    assert list(tail(api_settings, api_settings.topic(CLICKS.name), max_messages=1, idle_timeout=2)) == [], "none published"
+    assert client.post("/v1/events", json=bought, headers={"X-API-Key": SECRET_KEY}).status_code == 202
+
+
+BAD_FILTERS = [{"max_price": "inf"}, {"min_price": "-inf"}, {"max_price": "nan"}, {"min_price": "Infinity"},
+               {"max_price": 1e8}, {"min_price": -1}, {"category": ""}]
+
+
+@pytest.mark.parametrize("route", ["/v1/users/gus/recommendations", "/v1/products/bag-1/similar"])
+@pytest.mark.parametrize("bad", BAD_FILTERS)
+def test_filters_must_be_finite_and_bounded_like_the_contract(client, route, bad):
+    answer = client.get(route, params=bad)
+    assert answer.status_code == 422, answer.text[:200]
+
+
+def test_the_stream_checks_its_filters_the_same_way(served):
+    import httpx
+
+    base, _ = served
+    for bad in BAD_FILTERS:  # streamed: an accepted one would never end
+        with httpx.stream("GET", f"{base}/v1/users/gus/recommendations/stream", params=bad, timeout=10) as answer:
+            assert answer.status_code == 422, bad
+
+
+def test_a_kafka_failure_says_nothing_internal_to_the_client(api_settings, shop, caplog):
+    from services.recommender.http.app import build_api
+
+    with TestClient(build_api(_parts_of(api_settings, shop, FailingProducer()))) as client, caplog.at_level("WARNING"):
+        answer = client.post("/v1/events", json=[_click()], headers={"X-API-Key": SECRET_KEY})
+    assert answer.status_code == 503
+    assert "broker-7" not in answer.text and "Kafka" not in answer.text and "send the batch again" in answer.json()["detail"]
+    assert any("broker-7.internal" in str(getattr(r, "error", "")) for r in caplog.records), "the details go to the log"
+
+
+class FailingProducer:
+    """Kafka that never acknowledges: what it says names internal hosts."""
+
+    def deliver(self, messages, timeout):  # noqa: ANN001, ANN201 - the Producer's signature
+        return ["KafkaError{code=_MSG_TIMED_OUT,val=-192,str=\"broker-7.internal:9092/7: Local: Message timed out\"}"]
+
+
+def _parts_of(settings, shop, producer):
+    import redis.asyncio as aioredis
+
+    from services.recommender.http.app import ApiParts
+    from services.recommender.http.live import LiveUpdates
+    from services.recommender.metrics import RecommenderMetrics
+
+    live = LiveUpdates(aioredis.Redis.from_url(settings.redis_url), shop.keys.updates_channel)
+    return ApiParts(settings, shop.engine(), shop.store, producer, live, RecommenderMetrics())

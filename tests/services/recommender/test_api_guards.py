@@ -1,6 +1,7 @@
 """Who may read a shopper's recommendations and post their clicks, and how fast: shopper tokens,
 rate limits (429 with Retry-After), stream caps, and no redirect to an image the embedder refused."""
 
+import json
 import time
 import uuid
 from datetime import UTC, datetime
@@ -120,3 +121,78 @@ def test_no_redirect_to_an_image_the_embedder_refused(api_settings, shop):
         assert refused.status_code == 404 and "non-public address" in refused.json()["detail"]
         linked = client.get("/v1/products/linked-1/image", follow_redirects=False)
         assert linked.status_code == 302 and linked.headers["location"] == "https://cdn.example.com/bag.jpg"
+
+
+def test_a_batch_larger_than_the_burst_is_refused_and_says_how_big_one_may_be(guarded):
+    headers = {"X-API-Key": PUBLISHABLE_KEY, "X-Shopper-Token": _token("ann")}
+    too_big = guarded.post("/v1/events", json=[_click("ann") for _ in range(9)], headers=headers)  # burst: 4 × 2/s = 8
+    assert too_big.status_code == 413, "a full bucket must not let a batch over the burst through for nothing"
+    detail = too_big.json()["detail"]
+    assert "send at most 8 events per request" in detail and "SHELFSIGHT_API_CLIENT_EVENTS_PER_S" in detail
+    assert guarded.post("/v1/events", json=[_click("ann") for _ in range(8)], headers=headers).status_code == 202
+
+
+def test_events_are_charged_before_they_are_validated_invalid_ones_too(guarded):
+    headers = {"X-API-Key": PUBLISHABLE_KEY, "X-Shopper-Token": _token("ann")}
+    invalid = [{**_click("ann"), "kind": "like"} for _ in range(8)]
+    assert guarded.post("/v1/events", json=invalid, headers=headers).status_code == 422
+    after = guarded.post("/v1/events", json=[_click("ann")], headers=headers)
+    assert after.status_code == 429, "the invalid batch spent the address's burst"
+    assert guarded.post("/v1/events", content=b"{not json", headers=headers).status_code == 429, "junk costs too"
+
+
+def test_get_routes_are_rate_limited_per_address_but_not_for_secret_keys(api_settings, shop):
+    settings = api_settings.model_copy(update={"api_client_requests_per_s": 1.0})  # bursts of 4
+    with _client(settings, shop) as client:
+        assert client.get("/v1/users/ann/recommendations").status_code == 200
+        assert client.get("/v1/products/bag-1/similar").status_code == 200
+        assert client.get("/v1/products/bag-1/image").status_code == 200
+        assert client.get("/v1/users/ann/recommendations", params={"k": 0}).status_code == 422  # counted too
+        limited = client.get("/v1/products/bag-2/image")
+        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+        assert "SHELFSIGHT_API_CLIENT_REQUESTS_PER_S" in limited.json()["detail"]
+        assert client.get("/v1/users/ann/recommendations/stream").status_code == 429, "stream connects count too"
+        assert client.get("/v1/users/ann/recommendations", headers={"X-API-Key": SECRET_KEY}).status_code == 200
+        assert client.get("/healthz").status_code == 200, "health checks are not limited"
+        assert 'reason="rate_limited"' in client.get("/metrics").text
+
+
+@pytest.mark.parametrize("token", ["².x", "1².x", "¹²³.abc", "١٢٣٤٥.x"])
+def test_a_token_with_non_ascii_digits_is_refused_not_a_server_error(guarded, token):
+    answer = guarded.get("/v1/users/ann/recommendations", headers={"X-Shopper-Token": token.encode("latin-1", "replace")})
+    assert answer.status_code == 403 and answer.json()["detail"] == "malformed shopper token"
+    stream = guarded.get("/v1/users/ann/recommendations/stream", params={"token": token})
+    assert stream.status_code == 403 and stream.json()["detail"] == "malformed shopper token"
+
+
+def test_live_streams_are_capped_per_shopper(api_settings, shop):
+    import httpx
+
+    settings = api_settings.model_copy(update={"shopper_token_secret": SecretStr(TOKEN_SECRET), "api_user_streams": 1})
+    with uvicorn_serving(api_for(settings, shop)[0]) as base:
+        url = f"{base}/v1/users/ann/recommendations/stream"
+        with httpx.stream("GET", url, params={"token": _token("ann")}, timeout=20) as first:
+            assert first.status_code == 200
+            lines = first.iter_lines()
+            next(lines)
+            with httpx.stream("GET", url, params={"token": _token("ann")}, timeout=20) as second:  # a 200 would never end
+                assert second.status_code == 429 and "SHELFSIGHT_API_USER_STREAMS" in json.loads(second.read())["detail"]
+            other = f"{base}/v1/users/bob/recommendations/stream"
+            with httpx.stream("GET", other, params={"token": _token("bob")}, timeout=20) as bobs:
+                assert bobs.status_code == 200, "another shopper from the same address may stream"
+
+
+def test_a_live_stream_ends_when_its_shopper_token_expires(api_settings, shop):
+    import httpx
+
+    settings = api_settings.model_copy(update={"shopper_token_secret": SecretStr(TOKEN_SECRET)})
+    with uvicorn_serving(api_for(settings, shop)[0]) as base:
+        started = time.monotonic()
+        url = f"{base}/v1/users/ann/recommendations/stream"
+        with httpx.stream("GET", url, params={"token": _token("ann", ttl=3)}, timeout=10) as stream:
+            assert stream.status_code == 200
+            lines = list(stream.iter_lines())  # read to the end: the server must close it
+        assert "event: recommendations" in lines and "event: expired" in lines
+        assert time.monotonic() - started < 8, "closed when the token expired, not at some keep-alive"
+        again = httpx.get(url, params={"token": _token("ann", ttl=-1)}, timeout=10)
+        assert again.status_code == 403 and "expired" in again.json()["detail"]

@@ -3,8 +3,11 @@
 import numpy as np
 import pytest
 
-from services.recommender.engine import Query, UnknownProduct
+from services.recommender.engine import Query, Recommender, Tuning, UnknownProduct
+from services.recommender.learned import Learned
+from services.recommender.shopper import ShopperReader
 from services.vectors.store import SearchFilters, StoredProduct
+from tests.services.recommender.conftest import DIMS
 
 pytestmark = pytest.mark.redis
 
@@ -37,7 +40,8 @@ def test_visual_taste_drives_recommendations_and_reasons_name_the_viewed_item(sh
     categories = [p.payload["category"] for p in result.items]
     assert categories.count("Bag") >= 4, categories
     bag_reasons = [p.reason for p in result.items if p.payload["category"] == "Bag"]
-    assert any(r.startswith("Looks like Bag bag-") and r.endswith("you viewed") for r in bag_reasons), bag_reasons
+    # This shop's products have no pictures: likeness in the fused space is "similar", never "looks like".
+    assert any(r.startswith("Similar to Bag bag-") and r.endswith("you viewed") for r in bag_reasons), bag_reasons
     assert all(p.reason for p in result.items)
 
 
@@ -118,7 +122,7 @@ def test_diversity_spreads_a_list_over_the_catalogue(shop):
 def test_similar_products_and_unknown_ones(shop):
     items = shop.engine().similar("bag-0", k=5).items
     assert len(items) == 5 and all(p.payload["category"] == "Bag" and p.product_id != "bag-0" for p in items)
-    assert items[0].reason == "Looks like Bag bag-0"
+    assert items[0].reason == "Similar to Bag bag-0"
     with pytest.raises(UnknownProduct):
         shop.engine().similar("no-such-product")
 
@@ -222,3 +226,46 @@ def test_the_vector_cache_changes_no_answer_and_a_re_embedded_product_moves_at_o
     want, got = plain.recommend(Query("bob", k=8)), cached.recommend(Query("bob", k=8))
     assert got.ranked.index("bag-7") < 10, "ranked by its new vector"
     assert got.ranked == want.ranked and [p.score for p in got.items] == [p.score for p in want.items]
+
+
+def test_time_is_the_shops_clock_so_old_events_still_teach_the_ranking(shop):
+    """A store that loads last year's events (or a worker that lags) must not have its served lists
+    stamped with the wall clock: a choice is joined with the list served before it by event time,
+    so lists from "the future" would never teach the ranking, and popularity would decay to nothing."""
+    served: list = []
+    year = 365 * 86400.0
+    shop.clock -= year  # the events happen a year before the wall clock
+    engine = Recommender(shop.store, ShopperReader(shop.sync, shop.keys), lambda: Learned.from_learners(shop.learners), DIMS,
+                         Tuning(), clock=lambda: shop.clock + year, on_served=lambda s: (served.append(s), shop.remember_served(s)),
+                         pictures=False)
+    for product in ("bag-1", "bag-2", "bag-4"):
+        shop.click("ivy", product, "click")
+    answer = engine.recommend(Query("ivy", k=4))
+    (logged,) = served
+    assert abs(logged.served_at.timestamp() - shop.clock) < 600, "stamped by the events' clock, not the wall's"
+    chosen = next(p.product_id for p in answer.items)
+    before = shop.learners.ranker.choices if shop.learners.ranker else 0
+    shop.click("ivy", chosen, "click")
+    assert shop.learners.ranker is not None and shop.learners.ranker.choices == before + 1, "the choice joined its list"
+    _, signals = ShopperReader(shop.sync, shop.keys).read("ivy", shop.clock + year)
+    assert signals.trending and signals.trending[0][1] > 0.5, "popularity as of the shop's clock, not decayed by a year"
+
+
+def test_a_new_product_known_only_by_its_picture_reaches_the_shoppers_it_looks_right_for(picture_shop):
+    """A new listing whose title says nothing ("Item 40213") sits far from every taste in the fused
+    space; its picture is all that says it is a bag. The picture source finds it, the exploration
+    budget shows it to a shopper of bags, and its reason is true of the pictures."""
+    shop = picture_shop
+    neutral = np.zeros(DIMS)
+    neutral[3] = 1.0  # where neutral titles pull: away from every category's cluster
+    bag_picture = np.array(shop.store.get(["bag-5"], with_vectors=("image",))[0].vectors["image"])
+    shop.add("item-40213", "Uncategorised", neutral, listed_ts=shop.clock - 3600, picture=bag_picture + 0.05,
+             title="Item 40213")
+    for n in (0, 1, 2):
+        shop.click("ada", f"bag-{n}", "click")
+    items = shop.engine().recommend(Query("ada", k=8)).items
+    found = [p for p in items if p.product_id == "item-40213"]
+    assert found, [p.product_id for p in items]
+    assert found[0].reason.startswith("New in the shop, looks like Bag bag-") or found[0].reason.startswith("New in Uncategorised, looks like Bag bag-"), found[0].reason
+    without = shop.engine(looks_items=0).recommend(Query("ada", k=8)).items
+    assert "item-40213" not in {p.product_id for p in without}, "without its picture, nothing would show it"

@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
+import services.recommender.learned as learned_module
 from models.ranking import merge_counts
+from models.ranking.learners import Learners
 from services.profiles.app import checkpoint_learners
-from services.profiles.learners import Learners
 from services.profiles.profile import ClickParams
 from services.profiles.service import restore_learners
-from services.profiles.keys import Keys
 from services.profiles.state import ProfileState
 from services.recommender.features import FEATURES
-import services.recommender.learned as learned_module
 from services.recommender.learned import Learned, LearnedCache
+from state.keys import Keys
 
 pytestmark = pytest.mark.redis
 SECRET = b"merge-secret"

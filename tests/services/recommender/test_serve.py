@@ -19,8 +19,8 @@ from services.bus.tail import end_offsets
 from services.bus.topics import delete_topics
 from services.demo.catalogue import catalogue
 from services.vectors.edge import EdgeProductStore
-from tests.services.embedder.conftest import publish_lines, wait_committed
 from tests.ports import free_port
+from tests.services.embedder.conftest import publish_lines, wait_committed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
@@ -32,7 +32,7 @@ def serve_env(kafka, small_checkpoint, tmp_path):
     env = {
         **os.environ, "SHELFSIGHT_TOPIC_PREFIX": kafka.topic_prefix, "SHELFSIGHT_MODEL_DIR": str(small_checkpoint),
         "SHELFSIGHT_QDRANT_PATH": str(tmp_path / "qdrant"), "SHELFSIGHT_API_PORT": str(port),
-        "SHELFSIGHT_DEVICE": "cpu", "SHELFSIGHT_LOG_LEVEL": "WARNING", "SHELFSIGHT_STATE_SECRET": "test-secret",
+        "SHELFSIGHT_DEVICE": "cpu", "SHELFSIGHT_LOG_LEVEL": "WARNING", "SHELFSIGHT_STATE_SECRET": "test-state-secret-0001",
         "SHELFSIGHT_REDIS_PREFIX": f"serve-{port}:", "SHELFSIGHT_EMBEDDER_BATCH_SIZE": "16",
     }
     return env, f"http://127.0.0.1:{port}"
@@ -159,3 +159,40 @@ def test_an_embedder_and_two_api_processes_share_a_qdrant_server(kafka, serve_en
         codes = [process.wait(60) for process in processes]
         QdrantClient(url=qdrant_url).delete_collection(collection)
     assert codes == [0, 0, 0], log.read_text()[-2000:]
+
+
+def test_poison_messages_leave_serve_healthy_and_on_the_dead_letter_topics(kafka, serve_env, tmp_path):
+    """The drill of the safety review: a request whose contract error quotes a control character
+    (it used to kill `serve` and every restart of it), a listing of 1.5 MB of control bytes (its
+    dead letter used to be too large to send), then ordinary work, which must still be done."""
+    from schemas.topics import PRODUCTS_LISTED, RECOMMENDATION_REQUESTS, RECOMMENDATION_RESPONSES
+    from services.bus.consume import wait_caught_up
+    from services.recommender.responder import GROUP_ID
+    from tests.hostile import dead_lettered, produce
+
+    env, url = serve_env
+    log = tmp_path / "serve.log"
+    process = _start(env, log)
+    try:
+        _wait_healthy(url, process, log)
+        requests = kafka.topic(RECOMMENDATION_REQUESTS.name)
+        listed = kafka.topic(PRODUCTS_LISTED.name)
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        poison = [(b"u1", b'{"request_id":"r1","user_id":"u1","requested_at":"2026-01-01T00:00:00Z","\\u0001":1}'),
+                  (b"u1", b'{"request_id":"' + b"\x01" * 1_500_000 + b'"}'),
+                  (b"u1", json.dumps({"request_id": "r2", "user_id": "u1", "k": 2, "requested_at": now}).encode())]
+        sent = produce(kafka, requests, poison)
+        listing = produce(kafka, listed, [(b"p", b"\x01" * 1_500_000)])
+        publish_lines(kafka, list(catalogue(3, seed=11)))
+        wait_caught_up(kafka, requests, kafka.group(GROUP_ID), timeout=60)
+        wait_committed(kafka, timeout=120)
+        assert process.poll() is None and _healthz(url)[0] == 200, log.read_text()[-2000:]
+        refused = dead_lettered(kafka, kafka.topic(RECOMMENDATION_REQUESTS.dlq), requests)
+        assert {(m.partition, m.offset) for m in sent[:2]} <= set(refused)
+        assert (listing[0].partition, listing[0].offset) in dead_lettered(kafka, kafka.topic(PRODUCTS_LISTED.dlq), listed)
+        from services.bus.tail import tail
+        answers = [json.loads(m.value) for m in tail(kafka, kafka.topic(RECOMMENDATION_RESPONSES.name), idle_timeout=3)]
+        assert {a["request_id"] for a in answers} == {"r1", "r2"} and any(a["request_id"] == "r2" and a["error"] is None for a in answers)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0, log.read_text()[-2000:]

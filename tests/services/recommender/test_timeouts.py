@@ -13,7 +13,6 @@ from services.settings import load_settings
 from tests.ports import free_port
 
 
-
 @pytest.fixture(scope="module")
 def server():
     settings = load_settings(api_host="127.0.0.1", api_port=free_port(), api_head_timeout_s=0.5, api_body_timeout_s=0.5)

@@ -1,4 +1,5 @@
-"""The profiles worker's River learners: a factorisation of shopper × item, and the ranking.
+"""The River learners a profiles worker trains: a factorisation of shopper × item, the item
+co-occurrence counts and the ranking.
 
 - ``mf``: BiasedMF learns a bounded preference per event (purchases high, dismissals low), and
   one random known item as a 0 next to each positive, so it learns what a shopper picks
@@ -13,34 +14,24 @@
   joined with the choices that followed them (``services.profiles.choices``). It is created
   from the first served list's feature names and started afresh when those names change.
 
-A checkpoint is pickled — River models are plain Python objects — but it is signed with
-HMAC-SHA256 and its signature is checked before anything is unpickled, so whoever can
-write to Redis cannot make a worker run code. The format is versioned.
+How they are checkpointed to Redis (signed, versioned) is part of the Redis contract:
+``state.checkpoints``.
 """
 
 import copy
-import hashlib
-import hmac
 import math
-import pickle
 import random
-import struct
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from river import optim, reco
 
-from models.ranking import CoOccurrence, PairwiseRanker
+from models.ranking.item_model import CoOccurrence
+from models.ranking.pairwise import PairwiseRanker
 
-FORMAT = b"SSLRN"
-VERSION = 4  # 2: the pairwise ranker replaced the pointwise click model; 3: bounded factorisation; 4: co-occurrence
 _MF_TABLES = ("u_biases", "i_biases", "u_latents", "i_latents")
 CHOICE_KINDS = frozenset({"click", "add_to_cart", "purchase"})  # what a shopper picks out of a list
-
-
-class CheckpointRejected(ValueError):
-    pass
 
 
 class Learners:
@@ -162,28 +153,3 @@ class Learners:
 
     def affinity(self, user: str, item: str) -> float:
         return float(self.mf.predict_one(user, item))
-
-
-def dump(learners: Learners, secret: bytes) -> bytes:
-    body = pickle.dumps(learners, protocol=pickle.HIGHEST_PROTOCOL)
-    header = FORMAT + struct.pack(">H", VERSION)
-    signature = hmac.new(secret, header + body, hashlib.sha256).digest()
-    return header + signature + body
-
-
-def load(blob: bytes, secret: bytes) -> Learners:
-    """The learners in ``blob``; :class:`CheckpointRejected` before unpickling anything untrusted."""
-    head = len(FORMAT) + 2
-    if len(blob) < head + 32 or not blob.startswith(FORMAT):
-        raise CheckpointRejected("not a Shelfsight learners checkpoint")
-    (version,) = struct.unpack(">H", blob[len(FORMAT) : head])
-    if version != VERSION:
-        raise CheckpointRejected(f"checkpoint format {version}; this version reads {VERSION}")
-    signature, body = blob[head : head + 32], blob[head + 32 :]
-    expected = hmac.new(secret, blob[:head] + body, hashlib.sha256).digest()
-    if not hmac.compare_digest(signature, expected):
-        raise CheckpointRejected("checkpoint signature does not match: refusing to unpickle it")
-    learners = pickle.loads(body)  # noqa: S301 - authenticated above
-    if not isinstance(learners, Learners):
-        raise CheckpointRejected("checkpoint holds something else")
-    return learners

@@ -1,6 +1,12 @@
-"""The Redis key layout: the contract between the profiles worker (writes) and the recommender (reads).
+"""Redis key names: every key the profiles worker writes and the recommender reads is made here.
 
-Every key name is made here and nowhere else. docs/profiles.md lists the layout.
+docs/profiles.md lists the layout.
+
+**Ids are escaped.** Shoppers', products', sessions' and requests' ids may contain ``:``, the
+separator of key names; unescaped, shopper ``alice:recent`` would own shopper ``alice``'s
+recent list. Every id is written into a key with ``%`` as ``%25`` and ``:`` as ``%3A``
+(:func:`escape`), so each key names exactly one thing. Ids without either character — nearly
+all of them — keep the key they always had.
 
 **One Redis** (``shards=1``, the default): keys are untagged, ``{prefix}u:alice``.
 
@@ -17,6 +23,10 @@ Learner checkpoints share one tag, so a checkpoint and its digest are written to
 >>> keys = Keys("s:")
 >>> keys.user("alice"), keys.neighbours("p1"), keys.positions("clicks")
 ('s:u:alice', 's:co:p1', 's:positions:clicks')
+>>> keys.recent("alice") == keys.user("alice:recent")
+False
+>>> keys.user("alice:recent")
+'s:u:alice%3Arecent'
 >>> cluster = Keys("s:", shards=4)
 >>> cluster.user("alice"), cluster.home("alice").session("x"), cluster.item("p2")
 ('s:{3}u:alice', 's:{3}s:x', 's:{1}i:p2')
@@ -28,10 +38,24 @@ Learner checkpoints share one tag, so a checkpoint and its digest are written to
 
 import zlib
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from services.settings import Settings
+
+class _LayoutSettings(Protocol):
+    redis_prefix: str
+    redis_shards: int
+    redis_cluster: bool
+
+
+def escape(entity: str) -> str:
+    """An id as it is written into a key name: ``%`` and ``:`` escaped, nothing else changed.
+
+    >>> escape("u-7"), escape("alice:recent"), escape("50%:off")
+    ('u-7', 'alice%3Arecent', '50%25%3Aoff')
+    """
+    if "%" not in entity and ":" not in entity:
+        return entity
+    return entity.replace("%", "%25").replace(":", "%3A")
 
 
 @dataclass(frozen=True)
@@ -56,7 +80,7 @@ class Keys:
             object.__setattr__(self, "tagged", True)
 
     @classmethod
-    def of(cls, settings: "Settings") -> "Keys":
+    def of(cls, settings: _LayoutSettings) -> "Keys":
         """The layout the settings name (``SHELFSIGHT_REDIS_PREFIX``, ``_SHARDS``, ``_CLUSTER``)."""
         return cls(settings.redis_prefix, settings.redis_shards, settings.redis_cluster)
 
@@ -92,51 +116,53 @@ class Keys:
     # -- a shopper's keys (in the shopper's group) ------------------------------------------
 
     def user(self, u: str) -> str:
-        return f"{self._of(u)}u:{u}"
+        return f"{self._of(u)}u:{escape(u)}"
 
     def recent(self, u: str) -> str:
-        return f"{self._of(u)}u:{u}:recent"
+        return f"{self._of(u)}u:{escape(u)}:recent"
 
     def purchased(self, u: str) -> str:
-        return f"{self._of(u)}u:{u}:purchased"
+        return f"{self._of(u)}u:{escape(u)}:purchased"
 
     def dismissed(self, u: str) -> str:
-        return f"{self._of(u)}u:{u}:dismissed"
+        return f"{self._of(u)}u:{escape(u)}:dismissed"
 
     def seen_items(self, u: str) -> str:
         """Everything the shopper interacted with, newest scored highest: never recommended again."""
-        return f"{self._of(u)}u:{u}:seen"
+        return f"{self._of(u)}u:{escape(u)}:seen"
 
     def served(self, u: str) -> str:
         """The shopper's latest served lists (``RecommendationServed`` JSON), for joining with choices."""
-        return f"{self._of(u)}u:{u}:served"
+        return f"{self._of(u)}u:{escape(u)}:served"
+
+    def impressed(self, u: str, request_id: str) -> str:
+        """Products of one of the shopper's served lists the widget reported as seen. Under the
+        shopper's own keys: an impression posted in another shopper's name never touches this list."""
+        return f"{self._of(u)}u:{escape(u)}:req:{escape(request_id)}:imp"
 
     # -- a product's hash (in the product's group) ----------------------------------------
 
     def item(self, i: str) -> str:
-        return f"{self._of(i)}i:{i}"
+        return f"{self._of(i)}i:{escape(i)}"
 
     # -- this group's keys -----------------------------------------------------------------
 
     def session(self, s: str) -> str:
         """A session's latest items (in its shopper's group: ask ``home(user)``)."""
-        return f"{self._tag()}s:{s}"
+        return f"{self._tag()}s:{escape(s)}"
 
     def seen(self, event_id: str) -> str:
         """Dedupe marker of one event (in its shopper's group)."""
-        return f"{self._tag()}seen:{event_id}"
+        return f"{self._tag()}seen:{escape(event_id)}"
 
-    def impressed(self, request_id: str) -> str:
-        """Products of one served list the widget reported as seen (in the shopper's group)."""
-        return f"{self._tag()}req:{request_id}:imp"
 
     def neighbours(self, i: str) -> str:
         """Items seen in the same sessions (co-visitation), as this group's shoppers saw them."""
-        return f"{self._tag()}co:{i}"
+        return f"{self._tag()}co:{escape(i)}"
 
     def history(self, i: str) -> str:
         """Items close to it in this group's shoppers' histories, closer ones weighing more."""
-        return f"{self._tag()}ch:{i}"
+        return f"{self._tag()}ch:{escape(i)}"
 
     @property
     def interactions(self) -> str:
@@ -149,7 +175,14 @@ class Keys:
         return f"{self._tag()}stats:choices"
 
     def trending(self, category: str | None = None) -> str:
-        return f"{self._tag()}pop:all" if category is None else f"{self._tag()}pop:cat:{category}"
+        return f"{self._tag()}pop:all" if category is None else f"{self._tag()}pop:cat:{escape(category)}"
+
+    @property
+    def clock(self) -> str:
+        """The latest event time this group applied (one member, raised with ``ZADD GT``): the shop's
+        clock, which the recommender measures popularity, age and served lists by. Behind the wall
+        clock when the worker lags or a store loads old events, and then it is the right one."""
+        return f"{self._tag()}clock"
 
     @property
     def trending_epoch(self) -> str:
@@ -167,11 +200,11 @@ class Keys:
 
     def parked(self, topic: str, partition: int) -> str:
         """Clicks of one partition waiting for their product (member: the event's JSON, score: parked at)."""
-        return f"{self._tag()}parked:{topic}:{partition}"
+        return f"{self._tag()}parked:{escape(topic)}:{partition}"
 
     def positions(self, topic: str) -> str:
         """Per partition of ``topic``, the next offset this group has applied: written with each batch's effects."""
-        return f"{self._tag()}positions:{topic}"
+        return f"{self._tag()}positions:{escape(topic)}"
 
     # -- shared by the whole layout ------------------------------------------------------------
 
@@ -193,7 +226,7 @@ class Keys:
         return f"{self.prefix}{{learners}}" if self.tagged else self.prefix
 
     def learners(self, worker: str) -> str:
-        return f"{self._learners_tag()}learners:{worker}"
+        return f"{self._learners_tag()}learners:{escape(worker)}"
 
     @property
     def learners_workers(self) -> str:
@@ -202,4 +235,4 @@ class Keys:
 
     def learners_digest(self, worker: str) -> str:
         """A digest of the checkpoint, written with it: readers skip downloading an unchanged one."""
-        return f"{self._learners_tag()}learners:{worker}:digest"
+        return f"{self._learners_tag()}learners:{escape(worker)}:digest"
