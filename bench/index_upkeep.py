@@ -17,6 +17,7 @@ Needs the local stack (`shelfsight stack up`) for the profiles in Redis.
 """
 
 import argparse
+import itertools
 import random
 import threading
 import time
@@ -123,7 +124,7 @@ def main() -> int:
                  "unindexed": "burst written, not indexed yet",
                  "build": "index rebuilt off-process",
                  "after": "after the swap"}
-        for name, end in zip(phases, phases[1:]):
+        for name, end in itertools.pairwise(phases):
             window = [ms for t, ms in samples if marks[name] <= t < marks[end]]
             if not window:
                 print(f"{names[name]:<44} {marks[end] - marks[name]:8.1f} {0:9d}")

@@ -28,6 +28,7 @@ recommender itself. Needs the local stack (`shelfsight stack up`).
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import random
@@ -161,7 +162,7 @@ def build_world(stores: list[ProductStore], keys: Keys, client: redis.Redis, pro
         pipe.lpush(keys.recent(user), *[ids[i] for i in liked])  # newest first, as the worker keeps it
         pipe.zadd(keys.seen_items(user), {ids[i]: now - 60 + n for n, i in enumerate(liked)})  # as the profiles worker writes it
         pipe.zadd(keys.purchased(user), {ids[liked[0]]: now})
-        for a, b in zip(liked, liked[1:], strict=False):
+        for a, b in itertools.pairwise(liked):
             pipe.zincrby(keys.neighbours(ids[a]), 1, ids[b])
             pipe.zincrby(keys.neighbours(ids[b]), 1, ids[a])
         for i in liked:

@@ -20,6 +20,7 @@ as listed say little about the vision side.
 """
 
 import argparse
+import itertools
 import json
 import random
 import time
@@ -43,7 +44,7 @@ COARSE = {"T-shirt-top": "Tops", "Shirt": "Tops", "Pullover": "Knitwear & coats"
 def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
     edges = np.linspace(0, 1, bins + 1)
     total = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         inside = (confidence > lo) & (confidence <= hi)
         if inside.any():
             total += inside.mean() * abs(confidence[inside].mean() - correct[inside].mean())

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -41,9 +42,9 @@ class ModelCard:
     preprocessing: dict[str, object]
     text_model: str | None  # None: trained without texts; text is ignored at inference
     text_dim: int
-    fusion: dict[str, float | int]
+    fusion: dict[str, Any]  # FusionClassifier's keyword arguments
     categories: list[str]
-    training: dict[str, object] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)  # the run's settings and data, as JSON
     metrics: dict[str, object] = field(default_factory=dict)
     libraries: dict[str, str] = field(default_factory=dict)
     # Serve each picture with its mirror image, features averaged: chosen on validation when the
@@ -135,7 +136,7 @@ def load_checkpoint(directory: Path) -> tuple[ProductModel, ModelCard]:
     )
     if encoder.dim != card.image_dim:
         raise CheckpointError(f"{directory}: backbone gives {encoder.dim}-d features, the card says {card.image_dim}")
-    fusion = FusionClassifier(**card.fusion)  # type: ignore[arg-type]
+    fusion = FusionClassifier(**card.fusion)
     if fusion.num_classes != len(card.categories):
         raise CheckpointError(f"{directory}: {len(card.categories)} categories but a {fusion.num_classes}-way head")
     model = ProductModel(encoder, fusion)

@@ -3,7 +3,7 @@
 import re
 import time
 from datetime import UTC, datetime
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -16,7 +16,7 @@ from pydantic import (
 
 from schemas.limits import LIMITS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@/-]*$"
 

@@ -25,7 +25,7 @@ class ClickContext(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    widget: bounded_text(64) | None = None  # type: ignore[valid-type]
+    widget: bounded_text(64) | None = None  # type: ignore[valid-type]  # pydantic reads the Annotated bounds at runtime
     position: Annotated[int, Field(ge=0, le=LIMITS.recommendations)] | None = None
     request_id: Identifier | None = None
 

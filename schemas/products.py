@@ -1,7 +1,7 @@
 """Product contracts: what a store lists, and what the embedder makes of it."""
 
 import math
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     Discriminator,
@@ -17,7 +17,11 @@ from schemas.limits import LIMITS
 
 Price = Annotated[float, Field(ge=0, le=10_000_000, allow_inf_nan=False)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 code, e.g. EUR.")]
-CategoryName = bounded_text(LIMITS.category_chars, min_chars=1, description="A category name.")
+if TYPE_CHECKING:  # a str to type checkers; pydantic reads the bounds of the Annotated alias at runtime
+    CategoryName = str
+else:
+    CategoryName = bounded_text(LIMITS.category_chars, min_chars=1, description="A category name.")
+CategorySource = Literal["store", "store_head", "unsure", "model"]
 
 
 class ProductListed(Contract):
@@ -33,12 +37,12 @@ class ProductListed(Contract):
         default="product.listed", description="Event type on products.listed; may be left out for listings."
     )
     product_id: Identifier
-    title: bounded_text(LIMITS.title_chars, min_chars=1)  # type: ignore[valid-type]
-    description: bounded_text(LIMITS.description_chars) = ""  # type: ignore[valid-type]
+    title: bounded_text(LIMITS.title_chars, min_chars=1)  # type: ignore[valid-type]  # pydantic reads the Annotated bounds at runtime
+    description: bounded_text(LIMITS.description_chars) = ""  # type: ignore[valid-type]  # pydantic reads the Annotated bounds at runtime
     price: Price
     currency: Currency
     in_stock: bool = True
-    category_hint: CategoryName | None = Field(  # type: ignore[valid-type]
+    category_hint: CategoryName | None = Field(
         default=None, description="The store's own category, if it has one."
     )
     attributes: dict[str, str] = Field(
@@ -143,29 +147,29 @@ class ProductIndexed(Contract):
     partition_key_field: ClassVar[str] = "product_id"
 
     product_id: Identifier
-    title: bounded_text(LIMITS.title_chars, min_chars=1)  # type: ignore[valid-type]
+    title: bounded_text(LIMITS.title_chars, min_chars=1)  # type: ignore[valid-type]  # pydantic reads the Annotated bounds at runtime
     price: Price
     currency: Currency
     in_stock: bool
-    category: CategoryName = Field(  # type: ignore[valid-type]
+    category: CategoryName = Field(
         description="The store's own category (the listing's category_hint); the classifier's prediction when the store gave none."
     )
     confidence: Annotated[float, Field(ge=0.0, le=1.0)] = Field(description="The classifier's confidence in predicted_category.")
-    predicted_category: CategoryName | None = Field(  # type: ignore[valid-type]
+    predicted_category: CategoryName | None = Field(
         default=None,
         description="What the classifier made of the product: the store head (trained on the store's own labelled listings) once it knows two of the store's categories, else the product model's classifier.",
     )
-    category_source: Literal["store", "store_head", "unsure", "model"] | None = Field(
+    category_source: CategorySource | None = Field(
         default=None,
         description="Where category came from: the listing's category_hint (store), the store head (store_head), nowhere sure enough ('unsure': category is 'Uncategorised'), or the product model's classes (model).",
     )
     vectors: dict[str, list[float]] = Field(
         description="Named L2-normalised vectors; 'fused' is always present."
     )
-    image_error: bounded_text(LIMITS.message_chars) | None = Field(  # type: ignore[valid-type]
+    image_error: bounded_text(LIMITS.message_chars) | None = Field(  # type: ignore[valid-type]  # pydantic reads the Annotated bounds at runtime
         default=None, description="Why the image could not be used, when it could not."
     )
-    model_version: bounded_text(LIMITS.id_chars, min_chars=1)  # type: ignore[valid-type]
+    model_version: bounded_text(LIMITS.id_chars, min_chars=1)  # type: ignore[valid-type]  # pydantic reads the Annotated bounds at runtime
     listed_at: EventTime
     indexed_at: EventTime
 

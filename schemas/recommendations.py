@@ -30,7 +30,7 @@ class RecommendationFilters(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    category: CategoryName | None = None  # type: ignore[valid-type]
+    category: CategoryName | None = None
     min_price: Price | None = None
     max_price: Price | None = None
     in_stock: bool | None = Field(default=True, description="Only items in stock (the default).")
@@ -65,10 +65,10 @@ class RecommendedItem(BaseModel):
 
     product_id: Identifier
     score: Annotated[float, Field(allow_inf_nan=False)]
-    reason: bounded_text(LIMITS.reason_chars, min_chars=1)  # type: ignore[valid-type]
+    reason: bounded_text(LIMITS.reason_chars, min_chars=1)  # type: ignore[valid-type]  # pydantic reads the Annotated bounds at runtime
     # What a product card needs, so a storefront renders the answer without a second lookup.
-    title: bounded_text(LIMITS.title_chars) | None = None  # type: ignore[valid-type]
-    category: CategoryName | None = None  # type: ignore[valid-type]
+    title: bounded_text(LIMITS.title_chars) | None = None  # type: ignore[valid-type]  # pydantic reads the Annotated bounds at runtime
+    category: CategoryName | None = None
     price: Price | None = None
     currency: Currency | None = None
     image_url: Annotated[str, Field(max_length=LIMITS.url_chars)] | None = Field(
@@ -82,7 +82,7 @@ class RecommendationError(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     code: Annotated[str, Field(pattern=r"^[a-z_]{1,64}$")]
-    message: bounded_text(LIMITS.message_chars, min_chars=1)  # type: ignore[valid-type]
+    message: bounded_text(LIMITS.message_chars, min_chars=1)  # type: ignore[valid-type]  # pydantic reads the Annotated bounds at runtime
 
 
 class RecommendationResponse(Contract):
@@ -90,11 +90,11 @@ class RecommendationResponse(Contract):
 
     partition_key_field: ClassVar[str] = "user_id"
 
-    request_id: bounded_text(LIMITS.id_chars, min_chars=1)  # type: ignore[valid-type]
-    user_id: bounded_text(LIMITS.id_chars)  # type: ignore[valid-type]
+    request_id: bounded_text(LIMITS.id_chars, min_chars=1)  # type: ignore[valid-type]  # pydantic reads the Annotated bounds at runtime
+    user_id: bounded_text(LIMITS.id_chars)  # type: ignore[valid-type]  # pydantic reads the Annotated bounds at runtime
     items: list[RecommendedItem] = Field(default_factory=list, max_length=LIMITS.recommendations)
     error: RecommendationError | None = None
-    model_version: bounded_text(LIMITS.id_chars) | None = None  # type: ignore[valid-type]
+    model_version: bounded_text(LIMITS.id_chars) | None = None  # type: ignore[valid-type]  # pydantic reads the Annotated bounds at runtime
     generated_at: EventTime
 
     @model_validator(mode="after")
@@ -131,7 +131,7 @@ class RecommendationServed(Contract):
         max_length=4 * LIMITS.served_candidates * LIMITS.feature_names,
         description="float32 little-endian, row-major: len(products) rows of len(feature_names) values; base64 in JSON.",
     )
-    ranker: bounded_text(LIMITS.id_chars, min_chars=1) = Field(  # type: ignore[valid-type]
+    ranker: bounded_text(LIMITS.id_chars, min_chars=1) = Field(  # type: ignore[valid-type]  # pydantic reads the Annotated bounds at runtime
         description="Which ranking ordered the list: `prior`, or `learned` after enough examples."
     )
 

@@ -13,6 +13,9 @@ CONTENT_TYPE = "application/json"
 
 C = TypeVar("C", bound=Contract)
 
+Headers = list[tuple[str, str | bytes | None]]
+"""Kafka message headers as producers take them: name, value (text, bytes or none)."""
+
 
 @dataclass(frozen=True)
 class EncodedMessage:
@@ -20,7 +23,7 @@ class EncodedMessage:
 
     key: bytes
     value: bytes
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    headers: Headers = field(default_factory=list)
 
 
 def partition_key(event: Contract) -> str:

@@ -6,7 +6,7 @@ Pass fields through ``extra``: ``log.info("published", extra={"topic": t, "count
 import json
 import logging
 import sys
-from typing import Literal
+from typing import Literal, TextIO
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -39,18 +39,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(body, default=str)
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler[TextIO]):
     """Writes to whatever ``sys.stderr`` is at the time of the record, not at set-up.
 
     Test runners and daemons swap stderr; a handler holding the old one writes to a closed file.
     """
 
-    @property  # type: ignore[override]
-    def stream(self):  # type: ignore[no-untyped-def]
+    @property
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
-    def stream(self, _value) -> None:  # type: ignore[no-untyped-def]
+    def stream(self, _value: TextIO) -> None:
         pass
 
 

@@ -4,6 +4,7 @@ the caller — which then has its own, longer policy (the profiles worker waits 
 takes; a recommendation request answers with an error).
 """
 
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
@@ -20,15 +21,15 @@ def _backoff() -> ExponentialBackoff:
     return ExponentialBackoff(cap=0.5, base=0.05)
 
 
-def sync_redis(url: str, cluster: bool = False, **options: object) -> redis.Redis:
+def sync_redis(url: str, cluster: bool = False, **options: Any) -> redis.Redis:
     """A client of one Redis, or (``cluster``) of the Redis Cluster that ``url``'s node belongs to."""
     kind = redis.RedisCluster if cluster else redis.Redis
-    return kind.from_url(url, retry=Retry(_backoff(), _TRIES, _ERRORS), **options)  # type: ignore[arg-type,return-value]
+    return kind.from_url(url, retry=Retry(_backoff(), _TRIES, _ERRORS), **options)  # type: ignore[return-value]  # a RedisCluster: the same commands, no Redis subclass
 
 
-def async_redis(url: str, cluster: bool = False, **options: object) -> aioredis.Redis:
+def async_redis(url: str, cluster: bool = False, **options: Any) -> aioredis.Redis:
     kind = aioredis.RedisCluster if cluster else aioredis.Redis
-    return kind.from_url(url, retry=AsyncRetry(_backoff(), _TRIES, _ERRORS), **options)  # type: ignore[arg-type,return-value]
+    return kind.from_url(url, retry=AsyncRetry(_backoff(), _TRIES, _ERRORS), **options)  # type: ignore[return-value]  # as above
 
 
 # What a client reports when it is pointed at the wrong kind of Redis.

@@ -82,5 +82,5 @@ class _Unpickler(pickle.Unpickler):
 
 def checkpoint_names(client: redis.Redis, keys: Keys, now: float, keep_s: float = CHECKPOINT_KEEP_S) -> list[str]:
     """The workers whose learners checkpoints are current, then ``main`` (a single-process replay's)."""
-    names = [n.decode() for n in client.zrangebyscore(keys.learners_workers, now - keep_s, "+inf")]
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in client.zrangebyscore(keys.learners_workers, now - keep_s, "+inf")]
     return list(dict.fromkeys([*names, "main"]))

@@ -16,8 +16,9 @@ def check_layout(client: redis.Redis, keys: Keys) -> None:
     wanted = f"{keys.shards}/{kind}"
     client.set(keys.layout, wanted, nx=True)
     stored = client.get(keys.layout)
-    if stored is not None and stored.decode() != wanted:
-        groups, _, stored_kind = stored.decode().partition("/")
+    text = stored.decode() if isinstance(stored, bytes) else stored
+    if text is not None and text != wanted:
+        groups, _, stored_kind = text.partition("/")
         raise LayoutMismatch(
             f"Redis holds state written with SHELFSIGHT_REDIS_SHARDS={groups} ({stored_kind} keys), not {keys.shards} "
             f"({kind}); set it back, or use a new SHELFSIGHT_REDIS_PREFIX for a fresh state"

@@ -10,9 +10,12 @@ True
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from redis.typing import EncodableT, FieldT
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ class Item:
         return (isinstance(other, Item) and np.array_equal(self.vector, other.vector)
                 and (self.category, self.price, self.in_stock) == (other.category, other.price, other.in_stock))
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable on purpose (its vector is an array); typeshed wants a method
 
 
 def encode_profile(p: Profile) -> dict[str, Any]:
@@ -91,7 +94,7 @@ def _profile(raw: dict[bytes, bytes]) -> Profile:
     )
 
 
-def encode_item(item: Item) -> dict[str, Any]:
+def encode_item(item: Item) -> "dict[FieldT, EncodableT]":
     return {
         "vec": np.asarray(item.vector, dtype=np.float32).tobytes(),
         "category": item.category,

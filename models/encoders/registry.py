@@ -4,7 +4,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from models.encoders import efficientnet_lite, torchvision_backbones
-from models.encoders.vision import VisionEncoder
+from models.encoders.vision import VisionEncoder, VisionWeights
 from models.images.preprocessing import Preprocessing
 
 VISION_ENCODERS: dict[str, Callable[..., VisionEncoder]] = {
@@ -52,7 +52,7 @@ def build_vision_encoder(
     return encoder
 
 
-def _resized(encoder: VisionEncoder, input_size: int):  # type: ignore[no-untyped-def]
+def _resized(encoder: VisionEncoder, input_size: int) -> VisionWeights:
     from dataclasses import replace
 
     pre: Preprocessing = encoder.preprocessing.at_size(input_size)

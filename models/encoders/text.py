@@ -2,6 +2,7 @@
 
 import os
 import threading
+from collections.abc import Sequence
 
 import torch
 
@@ -33,13 +34,14 @@ class TextEncoder:
         self._max_chars = max_chars
         self._lock = threading.Lock()
 
-    def embed(self, texts: list[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed(self, texts: Sequence[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
         """``([B, 384] float32, [B] bool)``: rows whose text is empty are zeros with mask False."""
-        present = [i for i, t in enumerate(texts) if t and t.strip()]
+        given = [(i, t) for i, t in enumerate(texts) if t and t.strip()]
+        present = [i for i, _ in given]
         vectors = torch.zeros(len(texts), self.dim)
         mask = torch.zeros(len(texts), dtype=torch.bool)
         if present:
-            batch = [texts[i][: self._max_chars] for i in present]  # type: ignore[index]
+            batch = [t[: self._max_chars] for _, t in given]
             with self._lock:
                 encoded = self._model.encode(
                     batch, batch_size=self._batch_size, convert_to_tensor=True, normalize_embeddings=True,

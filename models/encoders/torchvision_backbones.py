@@ -26,7 +26,9 @@ def _resnet_stages(net: tv.ResNet) -> list[nn.Module]:
 
 def _features_stages(net: nn.Module) -> list[nn.Module]:
     # MobileNetV3 and EfficientNet keep their convolutional trunk in `.features`.
-    return list(net.features)  # type: ignore[arg-type]
+    features = net.features
+    assert isinstance(features, nn.Sequential), type(features)
+    return list(features)
 
 
 _ARCHITECTURES: dict[str, tuple[Callable[..., nn.Module], Callable[[nn.Module], list[nn.Module]], int, str]] = {

@@ -53,7 +53,7 @@ def decode_image(data: bytes, policy: ImagePolicy = ImagePolicy()) -> Image.Imag
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise ImageError("undecodable", "cannot identify the image format") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

@@ -1,6 +1,8 @@
 """Preprocessing as data: each backbone's weights carry the transforms they were trained with."""
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,12 +74,13 @@ class Preprocessing:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> "Preprocessing":
+    def from_dict(cls, data: Mapping[str, Any]) -> "Preprocessing":
+        """From :meth:`to_dict`'s fields, as a checkpoint's card (JSON) holds them."""
         return cls(
-            input_size=int(data["input_size"]),  # type: ignore[arg-type]
-            resize_size=int(data["resize_size"]),  # type: ignore[arg-type]
-            mean=tuple(data["mean"]),  # type: ignore[arg-type]
-            std=tuple(data["std"]),  # type: ignore[arg-type]
+            input_size=int(data["input_size"]),
+            resize_size=int(data["resize_size"]),
+            mean=tuple(data["mean"]),
+            std=tuple(data["std"]),
         )
 
     def at_size(self, input_size: int) -> "Preprocessing":

@@ -6,6 +6,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from models.data.folder import FolderDataset, load_folder
 from models.encoders.device import pick_device
 from models.encoders.registry import build_vision_encoder
 from models.encoders.text import TEXT_DIM, TextEncoder, product_text
+from models.encoders.vision import VisionEncoder
 from models.fusion import FusionClassifier
 from models.product_model import ProductModel
 from models.training.augmentation import erase_maps, shift_maps
@@ -62,13 +64,43 @@ def train(
     encoder = build_vision_encoder(config.backbone, weights=config.weights, input_size=config.input_size)
     use_text = config.use_text and any(s.title or s.description for s in dataset.samples)
     text, text_mask = _text_features(dataset, device) if use_text else _no_text(len(dataset.samples))
-    fusion = FusionClassifier(
-        image_dim=encoder.dim, text_dim=TEXT_DIM, num_classes=len(dataset.categories),
+    model = ProductModel(encoder, _fusion_head(config, encoder.dim, len(dataset.categories), use_text))
+    trainable = _unfreeze_top_stages(encoder, config)
+    fit = _batches(model, dataset, text, text_mask, torch.tensor(labels), trainable, config, device, progress)
+    history, best = _fit(fit, model, train_idx, val_idx, config, device, progress)
+
+    card = _card(model, dataset, trainable, use_text, training={
+        **config.to_dict(),
+        "trainable_stages": trainable,
+        "data": str(data),
+        "data_sha256": dataset.fingerprint(),
+        "samples": {"train": len(train_idx), "validation": len(val_idx)},
+        "epochs_run": len(history),
+        "seconds": round(time.monotonic() - started, 1),
+        "device": str(device),
+    }, metrics={"best_val_accuracy": best, "history": history})
+    if config.mirror_views and val_idx:
+        model.eval()
+        choice = choose_on_validation(model, card, dataset, val_idx, device, config.batch_size)
+        log.info("views chosen on validation", extra={"once": choice.once, "mirror_averaged": choice.mirrored,
+                                                      "mirror_average": choice.mirror_average})
+    model = model.cpu().eval()
+    if out is not None:
+        save_checkpoint(out, model, card)
+    return TrainResult(model, card, history, best, time.monotonic() - started)
+
+
+def _fusion_head(config: TrainConfig, image_dim: int, num_classes: int, use_text: bool) -> FusionClassifier:
+    return FusionClassifier(
+        image_dim=image_dim, text_dim=TEXT_DIM, num_classes=num_classes,
         fused_dim=config.fused_dim, hidden_dim=config.hidden_dim,
         modality_dropout=config.modality_dropout, text_weight=config.text_weight,
         text_only_weight=config.text_only_weight, mix_text=use_text,
     )
-    model = ProductModel(encoder, fusion)
+
+
+def _unfreeze_top_stages(encoder: VisionEncoder, config: TrainConfig) -> int:
+    """Freeze the backbone but for its top ``config.trainable_stages`` (none in frozen mode); how many that is."""
     stages = len(encoder.stages)
     trainable = 0 if config.mode == "frozen" else min(config.trainable_stages, stages)
     for p in encoder.parameters():
@@ -76,25 +108,37 @@ def train(
     for stage in encoder.stages[stages - trainable :]:
         for p in stage.parameters():
             p.requires_grad_(True)
+    return trainable
 
-    y = torch.tensor(labels)
-    if trainable < stages:
-        cut = None if trainable == 0 else stages - trainable
-        inputs = frozen_inputs(encoder, dataset, cut, device, cache_dir=config.cache_dir, progress=progress)
-        mirrored = (
-            frozen_inputs(encoder, dataset, cut, device, cache_dir=config.cache_dir, progress=progress, mirrored=True)
-            if config.mirror_views
-            else None
-        )
-        fit = _CachedFit(
-            model, inputs, text, text_mask, y, start=cut, mirrored=mirrored, seed=config.seed,
-            shift_cells=config.shift_cells, erase_probability=config.erase_probability,
-        )
-    else:
-        fit = _EndToEndFit(model, dataset, text, text_mask, y)
-    history, best = _fit(fit, model, train_idx, val_idx, config, device, progress)
 
-    card = ModelCard(
+def _batches(
+    model: ProductModel, dataset: FolderDataset, text: torch.Tensor, text_mask: torch.Tensor, y: torch.Tensor,
+    trainable: int, config: TrainConfig, device: torch.device, progress: bool,
+) -> "_Fit":
+    """Where training batches come from: the frozen stages' activations, computed once and cached,
+    or (all stages trainable) the pictures themselves."""
+    stages = len(model.encoder.stages)
+    if trainable == stages:
+        return _EndToEndFit(model, dataset, text, text_mask, y)
+    cut = None if trainable == 0 else stages - trainable
+    inputs = frozen_inputs(model.encoder, dataset, cut, device, cache_dir=config.cache_dir, progress=progress)
+    mirrored = (
+        frozen_inputs(model.encoder, dataset, cut, device, cache_dir=config.cache_dir, progress=progress, mirrored=True)
+        if config.mirror_views
+        else None
+    )
+    return _CachedFit(
+        model, inputs, text, text_mask, y, start=cut, mirrored=mirrored, seed=config.seed,
+        shift_cells=config.shift_cells, erase_probability=config.erase_probability,
+    )
+
+
+def _card(
+    model: ProductModel, dataset: FolderDataset, trainable: int, use_text: bool, training: dict[str, Any], metrics: dict[str, object]
+) -> ModelCard:
+    """The card of the trained ``model``: what it is, with how the run went (``training``, ``metrics``)."""
+    encoder, fusion = model.encoder, model.fusion
+    return ModelCard(
         backbone=encoder.name,
         backbone_weights=encoder.weights.source,
         backbone_pretrained_on=encoder.weights.pretrained_on,
@@ -106,27 +150,9 @@ def train(
         text_dim=TEXT_DIM,
         fusion=fusion.config(),
         categories=list(dataset.categories),
-        training={
-            **config.to_dict(),
-            "trainable_stages": trainable,
-            "data": str(data),
-            "data_sha256": dataset.fingerprint(),
-            "samples": {"train": len(train_idx), "validation": len(val_idx)},
-            "epochs_run": len(history),
-            "seconds": round(time.monotonic() - started, 1),
-            "device": str(device),
-        },
-        metrics={"best_val_accuracy": best, "history": history},
+        training=training,
+        metrics=metrics,
     )
-    if config.mirror_views and val_idx:
-        model.eval()
-        choice = choose_on_validation(model, card, dataset, val_idx, device, config.batch_size)
-        log.info("views chosen on validation", extra={"once": choice.once, "mirror_averaged": choice.mirrored,
-                                                      "mirror_average": choice.mirror_average})
-    model = model.cpu().eval()
-    if out is not None:
-        save_checkpoint(out, model, card)
-    return TrainResult(model, card, history, best, time.monotonic() - started)
 
 
 def _no_text(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,6 +209,9 @@ class _EndToEndFit:
         return _Batch(features, self.text[idx].to(device), self.text_mask[idx].to(device), self.y[idx].to(device))
 
 
+_Fit = _CachedFit | _EndToEndFit
+
+
 @dataclass
 class _Batch:
     """Pooled picture features of a batch (through the trainable stages), its texts and labels."""
@@ -198,11 +227,13 @@ class _Batch:
         return model.fuse_features(self.features, image_mask, self.text, text_mask).logits
 
 
-def _fit(fit, model: ProductModel, train_idx: list[int], val_idx: list[int], config: TrainConfig, device: torch.device, progress: bool):  # type: ignore[no-untyped-def]
+def _fit(
+    fit: "_Fit", model: ProductModel, train_idx: list[int], val_idx: list[int], config: TrainConfig, device: torch.device, progress: bool
+) -> tuple[list[dict[str, float]], float]:
     model.to(device)
     head = [p for p in model.fusion.parameters()]
     body = [p for p in model.encoder.parameters() if p.requires_grad]
-    groups = [{"params": head, "lr": config.lr}]
+    groups: list[dict[str, Any]] = [{"params": head, "lr": config.lr}]
     if body:
         groups.append({"params": body, "lr": config.backbone_lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
@@ -268,7 +299,7 @@ def _train_mode(model: ProductModel) -> None:
 
 
 @torch.no_grad()
-def _accuracies(fit, model: ProductModel, idx: list[int], device: torch.device, batch_size: int) -> tuple[float, float | None]:  # type: ignore[no-untyped-def]
+def _accuracies(fit: "_Fit", model: ProductModel, idx: list[int], device: torch.device, batch_size: int) -> tuple[float, float | None]:
     """Accuracy on the pictures alone and, when the data has texts, as listed: one pass through
     the backbone's trainable stages serves both."""
     model.eval()

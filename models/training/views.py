@@ -71,7 +71,7 @@ def choose_views_for_checkpoint(checkpoint: Path, data: Path, device: str | None
     if dataset.fingerprint() != training.get("data_sha256") or list(dataset.categories) != card.categories:
         raise ViewsError(f"{data} is not the data {checkpoint} was trained on ({training.get('data')}): pass that folder")
     labels = [s.label for s in dataset.samples]
-    _, val_idx = split_indices(labels, float(training["val_fraction"]), int(training["seed"]))  # type: ignore[arg-type]
+    _, val_idx = split_indices(labels, float(training["val_fraction"]), int(training["seed"]))
     if not val_idx:
         raise ViewsError(f"{checkpoint} was trained without validation photos (--val-fraction 0): nothing to choose on")
     choice = choose_on_validation(model, card, dataset, val_idx, predictor.device)

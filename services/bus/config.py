@@ -8,8 +8,12 @@ DLQ_MESSAGE_BYTES = 2 * LIMITS.event_bytes
 # The producer must accept the largest message any topic takes.
 PRODUCER_MESSAGE_BYTES = DLQ_MESSAGE_BYTES + 64 * 1024
 
+ConfigValue = str | int | float | bool
+KafkaConfig = dict[str, ConfigValue]
+"""A librdkafka configuration: property name → value."""
 
-def client_config(settings: Settings) -> dict[str, object]:
+
+def client_config(settings: Settings) -> KafkaConfig:
     """How any librdkafka client reaches the cluster: the servers and the security settings.
 
     >>> from pydantic import SecretStr
@@ -20,7 +24,7 @@ def client_config(settings: Settings) -> dict[str, object]:
     [('bootstrap.servers', '127.0.0.1:9092'), ('sasl.mechanisms', 'SCRAM-SHA-512'), ('sasl.password', 'pw'),
      ('sasl.username', 'shop'), ('security.protocol', 'SASL_SSL'), ('ssl.ca.location', '/etc/ca.pem')]
     """
-    config: dict[str, object] = {"bootstrap.servers": settings.kafka_bootstrap}
+    config: KafkaConfig = {"bootstrap.servers": settings.kafka_bootstrap}
     protocol = settings.kafka_security_protocol
     if protocol != "PLAINTEXT":
         config["security.protocol"] = protocol
@@ -35,7 +39,7 @@ def client_config(settings: Settings) -> dict[str, object]:
     return config
 
 
-def producer_config(settings: Settings, **overrides: object) -> dict[str, object]:
+def producer_config(settings: Settings, **overrides: ConfigValue) -> KafkaConfig:
     return {
         **client_config(settings),
         "enable.idempotence": True,  # acks=all and no duplicates from producer retries
@@ -46,7 +50,7 @@ def producer_config(settings: Settings, **overrides: object) -> dict[str, object
     }
 
 
-def consumer_config(settings: Settings, group_id: str, **overrides: object) -> dict[str, object]:
+def consumer_config(settings: Settings, group_id: str, **overrides: ConfigValue) -> KafkaConfig:
     return {
         **client_config(settings),
         "group.id": group_id,

@@ -9,7 +9,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message
 from confluent_kafka import Producer as _ConfluentProducer
 
-from schemas.serde import EncodedMessage
+from schemas.serde import EncodedMessage, Headers
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Producer:
         topic: str,
         key: bytes | None,
         value: bytes | None,
-        headers: list[tuple[str, bytes]] | None,
+        headers: Headers | None,
         on_delivery: DeliveryCallback | None,
     ) -> None:
         while True:

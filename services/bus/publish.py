@@ -18,7 +18,7 @@ from schemas.limits import LIMITS
 from schemas.serde import decode, encode
 from schemas.topics import Topic
 from services.bus.dead_letters import dead_letter
-from services.bus.producer import Producer
+from services.bus.producer import DeliveryCallback, Producer
 from services.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class Publisher:
         lock = threading.Lock()  # delivery callbacks run inside poll()/flush()
         bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=self._topic_name, disable=not progress)
 
-        def delivered(line: int, dead: bool):  # type: ignore[no-untyped-def]
+        def delivered(line: int, dead: bool) -> DeliveryCallback:
             def callback(error: KafkaError | None, _message: Message) -> None:
                 with lock:
                     if error is not None:
@@ -122,7 +122,7 @@ class Publisher:
         report.failed.sort(key=lambda p: p.line)
         return report
 
-    def _refuse(self, report: PublishReport, line: int, reason: str, content: bytes, callback) -> None:  # type: ignore[no-untyped-def]
+    def _refuse(self, report: PublishReport, line: int, reason: str, content: bytes, callback: DeliveryCallback) -> None:
         report.invalid.append(LineProblem(line, reason))
         if self._dlq_name is None:
             return

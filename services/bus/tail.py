@@ -8,7 +8,9 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from schemas.serde import Headers
 from services.bus.config import consumer_config
+from services.bus.messages import position
 from services.errors import UserError
 from services.settings import Settings
 
@@ -70,16 +72,23 @@ def tail(
                 raise KafkaException(message.error())
             last = time.monotonic()
             seen += 1
+            at_topic, partition, offset = position(message)
+            key = message.key()
             yield TailedMessage(
-                topic=message.topic(),
-                partition=message.partition(),
-                offset=message.offset(),
-                key=message.key().decode(errors="replace") if message.key() else None,
+                topic=at_topic,
+                partition=partition,
+                offset=offset,
+                key=key.decode(errors="replace") if key else None,
                 value=(message.value() or b"").decode(errors="replace"),
-                headers={k: (v or b"").decode(errors="replace") for k, v in (message.headers() or [])},
+                headers=_text_headers(message.headers()),
             )
     finally:
         consumer.close()
+
+
+def _text_headers(headers: Headers | dict[str, str | bytes | None] | None) -> dict[str, str]:
+    pairs = headers.items() if isinstance(headers, dict) else headers or []
+    return {k: v.decode(errors="replace") if isinstance(v, bytes) else v or "" for k, v in pairs}
 
 
 def shorten(value: str, width: int = _SHORTEN) -> str:

@@ -11,12 +11,13 @@ from services.bus.config import producer_config
 from services.bus.producer import Producer
 from services.bus.publish import Publisher
 from services.bus.tail import shorten, tail
+from services.cli import Commands
 from services.settings import Settings
 
 _PUBLISHABLE: dict[str, Topic] = {"products": PRODUCTS_LISTED, "clicks": CLICKS}
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(commands: Commands) -> None:
     publish = commands.add_parser("publish", help="validate and publish a JSON Lines file of events")
     publish.add_argument("kind", choices=sorted(_PUBLISHABLE), help="what the file holds")
     publish.add_argument("file", type=Path, help="one JSON event per line")

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from services.cli import evaluation_commands, event_commands, model_commands, service_commands, stack_commands
 from services.errors import UserError
 from services.logs import configure_logging
-from services.settings import load_settings
+from services.settings import Settings, load_settings
 
 log = logging.getLogger("shelfsight")
 
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _demo(settings, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
     if args.pipeline_only:
         from services.demo.walkthrough import run_demo
 

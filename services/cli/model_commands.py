@@ -7,12 +7,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from services.cli import evaluation_commands
+from services.cli import Commands, evaluation_commands
 from services.errors import UserError
 from services.settings import Settings
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(commands: Commands) -> None:
+    _register_datasets(commands)
+    _register_train(commands)
+    _register_choose_views(commands)
+    _register_evaluate(commands)
+
+
+def _register_datasets(commands: Commands) -> None:
     datasets = commands.add_parser("datasets", help="build datasets from packaged real product photos")
     kinds = datasets.add_subparsers(dest="dataset", required=True)
     fmnist = kinds.add_parser("fashion-mnist", help="Debian's Fashion-MNIST as an ImageFolder train/test tree")
@@ -28,6 +35,8 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     catalogue.set_defaults(run=_catalogue)
     evaluation_commands.register_datasets(kinds)
 
+
+def _register_train(commands: Commands) -> None:
     train = commands.add_parser("train", help="train the product model on an ImageFolder dataset")
     train.add_argument("data", type=Path, help="one sub-folder of images per category")
     train.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
@@ -55,6 +64,8 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     train.add_argument("--no-cache", action="store_true", help="do not cache backbone features on disk")
     train.set_defaults(run=_train)
 
+
+def _register_choose_views(commands: Commands) -> None:
     views = commands.add_parser(
         "choose-views",
         help="for a checkpoint trained before training chose it: whether it is served on each picture with its mirror image",
@@ -64,6 +75,8 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     views.add_argument("--device", default=None)
     views.set_defaults(run=_choose_views)
 
+
+def _register_evaluate(commands: Commands) -> None:
     evaluate = commands.add_parser("evaluate", help="measure a checkpoint and write a markdown report")
     evaluate.add_argument("checkpoint", type=Path)
     evaluate.add_argument("data", type=Path, help="ImageFolder with the same category names")

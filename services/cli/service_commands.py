@@ -4,11 +4,12 @@ import argparse
 import shutil
 import time
 
+from services.cli import Commands
 from services.errors import UserError
 from services.settings import Settings
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(commands: Commands) -> None:
     embedder = commands.add_parser("embedder", help="run the embedder: products.listed → Qdrant + products.indexed")
     embedder.set_defaults(run=_embedder)
 

@@ -6,11 +6,12 @@ from collections import deque
 
 from services.bus.broker import require_broker
 from services.bus.topics import create_topics, topic_specs
+from services.cli import Commands
 from services.settings import Settings
 from services.stack import ComponentStatus, Stack
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(commands: Commands) -> None:
     stack = commands.add_parser("stack", help="run a local Kafka broker and redis-server")
     actions = stack.add_subparsers(dest="action", required=True)
     for name, run, text in (("up", _up, "start Kafka and Redis (or reuse running ones)"), ("down", _down, "stop what `up` started"),

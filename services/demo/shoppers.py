@@ -12,6 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote
 
 
@@ -82,7 +83,7 @@ class ShopperCrowd:
             event["context"] = {"widget": "demo-simulator", "position": position}
         return event
 
-    def _call(self, method: str, path: str, body: object = None) -> dict | None:  # type: ignore[type-arg]
+    def _call(self, method: str, path: str, body: object = None) -> dict[str, Any] | None:
         headers = {"Content-Type": "application/json", "X-API-Key": self._key}
         try:
             self._connection.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)

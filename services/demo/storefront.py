@@ -13,6 +13,9 @@ import os
 import secrets
 import signal
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from schemas.topics import PRODUCTS_LISTED
 from services.bus.config import producer_config
@@ -26,7 +29,7 @@ from services.recommender.http.tokens import mint
 from services.settings import Settings
 from services.stack import Stack
 from services.stack.model import ensure_model
-from services.stack.supervisor import health, start_service, wait_healthy
+from services.stack.supervisor import Service, health, start_service, wait_healthy
 
 
 def run_storefront_demo(settings: Settings, seconds: float | None = None, products: int = 1000, shoppers: int = 12,
@@ -39,20 +42,14 @@ def run_storefront_demo(settings: Settings, seconds: float | None = None, produc
     folder = settings.cache_dir / "demo"
     catalogue_file = folder / "catalogue.jsonl"
     print(f"== 2. catalogue: {products} products with real Fashion-MNIST photographs")
-    write_catalogue(catalogue_file, products)
-    catalogue = {}
-    for line in catalogue_file.read_text().splitlines():
-        product = json.loads(line)
-        catalogue[product["product_id"]] = product["category_hint"]
+    catalogue = _write_catalogue(catalogue_file, products)
 
     print("== 3. product model")
     checkpoint = ensure_model(settings)
     print(f"   {checkpoint}")
 
-    publishable, secret = f"pk-demo-{secrets.token_hex(8)}", f"sk-demo-{secrets.token_hex(16)}"
-    token_secret = secrets.token_bytes(32).hex()
-    env = {**os.environ, "SHELFSIGHT_MODEL_DIR": str(checkpoint), "SHELFSIGHT_PUBLISHABLE_KEYS": publishable,
-           "SHELFSIGHT_API_KEYS": secret, "SHELFSIGHT_SHOPPER_TOKEN_SECRET": token_secret, "PYTHONUNBUFFERED": "1"}
+    keys = _DemoKeys.fresh()
+    env = {**os.environ, "SHELFSIGHT_MODEL_DIR": str(checkpoint), **keys.env(), "PYTHONUNBUFFERED": "1"}
     base = f"http://{settings.api_host}:{settings.api_port}"
     print("== 4. services: `shelfsight serve` (embedder + API + Kafka responder) and `shelfsight profiles`")
     services = [start_service("serve", ["serve"], env, folder / "logs"), start_service("profiles", ["profiles"], env, folder / "logs")]
@@ -67,39 +64,79 @@ def run_storefront_demo(settings: Settings, seconds: float | None = None, produc
         wait_healthy(f"{base}/healthz", services[0])
         print(f"   serve     {base}   (logs: {services[0].log})")
         print(f"   profiles  running   (logs: {services[1].log})")
-
-        print(f"== 5. publishing the catalogue to {settings.topic(PRODUCTS_LISTED.name)}")
-        producer = Producer(producer_config(settings))
-        topic = PRODUCTS_LISTED
-        report = Publisher(producer, topic, settings.topic(topic.name), settings.topic(topic.dlq)).publish_file(catalogue_file)
-        print(f"   {report.delivered} delivered; the embedder indexes them as they arrive")
-
-        print("== 6. simulated shoppers at work. Open the storefront as one of them:")
-        expires = int(time.time() + 12 * 3600)
-        for user in ("shopper-0", "shopper-1", "shopper-2"):
-            print(f"      {base}/?user={user}&token={mint(token_secret.encode(), user, expires)}")
-        print("   (each link carries a shopper token, as a store's back end would mint it; the API documentation is at /docs)")
-        print("   Ctrl-C stops the shoppers and the services; the stack keeps running (`make down` stops it).\n")
-        crowd = ShopperCrowd(settings.api_host, settings.api_port, secret, catalogue, shoppers)
-        started = last_print = time.monotonic()
-        interval = 1.0 / rate
-        while not stopping["now"] and (seconds is None or time.monotonic() - started < seconds):
-            for service in services:
-                if not service.alive():
-                    raise UserError(f"{service.name} stopped; its log ({service.log}) ends:\n{service.tail()}")
-            tick = time.monotonic()
-            crowd.step()
-            if tick - last_print >= 5.0:
-                last_print = tick
-                state = health(f"{base}/healthz")
-                f = crowd.figures
-                print(f"   t={tick - started:5.0f}s  indexed {state.get('indexed', '?'):>5}  events {f.events:>6}  "
-                      f"recommendations {f.requests:>5}  p50 {f.percentile(0.5):6.1f} ms  p99 {f.percentile(0.99):6.1f} ms  "
-                      f"errors {f.errors}", flush=True)
-            time.sleep(max(0.0, interval - (time.monotonic() - tick)))
+        _publish_catalogue(settings, catalogue_file)
+        _print_storefront_links(base, keys.token_secret)
+        crowd = ShopperCrowd(settings.api_host, settings.api_port, keys.secret, catalogue, shoppers)
+        _run_shoppers(crowd, services, base, rate, seconds, lambda: stopping["now"])
     finally:
         signal.signal(signal.SIGINT, previous)
         print("== stopping the services …")
         codes = {s.name: s.stop() for s in reversed(services)}
         print("   " + ", ".join(f"{name} exited {code}" for name, code in codes.items()))
     return 0 if all(code == 0 for code in codes.values()) else 1
+
+
+@dataclass(frozen=True)
+class _DemoKeys:
+    """This run's API keys and shopper-token secret: made up afresh, known only to the demo and its services."""
+
+    publishable: str
+    secret: str
+    token_secret: str
+
+    @classmethod
+    def fresh(cls) -> "_DemoKeys":
+        return cls(f"pk-demo-{secrets.token_hex(8)}", f"sk-demo-{secrets.token_hex(16)}", secrets.token_bytes(32).hex())
+
+    def env(self) -> dict[str, str]:
+        return {"SHELFSIGHT_PUBLISHABLE_KEYS": self.publishable, "SHELFSIGHT_API_KEYS": self.secret,
+                "SHELFSIGHT_SHOPPER_TOKEN_SECRET": self.token_secret}
+
+
+def _write_catalogue(catalogue_file: Path, products: int) -> dict[str, str]:
+    """Write the catalogue; each product's category, by product id."""
+    write_catalogue(catalogue_file, products)
+    catalogue = {}
+    for line in catalogue_file.read_text().splitlines():
+        product = json.loads(line)
+        catalogue[product["product_id"]] = product["category_hint"]
+    return catalogue
+
+
+def _publish_catalogue(settings: Settings, catalogue_file: Path) -> None:
+    print(f"== 5. publishing the catalogue to {settings.topic(PRODUCTS_LISTED.name)}")
+    producer = Producer(producer_config(settings))
+    topic = PRODUCTS_LISTED
+    report = Publisher(producer, topic, settings.topic(topic.name), settings.topic(topic.dlq)).publish_file(catalogue_file)
+    print(f"   {report.delivered} delivered; the embedder indexes them as they arrive")
+
+
+def _print_storefront_links(base: str, token_secret: str) -> None:
+    print("== 6. simulated shoppers at work. Open the storefront as one of them:")
+    expires = int(time.time() + 12 * 3600)
+    for user in ("shopper-0", "shopper-1", "shopper-2"):
+        print(f"      {base}/?user={user}&token={mint(token_secret.encode(), user, expires)}")
+    print("   (each link carries a shopper token, as a store's back end would mint it; the API documentation is at /docs)")
+    print("   Ctrl-C stops the shoppers and the services; the stack keeps running (`make down` stops it).\n")
+
+
+def _run_shoppers(crowd: ShopperCrowd, services: list[Service], base: str, rate: float, seconds: float | None,
+                  stopping: Callable[[], bool]) -> None:
+    """Step the shoppers ``rate`` times a second until ``stopping`` or ``seconds`` pass, with figures every 5 s;
+    a UserError if a service stops."""
+    started = last_print = time.monotonic()
+    interval = 1.0 / rate
+    while not stopping() and (seconds is None or time.monotonic() - started < seconds):
+        for service in services:
+            if not service.alive():
+                raise UserError(f"{service.name} stopped; its log ({service.log}) ends:\n{service.tail()}")
+        tick = time.monotonic()
+        crowd.step()
+        if tick - last_print >= 5.0:
+            last_print = tick
+            state = health(f"{base}/healthz")
+            f = crowd.figures
+            print(f"   t={tick - started:5.0f}s  indexed {state.get('indexed', '?'):>5}  events {f.events:>6}  "
+                  f"recommendations {f.requests:>5}  p50 {f.percentile(0.5):6.1f} ms  p99 {f.percentile(0.99):6.1f} ms  "
+                  f"errors {f.errors}", flush=True)
+        time.sleep(max(0.0, interval - (time.monotonic() - tick)))

@@ -19,11 +19,16 @@ import ipaddress
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_before_delay, wait_exponential
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 
 class FetchError(ValueError):
@@ -133,7 +138,7 @@ class _DeadlineSocket:
         self._sock.settimeout(self._deadline.wait(self._read_timeout))
         self._sock.sendall(data)
 
-    def recv_into(self, buffer: memoryview) -> int:
+    def recv_into(self, buffer: "WriteableBuffer") -> int:
         self._sock.settimeout(self._deadline.wait(self._read_timeout))
         return self._sock.recv_into(buffer)
 
@@ -152,16 +157,16 @@ class _Reader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: "WriteableBuffer") -> int:
         return self._sock.recv_into(buffer)
 
 
 def _resolve(host: str, port: int) -> list[str]:
-    return sorted({info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
+    return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
 
 
 class ImageFetcher:
-    def __init__(self, policy: UrlPolicy, resolver=_resolve) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, policy: UrlPolicy, resolver: Callable[[str, int], list[str]] = _resolve) -> None:
         self._policy = policy
         self._resolve = resolver
 
@@ -248,7 +253,7 @@ class ImageFetcher:
                 sock.settimeout(deadline.wait(self._policy.read_timeout))
                 sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
             # Talk to the address that was checked, whatever DNS says now.
-            connection.sock = _DeadlineSocket(sock, deadline, self._policy.read_timeout)  # type: ignore[assignment]
+            connection.sock = _DeadlineSocket(sock, deadline, self._policy.read_timeout)
             path = parts.path or "/"
             connection.request("GET", path + (f"?{parts.query}" if parts.query else ""), headers={"Host": parts.netloc, "Accept": "image/*"})
             response = connection.getresponse()

@@ -15,6 +15,7 @@ from models.images.decoding import ImageError, ImagePolicy, decode_image
 from models.images.thumbnails import thumbnail_jpeg
 from models.predictor import Prediction, Predictor, ProductInput
 from schemas import ProductIndexed, ProductListed, ProductUpdated
+from schemas.products import CategorySource
 from services.embedder.fetch import FetchError, ImageFetcher
 from services.embedder.taxonomy import Classification, StoreTaxonomy
 from services.vectors.store import ProductStore, StoredProduct
@@ -41,7 +42,7 @@ class Categorised:
     category: str
     predicted: str
     confidence: float
-    source: str  # store | store_head | unsure | model
+    source: CategorySource
 
 
 def categorise(product: ProductListed, prediction: Prediction, store: Classification | None = None) -> Categorised:

@@ -25,6 +25,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -50,7 +51,7 @@ class Classification:
     category: str
     confidence: float  # the head's probability of its best category
     guess: str  # the head's best category, also when unsure
-    source: str  # store_head | unsure
+    source: Literal["store_head", "unsure"]
 
 
 class StoreTaxonomy:

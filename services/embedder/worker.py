@@ -24,6 +24,7 @@ from schemas import ContractError, ProductListed, ProductUpdated, decode, encode
 from schemas.serde import EncodedMessage
 from schemas.topics import PRODUCTS_INDEXED, PRODUCTS_LISTED
 from services.bus.dead_letters import dead_letter
+from services.bus.messages import position
 from services.bus.producer import Producer
 from services.embedder.indexing import Decoded, Indexer, Outcome
 from services.embedder.metrics import EmbedderMetrics
@@ -114,9 +115,9 @@ class EmbedderWorker:
         )
         kept = []
         for m in messages:
-            if m.error():
-                if m.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error", extra={"error": m.error().str()})
+            if error := m.error():
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error", extra={"error": error.str()})
                 continue
             kept.append(m)
         if not kept:
@@ -260,7 +261,8 @@ class EmbedderWorker:
     def _commit(self, messages: list[Message]) -> None:
         last: dict[tuple[str, int], int] = {}
         for m in messages:
-            last[(m.topic(), m.partition())] = max(last.get((m.topic(), m.partition()), -1), m.offset())
+            topic, partition, offset = position(m)
+            last[(topic, partition)] = max(last.get((topic, partition), -1), offset)
         self._consumer.commit(
             offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()], asynchronous=False
         )

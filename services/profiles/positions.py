@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from services.bus.messages import position
 from services.profiles.messages import RawMessage
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,8 @@ def partitions_of(messages: list[RawMessage]) -> set[Partition]:
 
 def split_applied(messages: list[RawMessage], stored: Stored) -> tuple[list[RawMessage], list[RawMessage]]:
     """Messages not applied yet, in offset order per partition, and those below their stored position."""
-    fresh, done = [], []
+    fresh: list[RawMessage] = []
+    done: list[RawMessage] = []
     for m in sorted(messages, key=lambda m: (m.topic or "", m.partition, m.offset)) if stored else messages:
         position = stored.get((m.topic, m.partition)) if m.topic is not None else None
         (done if position is not None and m.offset < position.offset else fresh).append(m)
@@ -170,9 +172,10 @@ class KafkaRangeReader:
                         if error.code() == KafkaError._PARTITION_EOF:
                             return out
                         raise RangeReadFailed(f"{topic}[{partition}]: {error}")
-                    if message.offset() >= end:
+                    _, _, offset = position(message)
+                    if offset >= end:
                         return out
-                    out.append(RawMessage(message.key(), message.value(), partition, message.offset(), topic))
+                    out.append(RawMessage(message.key(), message.value(), partition, offset, topic))
             return out
         finally:
             consumer.unassign()

@@ -58,6 +58,8 @@ def restore_learners(settings: Settings, keys: Keys, secret: bytes) -> Learners:
                      max_items=settings.learners_max_items, max_model_items=settings.item_model_items)
     candidates = []
     for blob in blobs:
+        if not isinstance(blob, bytes):
+            continue
         try:
             candidates.append(load(blob, secret))
         except CheckpointRejected as exc:

@@ -14,8 +14,9 @@ import redis.asyncio as aioredis
 from schemas import ProductIndexed
 from services.profiles.positions import Position
 from services.profiles.profile import RESCALE_AFTER_HALF_LIVES, ClickParams
-from services.profiles.writes import ReadBatch, WriteBatch, as_hash
+from services.profiles.writes import ReadBatch, as_hash
 from state.keys import Keys
+from state.served import remember_async
 from state.values import Item, Profile, decode_item, decode_profile, encode_item
 
 
@@ -165,13 +166,9 @@ class ProfileState:
         return {r: {x.decode() for x in members} for r, members in zip(ordered, await pipe.execute(), strict=True) if members}
 
     async def remember_served(self, user: str, value: bytes) -> None:
-        """Keep one served list (the JSON as it came) among the shopper's latest few."""
-        p, key = self.params, self.keys.served(user)
-        batch = WriteBatch()
-        batch.call("LPUSH", key, value)
-        batch.call("LTRIM", key, 0, p.served_lists - 1)
-        batch.call("EXPIRE", key, p.served_ttl_s)
-        await batch.execute(self.redis, self.keys.home(user).routing)
+        """Keep one served list (the JSON as it came) among the shopper's latest few, unless `serve`
+        kept it already (``state.served``)."""
+        await remember_async(self.redis, self.keys, user, value, self.params.served_lists, self.params.served_ttl_s)
 
     async def current_epoch(self, now: float) -> float:
         """The forward-decay epoch of this group's trending sets, moved forward (and the sets
@@ -203,4 +200,5 @@ class ProfileState:
         return {i: decode_item(raw) for i, raw in zip(product_ids, await pipe.execute(), strict=True)}
 
     async def profile(self, user: str) -> Profile | None:
-        return decode_profile(await self.redis.hgetall(self.keys.user(user)))
+        raw = await self.redis.hgetall(self.keys.user(user))
+        return decode_profile({bytes(k): bytes(v) for k, v in raw.items()})  # type: ignore[arg-type]  # a bytes client: redis-py types it str | bytes

@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 from schemas.limits import LIMITS
+from services.bus.config import KafkaConfig
 from services.errors import UserError
 from services.settings import Settings
 from services.stack.components import ComponentStatus, State
@@ -21,7 +22,7 @@ _MAIN_CLASS = "kafka.Kafka"
 _MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies"
 
 
-def broker_answers(bootstrap: str, timeout: float = 2.0, client: dict[str, object] | None = None) -> bool:
+def broker_answers(bootstrap: str, timeout: float = 2.0, client: KafkaConfig | None = None) -> bool:
     """Whether a Kafka broker at ``bootstrap`` answers a metadata request."""
     from confluent_kafka.admin import AdminClient
 
@@ -78,10 +79,9 @@ class KafkaNode:
         current = self.status()
         if current.state in (State.RUNNING, State.EXTERNAL):
             return current
-        if current.state is State.UNHEALTHY:
+        if current.state is State.UNHEALTHY and (pid := current.pid) is not None:
             # Ours, but still starting (or wedged): give it the usual time before judging.
-            pid = current.pid
-            return self._wait_ready(lambda: running(pid))  # type: ignore[arg-type]
+            return self._wait_ready(lambda: running(pid))
         for port in (self._port, self._settings.kafka_controller_port):
             if port_open(self._host, port):
                 raise UserError(

@@ -8,6 +8,7 @@ tests that check every script stays inside one hash slot (a real cluster refuses
     cluster.down()
 """
 
+import functools
 import logging
 import shutil
 import subprocess
@@ -59,7 +60,7 @@ class LocalRedisCluster:
             ], node / "console.log"))
         try:
             for port, process in zip(self.ports, self._processes, strict=True):
-                if not wait_until(lambda p=port: port_open(self.host, p), timeout=30, alive=lambda pr=process: pr.poll() is None):
+                if not wait_until(functools.partial(port_open, self.host, port), timeout=30, alive=functools.partial(_alive, process)):
                     raise UserError(f"redis-server did not come up at {self.host}:{port}; see {self.folder / str(port)}")
             created = subprocess.run(
                 [cli, "--cluster", "create", *(f"{self.host}:{p}" for p in self.ports), "--cluster-replicas", "0", "--cluster-yes"],
@@ -93,3 +94,7 @@ class LocalRedisCluster:
                 terminate(process.pid, timeout=10)
         self._processes.clear()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _alive(process: subprocess.Popen[bytes]) -> bool:
+    return process.poll() is None

@@ -16,7 +16,7 @@ from services.errors import UserError
 @dataclass
 class Service:
     name: str
-    process: subprocess.Popen  # type: ignore[type-arg]
+    process: subprocess.Popen[bytes]
     log: Path
 
     def alive(self) -> bool:

@@ -61,7 +61,7 @@ class VectorCache:
             return results
         vectors = self._vectors(wanted)
         return [
-            [replace(h, vector=vectors.get((q.using, h.product_id))) for h in hits] if q.with_vector else hits  # type: ignore[arg-type]
+            [replace(h, vector=vectors.get((q.using, h.product_id))) for h in hits] if q.with_vector else hits  # type: ignore[arg-type]  # cached vectors are float32 arrays, not lists (class docstring)
             for q, hits in zip(queries, results, strict=True)
         ]
 
@@ -73,7 +73,7 @@ class VectorCache:
         names = tuple(with_vectors)
         products = self.store.get(product_ids, False, fields)
         vectors = self._vectors({(n, p.product_id) for p in products for n in names})
-        return [replace(p, vectors={n: vectors[(n, p.product_id)] for n in names if (n, p.product_id) in vectors})  # type: ignore[misc]
+        return [replace(p, vectors={n: vectors[(n, p.product_id)] for n in names if (n, p.product_id) in vectors})  # type: ignore[misc]  # float32 arrays too
                 for p in products]
 
     def _vectors(self, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], np.ndarray]:

@@ -37,6 +37,8 @@ from services.vectors.store import (
     VectorQuery,
     availability,
     point_id,
+    read_payload,
+    read_vectors,
     vector_selection,
     with_availability,
 )
@@ -126,7 +128,7 @@ class EdgeProductStore:
         config = self._config(self._dims) if self._search_threads is not None else None
         return self._open(lambda: q.EdgeShard.load(str(folder), config))
 
-    def _open(self, opener):  # type: ignore[no-untyped-def]
+    def _open(self, opener: Callable[[], q.EdgeShard]) -> q.EdgeShard:
         try:
             return opener()
         except Exception as exc:  # qdrant-edge raises plain Exception
@@ -202,8 +204,8 @@ class EdgeProductStore:
             records = shard.retrieve([point_id(p) for p in product_ids], with_payload=_payload(fields), with_vector=vector_selection(with_vectors))
         products = []
         for r in records:
-            payload = r.payload  # each attribute access converts from Rust: read it once
-            products.append(StoredProduct(payload["product_id"], dict(r.vector or {}) if with_vectors else {}, payload))
+            payload = read_payload(r.payload)  # each attribute access converts from Rust: read it once
+            products.append(StoredProduct(payload["product_id"], read_vectors(r.vector) if with_vectors else {}, payload))
         return products
 
     def labelled(self, limit: int, using: str = "fused") -> list[StoredProduct]:
@@ -217,8 +219,8 @@ class EdgeProductStore:
                     with_payload=_payload((HINT,)), with_vector=[using],
                 ))
                 for r in records:
-                    payload = r.payload
-                    found.append(StoredProduct(payload["product_id"], dict(r.vector or {}), payload))
+                    payload = read_payload(r.payload)
+                    found.append(StoredProduct(payload["product_id"], read_vectors(r.vector), payload))
                 if offset is None or not records:
                     break
         return found
@@ -247,9 +249,9 @@ class EdgeProductStore:
         for x, points in zip(queries, results, strict=True):
             hits = []
             for p in points:
-                payload = p.payload  # each attribute access converts from Rust: read it once
-                vector = p.vector if x.with_vector else None
-                hits.append(SearchHit(payload["product_id"], p.score, payload, vector[x.using] if vector else None))
+                payload = read_payload(p.payload)  # each attribute access converts from Rust: read it once
+                vectors = read_vectors(p.vector) if x.with_vector else {}
+                hits.append(SearchHit(payload["product_id"], p.score, payload, vectors[x.using] if vectors else None))
             found.append(hits)
         return found
 
@@ -339,12 +341,12 @@ class EdgeProductStore:
     def _copy_points(self, ids: set[str], fresh: q.EdgeShard) -> None:
         ordered = sorted(ids)
         for at in range(0, len(ordered), _CATCH_UP_CHUNK):
-            chunk = ordered[at : at + _CATCH_UP_CHUNK]
+            chunk: list[q.PointId] = [*ordered[at : at + _CATCH_UP_CHUNK]]
             with self._shard() as shard:
                 records = shard.retrieve(chunk, with_payload=True, with_vector=True)
             found = {str(r.id): r for r in records}
             if found:
-                fresh.update(q.UpdateOperation.upsert_points([q.Point(r.id, dict(r.vector or {}), r.payload) for r in found.values()]))
+                fresh.update(q.UpdateOperation.upsert_points([q.Point(r.id, r.vector or {}, r.payload) for r in found.values()]))
             gone = [i for i in chunk if i not in found]
             if gone:
                 fresh.update(q.UpdateOperation.delete_points(gone))
@@ -404,7 +406,7 @@ def _filter(filters: SearchFilters | None) -> q.Filter | None:
         must.append(q.FieldCondition("price", range=q.RangeFloat(gte=filters.min_price, lte=filters.max_price)))
     if filters.listed_after is not None:
         must.append(q.FieldCondition("listed_ts", range=q.RangeFloat(gte=filters.listed_after)))
-    must_not = [q.HasIdCondition({point_id(p) for p in filters.exclude})] if filters.exclude else None
+    must_not: list[q.ConditionType] | None = [q.HasIdCondition({point_id(p) for p in filters.exclude})] if filters.exclude else None
     if not must and not must_not:
         return None
     return q.Filter(must=must or None, must_not=must_not)

@@ -17,6 +17,8 @@ from services.vectors.store import (
     VectorQuery,
     availability,
     point_id,
+    read_payload,
+    read_vectors,
     vector_selection,
     with_availability,
 )
@@ -33,7 +35,8 @@ class ServerProductStore:
         wanted = {name: size for name, size in dims.items() if name in VECTOR_NAMES}
         if self._client.collection_exists(self._collection):
             vectors = self._client.get_collection(self._collection).config.params.vectors
-            existing = {name: params.size for name, params in (vectors or {}).items()}  # type: ignore[union-attr]
+            named = vectors if isinstance(vectors, dict) else {}  # one unnamed vector is not this store's layout
+            existing = {name: params.size for name, params in named.items()}
             if existing != wanted:
                 raise StoreMismatch(
                     f"Qdrant collection {self._collection!r} has vectors {existing}, the model gives {wanted}; "
@@ -79,10 +82,11 @@ class ServerProductStore:
         records = self._client.retrieve(
             self._collection, [point_id(p) for p in product_ids], with_payload=_payload(fields), with_vectors=vector_selection(with_vectors)
         )
-        return [
-            StoredProduct(r.payload["product_id"], dict(r.vector or {}) if with_vectors else {}, dict(r.payload))  # type: ignore[index,arg-type]
-            for r in records
-        ]
+        products = []
+        for r in records:
+            payload = read_payload(r.payload)
+            products.append(StoredProduct(payload["product_id"], read_vectors(r.vector) if with_vectors else {}, dict(payload)))
+        return products
 
     def labelled(self, limit: int, using: str = "fused") -> list[StoredProduct]:
         found: list[StoredProduct] = []
@@ -93,7 +97,9 @@ class ServerProductStore:
                 self._collection, scroll_filter=hinted, limit=min(1_000, limit - len(found)), offset=offset,
                 with_payload=_payload((HINT,)), with_vectors=[using],
             )
-            found += [StoredProduct(r.payload["product_id"], dict(r.vector or {}), dict(r.payload)) for r in records]  # type: ignore[index,arg-type]
+            for r in records:
+                payload = read_payload(r.payload)
+                found.append(StoredProduct(payload["product_id"], read_vectors(r.vector), dict(payload)))
             if offset is None or not records:
                 break
         return found
@@ -118,20 +124,20 @@ class ServerProductStore:
             for x in queries
         ]
         responses = self._client.query_batch_points(self._collection, requests)
-        return [
-            [
-                SearchHit(p.payload["product_id"], p.score, dict(p.payload),  # type: ignore[index,arg-type]
-                          list(p.vector[x.using]) if x.with_vector and isinstance(p.vector, dict) else None)  # type: ignore[arg-type]
-                for p in response.points
-            ]
-            for x, response in zip(queries, responses, strict=True)
-        ]
+        return [[_hit(p, x.using if x.with_vector else None) for p in response.points] for x, response in zip(queries, responses, strict=True)]
 
     def count(self) -> int:
         return self._client.count(self._collection, exact=True).count
 
     def close(self) -> None:
         self._client.close()
+
+
+def _hit(point: m.ScoredPoint, using: str | None) -> SearchHit:
+    """A search hit, with the vector of the space it was searched in when ``using`` names it."""
+    payload = read_payload(point.payload)
+    vectors = read_vectors(point.vector) if using is not None else {}
+    return SearchHit(payload["product_id"], point.score, dict(payload), list(vectors[using]) if using is not None and vectors else None)
 
 
 def _payload(fields: tuple[str, ...] | None) -> bool | list[str]:
@@ -158,7 +164,7 @@ def _filter(filters: SearchFilters | None) -> m.Filter | None:
         must.append(m.FieldCondition(key="price", range=m.Range(gte=filters.min_price, lte=filters.max_price)))
     if filters.listed_after is not None:
         must.append(m.FieldCondition(key="listed_ts", range=m.Range(gte=filters.listed_after)))
-    must_not = [m.HasIdCondition(has_id=[point_id(p) for p in filters.exclude])] if filters.exclude else None
+    must_not: list[m.Condition] | None = [m.HasIdCondition(has_id=[point_id(p) for p in filters.exclude])] if filters.exclude else None
     if not must and not must_not:
         return None
     return m.Filter(must=must or None, must_not=must_not)

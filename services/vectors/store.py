@@ -38,6 +38,31 @@ def point_id(product_id: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, product_id))
 
 
+def read_payload(payload: dict[str, Any] | None) -> dict[str, Any]:
+    """The payload a point came back with: every read asks for one (``product_id`` at least).
+
+    >>> read_payload({"product_id": "sku-1"})
+    {'product_id': 'sku-1'}
+    """
+    if payload is None:
+        raise ValueError("a point came back without the payload it was read with")
+    return payload
+
+
+def read_vectors(vector: object) -> dict[str, list[float]]:
+    """The vectors a point came back with, by name: the stores hold named dense vectors only
+    (``{}`` when it was read without them).
+
+    >>> read_vectors({"fused": [1.0, 0.0]}), read_vectors(None)
+    ({'fused': [1.0, 0.0]}, {})
+    """
+    if not vector:
+        return {}
+    if not isinstance(vector, dict):
+        raise TypeError(f"a point came back with an unnamed vector ({type(vector).__name__}); the stores hold named vectors only")
+    return dict(vector)
+
+
 class StoreMismatch(RuntimeError):
     """The existing collection was made for other vector dimensions or names."""
 

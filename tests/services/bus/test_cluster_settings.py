@@ -41,7 +41,7 @@ def test_topics_carry_min_insync_replicas():
 def test_more_replicas_than_brokers_is_one_clear_line(broker):
     settings = broker.model_copy(update={"topic_prefix": f"{broker.topic_prefix}{uuid.uuid4().hex[:6]}.",
                                          "topic_replication_factor": 3})
-    with pytest.raises(UserError, match="cannot hold 3 replicas .* lower SHELFSIGHT_TOPIC_REPLICATION_FACTOR"):
+    with pytest.raises(UserError, match=r"cannot hold 3 replicas .* lower SHELFSIGHT_TOPIC_REPLICATION_FACTOR"):
         create_topics(settings)
     with pytest.raises(UserError, match="MIN_INSYNC_REPLICAS \\(2\\) is more than"):
         create_topics(settings.model_copy(update={"topic_replication_factor": 1, "topic_min_insync_replicas": 2}))

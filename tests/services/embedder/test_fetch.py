@@ -18,7 +18,7 @@ hits: dict[str, int] = {}
 @pytest.fixture(scope="module")
 def server():
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             if self.path == "/ok.png":
                 self._send(200, PNG)
             elif self.path == "/big.png":
@@ -94,7 +94,7 @@ def test_ssrf_and_scheme_refusals(url, message):
 
 def test_dns_answers_are_checked_not_just_names():
     rebinding = ImageFetcher(UrlPolicy(), resolver=lambda host, port: ["93.184.216.34", "192.168.1.10"])
-    with pytest.raises(FetchError, match="192.168.1.10"):
+    with pytest.raises(FetchError, match=r"192.168.1.10"):
         rebinding.fetch("https://cdn.example.com/x.png")
 
 
@@ -168,7 +168,7 @@ def trickling_server():
     }
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             at_once, trickled = answers[self.path]
             try:
                 self.wfile.write(at_once)

@@ -64,17 +64,17 @@ def test_profile_follows_clicks_and_items_join(setup):
 
 
 def test_redelivery_is_not_counted_twice(setup):
-    loop, state, handler, letters, keys, r = setup
+    loop, state, handler, _letters, keys, r = setup
     batch = [_click(i, product=f"p{i}") for i in range(4)]
     loop.run_until_complete(handler.handle(batch))
-    again = loop.run_until_complete(handler.handle(batch + [_click(9, event_id="e0")]))
+    again = loop.run_until_complete(handler.handle([*batch, _click(9, event_id="e0")]))
     assert (again.applied, again.duplicates) == (0, 5)
     assert loop.run_until_complete(state.profile("u1")).counts == {"click": 4}
     assert r.ttl(keys.seen("e0")) > 0
 
 
 def test_bad_events_are_dead_lettered_with_reasons(setup):
-    loop, state, handler, letters, keys, r = setup
+    loop, _state, handler, letters, _keys, _r = setup
     future = NOW + timedelta(days=2)
     messages = [
         RawMessage(b"u1", b"{broken", 0, 0),
@@ -94,7 +94,7 @@ def test_bad_events_are_dead_lettered_with_reasons(setup):
 
 
 def test_caps_hold_under_a_flood(setup):
-    loop, state, handler, letters, keys, r = setup
+    loop, state, handler, _letters, keys, r = setup
     flood = [_click(i, product=f"p{i % 12}", session=f"s{i % 2}") for i in range(600)]
     for start in range(0, 600, 100):
         loop.run_until_complete(handler.handle(flood[start : start + 100]))
@@ -171,7 +171,7 @@ def test_a_new_feature_set_starts_the_ranker_afresh():
 
 
 def test_trending_epoch_moves_forward_and_keeps_the_order(setup):
-    loop, state, handler, letters, keys, r = setup
+    loop, state, handler, _letters, keys, r = setup
     loop.run_until_complete(handler.handle([_click(0, product="p1", kind="purchase"), _click(1, product="p2", kind="view")]))
     before = r.zrevrange(keys.trending(), 0, -1, withscores=True)
     far = NOW.timestamp() + 100 * SMALL.half_life_s
@@ -186,7 +186,7 @@ def test_trending_epoch_moves_forward_and_keeps_the_order(setup):
 
 
 def test_trending_sets_from_before_the_registry_are_found_once(setup):
-    loop, state, handler, letters, keys, r = setup
+    loop, state, _handler, _letters, keys, r = setup
     r.zadd(keys.trending("Coat"), {"old": 1e6})  # written by a version without the registry
     loop.run_until_complete(state.current_epoch(NOW.timestamp()))
     far = NOW.timestamp() + 100 * SMALL.half_life_s
@@ -201,7 +201,7 @@ def test_trending_sets_from_before_the_registry_are_found_once(setup):
 def test_profile_updates_are_announced(setup, settings):
     import redis
 
-    loop, state, handler, letters, keys, r = setup
+    loop, _state, handler, _letters, keys, _r = setup
     listener = redis.Redis.from_url(settings.redis_url).pubsub()
     listener.subscribe(keys.updates_channel)
     assert listener.get_message(timeout=2)["type"] == "subscribe"
@@ -212,7 +212,7 @@ def test_profile_updates_are_announced(setup, settings):
 
 
 def test_history_pairs_the_seen_set_and_item_counts(setup):
-    loop, state, handler, letters, keys, r = setup
+    loop, _state, handler, _letters, keys, r = setup
     events = [_click(0, product="p1", session="a"), _click(1, product="p2", kind="view", session="b"),
               _click(2, product="p3", session="c"), _click(3, product="p1", kind="dismiss", session="c")]
     loop.run_until_complete(handler.handle(events))
@@ -229,7 +229,7 @@ def test_history_pairs_the_seen_set_and_item_counts(setup):
 def test_impressions_in_another_shoppers_name_do_not_touch_a_shoppers_list(setup):
     """An impression names a request id; posted for shopper u2 (whose token a page may hold), it
     must not mark products of u1's list as seen, which would change u1's ranking examples."""
-    loop, state, handler, letters, keys, r = setup
+    loop, state, handler, _letters, keys, r = setup
     loop.run_until_complete(state.remember_served("u1", _served()))
     forged = json.loads(_click(1, user="u2", product="p1", kind="impression").value)
     forged["context"] = {"widget": "recs", "position": 0, "request_id": "req-1"}
@@ -244,7 +244,7 @@ def test_impressions_in_another_shoppers_name_do_not_touch_a_shoppers_list(setup
 def test_a_shopper_id_with_a_colon_never_touches_another_shoppers_keys(setup):
     """``alice:recent`` is a valid id; its profile must not land on alice's recent list (which
     would make alice's every later batch fail on a wrong-type key) nor the other way round."""
-    loop, state, handler, letters, keys, r = setup
+    loop, _state, handler, letters, keys, r = setup
     result = loop.run_until_complete(handler.handle([_click(1, user="alice", product="p1"),
                                                      _click(2, user="alice:recent", product="p2"),
                                                      _click(3, user="alice", product="p3")]))
@@ -264,7 +264,7 @@ def _served(user="u1", request="req-1", products=("p1", "p2", "p3", "p4"), shown
 
 
 def test_a_choice_is_joined_with_the_list_it_was_made_from(setup):
-    loop, state, handler, letters, keys, r = setup
+    loop, state, handler, _letters, keys, r = setup
     loop.run_until_complete(state.remember_served("u1", _served(request="old", products=("p5", "p6"), shown=1)))
     loop.run_until_complete(state.remember_served("u1", _served()))
     impression = json.loads(_click(1, product="p2", kind="impression").value)
@@ -280,6 +280,7 @@ def test_a_choice_is_joined_with_the_list_it_was_made_from(setup):
     # skipped: p2 (shown and reported seen; p1 was shown but never reported) and p4 (ranked lower)
     assert ranker.pairs == 2
     assert r.smembers(keys.impressed("u1", "req-1")) == {b"p2"} and r.ttl(keys.impressed("u1", "req-1")) > 0
+    assert r.zscore(keys.impressions, "p2") == 1 and r.zscore(keys.impressions, "p3") is None, "impressions counted per product"
     assert r.llen(keys.served("u1")) == 2 and r.ttl(keys.served("u1")) > 0
     # a view is no choice, and a product that was not a candidate teaches nothing
     loop.run_until_complete(handler.handle([_click(3, product="p4", kind="view"), _click(4, product="p7")]))
@@ -291,7 +292,7 @@ def test_learners_learn_only_once_the_write_succeeded(setup, monkeypatch):
 
     from services.profiles.writes import WriteBatch
 
-    loop, state, handler, letters, keys, r = setup
+    loop, _state, handler, _letters, _keys, _r = setup
     original = WriteBatch.execute
 
     async def unavailable(self, client, routing):
@@ -307,7 +308,7 @@ def test_learners_learn_only_once_the_write_succeeded(setup, monkeypatch):
 
 
 def test_learners_checkpoint_survives_redis_being_away(setup):
-    loop, state, handler, letters, keys, r = setup
+    loop, state, _handler, _letters, keys, r = setup
     learners = Learners()
     learners.learn_event("u1", "p1", "click", 1.0)
     assert loop.run_until_complete(checkpoint_learners(state, learners, b"secret")) is True
@@ -325,7 +326,7 @@ def test_learners_checkpoint_survives_redis_being_away(setup):
 def test_the_recommender_downloads_a_checkpoint_only_when_it_changed(setup):
     from services.recommender.learned import LearnedCache
 
-    loop, state, handler, letters, keys, r = setup
+    loop, state, _handler, _letters, keys, r = setup
     learners = Learners()
     learners.learn_event("u1", "p1", "click", 1.0)
     loop.run_until_complete(checkpoint_learners(state, learners, b"secret"))

@@ -94,7 +94,7 @@ def test_a_gap_before_the_batch_is_read_back_from_kafka(world):
 
 
 def test_concurrent_writers_on_one_partition_count_each_event_once(world):
-    loop, state, handler, messages, keys, r = world
+    loop, state, handler, messages, _keys, _r = world
     first, second = handler(), handler()
     loop.run_until_complete(first.handle(messages[:5]))
 

@@ -28,7 +28,7 @@ def _worker(users: list[str], choices: int, seed: int, sign: float) -> Learners:
     """A worker that saw its own shoppers' clicks and ``choices`` choices where feature 0 won (``sign`` > 0) or lost."""
     rng = random.Random(seed)
     learners = Learners(seed=seed, ranker_warmup=1)
-    for n in range(400):
+    for _ in range(400):
         learners.learn_event(rng.choice(users), f"p{rng.randrange(20)}", "click", 2.0)
     names = list(FEATURES)
     for _ in range(choices):

@@ -59,7 +59,7 @@ def test_rebuild_swaps_in_an_indexed_copy_while_writes_and_queries_go_on(tmp_pat
                 hits = store.search(probe, limit=5, filters=SearchFilters(in_stock=True))
                 assert hits and hits[0].product_id == "p0"
                 answered[0] += 1
-            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            except BaseException as exc:  # reported by the assertion below
                 errors.append(exc)
                 return
 

@@ -95,7 +95,7 @@ def test_recommend_by_examples(store):
                   _product("other", _unit(0, 0, 1, 0))])
     (hits,) = store.query_many([VectorQuery(positives=(_unit(1, 0, 0, 0),), negatives=(_unit(0, 1, 0, 0),),
                                             limit=3, filters=SearchFilters(exclude=frozenset({"liked"})), with_vector=True)])
-    assert [h.product_id for h in hits][0] == "twin"
+    assert hits[0].product_id == "twin"
     assert "like-disliked" not in [h.product_id for h in hits][:2]
     assert hits[0].vector == pytest.approx(_unit(1, 0.05, 0, 0), abs=1e-5)
 
