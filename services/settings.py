@@ -7,7 +7,7 @@ nothing else reads the environment.
 import ipaddress
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
@@ -260,6 +260,11 @@ class Settings(BaseSettings):
         default=2, ge=0, le=10,
         description="Places per list (at most a quarter of it) for new products nobody has clicked yet that look like the shopper's taste.",
     )
+    exploration: Literal["fixed", "bandit"] = Field(
+        default="fixed",
+        description="How new products get places: `fixed`, the `SHELFSIGHT_EXPLORE_SLOTS` places for those nobody has clicked; "
+        "`bandit`, up to half a list, won by Thompson sampling on each new product's click-through (needs the widget's impressions).",
+    )
     explore_margin: float = Field(
         default=0.05, ge=0.0, le=2.0,
         description="How much closer to the shopper's taste (cosine) than the average candidate a new product must be to be explored.",
@@ -347,6 +352,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"{server!r} is not host:port")
         return value
 
+    @field_validator("shopper_token_secret", "state_secret")
+    @classmethod
+    def _empty_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        # `SHELFSIGHT_SHOPPER_TOKEN_SECRET=` must not turn tokens on with an empty key anyone can sign with.
+        return None if value is not None and not value.get_secret_value() else value
+
     @field_validator("api_keys", "publishable_keys", "shopper_token_secret", "state_secret")
     @classmethod
     def _long_enough(cls, value: SecretStr | str | None, info: ValidationInfo) -> SecretStr | str | None:
@@ -412,10 +423,10 @@ def comma_list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment, with a one-line error when a value is wrong."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)
     except ValidationError as exc:
         problems = "; ".join(
             f"SHELFSIGHT_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"

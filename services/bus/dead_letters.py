@@ -10,6 +10,7 @@ import base64
 import hashlib
 import re
 from datetime import UTC, datetime
+from typing import Literal
 
 from schemas.base import printable
 from schemas.dead_letters import DeadLetter
@@ -23,7 +24,7 @@ KEY_BYTES = 1024  # a dead letter keeps at most this much of the original key
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-def copy_of(raw: bytes, limit: int = LIMITS.dead_letter_copy_bytes) -> tuple[str, str, bool]:
+def copy_of(raw: bytes, limit: int = LIMITS.dead_letter_copy_bytes) -> tuple[str, Literal["utf-8", "base64"], bool]:
     """The original as a dead letter carries it: (text, encoding, truncated).
 
     >>> copy_of(b'{"a": 1}')
@@ -39,10 +40,15 @@ def copy_of(raw: bytes, limit: int = LIMITS.dead_letter_copy_bytes) -> tuple[str
         text = kept.decode("utf-8")
     except UnicodeDecodeError:
         text = None
-    # Quotes and backslashes double when escaped: past 4/3, base64 is the smaller copy.
-    if text is not None and not _UNPRINTABLE.search(text) and len(kept) + text.count('"') + text.count("\\") <= 4 * len(kept) / 3 + 64:
+    # Quotes, backslashes, line breaks and tabs double when escaped: past 4/3, base64 is the smaller copy.
+    if text is not None and not _UNPRINTABLE.search(text) and len(kept) + _escaped(text) <= 4 * len(kept) / 3:
         return text, "utf-8", truncated
     return base64.b64encode(kept).decode(), "base64", truncated
+
+
+def _escaped(text: str) -> int:
+    """How many characters of ``text`` JSON writes as two."""
+    return sum(text.count(c) for c in '"\\\n\r\t')
 
 
 def dead_letter(
@@ -65,7 +71,7 @@ def dead_letter(
         source_offset=offset,
         service=service,
         original=original,
-        original_encoding=encoding,  # type: ignore[arg-type]
+        original_encoding=encoding,
         original_bytes=len(raw),
         original_sha256=hashlib.sha256(raw).hexdigest(),
         truncated=truncated,

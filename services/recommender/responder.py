@@ -25,6 +25,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import TypeGuard, TypeVar
 
 import pydantic_core
 from confluent_kafka import (
@@ -46,6 +47,7 @@ from schemas.base import ID_PATTERN, printable
 from schemas.limits import LIMITS
 from schemas.topics import RECOMMENDATION_REQUESTS, RECOMMENDATION_RESPONSES
 from services.bus.dead_letters import dead_letter
+from services.bus.messages import position
 from services.bus.producer import Producer
 from services.recommender import answers
 from services.recommender.engine import Query, Recommender
@@ -110,7 +112,10 @@ class ReplyTopics:
         return False
 
 
-def _remember(memory: OrderedDict, key: str, value: object, limit: int) -> None:  # type: ignore[type-arg]
+_V = TypeVar("_V")
+
+
+def _remember(memory: OrderedDict[str, _V], key: str, value: _V, limit: int) -> None:
     memory[key] = value
     memory.move_to_end(key)
     while len(memory) > limit:
@@ -151,7 +156,7 @@ class Responder:
         for attempt in range(1, DELIVERY_ATTEMPTS + 1):
             failures: dict[int, str] = {}
             for n, message in enumerate(messages):
-                self._answer_safely(message, lambda err, n=n, failures=failures: failures.setdefault(n, err))
+                self._answer_safely(message, _recorder(failures, n))
             if not self._producer.flush(30) and not failures:
                 self._consumer.commit(asynchronous=False)
                 return
@@ -241,8 +246,8 @@ class Responder:
     def _rewind(self, messages: list[Message]) -> None:
         first: dict[tuple[str, int], int] = {}
         for m in messages:
-            key = (m.topic(), m.partition())
-            first[key] = min(first.get(key, m.offset()), m.offset())
+            topic, partition, offset = position(m)
+            first[(topic, partition)] = min(first.get((topic, partition), offset), offset)
         for (topic, partition), offset in first.items():
             try:
                 self._consumer.seek(TopicPartition(topic, partition, offset))
@@ -258,7 +263,16 @@ def _on_error(failed: Callable[[str], None]) -> Callable[[KafkaError | None, Mes
     return delivered
 
 
-def _is_id(value: object) -> bool:
+def _recorder(failures: dict[int, str], n: int) -> Callable[[str], None]:
+    """A delivery-failure callback for message ``n``: its first failure is kept."""
+
+    def failed(reason: str) -> None:
+        failures.setdefault(n, reason)
+
+    return failed
+
+
+def _is_id(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and len(value) <= LIMITS.id_chars and _ID.match(value) is not None
 
 

@@ -58,9 +58,13 @@ class Gate:
             raise self.too_many(f"more than {self.settings.api_client_requests_per_s:g} requests/s from one address "
                                 "(SHELFSIGHT_API_CLIENT_REQUESTS_PER_S)", wait)
 
-    def charge_events(self, request: Request, api_key: str, count: int) -> None:
-        """Charge a batch of ``count`` events to its address and its publishable key, before it is validated."""
+    def charge_events(self, request: Request, count: int) -> None:
+        """Charge a batch of ``count`` events to its address, before it is validated."""
         self._charge(self.client_events, self.client(request), count, "one address", "SHELFSIGHT_API_CLIENT_EVENTS_PER_S")
+
+    def charge_key(self, api_key: str, count: int) -> None:
+        """Charge a batch to its publishable key, shared by the whole shop: only once its shoppers'
+        tokens held, so junk posted with the public key alone cannot use up the shop's budget."""
         self._charge(self.key_events, api_key, count, "this key", "SHELFSIGHT_API_KEY_EVENTS_PER_S")
 
     def _charge(self, buckets: Buckets, key: str, count: int, who: str, setting: str) -> None:

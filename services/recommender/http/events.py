@@ -23,9 +23,9 @@ def router(parts: ApiParts, gate: Gate) -> APIRouter:
     routes = APIRouter(tags=["events"])
     metrics = parts.metrics
 
-    @routes.post("/v1/events", status_code=202, responses={401: {}, 403: {}, 413: {}, 422: {}, 429: {}, 503: {}})
+    @routes.post("/v1/events", status_code=202, response_model=dict[str, Any], responses={401: {}, 403: {}, 413: {}, 422: {}, 429: {}, 503: {}})
     async def post_events(request: Request, x_api_key: Annotated[str | None, Header()] = None,
-                          x_shopper_token: Annotated[str | None, Header(max_length=200)] = None) -> dict[str, Any]:
+                          x_shopper_token: Annotated[str | None, Header(max_length=200)] = None) -> dict[str, Any] | JSONResponse:
         """Publish click events (publishable or secret key) or product events and purchases (secret key) to Kafka.
 
         The body is one event or an array of up to 500. It is answered once Kafka has stored them all.
@@ -41,11 +41,12 @@ def router(parts: ApiParts, gate: Gate) -> APIRouter:
             raise HTTPException(401, "missing or unknown X-API-Key")
         parsed = intake.parse(await request.body())
         if access is Access.CLICKS:
-            gate.charge_events(request, x_api_key or "", parsed.count)
+            gate.charge_events(request, parsed.count)
         checked = intake.validate(parsed, access)
         if access is Access.CLICKS:
             for user_id in sorted({event.user_id for _, event in checked.accepted}):
                 gate.as_shopper(user_id, x_api_key, x_shopper_token)
+            gate.charge_key(x_api_key or "", parsed.count)
         if checked.forbidden:
             metrics.events.labels("forbidden").inc()
             return JSONResponse({"detail": "forbidden", "problems": checked.problems}, status_code=403)

@@ -68,7 +68,7 @@ def validate(parsed: Parsed, access: Access) -> Intake:
     for index, item in enumerate(parsed.items):
         text = json.dumps(item)
         try:
-            if isinstance(item, dict) and item.get("event") in PRODUCT_EVENT_KINDS:
+            if isinstance(item, dict) and isinstance(item.get("event"), str) and item["event"] in PRODUCT_EVENT_KINDS:
                 if access is not Access.ALL:
                     intake.forbidden = True
                     intake.problems.append({"index": index, "reason": "product events need a secret API key"})

@@ -64,5 +64,5 @@ class LiveUpdates:
             finally:
                 try:
                     await pubsub.aclose()
-                except Exception:  # noqa: S110 - closing a broken connection may fail too
+                except Exception:  # closing a broken connection may fail too
                     pass

@@ -22,7 +22,7 @@ class _HeadTimeoutProtocol(HttpToolsProtocol):
     head_timeout_s: float = 10.0
     _head_timer: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's own: a Transport
         super().connection_made(transport)
         self._arm()
 

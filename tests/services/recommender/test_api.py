@@ -162,7 +162,7 @@ def test_a_kafka_failure_says_nothing_internal_to_the_client(api_settings, shop,
 class FailingProducer:
     """Kafka that never acknowledges: what it says names internal hosts."""
 
-    def deliver(self, messages, timeout):  # noqa: ANN001, ANN201 - the Producer's signature
+    def deliver(self, messages, timeout):  # the Producer's signature
         return ["KafkaError{code=_MSG_TIMED_OUT,val=-192,str=\"broker-7.internal:9092/7: Local: Message timed out\"}"]
 
 

@@ -196,3 +196,23 @@ def test_a_live_stream_ends_when_its_shopper_token_expires(api_settings, shop):
         assert time.monotonic() - started < 8, "closed when the token expired, not at some keep-alive"
         again = httpx.get(url, params={"token": _token("ann", ttl=-1)}, timeout=10)
         assert again.status_code == 403 and "expired" in again.json()["detail"]
+
+
+def test_the_shops_key_budget_is_spent_only_by_events_whose_tokens_hold(api_settings, shop):
+    """The publishable key is public: posting junk with it and no token from many addresses must not
+    use up the key's shared budget, or every real shopper's click would get a 429."""
+    settings = api_settings.model_copy(update={"shopper_token_secret": SecretStr(TOKEN_SECRET), "api_key_events_per_s": 2.0,
+                                               "api_client_events_per_s": 1000.0})
+    with _client(settings, shop) as client:
+        anonymous = {"X-API-Key": PUBLISHABLE_KEY}
+        for _ in range(5):  # 40 events in all: five bursts of the key's budget (8)
+            assert client.post("/v1/events", json=[_click("ann") for _ in range(8)], headers=anonymous).status_code == 401
+        real = client.post("/v1/events", json=[_click("bob")], headers={**anonymous, "X-Shopper-Token": _token("bob")})
+        assert real.status_code == 202, real.text
+
+
+def test_an_event_field_of_any_json_type_is_a_4xx(guarded):
+    headers = {"X-API-Key": SECRET_KEY}
+    for body in ({"event": []}, {"event": {}}, [{"event": None}], {"event": 1.5}):
+        answer = guarded.post("/v1/events", json=body, headers=headers)
+        assert answer.status_code == 422, (body, answer.status_code, answer.text[:200])

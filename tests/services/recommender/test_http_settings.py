@@ -45,6 +45,9 @@ def test_trusted_proxies_must_be_addresses_or_networks():
 def test_publishable_keys_need_shopper_tokens_to_serve():
     with pytest.raises(UserError, match="set it to a random secret of at least 16 characters"):
         check_serving(load_settings(publishable_keys=f"pk-{LONG}"))
+    with pytest.raises(UserError, match="set it to a random secret"):  # an empty secret is none, not an empty HMAC key
+        check_serving(load_settings(publishable_keys=f"pk-{LONG}", shopper_token_secret=""))
+    assert load_settings(shopper_token_secret="").shopper_token_secret is None
     check_serving(load_settings(publishable_keys=f"pk-{LONG}", shopper_token_secret=LONG))  # as `make demo` starts it
     check_serving(load_settings(api_keys=LONG))  # a back end only: nothing in a web page
     with pytest.raises(UserError, match="SHELFSIGHT_API_OPS_PORT is the API port"):
