@@ -21,13 +21,13 @@ REPORT_DIR ?= reports/fashion-mnist
 TRAIN_ARGS ?= --mode finetune --input-size 96 --trainable-stages 14 --shift-cells 1 --erase 0.5 --epochs 20 --patience 20 \
   --batch-size 128 --backbone-lr 1e-3
 
-.PHONY: help setup eval-deps fashion-mnist chromium model demo test up down status eval-movielens eval-synthetic
+.PHONY: help setup eval-deps fashion-mnist chromium model demo test up down status eval-movielens eval-synthetic eval-rates
 
 help:
 	@echo "make demo    the whole system: Kafka + Redis, model, serve + profiles, simulated shoppers, live storefront"
 	@echo "make test    set up, start Kafka + Redis, run the tests, stop what it started"
 	@echo "make model   train the product model on Fashion-MNIST and write its evaluation report"
-	@echo "make eval-movielens | eval-synthetic   recommendation quality against baselines (docs/evaluation.md)"
+	@echo "make eval-movielens | eval-synthetic | eval-rates   recommendation quality against baselines (docs/evaluation.md)"
 	@echo "make up|down|status   the local stack on its own"
 
 setup: $(STAMP)
@@ -84,9 +84,26 @@ eval-movielens: eval-deps up
 	@[ -f $(EVAL_DATA)/movielens-100k/clicks.jsonl ] || $(SHELFSIGHT) datasets movielens-100k $(EVAL_DATA)/movielens-100k
 	$(SHELFSIGHT) evaluate-recs $(EVAL_DATA)/movielens-100k $(EVAL_ARGS)
 
+# The synthetic shop once per way of listing the new products (docs/evaluation.md): half of them
+# with neutral titles, all of them, titles in other languages, no category, and as the catalogue.
+SYNTHETIC_CASES ?= mixed neutral foreign no-category informative
 eval-synthetic: setup fashion-mnist up
-	@[ -f $(EVAL_DATA)/synthetic-shop/clicks.jsonl ] || $(SHELFSIGHT) datasets synthetic-shop $(EVAL_DATA)/synthetic-shop
-	$(SHELFSIGHT) evaluate-recs $(EVAL_DATA)/synthetic-shop $(EVAL_ARGS)
+	@for case in $(SYNTHETIC_CASES); do \
+	  [ -f $(EVAL_DATA)/synthetic-shop-$$case/clicks.jsonl ] || \
+	    $(SHELFSIGHT) datasets synthetic-shop $(EVAL_DATA)/synthetic-shop-$$case --new-listings $$case --new-after-days 10 || exit $$?; \
+	  $(SHELFSIGHT) evaluate-recs $(EVAL_DATA)/synthetic-shop-$$case --out reports/recs/synthetic-shop-$$case $(EVAL_ARGS) || exit $$?; \
+	done
+
+# Quality against the shop's event rate (docs/evaluation.md): MovieLens' test window in-process at
+# each rate of EVAL_RATES (the services' cadence spans rate × seconds events), then the chart.
+EVAL_RATES ?= 1 20 200
+eval-rates: eval-deps up
+	@[ -f $(EVAL_DATA)/movielens-100k/clicks.jsonl ] || $(SHELFSIGHT) datasets movielens-100k $(EVAL_DATA)/movielens-100k
+	@for rate in $(EVAL_RATES); do \
+	  $(SHELFSIGHT) evaluate-recs $(EVAL_DATA)/movielens-100k --rate $$rate --out reports/recs/movielens-100k-test-rate-$$rate $(EVAL_ARGS) || exit $$?; \
+	done
+	$(BIN)/python -m services.evaluation.rates $(foreach rate,$(EVAL_RATES),reports/recs/movielens-100k-test-rate-$(rate)) \
+	  --out reports/recs/movielens-100k-quality-vs-rate.png
 
 # DEMO_ARGS: e.g. --seconds 120 --products 2000 (see `shelfsight demo --help`).
 DEMO_ARGS ?=

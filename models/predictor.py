@@ -14,6 +14,7 @@ from PIL import Image
 from models.checkpoint import ModelCard, load_checkpoint
 from models.encoders.device import autocast, pick_device
 from models.encoders.text import TEXT_DIM, TextEncoder, product_text
+from models.fusion import text_gate
 from models.images.decoding import ImageError, ImagePolicy, decode_image
 from models.product_model import ProductModel
 
@@ -35,6 +36,7 @@ class Prediction:
     probabilities: list[float]  # one per category, in the order of Predictor.categories
     vectors: dict[str, list[float]]  # "fused" always; "image" / "text" when that modality was used
     image_error: str | None = None
+    text_says: float | None = None  # how much the text alone says of the category (0…1); None: no text
 
 
 @dataclass
@@ -138,7 +140,13 @@ class Predictor:
                 batch = self.model.encoder.preprocessing.normalize_batch(pixels).contiguous(memory_format=torch.channels_last)
                 with autocast(self.device):
                     features[image_mask.to(self.device)] = self._picture_features(batch)
-            out = self.model.fusion(features, image_mask.to(self.device), text.to(self.device), text_mask.to(self.device))
+            fusion, on = self.model.fusion, self.device
+            says = fusion.text_informativeness(text.to(on), text_mask.to(on))
+            # Next to a picture, a title that says nothing ("Item 40213", a SKU, another language)
+            # must not pull the product away from what it looks like: the picture then places it.
+            gate = torch.where(image_mask.to(on), text_gate(says), torch.ones_like(says))
+            out = fusion(features, image_mask.to(on), text.to(on), text_mask.to(on), text_gate=gate)
+            says = says.cpu()
             probabilities = out.logits.float().softmax(dim=1).cpu()
             fused, image_vec, text_vec = out.fused.float().cpu(), out.image.float().cpu(), out.text.float().cpu()
         results = []
@@ -157,6 +165,7 @@ class Predictor:
                     probabilities=probabilities[i].tolist(),
                     vectors=vectors,
                     image_error=decoded[i][1],
+                    text_says=round(float(says[i]), 4) if text_mask[i] else None,
                 )
             )
         return results

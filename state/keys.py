@@ -174,6 +174,11 @@ class Keys:
         """Clicks, carts and purchases per item (not decayed)."""
         return f"{self._tag()}stats:choices"
 
+    @property
+    def impressions(self) -> str:
+        """Times a widget reported each item seen (not decayed): with ``choices``, its click-through."""
+        return f"{self._tag()}stats:impressions"
+
     def trending(self, category: str | None = None) -> str:
         return f"{self._tag()}pop:all" if category is None else f"{self._tag()}pop:cat:{escape(category)}"
 

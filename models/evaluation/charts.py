@@ -1,5 +1,7 @@
 """Small charts drawn with Pillow for the evaluation reports (no plotting library needed)."""
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -13,9 +15,10 @@ def load_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def line_chart(series: dict[str, list[tuple[int, float]]], title: str, x_label: str, y_label: str,
-               size: tuple[int, int] = (760, 420)) -> Image.Image:
-    """One line per series over shared axes, with a legend; y starts at 0."""
+def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], title: str, x_label: str, y_label: str,
+               size: tuple[int, int] = (760, 420), x_ticks: dict[float, str] | None = None) -> Image.Image:
+    """One line per series over shared axes, with a legend; y starts at 0. ``x_ticks``: where the
+    x axis is labelled, and with what (default: five evenly spaced numbers)."""
     width, height = size
     left, right, top, bottom = 60, 20, 40, 110
     image = Image.new("RGB", size, "white")
@@ -35,9 +38,9 @@ def line_chart(series: dict[str, list[tuple[int, float]]], title: str, x_label: 
         _, y = at(0, tick)
         draw.line((left, y, left + plot_w, y), fill=(230, 230, 230))
         draw.text((left - 6, y), f"{tick:.2f}", fill="black", font=small, anchor="rm")
-    for tick in np.linspace(0, x_max, 5):
+    for tick, label in (x_ticks or {float(t): f"{int(t):,}" for t in np.linspace(0, x_max, 5)}).items():
         x, _ = at(tick, 0)
-        draw.text((x, top + plot_h + 12), f"{int(tick):,}", fill="black", font=small, anchor="mm")
+        draw.text((x, top + plot_h + 12), label, fill="black", font=small, anchor="mm")
     draw.text((left + plot_w / 2, top + plot_h + 30), x_label, fill="black", font=small, anchor="mm")
     draw.text((8, top - 24), y_label, fill="black", font=small)
     for n, (name, points) in enumerate(series.items()):

@@ -23,6 +23,7 @@ import math
 import random
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from river import optim, reco
@@ -101,10 +102,10 @@ class Learners:
         state["mf"], state["_mf_tables"] = mf, packed
         return state
 
-    def __setstate__(self, state: dict[str, object]) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         packed = state.pop("_mf_tables")
         self.__dict__.update(state)
-        for name, (keys, values) in packed.items():  # type: ignore[attr-defined]
+        for name, (keys, values) in packed.items():
             rows = list(values) if values.ndim == 2 else values.tolist()
             getattr(self.mf, name).update(zip(keys, rows, strict=True))
 

@@ -7,12 +7,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from services.cli import Commands
 from services.errors import UserError
 from services.evaluation.logs import NEW_LISTINGS
 from services.settings import Settings
 
 
-def register_datasets(kinds: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_datasets(kinds: Commands) -> None:
     movielens = kinds.add_parser("movielens-100k", help="MovieLens-100k (from the recbole wheel) as a catalogue and click log")
     movielens.add_argument("out", type=Path, help="folder to write catalogue.jsonl and clicks.jsonl into")
     movielens.set_defaults(run=_movielens)
@@ -31,7 +32,7 @@ def register_datasets(kinds: argparse._SubParsersAction) -> None:  # type: ignor
     shop.set_defaults(run=_synthetic)
 
 
-def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(commands: Commands) -> None:
     evaluate = commands.add_parser(
         "evaluate-recs",
         help="replay a catalogue and click log through the real services' code and score every recommendation",
@@ -55,6 +56,20 @@ def register(commands: argparse._SubParsersAction) -> None:  # type: ignore[type
     evaluate.add_argument("--limit-events", type=int, default=None, help="replay only the first N events (a quick slice)")
     evaluate.add_argument("--out", type=Path, default=None, help="report folder (default: reports/recs/<dataset>-<window>)")
     evaluate.set_defaults(run=_evaluate)
+
+    explore = commands.add_parser(
+        "evaluate-exploration",
+        help="simulated shoppers react to what a synthetic shop shows them: how new products get their chance, per exploration policy",
+        description="On a synthetic shop (`shelfsight datasets synthetic-shop`): the log's history, then simulated shoppers "
+        "with hidden tastes who click what they are shown; each exploration policy (fixed places, Thompson sampling) meets "
+        "the same shoppers. Needs Redis (`shelfsight stack up`).",
+    )
+    explore.add_argument("dataset", type=Path, help="a synthetic shop folder (with truth.json)")
+    explore.add_argument("--steps", type=int, default=2_000, help="lists asked for by simulated shoppers, per policy")
+    explore.add_argument("--policies", nargs="+", choices=["fixed", "bandit"], default=["fixed", "bandit"])
+    explore.add_argument("--seed", type=int, default=0)
+    explore.add_argument("--out", type=Path, default=None, help="write the table and figures here (markdown)")
+    explore.set_defaults(run=_explore)
 
 
 def _movielens(_settings: Settings, args: argparse.Namespace) -> int:
@@ -92,8 +107,8 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
 
     redis_client(settings).close()  # a one-line error when Redis is not there
     dataset = read_dataset(args.dataset, args.limit_events)
-    eval_size = int(args.eval_size or dataset.meta.get("eval_size", 10_000))  # type: ignore[call-overload]
-    warmup_size = int(args.warmup_size if args.warmup_size is not None else dataset.meta.get("warmup_size", 10_000))  # type: ignore[call-overload]
+    eval_size = int(args.eval_size or _meta_int(dataset.meta, "eval_size"))
+    warmup_size = int(args.warmup_size if args.warmup_size is not None else _meta_int(dataset.meta, "warmup_size"))
     if min(eval_size, args.k) < 1 or warmup_size < 0:
         raise UserError("--eval-size and -k must be at least 1, --warmup-size at least 0")
     if not args.rate > 0:
@@ -112,17 +127,58 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
     out = args.out or Path("reports") / "recs" / f"{dataset.name}-{args.window}{'-live' if args.live else ''}"
     report = write_report(result, out)
     data = summary(result)
-    width = max(len(n) for n in data["recommenders"])
+    recommenders, cold_start = data["recommenders"], data["cold_start"]
+    assert isinstance(recommenders, dict) and isinstance(cold_start, dict)
+    width = max(len(n) for n in recommenders)
     mode = "live, through the services" if args.live else "in-process replay"
-    print(f"{dataset.name}, {args.window} window: {int(data['recommenders']['Shelfsight']['questions']):,} choices scored "
+    print(f"{dataset.name}, {args.window} window: {int(recommenders['Shelfsight']['questions']):,} choices scored "
           f"({mode} at {args.rate:g} events/s)")
-    for name, m in data["recommenders"].items():
+    for name, m in recommenders.items():
         print(f"  {name:<{width}}  HR@{args.k} {m['hr']:.3f} ± {m['hr_ci']:.3f}  NDCG@{args.k} {m['ndcg']:.3f} ± {m['ndcg_ci']:.3f}  "
               f"MRR {m['mrr']:.3f}  "
               f"recall@{config.recall_at} {m['recall']:.3f}  coverage {m['coverage']:.3f}  diversity {m['diversity']:.3f}")
-    for name, m in data["cold_start"].items():
+    for name, m in cold_start.items():
         print(f"  {name:<{width}}  new per list {m['new_per_list']:.2f}  new matching {m['new_matching_per_list']:.2f}  "
               f"on taste {m['on_taste']:.1%}  HR@{args.k} on new {m['new_hr']:.3f}  new shown {m['new_shown']:.1%}  "
               f"hours to first shown {m['hours_to_first_shown']:.1f}")
     print(f"report: {report}")
     return 0
+
+
+def _explore(settings: Settings, args: argparse.Namespace) -> int:
+    from services.embedder.service import load_predictor
+    from services.evaluation.logs import read_dataset
+    from services.evaluation.replay import Replay, ReplayConfig
+    from services.evaluation.simulation import ShopSimulation, SimulationPlan, report
+    from services.recommender.service import redis_client
+    from services.stack.model import ensure_model
+
+    redis_client(settings).close()  # a one-line error when Redis is not there
+    dataset = read_dataset(args.dataset)
+    if dataset.truth is None:
+        raise UserError(f"{args.dataset} has no truth.json: make a synthetic shop with `shelfsight datasets synthetic-shop DIR`")
+    if args.steps < 2:
+        raise UserError("--steps must be at least 2")
+    checkpoint = ensure_model(settings)
+    predictor = load_predictor(settings.model_copy(update={"model_dir": checkpoint}))
+    plan = SimulationPlan(steps=args.steps, seed=args.seed)
+    outcomes = {}
+    for policy in args.policies:
+        policy_settings = settings.model_copy(update={"exploration": policy})
+        replay = Replay(policy_settings, predictor, dataset, ReplayConfig(seed=args.seed))
+        outcomes[policy] = replay.with_services(lambda run: ShopSimulation(run, dataset, plan).go())
+        print(f"  {policy}: done", file=sys.stderr)
+    text = report(outcomes)
+    print(text.split("\n\n")[0])
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return 0
+
+
+def _meta_int(meta: dict[str, object], name: str, default: int = 10_000) -> int:
+    """A whole number from the dataset's meta.json; ``default`` where it gives none."""
+    value = meta.get(name, default)
+    if not isinstance(value, int | float | str):
+        raise UserError(f"the dataset's meta.json gives {name} as {value!r}, not a number")
+    return int(value)

@@ -10,7 +10,7 @@
 
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +36,7 @@ class Dataset:
     meta: dict[str, object] = field(default_factory=dict)
 
 
-def write_jsonl(path: Path, rows: Iterator[dict[str, object]] | list[dict[str, object]]) -> int:
+def write_jsonl(path: Path, rows: Iterable[Mapping[str, object]]) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     n = 0
     with path.open("w") as handle:
@@ -52,7 +52,7 @@ def read_dataset(folder: Path, limit_events: int | None = None) -> Dataset:
         raise UserError(f"{folder} holds no {CATALOGUE} and {CLICKS}; make one with `shelfsight datasets movielens-100k "
                         f"{folder}` or `shelfsight datasets synthetic-shop {folder}`")
     products = [p for p in _read(folder / CATALOGUE, ProductListed)]
-    events = []
+    events: list[ClickEvent] = []
     for event in _read(folder / CLICKS, ClickEvent):
         if limit_events is not None and len(events) >= limit_events:
             break
@@ -74,7 +74,7 @@ def write_meta(folder: Path, eval_size: int, warmup_size: int, description: str)
     (folder / META).write_text(json.dumps(meta, indent=1) + "\n")
 
 
-def _read(path: Path, contract: type) -> Iterator:  # type: ignore[type-arg]
+def _read(path: Path, contract: type) -> Iterator:
     with path.open("rb") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():

@@ -27,10 +27,12 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import redis
@@ -62,6 +64,8 @@ from state.keys import Keys
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 @dataclass
 class ReplayResult:
     dataset: str
@@ -87,6 +91,11 @@ class Replay:
         self.settings, self.predictor, self.dataset, self.config = settings, predictor, dataset, config
 
     def run(self, progress: bool = True) -> ReplayResult:
+        return self.with_services(lambda run: run.go(progress))
+
+    def with_services(self, use: Callable[["_Run"], T]) -> T:
+        """``use`` the services' parts wired for this dataset (a Qdrant Edge shard and Redis keys
+        of the run's own, removed afterwards): the replay, or a simulation of shoppers."""
         workdir = Path(tempfile.mkdtemp(prefix="shelfsight-eval-"))
         s = self.settings  # the same Redis layout as the services
         keys = Keys(f"{s.redis_prefix}eval-{uuid.uuid4().hex[:8]}:", s.redis_shards, s.redis_cluster)
@@ -97,7 +106,7 @@ class Replay:
         pool = ThreadPoolExecutor(self.settings.embedder_decode_threads, thread_name_prefix="decode")
         try:
             store.ensure_collection(self.predictor.dims)
-            return _Run(self, keys, sync, loop, aclient, store, pool).go(progress)
+            return use(_Run(self, keys, sync, loop, aclient, store, pool))
         finally:
             pool.shutdown(wait=True)
             store.close()
@@ -212,13 +221,18 @@ class _Run:
         return np.array(rows) if len(rows) >= 2 else None
 
     def _ranker_summary(self) -> dict[str, object]:
-        ranker = self.learners.ranker
-        if ranker is None:
-            return {"choices": 0, "pairs": 0, "learned": False}
-        scorer = ranker.scorer(FEATURES)
-        weights = {n: round(float(w), 4) for n, w in zip(FEATURES, scorer.weights, strict=True) if abs(w) > 1e-6}
-        return {"choices": ranker.choices, "pairs": ranker.pairs, "learned": ranker.learned,
-                "weights": dict(sorted(weights.items(), key=lambda kv: -abs(kv[1])))}
+        return ranker_summary(self.learners)
+
+
+def ranker_summary(learners: Learners) -> dict[str, object]:
+    """What the learned ranking learned: choices joined with their lists, pairs, weights."""
+    ranker = learners.ranker
+    if ranker is None:
+        return {"choices": 0, "pairs": 0, "learned": False}
+    scorer = ranker.scorer(FEATURES)
+    weights = {n: round(float(w), 4) for n, w in zip(FEATURES, scorer.weights, strict=True) if abs(w) > 1e-6}
+    return {"choices": ranker.choices, "pairs": ranker.pairs, "learned": ranker.learned,
+            "weights": dict(sorted(weights.items(), key=lambda kv: -abs(kv[1])))}
 
 
 class Cadence:
@@ -260,7 +274,7 @@ def _settings_used(settings: Settings) -> dict[str, object]:
     return {f: getattr(settings, f) for f in fields}
 
 
-def _chunks(items: list, size: int):  # type: ignore[no-untyped-def]
+def _chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 

@@ -49,7 +49,7 @@ def write_report(result: ReplayResult, out: Path) -> Path:
     return out / "report.md"
 
 
-def markdown(data: dict, window: int) -> str:  # type: ignore[type-arg]
+def markdown(data: dict, window: int) -> str:
     config, k, recall_at = data["config"], data["config"]["k"], data["config"]["recall_at"]
     rows = data["recommenders"]
     lines = [

@@ -9,6 +9,7 @@ publish it on ``recommendations.served``; the ranking learns from it).
 import math
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -78,6 +79,8 @@ class Tuning:
     diversify_from: int = 4  # MMR looks at this many times k of the best-scored candidates
     explore_slots: int = 2  # at most this many places of a list go to new products nobody has clicked yet …
     explore_margin: float = 0.05  # … that look more like the shopper's taste than the average candidate by this much
+    exploration: str = "fixed"  # "fixed": those places, always; "bandit": new products earn places by Thompson sampling
+    explore_prior: float = 10.0  # the bandit's prior, in impressions at the shop's click-through rate
     looks_alike: float = 0.5  # cosine (of pictures, or of fused vectors) from which likeness is said
     looks_items: int = 12  # products asked for per recent picture in the picture space, among all and among the new
     served_candidates: int = 200  # candidates logged with their features for the ranking to learn from
@@ -132,13 +135,14 @@ class Recommender:
             return Recommendations([], len(pool), time.perf_counter() - started, query.request_id or "")
         scorer = self._scorer(learned)
         vectors = self._unit_vectors(candidates)
-        features = feature_matrix(self._evidence(candidates, vectors, shopper, signals, covisits, learned, now))
+        evidence = self._evidence(candidates, vectors, shopper, signals, covisits, learned, now)
+        features = feature_matrix(evidence)
         scores = scorer.score(features)
-        order = self._choose(candidates, vectors, features, scores, query.k, now)
+        request_id = query.request_id or f"r-{uuid.uuid4().hex}"
+        order = self._choose(candidates, vectors, features, scores, query.k, evidence, request_id)
         credit = _credit_by_source(scorer, features[order])
         picks = self._explain(order, candidates, vectors, scores, credit, shopper, signals, context_id, now)
         ranked = [candidates[i].product_id for i in np.argsort(-scores, kind="stable")]
-        request_id = query.request_id or f"r-{uuid.uuid4().hex}"
         ranker = "learned" if scorer.learned else "prior"
         if self._on_served is not None:
             self._on_served(self._served(request_id, query.user_id, order, candidates, features, scores, ranker, now))
@@ -271,7 +275,7 @@ class Recommender:
         ids = [c.product_id for c in candidates]
         e = Evidence.empty(len(candidates), now, self.tuning.new_for_s)
         stats = self._reader.stats(ids, signals.decay_now)
-        e.trending, e.interactions, e.choices = stats.trending, stats.interactions, stats.choices
+        e.trending, e.interactions, e.choices, e.impressions = stats.trending, stats.interactions, stats.choices, stats.impressions
         spread_of = np.sqrt(np.maximum(1.0, e.interactions))
         for n, c in enumerate(candidates):
             pid = c.product_id
@@ -302,23 +306,27 @@ class Recommender:
         return e
 
     def _choose(self, candidates: list[Candidate], vectors: np.ndarray, features: np.ndarray, scores: np.ndarray,
-                k: int, now: float) -> list[int]:
+                k: int, evidence: Evidence, request_id: str) -> list[int]:
         """Indexes into ``candidates``: MMR over the best-scored, then the exploration budget."""
         shortlist = np.argsort(-scores, kind="stable")[: max(k * self.tuning.diversify_from, 20)]
         order = [int(shortlist[i]) for i in mmr(spread(scores[shortlist]), vectors[shortlist], k, self.tuning.mmr_lambda)]
+        # A new product earns a place by looking like the shopper's taste, in the fused space or by
+        # its picture alone (a listing whose title says nothing is placed by its picture).
+        taste = features[:, FEATURES.index("taste")]
+        looks = features[:, FEATURES.index("looks")]
+        unclicked = features[:, FEATURES.index("unclicked_new")] > 0
+        typical = float(taste[~unclicked].mean()) if (~unclicked).any() else float(taste.mean())
+        fit = np.maximum(taste - typical - self.tuning.explore_margin, looks - self.tuning.looks_alike)
+        if self.tuning.exploration == "bandit":
+            young = _listed_within(evidence, self.tuning.new_for_s)
+            return explore_by_sampling(order, [int(i) for i in np.flatnonzero(young & (fit >= 0))], evidence.choices,
+                                       evidence.impressions, k // 2, self.tuning.explore_prior, _rng(request_id))
         slots = min(self.tuning.explore_slots, k // 4)
         if not slots:
             return order
         # Products nobody has clicked yet cannot earn behavioural evidence unless they are shown:
         # a bounded number of places go to those that look like the shopper's taste.
-        new = features[:, FEATURES.index("unclicked_new")] > 0
-        taste = features[:, FEATURES.index("taste")]
-        looks = features[:, FEATURES.index("looks")]
-        typical = float(taste[~new].mean()) if (~new).any() else float(taste.mean())
-        # A new product earns a place by looking like the shopper's taste, in the fused space or by
-        # its picture alone (a listing whose title says nothing is placed by its picture).
-        fit = np.maximum(taste - typical - self.tuning.explore_margin, looks - self.tuning.looks_alike)
-        eligible = [int(i) for i in np.argsort(-fit, kind="stable") if new[i] and fit[i] >= 0]
+        eligible = [int(i) for i in np.argsort(-fit, kind="stable") if unclicked[i] and fit[i] >= 0]
         explorable = set(eligible)
         keep = [i for i in order if i in explorable]
         extra = [i for i in eligible if i not in order][: max(0, slots - len(keep))]
@@ -391,3 +399,48 @@ def _credit_by_source(scorer: LinearScorer, rows: np.ndarray) -> list[dict[str, 
                 by_source[source] = by_source.get(source, 0.0) + float(value)
         credit.append(by_source)
     return credit
+
+
+def _listed_within(e: Evidence, seconds: float) -> np.ndarray:
+    age = np.where(np.isnan(e.listed_ts), np.inf, e.now - np.nan_to_num(e.listed_ts))
+    return age < seconds
+
+
+def _rng(request_id: str) -> np.random.Generator:
+    """The same request draws the same samples (a retried request gets the same list)."""
+    return np.random.default_rng(zlib.crc32(request_id.encode()))
+
+
+def explore_by_sampling(order: list[int], arms: list[int], clicks: np.ndarray, impressions: np.ndarray, places: int,
+                        prior: float, rng: np.random.Generator) -> list[int]:
+    """Thompson sampling for new products' places. Each product's click-through is Beta(α + clicks,
+    β + impressions − clicks), with α/(α+β) the shop's rate over these candidates and α+β = ``prior``;
+    each new product (``arms``) takes a place among the last ``places`` of ``order`` from a product
+    that is not new when its sampled rate beats that product's. A new product shoppers take to
+    keeps winning places; one they skip loses them; one nobody has seen wins some, by chance.
+
+    >>> clicks, shown = np.array([30.0, 30.0, 0.0, 9.0, 0.0]), np.array([100.0, 100.0, 0.0, 10.0, 60.0])
+    >>> explore_by_sampling([0, 1], arms=[3, 4], clicks=clicks, impressions=shown, places=1, prior=10.0,
+    ...                     rng=np.random.default_rng(0))
+    [0, 3]
+    """
+    if not arms or places <= 0:
+        return order
+    seen = np.maximum(impressions, clicks)
+    reported = seen > 0
+    rate = (clicks[reported].sum() + 1.0) / (seen[reported].sum() + 2.0)
+    alpha, beta = prior * rate, prior * (1.0 - rate)
+    sampled = rng.beta(alpha + clicks, beta + np.maximum(0.0, seen - clicks))
+    arms_set = set(arms)
+    order = list(order)
+    tail = [i for i in order[-places:] if i not in arms_set]
+    for arm in sorted((a for a in arms if a not in order), key=lambda a: -sampled[a]):
+        if not tail:
+            break
+        weakest = min(tail, key=lambda i: sampled[i])
+        if sampled[arm] <= sampled[weakest]:
+            break
+        order[order.index(weakest)] = arm
+        tail.remove(weakest)
+    return order
+

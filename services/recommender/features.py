@@ -34,6 +34,7 @@ Every feature is a candidate's raw evidence, not a score squeezed into a range b
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
@@ -156,6 +157,7 @@ class Evidence:
     trending: np.ndarray  # decayed popularity as of now
     interactions: np.ndarray
     choices: np.ndarray
+    impressions: np.ndarray  # times a widget reported it seen
     category_share: np.ndarray
     taste: np.ndarray  # cosine to the preference vector
     likeness: np.ndarray  # best cosine to a recent item
@@ -168,7 +170,7 @@ class Evidence:
 
     @classmethod
     def empty(cls, n: int, now: float, new_for_s: float) -> "Evidence":
-        arrays = {f.name: np.zeros(n) for f in fields(cls) if f.type == "np.ndarray" or f.type is np.ndarray}
+        arrays: dict[str, Any] = {f.name: np.zeros(n) for f in fields(cls) if f.type == "np.ndarray" or f.type is np.ndarray}
         arrays["listed_ts"] = np.full(n, np.nan)
         return cls(now=now, new_for_s=new_for_s, **arrays, sources=[set() for _ in range(n)])
 

@@ -55,11 +55,11 @@ class Affinity:
     @classmethod
     def from_learners(cls, learners: Learners) -> "Affinity":
         mf = learners.mf
-        items = list(mf.i_latents)
+        items = [str(i) for i in mf.i_latents]  # River keys them by whatever id it was given: ours are strings
         factors = learners.n_factors
         latents = np.array([np.asarray(mf.i_latents[i], dtype=np.float32) for i in items]).reshape(len(items), factors)
         biases = np.array([float(mf.i_biases.get(i, 0.0)) for i in items], dtype=np.float32)
-        users = {u: (np.asarray(v, dtype=np.float32), float(mf.u_biases.get(u, 0.0))) for u, v in mf.u_latents.items()}
+        users = {str(u): (np.asarray(v, dtype=np.float32), float(mf.u_biases.get(u, 0.0))) for u, v in mf.u_latents.items()}
         mean = float(mf.global_mean.get()) if mf.global_mean.n else 0.0
         return cls(items, {i: n for n, i in enumerate(items)}, latents, biases, users, mean,
                    dict(getattr(learners, "user_events", {})))
@@ -216,7 +216,8 @@ class LearnedCache:
             if known is not None and digest is not None and digest == known[0]:
                 continue
             blob = self._redis.get(keys.learners(name))
-            if blob is None:
+            digest = digest.encode() if isinstance(digest, str) else digest
+            if not isinstance(blob, bytes):
                 changed |= self._parts.pop(name, None) is not None
                 continue
             try:

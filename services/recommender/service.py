@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import redis
 from confluent_kafka import Consumer
+from prometheus_client import CollectorRegistry
 
 from schemas import RecommendationServed, encode
 from schemas.topics import RECOMMENDATIONS_SERVED
@@ -51,6 +52,7 @@ from services.vectors.upkeep import IndexUpkeep, UpkeepPolicy
 from state.keys import Keys
 from state.layout import LayoutMismatch, check_layout
 from state.secret import state_secret
+from state.served import remember as remember_served
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ def tuning(settings: Settings) -> Tuning:
         new_for_s=settings.new_product_hours * 3600.0,
         explore_slots=settings.explore_slots,
         explore_margin=settings.explore_margin,
+        exploration=settings.exploration,
     )
 
 
@@ -95,9 +98,13 @@ def build_recommender(settings: Settings, store: ProductStore, dims: int, client
     return engine, learned
 
 
-def served_publisher(settings: Settings, producer: Producer, metrics: RecommenderMetrics) -> Sink:
-    """Served lists onto ``recommendations.served`` (keyed by shopper), for the ranking to learn from.
-    Fire and forget: a list that cannot be logged costs a training example, never an answer.
+def served_publisher(settings: Settings, producer: Producer, metrics: RecommenderMetrics, client: redis.Redis | None = None,
+                     keys: Keys | None = None) -> Sink:
+    """Served lists onto ``recommendations.served`` (keyed by shopper), for the ranking to learn from,
+    and straight into the shopper's served lists in Redis (``client``): the choice that follows at
+    once — a quick shopper, a store loading its events — must find its list, and through Kafka the
+    list could reach the worker after the click. Fire and forget: a list that cannot be logged costs
+    a training example, never an answer.
 
     At most ``SHELFSIGHT_SERVED_LOG_PER_S`` lists a second, for all shoppers together: each is
     about 40 KB, so without a bound anyone able to call the API could make it write a
@@ -116,7 +123,9 @@ def served_publisher(settings: Settings, producer: Producer, metrics: Recommende
             message = encode(served)
             producer.client.produce(topic, key=message.key, value=message.value, headers=message.headers)
             producer.client.poll(0)
-        except Exception as exc:  # a full queue (broker away) or an oversize list must not fail or block the answer
+            if client is not None and keys is not None:
+                remember_served(client, keys, served.user_id, message.value)
+        except Exception as exc:  # a full queue (broker away), Redis away or an oversize list must not fail or block the answer
             metrics.served_unlogged.labels("failed").inc()
             log.warning("served list not logged", extra={"error": str(exc)[:200]})
 
@@ -172,7 +181,7 @@ class Running:
         def guarded() -> None:
             try:
                 run(stop)
-            except BaseException as exc:  # noqa: BLE001 — whatever it was, the process must not limp on
+            except BaseException as exc:  # whatever it was, the process must not limp on
                 log.exception("part of serve failed; stopping serve", extra={"part": name})
                 self._failed(f"{name} failed: {exc!r}"[:300])
                 return
@@ -214,9 +223,9 @@ def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
     served_log = Producer(producer_config(settings))
     metrics = RecommenderMetrics()
     engine, learned = build_recommender(settings, reads, predictor.dims["fused"], client,
-                                        served_publisher(settings, served_log, metrics))
+                                        served_publisher(settings, served_log, metrics, client, Keys.of(settings)))
     embedder = None
-    registries = ()
+    registries: tuple[CollectorRegistry, ...] = ()
     if with_embedder:
         # Its metrics join the API's /metrics instead of a port of their own.
         embedder = build_embedder(settings.model_copy(update={"embedder_metrics_port": 0}), predictor, reads)

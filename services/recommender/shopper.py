@@ -83,6 +83,7 @@ class ItemStats:
     trending: np.ndarray  # decayed popularity as of now
     interactions: np.ndarray
     choices: np.ndarray
+    impressions: np.ndarray
 
 
 class ShopperReader:
@@ -93,6 +94,11 @@ class ShopperReader:
         self._half_life_s = half_life_s or BOUNDS.half_life_s
 
     def read(self, user_id: str, now: float) -> tuple[Shopper, Signals]:
+        shopper, crowd = self._read_shopper(user_id, now)
+        return shopper, self._read_signals(shopper, crowd)
+
+    def _read_shopper(self, user_id: str, now: float) -> tuple[Shopper, "_Crowd"]:
+        """The first round trip: the shopper's own keys, the crowd's trending items and each key group's clock."""
         k, lim = self._keys, self.limits
         pipe = self._redis.pipeline(transaction=False)
         pipe.hgetall(k.user(user_id))
@@ -101,8 +107,7 @@ class ShopperReader:
         pipe.zrevrange(k.dismissed(user_id), 0, lim.dismissed - 1)
         pipe.zrevrange(k.seen_items(user_id), 0, lim.seen - 1)
         pipe.get(k.catalogue_since)
-        groups = k.groups()
-        for g in groups:
+        for g in k.groups():
             pipe.zrevrange(g.trending(), 0, lim.trending - 1, withscores=True)
             pipe.get(g.trending_epoch)
             pipe.zscore(g.clock, "latest")
@@ -113,29 +118,18 @@ class ShopperReader:
         # Forward-decayed scores grow with time; as of the shop's clock, they are counts that fade by half-life.
         decay_now = tuple(2.0 ** -((as_of - float(epoch)) / self._half_life_s) if epoch else 1.0 for epoch in per_group[1::3])
         trending = _added([_scaled(_pairs(rows), d) for rows, d in zip(per_group[0::3], decay_now, strict=True)], lim.trending)
-        profile = decode_profile(raw_profile)
-        dismissed = [d.decode() for d in raw_dismissed]
-        blocked = set(dismissed)
-        recent = [r for r in dict.fromkeys(x.decode() for x in raw_recent) if r not in blocked][: lim.recent]
-        vector = None
-        if profile is not None and (norm := float(np.linalg.norm(profile.vector))) > 1e-9:
-            vector = profile.vector / norm
-        shopper = Shopper(
-            user_id,
-            vector,
-            profile.categories if profile else {},
-            profile.updated_at if profile else 0.0,
-            recent,
-            frozenset(p.decode() for p in raw_purchased),
-            dismissed,
-            frozenset(seen := [s.decode() for s in raw_seen]),
-            profile.usual_log_price if profile else None,
-            tuple(s for s in seen if s not in blocked),
-        )
+        shopper = _shopper(user_id, raw_profile, raw_recent, raw_purchased, raw_dismissed, raw_seen, lim.recent)
+        return shopper, _Crowd(trending, float(since) if since else None, decay_now, as_of)
 
+    def _read_signals(self, shopper: Shopper, crowd: "_Crowd") -> Signals:
+        """The second round trip: vectors of recent and dismissed items, co-visitation and history
+        pairs of the recent ones, and what is trending in the shopper's top categories."""
+        k, lim = self._keys, self.limits
+        recent, dismissed = shopper.recent, shopper.dismissed
         anchors = recent[: lim.covisit_anchors]
         looked_up = list(dict.fromkeys(recent[: lim.anchors] + dismissed[: lim.anchors]))
         categories = shopper.top_categories(lim.categories)
+        groups = k.groups()
         pipe = self._redis.pipeline(transaction=False)
         for item in looked_up:
             pipe.hgetall(k.item(item))
@@ -165,27 +159,63 @@ class ShopperReader:
             totals = np.sum([[float(c or 0.0) for c in next(replies)] for _ in groups], axis=0)
             counts = dict(zip(anchors, (float(c) for c in totals), strict=True))
         trending_in = {
-            category: _added([_scaled(_pairs(next(replies)), d) for d in decay_now], lim.per_category) for category in categories
+            category: _added([_scaled(_pairs(next(replies)), d) for d in crowd.decay_now], lim.per_category) for category in categories
         }
-        signals = Signals(vectors, neighbours, history, counts, trending, trending_in, float(since) if since else None, decay_now,
-                          as_of)
-        return shopper, signals
+        return Signals(vectors, neighbours, history, counts, crowd.trending, trending_in, crowd.catalogue_since, crowd.decay_now,
+                       crowd.as_of)
 
     def stats(self, product_ids: list[str], decay_now: tuple[float, ...]) -> ItemStats:
         """Popularity (as of now: ``Signals.decay_now``), interactions and choices of ``product_ids``,
         added up over the key groups."""
         if not product_ids:
             empty = np.zeros(0)
-            return ItemStats(empty, empty, empty)
+            return ItemStats(empty, empty, empty, empty)
         groups = self._keys.groups()
         pipe = self._redis.pipeline(transaction=False)
         for g in groups:
             pipe.zmscore(g.trending(), product_ids)
             pipe.zmscore(g.interactions, product_ids)
             pipe.zmscore(g.choices, product_ids)
-        replies = np.array([[float(s or 0.0) for s in reply] for reply in pipe.execute()]).reshape(len(groups), 3, len(product_ids))
+            pipe.zmscore(g.impressions, product_ids)
+        replies = np.array([[float(s or 0.0) for s in reply] for reply in pipe.execute()]).reshape(len(groups), 4, len(product_ids))
         trending = (replies[:, 0, :] * np.asarray(decay_now)[:, None]).sum(axis=0)
-        return ItemStats(trending, replies[:, 1, :].sum(axis=0), replies[:, 2, :].sum(axis=0))
+        return ItemStats(trending, replies[:, 1, :].sum(axis=0), replies[:, 2, :].sum(axis=0), replies[:, 3, :].sum(axis=0))
+
+
+@dataclass(frozen=True)
+class _Crowd:
+    """What the first round trip read besides the shopper: the crowd's trending items and the shop's clock."""
+
+    trending: Pairs  # decayed to ``as_of``
+    catalogue_since: float | None
+    decay_now: tuple[float, ...]
+    as_of: float
+
+
+def _shopper(
+    user_id: str, raw_profile: dict[bytes, bytes], raw_recent: list[bytes], raw_purchased: list[bytes], raw_dismissed: list[bytes],
+    raw_seen: list[bytes], recent_limit: int,
+) -> Shopper:
+    """The shopper as their own keys hold them: the profile, and what they saw, bought and dismissed."""
+    profile = decode_profile(raw_profile)
+    dismissed = [d.decode() for d in raw_dismissed]
+    blocked = set(dismissed)
+    recent = [r for r in dict.fromkeys(x.decode() for x in raw_recent) if r not in blocked][:recent_limit]
+    vector = None
+    if profile is not None and (norm := float(np.linalg.norm(profile.vector))) > 1e-9:
+        vector = profile.vector / norm
+    return Shopper(
+        user_id,
+        vector,
+        profile.categories if profile else {},
+        profile.updated_at if profile else 0.0,
+        recent,
+        frozenset(p.decode() for p in raw_purchased),
+        dismissed,
+        frozenset(seen := [s.decode() for s in raw_seen]),
+        profile.usual_log_price if profile else None,
+        tuple(s for s in seen if s not in blocked),
+    )
 
 
 def _scaled(rows: Pairs, factor: float) -> Pairs:

@@ -136,3 +136,21 @@ def test_a_small_synthetic_shop_reports_cold_start(tmp_path, monkeypatch, small_
         assert 0.0 <= cold["on_taste"] <= 1.0
         if name != SHELFSIGHT:
             assert cold["new_per_list"] == 0.0, name  # click-based baselines cannot know an untouched product
+
+
+def test_simulated_shoppers_compare_exploration_policies(tmp_path, monkeypatch, small_checkpoint, settings):
+    """`evaluate-exploration`: the same simulated shoppers meet each policy; every figure is a sane
+    probability, and regret is never negative (nothing beats the best list)."""
+    from services.cli.main import main
+
+    assert main(["datasets", "synthetic-shop", str(tmp_path / "shop"), "--products", "60", "--new-products", "20",
+                 "--shoppers", "10", "--clicks-before", "3", "--clicks-after", "1", "--new-listings", "neutral"]) == 0
+    monkeypatch.setenv("SHELFSIGHT_MODEL_DIR", str(small_checkpoint))
+    monkeypatch.setenv("SHELFSIGHT_DEVICE", "cpu")
+    monkeypatch.setenv("SHELFSIGHT_REDIS_URL", settings.redis_url)
+    out = tmp_path / "exploration.md"
+    assert main(["evaluate-exploration", str(tmp_path / "shop"), "--steps", "25", "--out", str(out)]) == 0
+    figures = json.loads(out.read_text().split("\n\n", 1)[1])
+    assert set(figures) == {"fixed", "bandit"}
+    for m in figures.values():
+        assert 0.0 <= m["new_clicks"] <= m["clicks"] <= 1.0 and m["regret"] >= -1e-9 and m["new_per_list"] >= 0.0

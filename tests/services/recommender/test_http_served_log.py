@@ -47,3 +47,36 @@ def test_a_budget_of_zero_logs_nothing(kafka):
     producer.flush(10)
     assert list(tail(kafka, kafka.topic(RECOMMENDATIONS_SERVED.name), max_messages=1, idle_timeout=2)) == []
     assert _unlogged(metrics, "over_rate") == 1
+
+
+@pytest.mark.redis
+def test_a_logged_list_is_in_the_shoppers_served_lists_at_once_and_only_once(kafka, redis_client):
+    """The click that comes right after a list must find it: serve keeps it in Redis as it answers,
+    and the worker keeping the same list from Kafka later does not keep it twice."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from services.profiles.profile import ClickParams
+    from services.profiles.state import ProfileState
+    from state.keys import Keys
+
+    keys = Keys(f"test-{uuid.uuid4().hex[:8]}:")
+    producer, metrics = Producer(producer_config(kafka)), RecommenderMetrics()
+    publish = served_publisher(kafka, producer, metrics, redis_client, keys)
+    served = _served()
+    publish(served)
+    stored = redis_client.lrange(keys.served("u-1"), 0, -1)
+    assert len(stored) == 1 and RecommendationServed.model_validate_json(stored[0]).request_id == served.request_id
+    producer.flush(10)
+    (logged,) = list(tail(kafka, kafka.topic(RECOMMENDATIONS_SERVED.name), max_messages=1, idle_timeout=3))
+
+    async def as_the_worker() -> None:
+        client = aioredis.Redis.from_url(kafka.redis_url)
+        await ProfileState(client, keys, ClickParams()).remember_served("u-1", logged.value.encode())
+        await client.aclose()
+
+    asyncio.run(as_the_worker())
+    assert redis_client.lrange(keys.served("u-1"), 0, -1) == stored
+    assert redis_client.ttl(keys.served("u-1")) > 0
+    redis_client.delete(keys.served("u-1"))
