@@ -263,7 +263,7 @@ class Settings(BaseSettings):
     exploration: Literal["fixed", "bandit"] = Field(
         default="fixed",
         description="How new products get places: `fixed`, the `SHELFSIGHT_EXPLORE_SLOTS` places for those nobody has clicked; "
-        "`bandit`, up to half a list, won by Thompson sampling on each new product's click-through (needs the widget's impressions).",
+        "`bandit`, up to half a list, won by Thompson sampling on each new product's click-through (from the widget's impressions; without any, the fixed places).",
     )
     explore_margin: float = Field(
         default=0.05, ge=0.0, le=2.0,

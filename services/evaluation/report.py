@@ -50,6 +50,13 @@ def write_report(result: ReplayResult, out: Path) -> Path:
 
 
 def markdown(data: dict, window: int) -> str:
+    k = data["config"]["k"]
+    lines = _overview(data) + _cold_start(data, k) + _sources(data, k) + _ranking(data)
+    lines += ["", "## Over the stream", "", "![HR over the scored window](hr_over_stream.png)", ""]
+    return "\n".join(lines)
+
+
+def _overview(data: dict) -> list[str]:
     config, k, recall_at = data["config"], data["config"]["k"], data["config"]["recall_at"]
     rows = data["recommenders"]
     lines = [
@@ -73,47 +80,54 @@ def markdown(data: dict, window: int) -> str:
         bold = "**" if name == SHELFSIGHT else ""
         lines.append(f"| {bold}{name}{bold} | {bold}{m['hr']:.3f}{bold} ± {m['hr_ci']:.3f} | {bold}{m['ndcg']:.3f}{bold} ± "
                      f"{m['ndcg_ci']:.3f} | {m['mrr']:.3f} | {m['recall']:.3f} | {m['coverage']:.3f} | {m['diversity']:.3f} |")
-    lines += [
+    return [*lines, "",
+            f"HR@{k}: share of choices found in the top {k}; NDCG@{k}: discounted by rank; MRR@{k}: mean reciprocal rank; "
+            f"recall@{recall_at}: share found among the first {recall_at} candidates (for Shelfsight, its whole ranked "
+            "candidate pool: whether candidates or ranking limit the result); coverage: share of the catalogue that "
+            f"appeared in any top {k}; diversity: mean pairwise cosine distance of the fused vectors inside a list.", ""]
+
+
+def _cold_start(data: dict, k: int) -> list[str]:
+    if not data["cold_start"]:
+        return []
+    lines = [
+        "## New products and the shoppers' hidden tastes",
         "",
-        f"HR@{k}: share of choices found in the top {k}; NDCG@{k}: discounted by rank; MRR@{k}: mean reciprocal rank; "
-        f"recall@{recall_at}: share found among the first {recall_at} candidates (for Shelfsight, its whole ranked "
-        "candidate pool: whether candidates or ranking limit the result); coverage: share of the catalogue that "
-        f"appeared in any top {k}; diversity: mean pairwise cosine distance of the fused vectors inside a list.",
-        "",
+        f"| recommender | new products per top {k} | new, matching the shopper's taste | on the shopper's taste | "
+        f"HR@{k} on choices of new products | new products ever shown | hours to first shown (median) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    if data["cold_start"]:
-        lines += [
-            "## New products and the shoppers' hidden tastes",
-            "",
-            f"| recommender | new products per top {k} | new, matching the shopper's taste | on the shopper's taste | "
-            f"HR@{k} on choices of new products | new products ever shown | hours to first shown (median) |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
-        ]
-        for name, m in data["cold_start"].items():
-            lines.append(f"| {name} | {m['new_per_list']:.2f} | {m['new_matching_per_list']:.2f} | {m['on_taste']:.1%} | "
-                         f"{m['new_hr']:.3f} | {m['new_shown']:.1%} | {m['hours_to_first_shown']:.1f} |")
-        lines += ["", "New (first two columns): listed after the stream began and not yet clicked or viewed by anyone when "
-                  "the list was asked for. The last three count every product listed after the stream began; hours to first "
-                  "shown: from its listing to the first scored list that held it. When shoppers first click a new product "
-                  "cannot be measured on a fixed log: they click what the log says, whatever they were shown.", ""]
-    if data.get("sources"):
-        lines += [
-            "## Candidate sources",
-            "",
-            f"| source | finds the choice | top-{k} places it proposed | places whose reason names it | hits whose reason names it |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        for name, m in data["sources"].items():
-            lines.append(f"| `{name}` | {m['finds_choice']:.1%} | {m['places']:.1%} | {m['named']:.1%} | {m['named_hits']:.1%} |")
-        lines += ["", "Finds the choice: share of questions where the source proposed the product chosen next (its recall). "
-                  "A product proposed by several sources counts for each; a reason names one source: of those that "
-                  "proposed the product, the one whose features added most to its score.", ""]
+    for name, m in data["cold_start"].items():
+        lines.append(f"| {name} | {m['new_per_list']:.2f} | {m['new_matching_per_list']:.2f} | {m['on_taste']:.1%} | "
+                     f"{m['new_hr']:.3f} | {m['new_shown']:.1%} | {m['hours_to_first_shown']:.1f} |")
+    return [*lines, "", "New (first two columns): listed after the stream began and not yet clicked or viewed by anyone when "
+            "the list was asked for. The last three count every product listed after the stream began; hours to first "
+            "shown: from its listing to the first scored list that held it. When shoppers first click a new product "
+            "cannot be measured on a fixed log: they click what the log says, whatever they were shown.", ""]
+
+
+def _sources(data: dict, k: int) -> list[str]:
+    if not data.get("sources"):
+        return []
+    lines = [
+        "## Candidate sources",
+        "",
+        f"| source | finds the choice | top-{k} places it proposed | places whose reason names it | hits whose reason names it |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, m in data["sources"].items():
+        lines.append(f"| `{name}` | {m['finds_choice']:.1%} | {m['places']:.1%} | {m['named']:.1%} | {m['named_hits']:.1%} |")
+    return [*lines, "", "Finds the choice: share of questions where the source proposed the product chosen next (its recall). "
+            "A product proposed by several sources counts for each; a reason names one source: of those that "
+            "proposed the product, the one whose features added most to its score.", ""]
+
+
+def _ranking(data: dict) -> list[str]:
     ranker = data["ranker"]
-    lines += ["## The learned ranking", "",
-              f"Choices joined with the served list they were made from: {ranker.get('choices', 0):,} "
-              f"({ranker.get('pairs', 0):,} chosen/skipped pairs); learned: {ranker.get('learned')}."]
+    lines = ["## The learned ranking", "",
+             f"Choices joined with the served list they were made from: {ranker.get('choices', 0):,} "
+             f"({ranker.get('pairs', 0):,} chosen/skipped pairs); learned: {ranker.get('learned')}."]
     if ranker.get("weights"):
         lines += ["", "Weights on standardised features, largest first:", "",
                   ", ".join(f"`{n}` {w:+.3f}" for n, w in list(ranker["weights"].items())[:12])]
-    lines += ["", "## Over the stream", "", "![HR over the scored window](hr_over_stream.png)", ""]
-    return "\n".join(lines)
+    return lines

@@ -21,6 +21,7 @@ from models.ranking import LinearScorer
 from schemas import RecommendationServed
 from services.recommender.candidates import Candidate, CandidatePool, CoVisits, unit
 from services.recommender.features import FEATURES, SOURCE_OF, Evidence, feature_matrix, position_value, prior_scorer
+from services.recommender.just_posted import JustPosted
 from services.recommender.learned import Learned
 from services.recommender.ranking import mmr, spread
 from services.recommender.reasons import credited, explain
@@ -100,8 +101,10 @@ class Recommender:
         clock: Callable[[], float] = time.time,
         on_served: Sink | None = None,
         pictures: bool = True,
+        posted: JustPosted | None = None,
     ) -> None:
-        """``pictures``: whether the store has a picture space (``image`` vectors) to search."""
+        """``pictures``: whether the store has a picture space (``image`` vectors) to search;
+        ``posted``: what this process's API accepted a moment ago (read over Redis)."""
         self._store = store
         self._reader = reader
         self._learned = learned
@@ -110,11 +113,12 @@ class Recommender:
         self._clock = clock
         self._on_served = on_served
         self._pictures = pictures
+        self.posted = posted or JustPosted()
         self._prior = prior_scorer()
 
     def recommend(self, query: Query) -> Recommendations:
         started = time.perf_counter()
-        shopper, signals = self._reader.read(query.user_id, self._clock())
+        shopper, signals = self._reader.read(query.user_id, self._clock(), self.posted.of(query.user_id))
         # Time is measured by the shop's clock (the latest event applied), not the wall: ages, what is
         # new, popularity and the served list's time then agree with the events, however far behind.
         now = signals.as_of
@@ -317,7 +321,8 @@ class Recommender:
         unclicked = features[:, FEATURES.index("unclicked_new")] > 0
         typical = float(taste[~unclicked].mean()) if (~unclicked).any() else float(taste.mean())
         fit = np.maximum(taste - typical - self.tuning.explore_margin, looks - self.tuning.looks_alike)
-        if self.tuning.exploration == "bandit":
+        # The bandit needs click-through: without a widget reporting impressions, the fixed places.
+        if self.tuning.exploration == "bandit" and evidence.impressions.sum() > 0:
             young = _listed_within(evidence, self.tuning.new_for_s)
             return explore_by_sampling(order, [int(i) for i in np.flatnonzero(young & (fit >= 0))], evidence.choices,
                                        evidence.impressions, k // 2, self.tuning.explore_prior, _rng(request_id))

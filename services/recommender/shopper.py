@@ -6,11 +6,13 @@ split into key groups (Redis Cluster), the crowd's counters are read from every 
 added up; each group's trending scores are decayed by that group's own epoch first.
 """
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import redis
 
+from services.recommender.just_posted import Posted
 from state.bounds import BOUNDS
 from state.keys import Keys
 from state.values import decode_item, decode_profile
@@ -48,6 +50,19 @@ class Shopper:
     @property
     def has_history(self) -> bool:
         return self.vector is not None or bool(self.recent)
+
+    def with_posted(self, posted: Sequence[Posted], recent_limit: int) -> "Shopper":
+        """The shopper with ``posted`` events (newest first) added: recent, seen, bought and dismissed."""
+        dismissed = [p.product_id for p in posted if p.kind == "dismiss"]
+        wanted = [p.product_id for p in posted if p.kind != "dismiss"]
+        blocked = set(dismissed) | set(self.dismissed)
+        recent = [r for r in dict.fromkeys([*wanted, *self.recent]) if r not in blocked][:recent_limit]
+        bought = {p.product_id for p in posted if p.kind == "purchase"}
+        return replace(
+            self, recent=recent, dismissed=list(dict.fromkeys([*dismissed, *self.dismissed])),
+            seen=self.seen | {p.product_id for p in posted}, purchased=self.purchased | bought,
+            history=tuple(dict.fromkeys([*wanted, *self.history])),
+        )
 
     def top_categories(self, n: int) -> list[str]:
         positive = [(v, c) for c, v in self.categories.items() if v > 0]
@@ -93,8 +108,12 @@ class ShopperReader:
         self.limits = limits or ReadLimits()
         self._half_life_s = half_life_s or BOUNDS.half_life_s
 
-    def read(self, user_id: str, now: float) -> tuple[Shopper, Signals]:
+    def read(self, user_id: str, now: float, posted: Sequence[Posted] = ()) -> tuple[Shopper, Signals]:
+        """The shopper and the signals around them; ``posted``: events the API accepted a moment ago
+        (newest first), read over what Redis holds, since the worker may not have applied them yet."""
         shopper, crowd = self._read_shopper(user_id, now)
+        if posted:
+            shopper = shopper.with_posted(posted, self.limits.recent)
         return shopper, self._read_signals(shopper, crowd)
 
     def _read_shopper(self, user_id: str, now: float) -> tuple[Shopper, "_Crowd"]:

@@ -11,10 +11,12 @@ from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from schemas.topics import CLICKS
 from services.recommender.http import intake
 from services.recommender.http.access import Gate
 from services.recommender.http.guards import Access
 from services.recommender.http.parts import ApiParts
+from services.recommender.just_posted import Posted
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,8 @@ def router(parts: ApiParts, gate: Gate) -> APIRouter:
             metrics.events.labels("invalid").inc(len(checked.problems))
             return JSONResponse({"detail": "invalid events; none was published", "problems": checked.problems}, status_code=422)
         errors = await run_in_threadpool(intake.publish, parts.settings, parts.producer, checked)
+        if not errors:  # in Kafka now: the shoppers' next requests read them before the worker has applied them
+            parts.engine.posted.add(Posted(e.user_id, e.product_id, e.kind.value) for topic, e in checked.accepted if topic == CLICKS.name)
         if errors:
             metrics.events.labels("failed").inc(len(checked.accepted))
             # What Kafka said names brokers and topics: for the log, not for the client.

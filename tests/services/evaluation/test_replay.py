@@ -143,13 +143,13 @@ def test_simulated_shoppers_compare_exploration_policies(tmp_path, monkeypatch, 
     probability, and regret is never negative (nothing beats the best list)."""
     from services.cli.main import main
 
-    assert main(["datasets", "synthetic-shop", str(tmp_path / "shop"), "--products", "60", "--new-products", "20",
-                 "--shoppers", "10", "--clicks-before", "3", "--clicks-after", "1", "--new-listings", "neutral"]) == 0
+    assert main(["datasets", "synthetic-shop", str(tmp_path / "shop"), "--products", "30", "--new-products", "10",
+                 "--shoppers", "6", "--clicks-before", "3", "--clicks-after", "1", "--new-listings", "neutral"]) == 0
     monkeypatch.setenv("SHELFSIGHT_MODEL_DIR", str(small_checkpoint))
     monkeypatch.setenv("SHELFSIGHT_DEVICE", "cpu")
     monkeypatch.setenv("SHELFSIGHT_REDIS_URL", settings.redis_url)
     out = tmp_path / "exploration.md"
-    assert main(["evaluate-exploration", str(tmp_path / "shop"), "--steps", "25", "--out", str(out)]) == 0
+    assert main(["evaluate-exploration", str(tmp_path / "shop"), "--steps", "12", "--out", str(out)]) == 0
     figures = json.loads(out.read_text().split("\n\n", 1)[1])
     assert set(figures) == {"fixed", "bandit"}
     for m in figures.values():

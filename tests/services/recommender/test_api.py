@@ -62,6 +62,19 @@ def test_click_events_need_a_key_and_reach_kafka(client, api_settings):
     assert {e["event_id"] for e in seen} == {e["event_id"] for e in events}
 
 
+def test_a_posted_click_shapes_the_next_answer_before_the_worker_applies_it(client, shop):
+    """No profiles worker runs here: the click is only in Kafka. The next request still knows it
+    (read your own writes): the product is not recommended back, and what looks like it leads."""
+    before = client.get("/v1/users/newbie/recommendations", params={"k": 6}).json()["items"]
+    assert sum(i["category"] == "Coat" for i in before) < 6
+    clicked = {**_click(user="newbie", product="coat-4"), "session_id": "s-newbie"}
+    assert client.post("/v1/events", json=[clicked], headers={"X-API-Key": SECRET_KEY}).status_code == 202
+    after = client.get("/v1/users/newbie/recommendations", params={"k": 6}).json()["items"]
+    assert "coat-4" not in {i["product_id"] for i in after}
+    assert sum(i["category"] == "Coat" for i in after) >= 3, [(i["product_id"], i["reason"]) for i in after]
+    assert shop.sync.llen(shop.keys.recent("newbie")) == 0, "the worker has not applied it: the API remembered it"
+
+
 def test_product_events_need_a_secret_key(client, api_settings):
     product = {"event": "product.updated", "product_id": "bag-1", "in_stock": False, "updated_at": datetime.now(UTC).isoformat()}
     refused = client.post("/v1/events", json=product, headers={"X-API-Key": PUBLISHABLE_KEY})
