@@ -72,9 +72,9 @@ def learn_rate(shoppers: list[list[str]], exact_items: int, events: int = 20_000
 
 def measure(products: int, shoppers: int, exact_items: int, rank: int) -> None:
     data = histories(products, shoppers, 200)
-    counts = CoOccurrence.of([list(reversed(h)) for h in data], max_items=exact_items)
+    counted = CoOccurrence.of([list(reversed(h)) for h in data], max_items=exact_items).counts()  # the workers count online
     started = time.perf_counter()
-    model = fit_item_model(counts.counts(), data, exact_items, rank)
+    model = fit_item_model(counted, data, exact_items, rank)
     fit_s = time.perf_counter() - started
     memory = model.weights.nbytes if isinstance(model, ItemWeights) else model.nbytes
     rng = np.random.default_rng(1)
@@ -84,13 +84,14 @@ def measure(products: int, shoppers: int, exact_items: int, rank: int) -> None:
     print(f"{products:>8,} products, {len(model.items):>7,} in histories ({kind}): fit {fit_s:6.2f} s, "
           f"{memory / 2**20:7.1f} MB; read p50 {p50:5.2f} ms p99 {p99:5.2f} ms; learn {rate:8,.0f} events/s")
     if products <= EXACT_LIMIT:
-        baseline(products, data, counts, model, fit_s, p50)
+        baseline(products, data, model, fit_s, p50)
 
 
-def baseline(products: int, data: list[list[str]], counts: CoOccurrence, model, fit_s: float, p50: float) -> None:  # type: ignore[no-untyped-def]
+def baseline(products: int, data: list[list[str]], model, fit_s: float, p50: float) -> None:  # type: ignore[no-untyped-def]
     """The exact model on the same histories: its cost, and how much of its top 50 the model in use returns."""
+    counted = CoOccurrence.of([list(reversed(h)) for h in data], max_items=products).counts()
     started = time.perf_counter()
-    exact = ItemWeights.fit(*CoOccurrence.of([list(reversed(h)) for h in data], max_items=products).counts())
+    exact = ItemWeights.fit(*counted)
     exact_fit = time.perf_counter() - started
     exact_p50, _ = reads(exact, data, products, np.random.default_rng(1))
     agree = [len({i for i, _ in exact.top(h[:50], 50)} & {i for i, _ in model.top(h[:50], 50)}) / 50 for h in data[:300] if h]

@@ -173,6 +173,17 @@ def merge_counts(parts: Sequence[tuple[list[str], np.ndarray]]) -> tuple[list[st
     return items, gram
 
 
+def _rows(index: dict[str, int], history: Sequence[str]) -> tuple[list[int], np.ndarray]:
+    """The model's rows for the known items of ``history`` (newest first), and each one's place in it."""
+    places, rows = [], []
+    for place, item in enumerate(history):
+        row = index.get(item)
+        if row is not None:
+            places.append(place)
+            rows.append(row)
+    return rows, np.asarray(places, dtype=np.float64)
+
+
 @dataclass(frozen=True)
 class ItemWeights:
     """B, fitted: ``weights[i, j]`` is what having item i says about item j."""
@@ -196,14 +207,7 @@ class ItemWeights:
         return cls(list(items), {item: n for n, item in enumerate(items)}, weights.astype(np.float32))
 
     def _rows(self, history: Sequence[str]) -> tuple[list[int], np.ndarray]:
-        """Rows of B for the known items of ``history`` (newest first), and each one's place in it."""
-        places, rows = [], []
-        for place, item in enumerate(history):
-            row = self.index.get(item)
-            if row is not None:
-                places.append(place)
-                rows.append(row)
-        return rows, np.asarray(places, dtype=np.float64)
+        return _rows(self.index, history)
 
     def scores(self, history: Sequence[str], candidates: Sequence[str], decay: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
         """For each candidate: B summed over the whole ``history`` (newest first), and the same with
@@ -289,13 +293,7 @@ class LowRankItemWeights:
                    np.maximum(denominators, 1e-6).astype(np.float32))
 
     def _rows(self, history: Sequence[str]) -> tuple[list[int], np.ndarray]:
-        places, rows = [], []
-        for place, item in enumerate(history):
-            row = self.index.get(item)
-            if row is not None:
-                places.append(place)
-                rows.append(row)
-        return rows, np.asarray(places, dtype=np.float64)
+        return _rows(self.index, history)
 
     def scores(self, history: Sequence[str], candidates: Sequence[str], decay: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
         """As :meth:`ItemWeights.scores`: B summed over the history, and with older items weighing less."""

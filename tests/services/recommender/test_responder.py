@@ -25,9 +25,9 @@ def _responses(settings, count):
 
 
 @contextlib.contextmanager
-def _running(kafka, shop, model_version=lambda: None):
+def _running(kafka, shop, model_version=lambda: None, engine=None):
     """A responder on its own thread, as `serve` runs it; stopped (and checked stopped) on exit."""
-    responder = Responder(kafka, shop.engine(), Consumer(consumer_config(kafka, kafka.group(GROUP_ID))),
+    responder = Responder(kafka, engine or shop.engine(), Consumer(consumer_config(kafka, kafka.group(GROUP_ID))),
                           Producer(producer_config(kafka)), RecommenderMetrics(), model_version)
     stop = threading.Event()
     thread = threading.Thread(target=responder.run, args=(stop,), daemon=True)
@@ -127,12 +127,7 @@ def test_stale_requests_are_answered_expired_without_being_computed(kafka, shop)
     calls = []
     original = engine.recommend
     engine.recommend = lambda query: calls.append(query.request_id) or original(query)  # type: ignore[method-assign]
-    responder = Responder(kafka, engine, Consumer(consumer_config(kafka, kafka.group(GROUP_ID))), Producer(producer_config(kafka)),
-                          RecommenderMetrics())
-    stop = threading.Event()
-    thread = threading.Thread(target=responder.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with _running(kafka, shop, engine=engine):
         producer = Producer(producer_config(kafka))
         source = kafka.topic(RECOMMENDATION_REQUESTS.name)
         old = datetime.now(UTC).timestamp() - kafka.request_max_age_s - 5
@@ -141,9 +136,6 @@ def test_stale_requests_are_answered_expired_without_being_computed(kafka, shop)
         producer.send(source, encode(RecommendationRequest(request_id="new", user_id="zoe", k=2, requested_at=datetime.now(UTC))))
         assert producer.flush(10) == 0
         answers = {r["request_id"]: r for r in _responses(kafka, 2)}
-    finally:
-        stop.set()
-        thread.join(20)
     assert answers["old"]["error"]["code"] == "expired" and "SHELFSIGHT_REQUEST_MAX_AGE_S" in answers["old"]["error"]["message"]
     assert len(answers["new"]["items"]) == 2 and calls == ["new"]
 
@@ -164,12 +156,7 @@ def test_failures_are_answered_generically_and_a_bug_on_one_request_is_dead_lett
     real_encode = responder_module.encode
     monkeypatch.setattr(responder_module, "encode",
                         lambda reply: (_ for _ in ()).throw(ValueError("a bug")) if reply.user_id == "buggy" else real_encode(reply))
-    responder = Responder(kafka, engine, Consumer(consumer_config(kafka, kafka.group(GROUP_ID))), Producer(producer_config(kafka)),
-                          RecommenderMetrics())
-    stop = threading.Event()
-    thread = threading.Thread(target=responder.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with _running(kafka, shop, engine=engine):
         producer = Producer(producer_config(kafka))
         source = kafka.topic(RECOMMENDATION_REQUESTS.name)
         for request_id, user in (("r-broken", "broken"), ("r-buggy", "buggy"), ("r-ok", "zoe")):
@@ -177,10 +164,6 @@ def test_failures_are_answered_generically_and_a_bug_on_one_request_is_dead_lett
         assert producer.flush(10) == 0
         answers = {r["request_id"]: r for r in _responses(kafka, 2)}
         letters = list(tail(kafka, kafka.topic(RECOMMENDATION_REQUESTS.dlq), max_messages=1, idle_timeout=10.0))
-    finally:
-        stop.set()
-        thread.join(20)
-    assert not thread.is_alive()
     assert answers["r-broken"]["error"] == {"code": "unavailable", "message": responder_module.UNAVAILABLE}
     assert len(answers["r-ok"]["items"]) == 2 and "r-buggy" not in answers
     assert len(letters) == 1 and json.loads(letters[0].value)["reason"].startswith("internal error")
