@@ -78,17 +78,27 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--photos-only", action="store_true", help="embed the photos without the titles")
+    parser.add_argument("--neutral-titles", action="store_true",
+                        help="the labelled 10 %% as listed; the rest with a photo and a title that says nothing ('Item <id>')")
     args = parser.parse_args()
     settings = load_settings()
     if args.checkpoint:
         settings = settings.model_copy(update={"model_dir": args.checkpoint})
     predictor = load_predictor(settings)
     products = [decode(ProductListed, json.dumps(p)) for p in catalogue(args.products, split="test", seed=args.seed)]
+    rng = random.Random(args.seed)
+    order = list(range(len(products)))
+    rng.shuffle(order)
+    tenth = order[: len(order) // 10]
+    rest = sorted(set(order) - set(tenth))
+    neutral = set(rest) if args.neutral_titles else set()
     fused_rows, model_says = [], []
     for start in range(0, len(products), 64):
         batch = products[start : start + 64]
-        inputs = [ProductInput(image=p.image) if args.photos_only else ProductInput(image=p.image, title=p.title, description=p.description)
-                  for p in batch]
+        inputs = [ProductInput(image=p.image) if args.photos_only else
+                  ProductInput(image=p.image, title=f"Item {p.product_id}") if start + n in neutral else
+                  ProductInput(image=p.image, title=p.title, description=p.description)
+                  for n, p in enumerate(batch)]
         for prediction in predictor.predict(inputs):
             fused_rows.append(prediction.vectors["fused"])
             model_says.append(prediction.category)
@@ -97,13 +107,8 @@ def main() -> None:
     fine = [p.category_hint or "" for p in products]
     coarse = [COARSE[c] for c in fine]
     config = TaxonomyConfig(unsure_below=settings.store_head_unsure_below, max_examples=settings.store_head_max_examples)
-    rng = random.Random(args.seed)
-    order = list(range(len(products)))
-    rng.shuffle(order)
-    tenth = order[: len(order) // 10]
-    rest = sorted(set(order) - set(tenth))
 
-    shown = "photos alone" if args.photos_only else "photos and titles"
+    shown = "photos alone" if args.photos_only else "the rest with a neutral title" if args.neutral_titles else "photos and titles"
     print(f"model {predictor.model_version}; {len(products)} Fashion-MNIST catalogue products (test split, {shown}); unsure below {config.unsure_below}")
     model_accuracy = float(np.mean([model_says[i] == fine[i] for i in rest]))
     print(f"baseline, the product model's classifier, on the 90 %: accuracy {model_accuracy:.4f}")
