@@ -166,7 +166,7 @@ def main() -> None:
             worker.send_signal(signal.SIGTERM)
         for worker in workers:
             worker.wait(60)
-        for key in r.scan_iter(f"{prefix}*"):
+        for key in r.scan_iter(f"{prefix}*", count=10_000):
             r.delete(key)
         delete_topics(settings, [s.name for s in topic_specs(settings)])
         if cluster:

@@ -29,12 +29,26 @@ Identifier = Annotated[
 EARLIEST_EVENT = datetime(2000, 1, 1, tzinfo=UTC)
 
 
+def too_far_ahead(value: datetime, now: float) -> str | None:
+    """Why an event time is refused as coming from the future, as seen at ``now`` (None: it is not).
+    The one rule for every receiver: the contract applies it on decoding, the profiles worker
+    again on its own clock.
+
+    >>> too_far_ahead(datetime(2026, 1, 1, tzinfo=UTC), now=datetime(2026, 1, 1, tzinfo=UTC).timestamp() - 301)
+    "must not be more than 300 s in the future: check the sender's clock"
+    """
+    if value.timestamp() > now + LIMITS.future_skew_s:
+        return f"must not be more than {LIMITS.future_skew_s} s in the future: check the sender's clock"
+    return None
+
+
 def _plausible_time(value: datetime) -> datetime:
     # A wrong unit or a zero default (1970, "-1") would otherwise pass as a valid past time.
     if value < EARLIEST_EVENT:
         raise ValueError("must not be before 2000-01-01: send ISO 8601 with an offset, e.g. 2026-11-28T10:00:00Z")
-    if value.timestamp() > time.time() + LIMITS.future_skew_s:
-        raise ValueError(f"must not be more than {LIMITS.future_skew_s} s in the future: check the sender's clock")
+    ahead = too_far_ahead(value, time.time())
+    if ahead is not None:
+        raise ValueError(ahead)
     return value
 
 

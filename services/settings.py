@@ -147,6 +147,11 @@ class Settings(BaseSettings):
     profiles_park_retry_s: float = Field(
         default=5.0, gt=0.0, le=600.0, description="How often parked clicks are looked at again when no new click comes."
     )
+    consumer_session_timeout_s: float = Field(
+        default=10.0, ge=6.0, le=600.0,
+        description="How long the embedder's and the responder's groups wait for a process that stopped answering "
+                    "(a crash) before its partitions move to the others or to its restarted self.",
+    )
     profiles_session_timeout_s: float = Field(
         default=30.0, ge=6.0, le=600.0,
         description="How long the profiles group waits for a worker that stopped answering before its partitions move to the others.",

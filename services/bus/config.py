@@ -58,6 +58,10 @@ def consumer_config(settings: Settings, group_id: str, **overrides: ConfigValue)
         "auto.offset.reset": "earliest",
         "fetch.max.bytes": 8 * PRODUCER_MESSAGE_BYTES,
         "max.partition.fetch.bytes": PRODUCER_MESSAGE_BYTES,
+        # librdkafka heartbeats from a thread of its own, so a long batch does not count against
+        # this; what it bounds is how long a crashed member holds its partitions (default 45 s).
+        "session.timeout.ms": int(settings.consumer_session_timeout_s * 1000),
+        "heartbeat.interval.ms": int(min(3.0, settings.consumer_session_timeout_s / 3) * 1000),
         **overrides,
     }
 

@@ -220,7 +220,7 @@ class _GroupHandler:
         config, state = self._config, self._state
         now = config.clock()
         waiting = await state.parked(partitions_of(messages) if parked_in is None else parked_in, config.params.park_retry)
-        fresh, invalid = take_in(messages, state.keys, decoded, now, config.params.max_future_s)
+        fresh, invalid = take_in(messages, state.keys, decoded, now)
         chunk = Chunk(read_parked(waiting, state.keys), fresh, invalid)
         snapshot = await read_snapshot(state, chunk.events, config.clock, config.item_wait_s)
         outcome = effects(chunk, snapshot, state.keys, config.params, self._rng)

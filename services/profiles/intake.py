@@ -7,6 +7,7 @@ message: :data:`Decoded` keeps each decoded once per batch, whichever groups loo
 """
 
 from schemas import ClickEvent, ContractError, decode
+from schemas.base import too_far_ahead
 from services.profiles.messages import RawMessage
 from services.profiles.parking import Refusal
 from state.keys import Keys
@@ -36,8 +37,7 @@ def belongs(message: RawMessage, keys: Keys, decoded: Decoded) -> bool:
     return keys.group_of(owner) == keys.group
 
 
-def take_in(messages: list[RawMessage], keys: Keys, decoded: Decoded, now: float,
-            max_future_s: float) -> tuple[list[tuple[RawMessage, ClickEvent]], list[Refusal]]:
+def take_in(messages: list[RawMessage], keys: Keys, decoded: Decoded, now: float) -> tuple[list[tuple[RawMessage, ClickEvent]], list[Refusal]]:
     """The group's valid events, in order, and its messages refused with their reasons."""
     events: list[tuple[RawMessage, ClickEvent]] = []
     refused: list[Refusal] = []
@@ -47,8 +47,8 @@ def take_in(messages: list[RawMessage], keys: Keys, decoded: Decoded, now: float
         event = decoded_event(message, decoded)
         if isinstance(event, ContractError):
             refused.append((message, event.reason))
-        elif event.occurred_at.timestamp() > now + max_future_s:
-            refused.append((message, f"occurred_at is more than {max_future_s:.0f} s in the future"))
+        elif (ahead := too_far_ahead(event.occurred_at, now)) is not None:
+            refused.append((message, f"occurred_at {ahead}"))
         else:
             events.append((message, event))
     return events, refused

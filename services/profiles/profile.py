@@ -42,7 +42,6 @@ class ClickParams:
     profile_ttl_s: int = BOUNDS.profile_ttl_s
     session_ttl_s: int = BOUNDS.session_ttl_s
     dedupe_ttl_s: int = BOUNDS.dedupe_ttl_s
-    max_future_s: float = 300.0
     replay_batch: int = 500  # events read back from Kafka per step when filling a gap before a batch
     park_s: float = 600.0  # a click whose product is not indexed yet waits this long before it is dead-lettered …
     park_max: int = 10_000  # … and at most this many wait per partition (more are dead-lettered at once)

@@ -187,8 +187,8 @@ class ProfileState:
     async def _register_old_trending_sets(self) -> None:
         """Sets written before the registry existed (untagged layout only): found once (SCAN walks
         the whole keyspace), registered, and never looked for again."""
-        found = [k async for k in self.redis.scan_iter(match=self.keys.trending())]
-        found += [k async for k in self.redis.scan_iter(match=self.keys.trending("*"))]
+        found = [k async for k in self.redis.scan_iter(match=self.keys.trending(), count=10_000)]
+        found += [k async for k in self.redis.scan_iter(match=self.keys.trending("*"), count=10_000)]
         if found:
             await self.redis.sadd(self.keys.trending_sets, *found)
         await self.redis.set(self.keys.trending_sets_complete, 1)

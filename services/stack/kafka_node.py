@@ -14,7 +14,7 @@ from services.bus.config import KafkaConfig
 from services.errors import UserError
 from services.settings import Settings
 from services.stack.components import ComponentStatus, State
-from services.stack.processes import PidFile, port_open, running, spawn, terminate, wait_until
+from services.stack.processes import PidFile, port_open, running, spawn, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +113,7 @@ class KafkaNode:
 
     def down(self) -> bool:
         """Stop our broker (SIGTERM, then wait). Returns whether one was running."""
-        pid = self._pid.read()
-        if pid is None:
-            self._pid.clear()
-            return False
-        if not terminate(pid, timeout=60):
-            log.warning("kafka did not stop on SIGTERM within 60 s and was killed", extra={"pid": pid})
-        self._pid.clear()
-        return True
+        return self._pid.stop("kafka", timeout=60)
 
     def fetch(self) -> Path:
         """Download the broker jars once into the cache (outside any clone)."""

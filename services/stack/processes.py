@@ -4,6 +4,7 @@ A started process is remembered by a pid file. Before a pid is trusted, its comm
 line must still contain a marker: a recycled pid never gets a SIGTERM from us.
 """
 
+import logging
 import os
 import signal
 import socket
@@ -12,6 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,15 @@ class PidFile:
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
+
+    def stop(self, name: str, timeout: float) -> bool:
+        """Stop the process this file names (SIGTERM, then SIGKILL after ``timeout``) and forget it.
+        Returns whether one was running."""
+        pid = self.read()
+        if pid is not None and not terminate(pid, timeout=timeout):
+            log.warning(f"{name} did not stop on SIGTERM within {timeout:.0f} s and was killed", extra={"pid": pid})
+        self.clear()
+        return pid is not None
 
 
 def command_line(pid: int) -> str | None:

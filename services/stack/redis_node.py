@@ -10,7 +10,7 @@ import redis
 from services.errors import UserError
 from services.settings import Settings
 from services.stack.components import ComponentStatus, State
-from services.stack.processes import PidFile, port_open, running, spawn, terminate, wait_until
+from services.stack.processes import PidFile, port_open, running, spawn, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +95,8 @@ class RedisNode:
         return self.status()
 
     def down(self) -> bool:
-        pid = self._pid.read()
-        if pid is None:
-            self._pid.clear()
-            return False
-        if not terminate(pid, timeout=30):
-            log.warning("redis did not stop on SIGTERM within 30 s and was killed", extra={"pid": pid})
-        self._pid.clear()
-        return True
+        """Stop our redis-server (SIGTERM, then wait). Returns whether one was running."""
+        return self._pid.stop("redis", timeout=30)
 
     def _server_binary(self) -> str:
         path = shutil.which("redis-server")

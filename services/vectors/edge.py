@@ -1,41 +1,25 @@
 """The embedded backend: the real Qdrant engine in-process, through qdrant-edge-py.
 
-One process owns a shard: a second open fails on the WAL lock, reported as a
-:class:`ShardLocked` with what to do instead.
-
-The index is kept up while the process serves: :meth:`EdgeProductStore.rebuild_index` copies
-the shard, has a child process build the copy's HNSW index (``index_build.py``: the binding
-holds the GIL while it builds), brings the copy up to date with what was written meanwhile and
-swaps it in. Queries never wait for it; writes wait only for the copy and the final catch-up.
-The collection's metadata file names the current shard folder, so a restart opens the
-newest one, and a build that died half-way leaves nothing but a folder removed at the next open.
+This module is the store adapter: products in and out, queries in the engine's dialect. The
+shard itself (opening, locking, keeping its index up while serving) is ``edge_shard.py``'s.
 """
 
-import json
-import logging
-import os
-import shutil
 import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import qdrant_edge as q
 
-from services.vectors.index_build import IndexBuildFailed, build_offline
+from services.vectors.edge_shard import IndexBuilder, PendingWrites, ShardKeeper, ShardLocked
+from services.vectors.index_build import build_offline
 from services.vectors.store import (
     HINT,
-    INDEXED_FIELDS,
-    VECTOR_NAMES,
+    Match,
     SearchFilters,
     SearchHit,
     StoredProduct,
-    StoreMismatch,
     VectorQuery,
-    availability,
+    conditions,
     point_id,
     read_payload,
     read_vectors,
@@ -43,156 +27,32 @@ from services.vectors.store import (
     with_availability,
 )
 
-log = logging.getLogger(__name__)
-
-_SCHEMA = {"keyword": q.PayloadSchemaType.Keyword, "float": q.PayloadSchemaType.Float}
-_META = "shelfsight-collection.json"
-_FIRST_SHARD = "shard"
-_CATCH_UP_UNDER_LOCK = 500  # changed points copied while writes wait; more are copied first, writes going on
-_CATCH_UP_CHUNK = 256
-
-IndexBuilder = Callable[[Path, threading.Event | None], bool]
-
-
-class ShardLocked(RuntimeError):
-    pass
-
-
-@dataclass
-class _Open:
-    """A shard and how many calls are using it: a retired one is closed when the last returns."""
-
-    shard: q.EdgeShard
-    name: str
-    users: int = 0
-
-
-@dataclass(frozen=True)
-class PendingWrites:
-    """Points written since the index was last built (or a build was last tried)."""
-
-    count: int
-    first_at: float | None  # time.monotonic() of the first and the latest of them
-    last_at: float | None
+__all__ = ["EdgeProductStore", "PendingWrites", "ShardLocked"]
 
 
 class EdgeProductStore:
     def __init__(self, path: Path, indexing_threshold_kb: int | None = None, search_threads: int | None = None) -> None:
-        self._path = path
-        # Qdrant's own rule for when a segment outgrows plain search (None: Qdrant's default);
-        # set when the shard is created and kept with it. Tests lower it to index small shards.
-        self._indexing_threshold_kb = indexing_threshold_kb
-        # Set every time a shard is opened (None: Qdrant's default, a thread per core).
-        self._search_threads = search_threads
-        self._current: _Open | None = None
-        self._dims: dict[str, int] = {}  # the collection's vectors, as its metadata file records them
-        self._users = threading.Condition()
-        self._writing = threading.Lock()  # one writer at a time; a rebuild holds it to copy and to swap
-        self._rebuilding = threading.Lock()
-        self._changed: set[str] | None = None  # point ids written while a rebuild runs
-        self._pending = PendingWrites(0, None, None)
+        self._shards = ShardKeeper(path, indexing_threshold_kb, search_threads)
 
     def ensure_collection(self, dims: dict[str, int]) -> None:
-        wanted = {name: size for name, size in dims.items() if name in VECTOR_NAMES}
-        meta = self._path / _META
-        if meta.exists():
-            stored = json.loads(meta.read_text())
-            if stored["dims"] != wanted:
-                raise StoreMismatch(
-                    f"the product collection in {self._path} has vectors {stored['dims']}, the model gives {wanted}; "
-                    "run `shelfsight reindex` to rebuild it for this model"
-                )
-            self._dims = wanted
-            name = stored.get("shard", _FIRST_SHARD)
-            self._current = _Open(self._load(self._path / name), name)
-            self._remove_other_shards(name)
-            self.optimize()
-            return
-        optimizers = None if self._indexing_threshold_kb is None else q.EdgeOptimizersConfig(indexing_threshold=self._indexing_threshold_kb)
-        config = self._config(wanted, optimizers=optimizers)
-        self._path.mkdir(parents=True, exist_ok=True)
-        shard = self._open(lambda: q.EdgeShard.create(str(self._path / _FIRST_SHARD), config))
-        for name, kind in INDEXED_FIELDS.items():
-            shard.update(q.UpdateOperation.create_field_index(name, _SCHEMA[kind]))
-        shard.flush()
-        self._current = _Open(shard, _FIRST_SHARD)
-        self._dims = wanted
-        self._write_meta(_FIRST_SHARD)
-
-    def _config(self, dims: dict[str, int], **settings: Any) -> q.EdgeConfig:
-        """The shard's vectors, and the settings this process opens it with (the rest stay as stored)."""
-        return q.EdgeConfig(vectors={n: q.EdgeVectorParams(size, q.Distance.Cosine) for n, size in dims.items()},
-                            max_search_threads=self._search_threads, **settings)
-
-    def _load(self, folder: Path) -> q.EdgeShard:
-        config = self._config(self._dims) if self._search_threads is not None else None
-        return self._open(lambda: q.EdgeShard.load(str(folder), config))
-
-    def _open(self, opener: Callable[[], q.EdgeShard]) -> q.EdgeShard:
-        try:
-            return opener()
-        except Exception as exc:  # qdrant-edge raises plain Exception
-            if "WAL" in str(exc) or "WouldBlock" in str(exc):
-                raise ShardLocked(
-                    f"the embedded Qdrant shard in {self._path} is open in another process; in embedded mode "
-                    "one `shelfsight serve` process owns it (or set SHELFSIGHT_QDRANT_URL to use a Qdrant server)"
-                ) from None
-            raise
-
-    def _write_meta(self, shard: str) -> None:
-        meta = self._path / _META
-        staged = meta.with_suffix(".tmp")
-        staged.write_text(json.dumps({"dims": self._dims, "shard": shard}) + "\n")
-        with open(staged, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(staged, meta)  # atomic: a restart sees the old shard or the new one, never neither
-
-    def _remove_other_shards(self, keep: str) -> None:
-        for folder in self._path.iterdir():
-            if folder.is_dir() and folder.name != keep and (folder.name == _FIRST_SHARD or folder.name.startswith(f"{_FIRST_SHARD}-")):
-                log.warning("removing a shard folder left by an interrupted index build", extra={"folder": str(folder)})
-                shutil.rmtree(folder, ignore_errors=True)
-
-    @contextmanager
-    def _shard(self) -> Iterator[q.EdgeShard]:
-        """The current shard, kept open until the caller is done with it even if a rebuild swaps it out."""
-        with self._users:
-            if self._current is None:
-                raise RuntimeError("call ensure_collection() first")
-            held = self._current
-            held.users += 1
-        try:
-            yield held.shard
-        finally:
-            with self._users:
-                held.users -= 1
-                self._users.notify_all()
-
-    @contextmanager
-    def _write(self, ids: list[str]) -> Iterator[q.EdgeShard]:
-        with self._writing, self._shard() as shard:
-            yield shard
-            if self._changed is not None:
-                self._changed.update(ids)
-            now, p = time.monotonic(), self._pending
-            self._pending = PendingWrites(p.count + len(ids), p.first_at or now, now)
+        self._shards.open(dims)
 
     def upsert(self, products: list[StoredProduct]) -> None:
         if not products:
             return
         ids = [point_id(p.product_id) for p in products]
         points = [q.Point(i, dict(p.vectors), {**with_availability(p.payload), "product_id": p.product_id}) for i, p in zip(ids, products, strict=True)]
-        with self._write(ids) as shard:
+        with self._shards.write(ids) as shard:
             shard.update(q.UpdateOperation.upsert_points(points))
             # Offsets are committed after this returns: make the write durable first.
             shard.flush()
 
     def update_payload(self, product_id: str, payload: dict[str, Any]) -> bool:
         pid = point_id(product_id)
-        with self._shard() as shard:
+        with self._shards.shard() as shard:
             if not shard.retrieve([pid], with_payload=False, with_vector=False):
                 return False
-        with self._write([pid]) as shard:
+        with self._shards.write([pid]) as shard:
             shard.update(q.UpdateOperation.set_payload([pid], with_availability(payload)))
             shard.flush()
         return True
@@ -200,7 +60,7 @@ class EdgeProductStore:
     def get(
         self, product_ids: list[str], with_vectors: bool | tuple[str, ...] = False, fields: tuple[str, ...] | None = None
     ) -> list[StoredProduct]:
-        with self._shard() as shard:
+        with self._shards.shard() as shard:
             records = shard.retrieve([point_id(p) for p in product_ids], with_payload=_payload(fields), with_vector=vector_selection(with_vectors))
         products = []
         for r in records:
@@ -212,7 +72,7 @@ class EdgeProductStore:
         found: list[StoredProduct] = []
         offset = None
         hinted = q.Filter(must_not=[q.IsEmptyCondition(HINT)])
-        with self._shard() as shard:
+        with self._shards.shard() as shard:
             while len(found) < limit:
                 records, offset = shard.scroll(q.ScrollRequest(
                     offset=offset, limit=min(1_000, limit - len(found)), filter=hinted,
@@ -243,7 +103,7 @@ class EdgeProductStore:
             )
             for x in queries
         ]
-        with self._shard() as shard:
+        with self._shards.shard() as shard:
             results = shard.query_batch(q.QueryBatchRequest(requests))
         found = []
         for x, points in zip(queries, results, strict=True):
@@ -256,131 +116,23 @@ class EdgeProductStore:
         return found
 
     def optimize(self) -> bool:
-        """Build the HNSW index of segments that outgrew plain search, in this process, blocking
-        everything else in it (the binding holds the GIL). Called when an existing shard is
-        opened, before anything queries it, so `serve` starts with an index however the shard
-        was written; :meth:`rebuild_index` keeps it up afterwards."""
-        started = time.perf_counter()
-        with self._writing, self._shard() as shard:
-            changed = bool(shard.optimize())
-        if changed:
-            log.info("shard index built", extra={"path": str(self._path), "seconds": round(time.perf_counter() - started, 1)})
-        return changed
+        return self._shards.optimize()
 
     def pending_writes(self) -> PendingWrites:
-        return self._pending
+        return self._shards.pending_writes()
 
     def indexed(self) -> tuple[int, int]:
-        """(points, vectors in an HNSW index) of the current shard, as Qdrant counts them."""
-        with self._shard() as shard:
-            info = shard.info()
-        return info.points_count, info.indexed_vectors_count
+        return self._shards.indexed()
 
     def rebuild_index(self, build: IndexBuilder = build_offline, cancel: threading.Event | None = None) -> bool:
-        """Build the index of a copy of the shard off-process and swap the copy in; queries and
-        writes go on meanwhile. False when there was nothing to build (the copy is dropped).
-        Raises :class:`IndexBuildFailed` when the build failed or was cancelled; the current
-        shard is then untouched."""
-        if not self._rebuilding.acquire(blocking=False):
-            raise IndexBuildFailed("an index build is already running")
-        try:
-            return self._rebuild(build, cancel)
-        finally:
-            self._rebuilding.release()
-
-    def _rebuild(self, build: IndexBuilder, cancel: threading.Event | None) -> bool:
-        started = time.perf_counter()
-        assert self._current is not None, "call ensure_collection() first"
-        name = _next_name(self._current.name)
-        target = self._path / name
-        shutil.rmtree(target, ignore_errors=True)
-        with self._writing:  # writes wait for the copy (bench/index_upkeep.py measures it); queries do not
-            with self._shard() as shard:
-                shard.flush()
-                shutil.copytree(self._path / self._current.name, target)
-            self._changed = set()
-            before, self._pending = self._pending, PendingWrites(0, None, None)
-        fresh: q.EdgeShard | None = None
-        try:
-            if not build(target, cancel):
-                log.info("index build: nothing to build", extra={"path": str(self._path)})
-                return False
-            fresh = self._load(target)
-            self._catch_up(fresh, name)
-            swapped = time.perf_counter()
-            log.info("shard index rebuilt and swapped in", extra={
-                "path": str(self._path), "shard": name, "seconds": round(swapped - started, 1)})
-            fresh = None  # it is the current shard now
-            return True
-        except BaseException:
-            with self._writing:  # not built: what was pending still is
-                p = self._pending
-                self._pending = PendingWrites(before.count + p.count, before.first_at or p.first_at, p.last_at or before.last_at)
-            raise
-        finally:
-            if fresh is not None:
-                fresh.close()
-            with self._writing:
-                self._changed = None
-            if self._current is None or self._current.name != name:
-                shutil.rmtree(target, ignore_errors=True)
-
-    def _catch_up(self, fresh: q.EdgeShard, name: str) -> None:
-        """Copy into ``fresh`` (the folder ``name``) what was written to the current shard since it was copied, then swap."""
-        while True:
-            with self._writing:
-                assert self._changed is not None
-                changed, self._changed = self._changed, set()
-                if len(changed) <= _CATCH_UP_UNDER_LOCK:
-                    self._copy_points(changed, fresh)
-                    fresh.flush()
-                    self._swap(fresh, name)
-                    return
-            self._copy_points(changed, fresh)  # writes go on; what they change is caught up next round
-
-    def _copy_points(self, ids: set[str], fresh: q.EdgeShard) -> None:
-        ordered = sorted(ids)
-        for at in range(0, len(ordered), _CATCH_UP_CHUNK):
-            chunk: list[q.PointId] = [*ordered[at : at + _CATCH_UP_CHUNK]]
-            with self._shard() as shard:
-                records = shard.retrieve(chunk, with_payload=True, with_vector=True)
-            found = {str(r.id): r for r in records}
-            if found:
-                fresh.update(q.UpdateOperation.upsert_points([q.Point(r.id, r.vector or {}, r.payload) for r in found.values()]))
-            gone = [i for i in chunk if i not in found]
-            if gone:
-                fresh.update(q.UpdateOperation.delete_points(gone))
-
-    def _swap(self, fresh: q.EdgeShard, name: str) -> None:
-        """With writes held: make ``fresh`` the shard a restart opens, then the one calls use; close the old one."""
-        old = self._current
-        assert old is not None
-        self._write_meta(name)
-        with self._users:
-            self._current = _Open(fresh, name)
-            while old.users:
-                self._users.wait()
-        old.shard.close()
-        shutil.rmtree(self._path / old.name, ignore_errors=True)
+        return self._shards.rebuild_index(build, cancel)
 
     def count(self) -> int:
-        with self._shard() as shard:
+        with self._shards.shard() as shard:
             return shard.count(q.CountRequest(exact=True))
 
     def close(self) -> None:
-        with self._writing, self._users:
-            if self._current is not None:
-                while self._current.users:
-                    self._users.wait()
-                self._current.shard.flush()
-                self._current.shard.close()
-                self._current = None
-
-
-def _next_name(name: str) -> str:
-    """shard → shard-1 → shard-2 …: each rebuild writes a new folder beside the current one."""
-    generation = int(name.rsplit("-", 1)[1]) if "-" in name else 0
-    return f"{_FIRST_SHARD}-{generation + 1}"
+        self._shards.close()
 
 
 def _payload(fields: tuple[str, ...] | None) -> "bool | q.PayloadSelector":
@@ -395,17 +147,14 @@ def _query(x: VectorQuery) -> q.Query:
 
 
 def _filter(filters: SearchFilters | None) -> q.Filter | None:
+    """The store's filter rule (:func:`conditions`) in qdrant-edge's dialect."""
     if filters is None:
         return None
-    must: list[Any] = []
-    if filters.category is not None:
-        must.append(q.FieldCondition("category", match=q.MatchValue(filters.category)))
-    if filters.in_stock is not None:
-        must.append(q.FieldCondition("availability", match=q.MatchValue(availability(filters.in_stock))))
-    if filters.min_price is not None or filters.max_price is not None:
-        must.append(q.FieldCondition("price", range=q.RangeFloat(gte=filters.min_price, lte=filters.max_price)))
-    if filters.listed_after is not None:
-        must.append(q.FieldCondition("listed_ts", range=q.RangeFloat(gte=filters.listed_after)))
+    must: list[Any] = [
+        q.FieldCondition(c.field, match=q.MatchValue(c.value)) if isinstance(c, Match)
+        else q.FieldCondition(c.field, range=q.RangeFloat(gte=c.gte, lte=c.lte))
+        for c in conditions(filters)
+    ]
     must_not: list[q.ConditionType] | None = [q.HasIdCondition({point_id(p) for p in filters.exclude})] if filters.exclude else None
     if not must and not must_not:
         return None

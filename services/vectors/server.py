@@ -10,12 +10,13 @@ from services.vectors.store import (
     HINT,
     INDEXED_FIELDS,
     VECTOR_NAMES,
+    Match,
     SearchFilters,
     SearchHit,
     StoredProduct,
     StoreMismatch,
     VectorQuery,
-    availability,
+    conditions,
     point_id,
     read_payload,
     read_vectors,
@@ -153,17 +154,14 @@ def _query(x: VectorQuery) -> Any:
 
 
 def _filter(filters: SearchFilters | None) -> m.Filter | None:
+    """The store's filter rule (:func:`conditions`) in the Qdrant server's dialect."""
     if filters is None:
         return None
-    must: list[Any] = []
-    if filters.category is not None:
-        must.append(m.FieldCondition(key="category", match=m.MatchValue(value=filters.category)))
-    if filters.in_stock is not None:
-        must.append(m.FieldCondition(key="availability", match=m.MatchValue(value=availability(filters.in_stock))))
-    if filters.min_price is not None or filters.max_price is not None:
-        must.append(m.FieldCondition(key="price", range=m.Range(gte=filters.min_price, lte=filters.max_price)))
-    if filters.listed_after is not None:
-        must.append(m.FieldCondition(key="listed_ts", range=m.Range(gte=filters.listed_after)))
+    must: list[Any] = [
+        m.FieldCondition(key=c.field, match=m.MatchValue(value=c.value)) if isinstance(c, Match)
+        else m.FieldCondition(key=c.field, range=m.Range(gte=c.gte, lte=c.lte))
+        for c in conditions(filters)
+    ]
     must_not: list[m.Condition] | None = [m.HasIdCondition(has_id=[point_id(p) for p in filters.exclude])] if filters.exclude else None
     if not must and not must_not:
         return None

@@ -101,8 +101,57 @@ def vector_selection(which: bool | tuple[str, ...]) -> bool | list[str]:
     return list(which) if isinstance(which, tuple) else which
 
 
+@dataclass(frozen=True)
+class Match:
+    """A payload field equal to a keyword."""
+
+    field: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Within:
+    """A numeric payload field present and inside [gte, lte] (an open end: None)."""
+
+    field: str
+    gte: float | None = None
+    lte: float | None = None
+
+
+Condition = Match | Within
+
+
+def conditions(filters: SearchFilters) -> list[Condition]:
+    """The filter rule, written once: what a product's payload must satisfy to pass ``filters``
+    (besides not being excluded). Each backend translates these into its own Qdrant dialect, and
+    :func:`matches` applies them to payloads in memory.
+
+    >>> conditions(SearchFilters(category="Bag", in_stock=True, max_price=30.0))
+    [Match(field='category', value='Bag'), Match(field='availability', value='in_stock'), Within(field='price', gte=None, lte=30.0)]
+    """
+    out: list[Condition] = []
+    if filters.category is not None:
+        out.append(Match("category", filters.category))
+    if filters.in_stock is not None:
+        out.append(Match("availability", availability(filters.in_stock)))
+    if filters.min_price is not None or filters.max_price is not None:
+        out.append(Within("price", filters.min_price, filters.max_price))
+    if filters.listed_after is not None:
+        out.append(Within("listed_ts", gte=filters.listed_after))
+    return out
+
+
+def _holds(condition: Condition, payload: dict[str, Any]) -> bool:
+    value = payload.get(condition.field)
+    if isinstance(condition, Match):
+        return value == condition.value
+    if value is None:
+        return False
+    return (condition.gte is None or value >= condition.gte) and (condition.lte is None or value <= condition.lte)
+
+
 def matches(payload: dict[str, Any], filters: SearchFilters) -> bool:
-    """Whether a stored product passes ``filters``: the same test the backends push into Qdrant.
+    """Whether a stored product passes ``filters``: the same conditions the backends push into Qdrant.
 
     >>> matches({"category": "Bag", "price": 20.0, "in_stock": True}, SearchFilters(category="Bag", max_price=30.0))
     True
@@ -111,19 +160,8 @@ def matches(payload: dict[str, Any], filters: SearchFilters) -> bool:
     """
     if payload.get("product_id") in filters.exclude:
         return False
-    if filters.category is not None and payload.get("category") != filters.category:
-        return False
-    if filters.in_stock is not None and bool(payload.get("in_stock")) != filters.in_stock:
-        return False
-    price = payload.get("price")
-    if filters.min_price is not None and (price is None or price < filters.min_price):
-        return False
-    if filters.max_price is not None and (price is None or price > filters.max_price):
-        return False
-    listed = payload.get("listed_ts")
-    if filters.listed_after is not None and (listed is None or listed < filters.listed_after):
-        return False
-    return True
+    stored = with_availability(payload)
+    return all(_holds(c, stored) for c in conditions(filters))
 
 
 @dataclass(frozen=True)

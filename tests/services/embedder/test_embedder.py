@@ -167,7 +167,7 @@ def test_delisting_leaves_a_tombstone(embedder_settings, running_embedder):
 
 
 def test_sigkill_mid_run_then_restart_indexes_everything_once(embedder_settings, tmp_path):
-    products = list(catalogue(400, seed=4))
+    products = list(catalogue(160, seed=4))
     publish_lines(embedder_settings, products)
     env = {
         **os.environ,
@@ -192,7 +192,7 @@ def test_sigkill_mid_run_then_restart_indexes_everything_once(embedder_settings,
     os.kill(first.pid, signal.SIGKILL)
     first.wait(10)
     produced = sum(end_offsets(embedder_settings, indexed_topic).values())
-    assert 40 <= produced < 400, f"the kill should land mid-run ({produced} of 400 indexed)"
+    assert 40 <= produced < 160, f"the kill should land mid-run ({produced} of 160 indexed)"
 
     second = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log.open("ab"))
     try:
@@ -203,13 +203,13 @@ def test_sigkill_mid_run_then_restart_indexes_everything_once(embedder_settings,
 
     store = _store(embedder_settings)
     try:
-        assert store.count() == 400
-        assert len(store.get([p["product_id"] for p in products])) == 400
+        assert store.count() == 160
+        assert len(store.get([p["product_id"] for p in products])) == 160
     finally:
         store.close()
     events = read_all(embedder_settings, indexed_topic, expected=1000, timeout=3)
     assert {m.key for m in events} == {p["product_id"] for p in products}
-    assert len(events) >= 400  # redelivered batches publish again; compaction keeps the last
+    assert len(events) >= 160  # redelivered batches publish again; compaction keeps the last
 
 
 def test_image_neighbours_look_alike(embedder_settings, running_embedder):

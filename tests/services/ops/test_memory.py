@@ -17,9 +17,10 @@ def test_cpu_seconds_agree_with_pythons_own_count_and_ignore_sleep():
 
 
 def test_another_process_is_read_and_a_gone_one_is_nan():
-    child = subprocess.Popen([sys.executable, "-c", "import time; x = bytearray(80 * 2**20); time.sleep(5)"])
+    holder = "import time; x = bytearray(80 * 2**20); print('holding', flush=True); time.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.5)
+        assert child.stdout is not None and child.stdout.readline().strip() == "holding"  # the memory is taken
         assert peak_rss_mb(child.pid) >= 80
         assert cpu_seconds(child.pid) >= 0
     finally:

@@ -27,6 +27,7 @@ from services.vectors.edge import EdgeProductStore
 from services.vectors.store import StoredProduct
 from state.keys import Keys
 from state.layout import LayoutMismatch, check_layout
+from tests.cleanup import delete_prefixed
 from tests.services.profiles.test_handler import NOW, SMALL, _served
 
 pytestmark = pytest.mark.redis
@@ -101,8 +102,7 @@ class World:
         return seen
 
     def close(self) -> None:
-        for key in self.sync.scan_iter(f"{self.keys.prefix}*"):
-            self.sync.delete(key)
+        delete_prefixed(self.sync, self.keys.prefix)
         self.run(self.client.aclose())
         self.loop.close()
         self.sync.close()

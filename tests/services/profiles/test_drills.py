@@ -75,6 +75,26 @@ def _stack(env: dict[str, str], *args: str) -> None:
                    stdout=subprocess.DEVNULL, timeout=60)
 
 
+def _retries(log: os.PathLike) -> int:
+    """How often the worker has logged meeting an unavailable Redis or broker."""
+    return _log_text(log).count("unavailable; retrying")
+
+
+def _log_text(log: os.PathLike, since: int = 0) -> str:
+    with open(log, "rb") as raw:
+        raw.seek(since)
+        return raw.read().decode(errors="replace")
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie left for its parent to reap counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def _cut_aof_tail(data: os.PathLike, fraction: float) -> int:
     """Drop the newest ``fraction`` of the append-only file: writes acknowledged but never fsynced."""
     incr = sorted((d for d in (os.path.join(data, "appendonlydir"),) if os.path.isdir(d)), key=str)
@@ -99,11 +119,12 @@ def test_redis_killed_mid_stream_and_its_last_writes_lost_loses_no_click(kafka, 
         _wait(lambda: group_lag(kafka, topic, group) < EVENTS - 3000, 120, worker, log)
 
         pid = int((tmp_path / "stack" / "redis" / "redis.pid").read_text())
+        met = _retries(log)
         os.kill(pid, signal.SIGKILL)
-        time.sleep(0.5)
+        _wait(lambda: _gone(pid), 10, worker, log)
         cut = _cut_aof_tail(tmp_path / "stack" / "redis" / "data", fraction=0.3)
         assert cut > 0
-        time.sleep(2)  # the worker meets a dead Redis and retries
+        _wait(lambda: _retries(log) > met, 60, worker, log)  # the worker has met the dead Redis
         _stack(env, "up")
 
         keys = Keys(prefix)
@@ -115,7 +136,6 @@ def test_redis_killed_mid_stream_and_its_last_writes_lost_loses_no_click(kafka, 
                 return -1
 
         _wait(lambda: counted_now() == EVENTS and group_lag(kafka, topic, group) == 0, 240, worker, log)
-        time.sleep(1)
         assert counted_now() == EVENTS, "every distinct click counted once in the profiles"
         interactions = sum(score for _, score in client.zrange(keys.interactions, 0, -1, withscores=True))
         assert interactions == EVENTS, "… and once in the per-item statistics"
@@ -156,10 +176,11 @@ def test_broker_restarted_mid_stream_then_sigterm_during_a_redis_outage(own_stac
     worker = _worker({**env, "SHELFSIGHT_PROFILES_BATCH_SIZE": "10"}, log)  # small batches: the stop lands mid-stream
     try:
         _wait(lambda: counted(client, keys) > 1000, 120, worker, log)  # by counts: a fresh broker's coordinator may not answer lag queries yet
+        seen = os.path.getsize(log)
         subprocess.run([sys.executable, "-m", "services.cli", "stack", "down", "kafka"], env=env, check=True,
                        stdout=subprocess.DEVNULL, timeout=180)
         assert counted(client, keys) < EVENTS, "the broker should go away mid-stream"
-        time.sleep(5)
+        _wait(lambda: "Unable connect to" in _log_text(log, since=seen), 60, worker, log)  # the worker met it
         subprocess.run([sys.executable, "-m", "services.cli", "stack", "up", "kafka"], env=env, check=True,
                        stdout=subprocess.DEVNULL, timeout=180)
 
@@ -168,8 +189,9 @@ def test_broker_restarted_mid_stream_then_sigterm_during_a_redis_outage(own_stac
         positions = {int(p): Position.parse(o).offset for p, o in client.hgetall(keys.positions(topic)).items()}
         assert positions == {p: end for p, end in end_offsets(own, topic).items() if end}
 
+        met = _retries(log)
         _stack(env, "down")  # Redis away: the worker retries; SIGTERM must still stop it
-        time.sleep(3)
+        _wait(lambda: _retries(log) > met, 60, worker, log)
         worker.send_signal(signal.SIGTERM)
         started = time.monotonic()
         worker.wait(45)

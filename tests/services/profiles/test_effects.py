@@ -211,9 +211,9 @@ def test_an_unreadable_parked_click_is_taken_out_before_anything_else():
 def test_messages_refused_on_sight_come_before_the_writes_refusals():
     messages = [RawMessage(b"u1", b"{nope", 0, 0, "clicks"), _message(1, "x1", topic=None),
                 _message(2, "p1", topic=None)]
-    fresh, invalid = take_in(messages, KEYS, {}, now=NOW.timestamp() - 1000, max_future_s=300.0)
+    fresh, invalid = take_in(messages, KEYS, {}, now=NOW.timestamp() - 1000)
     assert [m.offset for m, _ in fresh] == [] and len(invalid) == 3
-    fresh, invalid = take_in(messages, KEYS, {}, now=NOW.timestamp(), max_future_s=300.0)
+    fresh, invalid = take_in(messages, KEYS, {}, now=NOW.timestamp())
     out = effects(Chunk(ParkedClicks(), fresh, invalid), _snapshot(fresh, items={}), KEYS, PARAMS, random.Random(0))
     assert [m.offset for m, _ in out.result.refused] == [0, 1, 2]
     assert "Invalid JSON" in out.result.refused[0][1] and "no products.indexed" in out.result.refused[1][1]

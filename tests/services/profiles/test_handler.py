@@ -17,6 +17,7 @@ from services.profiles.profile import ClickParams
 from services.profiles.state import ProfileState
 from state.checkpoints import CheckpointRejected, dump, load
 from state.keys import Keys
+from tests.cleanup import delete_prefixed
 
 pytestmark = pytest.mark.redis
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -45,8 +46,7 @@ def setup(settings, redis_client):
     yield loop, state, handler, letters, keys, redis_client
     loop.run_until_complete(client.aclose())
     loop.close()
-    for key in redis_client.scan_iter(f"{keys.prefix}*"):
-        redis_client.delete(key)
+    delete_prefixed(redis_client, keys.prefix)
 
 
 def test_profile_follows_clicks_and_items_join(setup):

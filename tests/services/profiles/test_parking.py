@@ -15,6 +15,7 @@ from services.profiles.handler import ClickHandler, RawMessage
 from services.profiles.profile import ClickParams
 from services.profiles.state import ProfileState
 from state.keys import Keys
+from tests.cleanup import delete_prefixed
 
 pytestmark = pytest.mark.redis
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -63,8 +64,7 @@ def world(settings, redis_client):
     yield w
     w.run(w.client.aclose())
     w.loop.close()
-    for key in redis_client.scan_iter(f"{w.keys.prefix}*"):
-        redis_client.delete(key)
+    delete_prefixed(redis_client, w.keys.prefix)
 
 
 def test_a_click_before_its_product_waits_and_counts_once_the_product_arrives(world):

@@ -20,6 +20,7 @@ from services.profiles.positions import Position
 from services.recommender.learned import LearnedCache
 from services.redis_clients import sync_redis
 from state.keys import Keys
+from tests.cleanup import delete_prefixed
 from tests.services.profiles.test_drills import EVENTS, USERS, _publish
 from tests.services.profiles.test_drills import counted as counted_in_profiles
 from tests.services.profiles.test_worker import _env, _wait
@@ -47,8 +48,7 @@ def layout(request, settings):
         client = sync_redis(url, cluster=True)
         yield client, Keys(prefix, shards=4), {"SHELFSIGHT_REDIS_URL": url, "SHELFSIGHT_REDIS_CLUSTER": "true",
                                                "SHELFSIGHT_REDIS_SHARDS": "4"}
-    for key in client.scan_iter(f"{prefix}*"):
-        client.delete(key)
+    delete_prefixed(client, prefix)
     client.close()
 
 

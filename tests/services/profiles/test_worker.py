@@ -19,6 +19,7 @@ from services.bus.producer import Producer
 from services.profiles.app import GROUP_ID
 from state.keys import Keys
 from state.values import decode_profile
+from tests.cleanup import delete_prefixed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 NOW = datetime.now(UTC)
@@ -46,6 +47,8 @@ def _env(settings, prefix):
         "SHELFSIGHT_PROFILES_METRICS_PORT": "0", "SHELFSIGHT_PROFILES_BATCH_SIZE": "50",
         "SHELFSIGHT_STATE_SECRET": "test-state-secret-0001", "SHELFSIGHT_LEARNERS_CHECKPOINT_S": "1",
         "SHELFSIGHT_LOG_LEVEL": "WARNING", "SHELFSIGHT_PROFILES_PARK_S": "4", "SHELFSIGHT_PROFILES_PARK_RETRY_S": "1",
+        # a killed worker's partitions come back to its restarted self after this, not 30 s
+        "SHELFSIGHT_PROFILES_SESSION_TIMEOUT_S": "8",
     }
 
 
@@ -92,6 +95,7 @@ def test_kill_and_restart_counts_every_distinct_valid_event_once(kafka, redis_cl
         first.wait(10)
     assert group_lag(kafka, topic, group) > 0, "the kill should land mid-stream"
 
+    first_runs = {w.decode() for w in redis_client.zrange(keys.learners_workers, 0, -1)}
     second = subprocess.Popen(command, env=_env(kafka, prefix), stdout=subprocess.DEVNULL, stderr=log.open("ab"))
     try:
         late = _item(3).model_copy(update={"product_id": "p-late"})
@@ -99,7 +103,7 @@ def test_kill_and_restart_counts_every_distinct_valid_event_once(kafka, redis_cl
         assert producer.flush(30) == 0
         _wait(lambda: group_lag(kafka, topic, group) == 0 and not redis_client.exists(keys.parked(topic, 0))
               and not any(redis_client.exists(keys.parked(topic, p)) for p in range(8)), 180, second, log)
-        time.sleep(2)  # one more learners checkpoint
+        _wait(lambda: {w.decode() for w in redis_client.zrange(keys.learners_workers, 0, -1)} - first_runs, 30, second, log)
     finally:
         second.send_signal(signal.SIGTERM)
         stopped = second.wait(60)
@@ -122,5 +126,4 @@ def test_kill_and_restart_counts_every_distinct_valid_event_once(kafka, redis_cl
         # a dead letter may be sent again after the kill (at least once); what was refused is three events
         assert len({DeadLetter.model_validate_json(m.value).original for m in letters}) == 3
     finally:
-        for key in redis_client.scan_iter(f"{prefix}*"):
-            redis_client.delete(key)
+        delete_prefixed(redis_client, prefix)

@@ -33,6 +33,7 @@ from services.recommender.shopper import ShopperReader
 from services.vectors.edge import EdgeProductStore
 from services.vectors.store import ProductStore, StoredProduct
 from state.keys import Keys
+from tests.cleanup import delete_prefixed
 
 DIMS = 16
 CATEGORIES = ["Bag", "Sneaker", "Dress", "Coat"]
@@ -140,8 +141,7 @@ def _shop(settings, redis_client, tmp_path, pictures: bool):  # type: ignore[no-
     store.close()
     loop.run_until_complete(client.aclose())
     loop.close()
-    for key in redis_client.scan_iter(f"{keys.prefix}*"):
-        redis_client.delete(key)
+    delete_prefixed(redis_client, keys.prefix)
 
 
 SECRET_KEY = "sk-test-secret-key-0001"

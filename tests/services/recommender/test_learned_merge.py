@@ -19,6 +19,7 @@ from services.profiles.state import ProfileState
 from services.recommender.features import FEATURES
 from services.recommender.learned import Learned, LearnedCache
 from state.keys import Keys
+from tests.cleanup import delete_prefixed
 
 pytestmark = pytest.mark.redis
 SECRET = b"merge-secret"
@@ -51,8 +52,7 @@ def stored(settings, redis_client):
     yield keys, west, east
     loop.run_until_complete(client.aclose())
     loop.close()
-    for key in redis_client.scan_iter(f"{keys.prefix}*"):
-        redis_client.delete(key)
+    delete_prefixed(redis_client, keys.prefix)
 
 
 def test_the_recommender_serves_every_workers_shoppers_and_choices(stored, redis_client):

@@ -88,7 +88,7 @@ def test_sigkill_mid_indexing_then_restart_indexes_everything_once(kafka, serve_
     # mid-build, and the restarted process rebuilds as it indexes the rest.
     env = {**env, "SHELFSIGHT_QDRANT_INDEXING_THRESHOLD_KB": "20", "SHELFSIGHT_INDEX_REBUILD_AFTER": "40",
            "SHELFSIGHT_INDEX_QUIET_S": "0", "SHELFSIGHT_INDEX_MAX_WAIT_S": "0"}
-    products = list(catalogue(300, seed=5))
+    products = list(catalogue(150, seed=5))
     publish_lines(kafka, products)
     log = tmp_path / "serve.log"
     first = _start(env, log)
@@ -99,7 +99,7 @@ def test_sigkill_mid_indexing_then_restart_indexes_everything_once(kafka, serve_
         time.sleep(0.05)
     os.kill(first.pid, signal.SIGKILL)
     first.wait(10)
-    assert 30 <= sum(end_offsets(kafka, indexed).values()) < 300, "the kill should land mid-indexing"
+    assert 30 <= sum(end_offsets(kafka, indexed).values()) < 150, "the kill should land mid-indexing"
 
     second = _start(env, log)
     try:
@@ -115,8 +115,8 @@ def test_sigkill_mid_indexing_then_restart_indexes_everything_once(kafka, serve_
     store = EdgeProductStore(tmp_path / "qdrant")
     store.ensure_collection({"image": 256, "text": 256, "fused": 256})  # the small checkpoint's
     try:
-        assert store.count() == 300, "every product indexed, none twice"
-        assert len(store.get([p["product_id"] for p in products])) == 300
+        assert store.count() == 150, "every product indexed, none twice"
+        assert len(store.get([p["product_id"] for p in products])) == 150
         assert store.indexed()[1] > 0, "the restarted serve built the index as it went"
     finally:
         store.close()
