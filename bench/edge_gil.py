@@ -34,8 +34,12 @@ def main() -> None:
     for start in range(0, args.products, 1000):
         v = rng.normal(size=(1000, 256))
         v /= np.linalg.norm(v, axis=1, keepdims=True)
-        store.upsert([StoredProduct(f"p{start + i}", {"fused": v[i].tolist()},
-                                    {"title": "x", "category": "c", "in_stock": True, "price": 1.0}) for i in range(1000)])
+        store.upsert(
+            [
+                StoredProduct(f"p{start + i}", {"fused": v[i].tolist()}, {"title": "x", "category": "c", "in_stock": True, "price": 1.0})
+                for i in range(1000)
+            ]
+        )
     store.close()
     ticks, stop = [0], threading.Event()
 

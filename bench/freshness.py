@@ -41,8 +41,9 @@ from services.stack.supervisor import start_service, wait_healthy
 
 
 def call(connection: http.client.HTTPConnection, method: str, path: str, body: object = None, key: str = "") -> tuple[int, dict]:  # type: ignore[type-arg]
-    connection.request(method, path, body=json.dumps(body) if body is not None else None,
-                       headers={"Content-Type": "application/json", "X-API-Key": key})
+    connection.request(
+        method, path, body=json.dumps(body) if body is not None else None, headers={"Content-Type": "application/json", "X-API-Key": key}
+    )
     response = connection.getresponse()
     data = response.read()
     return response.status, (json.loads(data) if data else {})
@@ -64,10 +65,17 @@ def main() -> int:
     settings = base.model_copy(update={"topic_prefix": f"bench-fresh-{run}.", "redis_prefix": f"bench-fresh-{run}:", "api_port": port})
     checkpoint = ensure_model(base)
     folder = Path(tempfile.mkdtemp(prefix="shelfsight-bench-fresh-"))
-    env = {**os.environ, "SHELFSIGHT_TOPIC_PREFIX": settings.topic_prefix, "SHELFSIGHT_REDIS_PREFIX": settings.redis_prefix,
-           "SHELFSIGHT_API_PORT": str(port), "SHELFSIGHT_API_KEYS": secret, "SHELFSIGHT_MODEL_DIR": str(checkpoint),
-           "SHELFSIGHT_QDRANT_PATH": str(folder / "qdrant"), "SHELFSIGHT_PROFILES_METRICS_PORT": "0",
-           "SHELFSIGHT_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "SHELFSIGHT_TOPIC_PREFIX": settings.topic_prefix,
+        "SHELFSIGHT_REDIS_PREFIX": settings.redis_prefix,
+        "SHELFSIGHT_API_PORT": str(port),
+        "SHELFSIGHT_API_KEYS": secret,
+        "SHELFSIGHT_MODEL_DIR": str(checkpoint),
+        "SHELFSIGHT_QDRANT_PATH": str(folder / "qdrant"),
+        "SHELFSIGHT_PROFILES_METRICS_PORT": "0",
+        "SHELFSIGHT_LOG_LEVEL": "WARNING",
+    }
     create_topics(settings)
     services = [start_service("serve", ["serve"], env, folder / "logs"), start_service("profiles", ["profiles"], env, folder / "logs")]
     try:
@@ -82,7 +90,7 @@ def main() -> int:
             producer.send(listed_topic, encode(ProductListed.model_validate_json(json.dumps(raw))))
             producer.flush(10)
 
-        for raw in products[args.trials:]:  # a shop to recommend from
+        for raw in products[args.trials :]:  # a shop to recommend from
             list_product(raw)
         time.sleep(3)
 
@@ -103,8 +111,14 @@ def main() -> int:
             _, answer = call(connection, "GET", f"/v1/users/{user}/recommendations?k=10")
             asking.append((time.perf_counter() - started) * 1000)
             target = answer["items"][0]["product_id"]
-            click = {"event_id": f"f-{run}-{n}", "user_id": user, "product_id": target, "kind": "click",
-                     "occurred_at": datetime.now(UTC).isoformat(), "session_id": f"s-{run}"}
+            click = {
+                "event_id": f"f-{run}-{n}",
+                "user_id": user,
+                "product_id": target,
+                "kind": "click",
+                "occurred_at": datetime.now(UTC).isoformat(),
+                "session_id": f"s-{run}",
+            }
             started = time.perf_counter()
             status, _ = call(connection, "POST", "/v1/events", [click], key=secret)
             assert status == 202, status
@@ -113,8 +127,10 @@ def main() -> int:
                     raise SystemExit("a click was not reflected within 30 s")
             reflected.append((time.perf_counter() - started) * 1000)
         print(f"   p50 {statistics.median(reflected):.0f} ms  p95 {p(reflected, 0.95):.0f} ms")
-        print(f"== baseline: one recommendation request p50 {statistics.median(asking):.1f} ms; "
-              f"ratio request / click→reflected p50: {statistics.median(asking) / statistics.median(reflected):.2f}")
+        print(
+            f"== baseline: one recommendation request p50 {statistics.median(asking):.1f} ms; "
+            f"ratio request / click→reflected p50: {statistics.median(asking) / statistics.median(reflected):.2f}"
+        )
     finally:
         for service in reversed(services):
             service.stop()

@@ -39,9 +39,23 @@ def burst_products(start: int, n: int, seed: int) -> list[StoredProduct]:
     v = rng.normal(size=(n, DIMS)).astype(np.float32)
     v /= np.linalg.norm(v, axis=1, keepdims=True)
     now = time.time()
-    return [StoredProduct(f"new{start + i:06d}", {"fused": v[i].tolist()}, {
-        "title": f"New product {start + i}", "category": CATEGORIES[i % 10], "price": 20.0, "currency": "EUR",
-        "in_stock": True, "delisted": False, "listed_ts": now, "has_image": True}) for i in range(n)]
+    return [
+        StoredProduct(
+            f"new{start + i:06d}",
+            {"fused": v[i].tolist()},
+            {
+                "title": f"New product {start + i}",
+                "category": CATEGORIES[i % 10],
+                "price": 20.0,
+                "currency": "EUR",
+                "in_stock": True,
+                "delisted": False,
+                "listed_ts": now,
+                "has_image": True,
+            },
+        )
+        for i in range(n)
+    ]
 
 
 def main() -> int:
@@ -57,8 +71,7 @@ def main() -> int:
     with bench_world("upkeep", args.profiles) as world:
         users = world.users
         print(f"== setting up {args.products} products and {args.profiles} profiles")
-        build_world([world.store()], world.keys, world.client, args.products, args.profiles,
-                    model_items=world.settings.item_model_items)
+        build_world([world.store()], world.keys, world.client, args.products, args.profiles, model_items=world.settings.item_model_items)
         started = time.perf_counter()
         store = world.store()
         reads = cached_store(settings, store)  # as serve wires it (the store itself here: the cache is for a Qdrant server)
@@ -119,11 +132,13 @@ def main() -> int:
         phases = list(marks)
         base_p50, base_p99 = percentiles([ms for t, ms in samples if marks["baseline"] <= t < marks["burst"]])
         print(f"\n{'phase':<44} {'seconds':>8} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8} {'p99 / baseline':>15}")
-        names = {"baseline": "baseline (index built, nothing written)",
-                 "burst": f"burst: {args.burst} products at {args.write_rate:.0f}/s",
-                 "unindexed": "burst written, not indexed yet",
-                 "build": "index rebuilt off-process",
-                 "after": "after the swap"}
+        names = {
+            "baseline": "baseline (index built, nothing written)",
+            "burst": f"burst: {args.burst} products at {args.write_rate:.0f}/s",
+            "unindexed": "burst written, not indexed yet",
+            "build": "index rebuilt off-process",
+            "after": "after the swap",
+        }
         for name, end in itertools.pairwise(phases):
             window = [ms for t, ms in samples if marks[name] <= t < marks[end]]
             if not window:
@@ -135,8 +150,10 @@ def main() -> int:
         print(f"\nupkeep: {upkeep.stats}")
         print(f"after: {points} points, {indexed} vectors in an HNSW index")
         if during:
-            print(f"writes during the build: {len(during)}, longest wait {max(during):.0f} ms "
-                  f"(burst writes: p50 {percentiles([ms for _, ms in writes])[0]:.1f} ms)")
+            print(
+                f"writes during the build: {len(during)}, longest wait {max(during):.0f} ms "
+                f"(burst writes: p50 {percentiles([ms for _, ms in writes])[0]:.1f} ms)"
+            )
         print(f"baseline p50 {base_p50:.2f} ms, p99 {base_p99:.2f} ms")
     return 0
 

@@ -81,8 +81,10 @@ def measure(products: int, shoppers: int, exact_items: int, rank: int) -> None:
     p50, p99 = reads(model, data, products, rng)
     rate = learn_rate(data, exact_items or 2_000)  # the worker always counts (an exact bound of 0 turns it off)
     kind = "exact" if isinstance(model, ItemWeights) else f"rank {rank}"
-    print(f"{products:>8,} products, {len(model.items):>7,} in histories ({kind}): fit {fit_s:6.2f} s, "
-          f"{memory / 2**20:7.1f} MB; read p50 {p50:5.2f} ms p99 {p99:5.2f} ms; learn {rate:8,.0f} events/s")
+    print(
+        f"{products:>8,} products, {len(model.items):>7,} in histories ({kind}): fit {fit_s:6.2f} s, "
+        f"{memory / 2**20:7.1f} MB; read p50 {p50:5.2f} ms p99 {p99:5.2f} ms; learn {rate:8,.0f} events/s"
+    )
     if products <= EXACT_LIMIT:
         baseline(products, data, model, fit_s, p50)
 
@@ -95,9 +97,15 @@ def baseline(products: int, data: list[list[str]], model, fit_s: float, p50: flo
     exact_fit = time.perf_counter() - started
     exact_p50, _ = reads(exact, data, products, np.random.default_rng(1))
     agree = [len({i for i, _ in exact.top(h[:50], 50)} & {i for i, _ in model.top(h[:50], 50)}) / 50 for h in data[:300] if h]
-    ratio = "the same model" if not isinstance(model, LowRankItemWeights) else f"{fit_s / exact_fit:.2f}× its fit, {p50 / exact_p50:.2f}× its read"
-    print(f"{'':>8}   bare baseline, exact EASE over all {len(exact.items):,}: fit {exact_fit:6.2f} s, "
-          f"{exact.weights.nbytes / 2**20:7.1f} MB; read p50 {exact_p50:5.2f} ms ({ratio}); top-50 agreement {np.mean(agree):.1%}")
+    ratio = (
+        "the same model"
+        if not isinstance(model, LowRankItemWeights)
+        else f"{fit_s / exact_fit:.2f}× its fit, {p50 / exact_p50:.2f}× its read"
+    )
+    print(
+        f"{'':>8}   bare baseline, exact EASE over all {len(exact.items):,}: fit {exact_fit:6.2f} s, "
+        f"{exact.weights.nbytes / 2**20:7.1f} MB; read p50 {exact_p50:5.2f} ms ({ratio}); top-50 agreement {np.mean(agree):.1%}"
+    )
 
 
 def main() -> int:

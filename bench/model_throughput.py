@@ -50,7 +50,12 @@ def _listed(count: int) -> list[ProductInput]:
 
 
 def measure(
-    checkpoint: Path, size: int | None, batch: int, rounds: int, device: str | None, photos_only: bool = False,
+    checkpoint: Path,
+    size: int | None,
+    batch: int,
+    rounds: int,
+    device: str | None,
+    photos_only: bool = False,
     mirror_average: bool | None = None,
 ) -> dict[str, float]:
     predictor = Predictor.load(checkpoint, device=device, input_size=size, text=not photos_only, mirror_average=mirror_average)
@@ -72,6 +77,7 @@ def measure(
             predictor.predict(products)
             if where.type == "cuda":
                 torch.cuda.synchronize()
+
         return full
 
     contenders = {"bare": bare, "photos": run(photos)} | ({} if photos_only else {"listed": run(listed)})
@@ -85,8 +91,16 @@ def measure(
             rates[name].append(batch / (time.perf_counter() - started))
     b, photo = statistics.median(rates["bare"]), statistics.median(rates["photos"])
     listed_rate = statistics.median(rates["listed"]) if rates.get("listed") else float("nan")
-    return {"resolution": resolution, "batch": batch, "mirror_average": predictor.mirror_average, "bare": b, "photos": photo, "listed": listed_rate,
-            "ratio_photos": photo / b, "ratio_listed": listed_rate / b}
+    return {
+        "resolution": resolution,
+        "batch": batch,
+        "mirror_average": predictor.mirror_average,
+        "bare": b,
+        "photos": photo,
+        "listed": listed_rate,
+        "ratio_photos": photo / b,
+        "ratio_listed": listed_rate / b,
+    }
 
 
 def main() -> None:
@@ -97,8 +111,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--device", default=None)
     parser.add_argument("--photos-only", action="store_true", help="measure the vision path alone (no text model)")
-    parser.add_argument("--mirror-average", choices=["on", "off"], default=None,
-                        help="see each picture with its mirror image (default: the checkpoint's choice)")
+    parser.add_argument(
+        "--mirror-average",
+        choices=["on", "off"],
+        default=None,
+        help="see each picture with its mirror image (default: the checkpoint's choice)",
+    )
     args = parser.parse_args()
     mirror = None if args.mirror_average is None else args.mirror_average == "on"
     _, card = load_checkpoint(args.checkpoint)
@@ -109,8 +127,10 @@ def main() -> None:
         listed = "—" if args.photos_only else f"{r['listed']:.1f}"
         ratio = "—" if args.photos_only else f"{r['ratio_listed']:.2f}"
         mirrored = "on" if r["mirror_average"] else "off"
-        print(f"{r['resolution']:>5} {r['batch']:>5} {mirrored:>6} {r['bare']:>11.1f} {r['photos']:>12.1f} {r['ratio_photos']:>6.2f} "
-              f"{listed:>10} {ratio:>6}")
+        print(
+            f"{r['resolution']:>5} {r['batch']:>5} {mirrored:>6} {r['bare']:>11.1f} {r['photos']:>12.1f} {r['ratio_photos']:>6.2f} "
+            f"{listed:>10} {ratio:>6}"
+        )
 
 
 if __name__ == "__main__":

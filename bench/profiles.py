@@ -51,11 +51,16 @@ ITEMS = 2000
 
 
 def _click(i: int, now: datetime, users: int, user: str | None = None) -> bytes:
-    return json.dumps({
-        "event_id": f"e{i}", "user_id": user or f"u{i % users}", "product_id": f"p{(i * 7919) % ITEMS}",
-        "kind": ("view", "view", "click", "add_to_cart", "purchase", "dismiss")[i % 6],
-        "occurred_at": (now - timedelta(milliseconds=i)).isoformat(), "session_id": f"s{i % 900}",
-    }).encode()
+    return json.dumps(
+        {
+            "event_id": f"e{i}",
+            "user_id": user or f"u{i % users}",
+            "product_id": f"p{(i * 7919) % ITEMS}",
+            "kind": ("view", "view", "click", "add_to_cart", "purchase", "dismiss")[i % 6],
+            "occurred_at": (now - timedelta(milliseconds=i)).isoformat(),
+            "session_id": f"s{i % 900}",
+        }
+    ).encode()
 
 
 async def _items(settings, keys: Keys) -> None:  # type: ignore[no-untyped-def]
@@ -97,18 +102,28 @@ def main() -> None:
     parser.add_argument("--shoppers", type=int, default=5000, help="distinct shoppers among the events")
     parser.add_argument("--workers", type=int, default=1, help="profiles processes in the consumer group")
     parser.add_argument("--partitions", type=int, default=None, help="partitions per topic (default: the settings')")
-    parser.add_argument("--redis-cluster", type=int, default=0, metavar="GROUPS",
-                        help="run on a local 3-node Redis Cluster, the state split into GROUPS key groups")
+    parser.add_argument(
+        "--redis-cluster",
+        type=int,
+        default=0,
+        metavar="GROUPS",
+        help="run on a local 3-node Redis Cluster, the state split into GROUPS key groups",
+    )
     args = parser.parse_args()
     base = load_settings()
     cluster = None
     redis_env: dict[str, str] = {}
     if args.redis_cluster:
         cluster = LocalRedisCluster.on_free_ports(base.cache_dir / "bench-redis-cluster").up()
-        redis_env = {"SHELFSIGHT_REDIS_URL": cluster.url, "SHELFSIGHT_REDIS_CLUSTER": "true", "SHELFSIGHT_REDIS_SHARDS": str(args.redis_cluster)}
+        redis_env = {
+            "SHELFSIGHT_REDIS_URL": cluster.url,
+            "SHELFSIGHT_REDIS_CLUSTER": "true",
+            "SHELFSIGHT_REDIS_SHARDS": str(args.redis_cluster),
+        }
         base = base.model_copy(update={"redis_url": cluster.url, "redis_cluster": True, "redis_shards": args.redis_cluster})
-    settings = base.model_copy(update={"topic_prefix": f"bench-{uuid.uuid4().hex[:6]}.",
-                                       **({"topic_partitions": args.partitions} if args.partitions else {})})
+    settings = base.model_copy(
+        update={"topic_prefix": f"bench-{uuid.uuid4().hex[:6]}.", **({"topic_partitions": args.partitions} if args.partitions else {})}
+    )
     prefix = f"bench-{uuid.uuid4().hex[:6]}:"
     keys = Keys(prefix, settings.redis_shards, settings.redis_cluster)
     create_topics(settings)
@@ -128,11 +143,21 @@ def main() -> None:
         producer.flush(120)
         bare = asyncio.run(_bare(settings, topic, args.events))
 
-        env = {**os.environ, "SHELFSIGHT_TOPIC_PREFIX": settings.topic_prefix, "SHELFSIGHT_REDIS_PREFIX": prefix,
-               "SHELFSIGHT_PROFILES_METRICS_PORT": "0", "SHELFSIGHT_LOG_LEVEL": "WARNING", **redis_env}
+        env = {
+            **os.environ,
+            "SHELFSIGHT_TOPIC_PREFIX": settings.topic_prefix,
+            "SHELFSIGHT_REDIS_PREFIX": prefix,
+            "SHELFSIGHT_PROFILES_METRICS_PORT": "0",
+            "SHELFSIGHT_LOG_LEVEL": "WARNING",
+            **redis_env,
+        }
         redis_before = _redis_busy(nodes)
-        workers = [subprocess.Popen([sys.executable, "-m", "services.cli", "profiles"], env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(args.workers)]
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "profiles"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            for _ in range(args.workers)
+        ]
         group = settings.group(GROUP_ID)
         first_at = first_lag = None
         while True:
@@ -155,9 +180,11 @@ def main() -> None:
         print(f"{args.events} click events, {args.shoppers} shoppers, {ITEMS} items (256-d vectors), on {where}")
         print(f"bare aiokafka consume loop  {bare:9.0f} events/s")
         print(f"profiles workers ({args.workers}, {settings.topic_partitions} partitions) {rate:9.0f} events/s   ratio {rate / bare:.3f}")
-        print(f"Redis's own time in the worker's scripts: {scripts_s:.1f} s for {args.events} events "
-              f"({scripts_s / args.events * 1e6:.0f} µs an event; the worker ran {args.events / rate:.1f} s), "
-              f"{commands / args.events:.0f} Redis commands an event")
+        print(
+            f"Redis's own time in the worker's scripts: {scripts_s:.1f} s for {args.events} events "
+            f"({scripts_s / args.events * 1e6:.0f} µs an event; the worker ran {args.events / rate:.1f} s), "
+            f"{commands / args.events:.0f} Redis commands an event"
+        )
         print(f"click → profile in Redis at {args.rate:g}/s: p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms over {len(latencies)} clicks")
         print(f"peak resident memory of a worker: {peak_mb:.0f} MB")
         print(f"Redis memory: {shopper:.0f} bytes per shopper, {item:.0f} bytes per item (item hash + session and history neighbours)")
@@ -220,8 +247,8 @@ def _memory(r: redis.Redis, keys: Keys, users: int) -> tuple[float, float]:
         return int(r.memory_usage(key) or 0)
 
     per_shopper = statistics.mean(
-        usage(keys.user(u)) + usage(keys.recent(u)) + usage(keys.purchased(u)) + usage(keys.dismissed(u))
-        + usage(keys.seen_items(u)) for u in shoppers
+        usage(keys.user(u)) + usage(keys.recent(u)) + usage(keys.purchased(u)) + usage(keys.dismissed(u)) + usage(keys.seen_items(u))
+        for u in shoppers
     )
     per_item = statistics.mean(
         usage(keys.item(i)) + sum(usage(g.neighbours(i)) + usage(g.history(i)) for g in keys.groups()) for i in items

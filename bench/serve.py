@@ -108,8 +108,9 @@ def bench_world(name: str, profiles: int) -> Iterator[World]:
         clean_up(client, keys.prefix, folder)
 
 
-def build_world(stores: list[ProductStore], keys: Keys, client: redis.Redis, products: int, profiles: int, seed: int = 0, *,
-                model_items: int) -> None:
+def build_world(
+    stores: list[ProductStore], keys: Keys, client: redis.Redis, products: int, profiles: int, seed: int = 0, *, model_items: int
+) -> None:
     """The products into each of ``stores`` (then closed), the shoppers and learners into Redis."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(200, DIMS)).astype(np.float32)
@@ -125,11 +126,20 @@ def build_world(stores: list[ProductStore], keys: Keys, client: redis.Redis, pro
     started = time.perf_counter()
     for start in range(0, products, 2000):
         batch = [
-            StoredProduct(ids[n], {"fused": vectors[n].tolist(), "image": pictures[n].tolist()}, {
-                "title": f"Product {n}", "category": CATEGORIES[cluster[n] % 10], "price": float(10 + n % 190),
-                "currency": "EUR", "in_stock": n % 10 != 0, "delisted": False, "listed_ts": now - (n % 1000) * 3600,
-                "has_image": True,
-            })
+            StoredProduct(
+                ids[n],
+                {"fused": vectors[n].tolist(), "image": pictures[n].tolist()},
+                {
+                    "title": f"Product {n}",
+                    "category": CATEGORIES[cluster[n] % 10],
+                    "price": float(10 + n % 190),
+                    "currency": "EUR",
+                    "in_stock": n % 10 != 0,
+                    "delisted": False,
+                    "listed_ts": now - (n % 1000) * 3600,
+                    "has_image": True,
+                },
+            )
             for n in range(start, min(products, start + 2000))
         ]
         for store in stores:
@@ -183,8 +193,10 @@ def build_world(stores: list[ProductStore], keys: Keys, client: redis.Redis, pro
         learners.learn_choice(FEATURES, best, [r for r in rows if r is not best])
     pipe.set(keys.learners("main"), dump(learners, SECRET))
     pipe.execute()
-    print(f"   {profiles} profiles, co-visitation, trending and learners ({learners.events} events) in Redis in "
-          f"{time.perf_counter() - started:.1f} s")
+    print(
+        f"   {profiles} profiles, co-visitation, trending and learners ({learners.events} events) in Redis in "
+        f"{time.perf_counter() - started:.1f} s"
+    )
 
 
 def engine_for(store: ProductStore, keys: Keys, client: redis.Redis) -> tuple[Recommender, LearnedCache]:
@@ -225,9 +237,13 @@ def serve() -> None:
 def api_processes(env: dict[str, str], count: int) -> Iterator[tuple[list[int], list[int]]]:
     """``count`` API processes with ``env``'s settings, each on a port of its own; yields their ports and pids."""
     ports = [18000 + random.randrange(1000) + 1000 * n for n in range(count)]
-    children = [subprocess.Popen([sys.executable, __file__, "--serve"],
-                                 env={**os.environ, **env, "SHELFSIGHT_API_PORT": str(port), "SHELFSIGHT_LOG_LEVEL": "WARNING"})
-                for port in ports]
+    children = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--serve"],
+            env={**os.environ, **env, "SHELFSIGHT_API_PORT": str(port), "SHELFSIGHT_LOG_LEVEL": "WARNING"},
+        )
+        for port in ports
+    ]
     try:
         for port, child in zip(ports, children, strict=True):
             deadline = time.monotonic() + 120
@@ -317,8 +333,9 @@ def load(ports: list[int], users: list[str], rate: float, seconds: float, connec
     return latencies, errors[0]
 
 
-def at_fixed_rate(ports: list[int], pids: list[int], users: list[str], rate: float, seconds: float,
-                  server_pid: int | None = None) -> tuple[float, float]:
+def at_fixed_rate(
+    ports: list[int], pids: list[int], users: list[str], rate: float, seconds: float, server_pid: int | None = None
+) -> tuple[float, float]:
     """A 2 s warm-up, then ``rate`` requests/s for ``seconds``; prints p50, p99 and the CPU time
     per request of the API processes (and of a local Qdrant server); returns p50 and p99."""
     load(ports, users, rate, 2.0)
@@ -369,8 +386,10 @@ def main() -> int:
         try:
             build_world(stores, world.keys, world.client, args.products, args.profiles, model_items=world.settings.item_model_items)
 
-            print(f"== in-process: Recommender.recommend, one request after another "
-                  f"(embedded shard, SHELFSIGHT_QDRANT_SEARCH_THREADS={world.settings.qdrant_search_threads})")
+            print(
+                f"== in-process: Recommender.recommend, one request after another "
+                f"(embedded shard, SHELFSIGHT_QDRANT_SEARCH_THREADS={world.settings.qdrant_search_threads})"
+            )
             started = time.perf_counter()
             store = world.store()
             print(f"   shard opened as serve opens it, HNSW index built, in {time.perf_counter() - started:.1f} s")
@@ -384,8 +403,10 @@ def main() -> int:
                 print(f"   peak resident memory of the API process: {peak_rss_mb(pids[0]):.0f} MB")
             if sustainable is not None:
                 print(f"== sustainable rate of one API process at p99 < 50 ms: {sustainable:.0f} requests/s")
-            print(f"== ratio in-process p50 / HTTP p50: {in_p50 / http_p50:.2f}   "
-                  f"(HTTP adds {http_p50 - in_p50:.2f} ms at p50, {http_p99 - in_p99:.2f} ms at p99)")
+            print(
+                f"== ratio in-process p50 / HTTP p50: {in_p50 / http_p50:.2f}   "
+                f"(HTTP adds {http_p50 - in_p50:.2f} ms at p50, {http_p99 - in_p99:.2f} ms at p99)"
+            )
             rows.append(("embedded shard, 1 API process", in_p99, http_p99, sustainable))
 
             if args.qdrant_url:

@@ -36,9 +36,18 @@ from services.embedder.taxonomy import StoreTaxonomy, TaxonomyConfig
 from services.errors import run_script
 from services.settings import load_settings
 
-COARSE = {"T-shirt-top": "Tops", "Shirt": "Tops", "Pullover": "Knitwear & coats", "Coat": "Knitwear & coats",
-          "Dress": "Dresses", "Trouser": "Trousers", "Sandal": "Shoes", "Sneaker": "Shoes", "Ankle-boot": "Shoes",
-          "Bag": "Bags"}
+COARSE = {
+    "T-shirt-top": "Tops",
+    "Shirt": "Tops",
+    "Pullover": "Knitwear & coats",
+    "Coat": "Knitwear & coats",
+    "Dress": "Dresses",
+    "Trouser": "Trousers",
+    "Sandal": "Shoes",
+    "Sneaker": "Shoes",
+    "Ankle-boot": "Shoes",
+    "Bag": "Bags",
+}
 
 
 def ece(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
@@ -78,8 +87,11 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--photos-only", action="store_true", help="embed the photos without the titles")
-    parser.add_argument("--neutral-titles", action="store_true",
-                        help="the labelled 10 %% as listed; the rest with a photo and a title that says nothing ('Item <id>')")
+    parser.add_argument(
+        "--neutral-titles",
+        action="store_true",
+        help="the labelled 10 %% as listed; the rest with a photo and a title that says nothing ('Item <id>')",
+    )
     args = parser.parse_args()
     settings = load_settings()
     if args.checkpoint:
@@ -95,10 +107,14 @@ def main() -> None:
     fused_rows, model_says = [], []
     for start in range(0, len(products), 64):
         batch = products[start : start + 64]
-        inputs = [ProductInput(image=p.image) if args.photos_only else
-                  ProductInput(image=p.image, title=f"Item {p.product_id}") if start + n in neutral else
-                  ProductInput(image=p.image, title=p.title, description=p.description)
-                  for n, p in enumerate(batch)]
+        inputs = [
+            ProductInput(image=p.image)
+            if args.photos_only
+            else ProductInput(image=p.image, title=f"Item {p.product_id}")
+            if start + n in neutral
+            else ProductInput(image=p.image, title=p.title, description=p.description)
+            for n, p in enumerate(batch)
+        ]
         for prediction in predictor.predict(inputs):
             fused_rows.append(prediction.vectors["fused"])
             model_says.append(prediction.category)
@@ -109,13 +125,17 @@ def main() -> None:
     config = TaxonomyConfig(unsure_below=settings.store_head_unsure_below, max_examples=settings.store_head_max_examples)
 
     shown = "photos alone" if args.photos_only else "the rest with a neutral title" if args.neutral_titles else "photos and titles"
-    print(f"model {predictor.model_version}; {len(products)} Fashion-MNIST catalogue products (test split, {shown}); unsure below {config.unsure_below}")
+    print(
+        f"model {predictor.model_version}; {len(products)} Fashion-MNIST catalogue products (test split, {shown}); unsure below {config.unsure_below}"
+    )
     model_accuracy = float(np.mean([model_says[i] == fine[i] for i in rest]))
     print(f"baseline, the product model's classifier, on the 90 %: accuracy {model_accuracy:.4f}")
     for name, truth in (("the model's ten classes as the store's", fine), ("five coarse store groups", coarse)):
         r = store_head_on(fused, ids, truth, tenth, config)
-        print(f"store head, 10 % labelled ({len(tenth)}), {name}: accuracy {r['accuracy']:.4f}, sure of {r['sure']:.1%}, "
-              f"accuracy when sure {r['accuracy_when_sure']:.4f}, ECE {r['ece']:.3f}, fit {r['fit_s']:.2f} s")
+        print(
+            f"store head, 10 % labelled ({len(tenth)}), {name}: accuracy {r['accuracy']:.4f}, sure of {r['sure']:.1%}, "
+            f"accuracy when sure {r['accuracy_when_sure']:.4f}, ECE {r['ece']:.3f}, fit {r['fit_s']:.2f} s"
+        )
     print("labelled listings → accuracy on the rest (ten classes / five groups):")
     for n in (10, 20, 50, 100, 200, 500, 1000, 2000):
         if n >= len(order):

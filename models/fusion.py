@@ -64,9 +64,7 @@ class FusionClassifier(nn.Module):
         self.text_proj = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, fused_dim))
         self.missing_image = nn.Parameter(torch.zeros(fused_dim))
         self.missing_text = nn.Parameter(torch.zeros(fused_dim))
-        self.mixer = nn.Sequential(
-            nn.Linear(2 * fused_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden_dim, fused_dim)
-        )
+        self.mixer = nn.Sequential(nn.Linear(2 * fused_dim, hidden_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden_dim, fused_dim))
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(fused_dim, num_classes))
         if self.places_by_text:
             self.register_buffer("text_basis", meaning_basis(text_dim, fused_dim))
@@ -78,14 +76,24 @@ class FusionClassifier(nn.Module):
 
     def config(self) -> dict[str, float | int]:
         return {
-            "image_dim": self.image_dim, "text_dim": self.text_dim, "num_classes": self.num_classes,
-            "fused_dim": self.fused_dim, "hidden_dim": self.hidden_dim, "dropout": self.dropout,
-            "modality_dropout": self.modality_dropout, "text_weight": self.text_weight, "text_only_weight": self.text_only_weight,
+            "image_dim": self.image_dim,
+            "text_dim": self.text_dim,
+            "num_classes": self.num_classes,
+            "fused_dim": self.fused_dim,
+            "hidden_dim": self.hidden_dim,
+            "dropout": self.dropout,
+            "modality_dropout": self.modality_dropout,
+            "text_weight": self.text_weight,
+            "text_only_weight": self.text_only_weight,
             "mix_text": self.mix_text,
         }
 
     def forward(
-        self, image: torch.Tensor, image_mask: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
+        self,
+        image: torch.Tensor,
+        image_mask: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
         text_gate: torch.Tensor | None = None,
     ) -> FusionOutput:
         """``text_gate`` (0…1 per product, inference only): how much a text next to a picture may

@@ -25,8 +25,6 @@ class ProductModel(nn.Module):
         features = self.encoder(pixels_or_activations, start=start)
         return self.fusion(features, image_mask, text, text_mask)
 
-    def fuse_features(
-        self, features: torch.Tensor, image_mask: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor
-    ) -> FusionOutput:
+    def fuse_features(self, features: torch.Tensor, image_mask: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> FusionOutput:
         """From pooled image features (frozen-backbone training caches these)."""
         return self.fusion(features, image_mask, text, text_mask)

@@ -50,6 +50,7 @@ class StoreHead:
         weight, bias = _fit(x, y, len(classes), l2, max_iter)
         temperature = _temperature(x, y, len(classes), l2, max_iter, folds) if len(y) >= 10 * folds else 1.0
         return cls(classes, weight / temperature, bias / temperature)
+
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         """[n, classes] softmax probabilities."""
         logits = np.asarray(vectors, dtype=np.float32) @ self.weight.T + self.bias
@@ -94,7 +95,7 @@ def _temperature(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float, max_
         return float(torch.nn.functional.cross_entropy(logits / t, y))
 
     lo, hi = 0.05, 20.0
-    golden = (5 ** 0.5 - 1) / 2
+    golden = (5**0.5 - 1) / 2
     for _ in range(40):
         a, b = hi - golden * (hi - lo), lo + golden * (hi - lo)
         lo, hi = (lo, b) if nll(a) < nll(b) else (a, hi)

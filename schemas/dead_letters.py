@@ -28,11 +28,9 @@ class DeadLetter(BaseModel):
     source_partition: int | None = None
     source_offset: int | None = None
     service: str = Field(description="Who refused it: a service name or `publish`.")
-    original: str = Field(max_length=_COPY_CHARS,
-                          description="The original value: UTF-8 text, or base64 when not text or not printable.")
+    original: str = Field(max_length=_COPY_CHARS, description="The original value: UTF-8 text, or base64 when not text or not printable.")
     original_encoding: Literal["utf-8", "base64"]
     original_bytes: int = Field(default=0, ge=0, description="Length of the original value in bytes.")
-    original_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
-                                        description="SHA-256 of the whole original value.")
+    original_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the whole original value.")
     truncated: bool = Field(default=False, description="Only the first `dead_letter_copy_bytes` of the original are copied.")
     failed_at: EventTime

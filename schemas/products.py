@@ -42,12 +42,8 @@ class ProductListed(Contract):
     price: Price
     currency: Currency
     in_stock: bool = True
-    category_hint: CategoryName | None = Field(
-        default=None, description="The store's own category, if it has one."
-    )
-    attributes: dict[str, str] = Field(
-        default_factory=dict, description="Free-form attributes such as colour or size."
-    )
+    category_hint: CategoryName | None = Field(default=None, description="The store's own category, if it has one.")
+    attributes: dict[str, str] = Field(default_factory=dict, description="Free-form attributes such as colour or size.")
     image: bytes | None = Field(
         default=None,
         max_length=LIMITS.image_bytes,
@@ -70,9 +66,7 @@ class ProductListed(Contract):
             if not 0 < len(key) <= LIMITS.attribute_key_chars:
                 raise ValueError(f"attribute names are 1-{LIMITS.attribute_key_chars} characters")
             if len(item) > LIMITS.attribute_value_chars:
-                raise ValueError(
-                    f"attribute {key!r} is longer than {LIMITS.attribute_value_chars} characters"
-                )
+                raise ValueError(f"attribute {key!r} is longer than {LIMITS.attribute_value_chars} characters")
         return value
 
     @field_validator("image")
@@ -163,9 +157,7 @@ class ProductIndexed(Contract):
         default=None,
         description="Where category came from: the listing's category_hint (store), the store head (store_head), nowhere sure enough ('unsure': category is 'Uncategorised'), or the product model's classes (model).",
     )
-    vectors: dict[str, list[float]] = Field(
-        description="Named L2-normalised vectors; 'fused' is always present."
-    )
+    vectors: dict[str, list[float]] = Field(description="Named L2-normalised vectors; 'fused' is always present.")
     image_error: bounded_text(LIMITS.message_chars) | None = Field(  # type: ignore[valid-type]  # pydantic reads the Annotated bounds at runtime
         default=None, description="Why the image could not be used, when it could not."
     )

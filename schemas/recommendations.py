@@ -51,9 +51,7 @@ class RecommendationRequest(Contract):
     user_id: Identifier
     k: Annotated[int, Field(ge=1, le=LIMITS.recommendations)] = 10
     filters: RecommendationFilters = Field(default_factory=RecommendationFilters)
-    context_product_id: Identifier | None = Field(
-        default=None, description="The product on the page, for 'more like this'."
-    )
+    context_product_id: Identifier | None = Field(default=None, description="The product on the page, for 'more like this'.")
     reply_topic: ReplyTopic = "recommendations.responses"
     requested_at: EventTime
 

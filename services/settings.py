@@ -39,21 +39,11 @@ class Settings(BaseSettings):
         default="127.0.0.1:9092",
         description="Kafka bootstrap servers. The local stack listens on this host:port.",
     )
-    kafka_controller_port: int = Field(
-        default=9093, ge=1, le=65535, description="KRaft controller port of the local broker."
-    )
-    kafka_version: str = Field(
-        default="3.9.1", pattern=r"^3\.9\.\d+$", description="Apache Kafka version the stack runs."
-    )
-    kafka_heap: str = Field(
-        default="512m", pattern=r"^\d+[mg]$", description="JVM heap of the local broker."
-    )
-    kafka_start_timeout_s: float = Field(
-        default=120.0, gt=0, description="How long `stack up` waits for the broker."
-    )
-    redis_url: str = Field(
-        default="redis://127.0.0.1:6379/0", description="Redis URL. The local stack listens here."
-    )
+    kafka_controller_port: int = Field(default=9093, ge=1, le=65535, description="KRaft controller port of the local broker.")
+    kafka_version: str = Field(default="3.9.1", pattern=r"^3\.9\.\d+$", description="Apache Kafka version the stack runs.")
+    kafka_heap: str = Field(default="512m", pattern=r"^\d+[mg]$", description="JVM heap of the local broker.")
+    kafka_start_timeout_s: float = Field(default=120.0, gt=0, description="How long `stack up` waits for the broker.")
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL. The local stack listens here.")
     qdrant_url: str | None = Field(
         default=None,
         description="Qdrant server URL (`:memory:` for qdrant-client's in-process mode). Unset: embedded Qdrant Edge.",
@@ -63,34 +53,40 @@ class Settings(BaseSettings):
         description="Folder of the embedded Qdrant Edge shard. Default: `<cache_dir>/qdrant/<collection>`.",
     )
     qdrant_indexing_threshold_kb: int | None = Field(
-        default=None, ge=1, le=10_000_000,
+        default=None,
+        ge=1,
+        le=10_000_000,
         description="Embedded shard, set when it is created: vectors (KB per segment) above which a segment gets an HNSW index. Unset: Qdrant's default.",
     )
     qdrant_search_threads: int = Field(
-        default=1, ge=0, le=1024,
+        default=1,
+        ge=0,
+        le=1024,
         description="Embedded shard: threads a search runs on, set each time the shard is opened. 0: one per core (Qdrant's default); 1 keeps a request's search on its own thread, which holds latency's tail on a small machine (docs/benchmarks.md).",
     )
     vector_cache_s: float = Field(
-        default=60.0, ge=0.0, le=86_400.0,
+        default=60.0,
+        ge=0.0,
+        le=86_400.0,
         description="With a Qdrant server: how long `serve` keeps a product's vectors in memory instead of asking the server again (0: never). Its own embedder's writes replace them at once; an embedder in another process is seen after this long.",
     )
     vector_cache_items: int = Field(
-        default=50_000, ge=0, le=10_000_000,
+        default=50_000,
+        ge=0,
+        le=10_000_000,
         description="With a Qdrant server: products whose vectors `serve` keeps in memory (about 2 KB each at 256 dimensions; least recently used go first).",
     )
     index_rebuild_after: int = Field(
-        default=5_000, ge=0, le=10_000_000,
+        default=5_000,
+        ge=0,
+        le=10_000_000,
         description="Embedded shard: rebuild its vector index off-process once this many products were written since the last build (0: only when `serve` starts).",
     )
-    index_quiet_s: float = Field(
-        default=10.0, ge=0, le=3_600, description="… once writes have paused this long (a burst is over) …"
-    )
+    index_quiet_s: float = Field(default=10.0, ge=0, le=3_600, description="… once writes have paused this long (a burst is over) …")
     index_max_wait_s: float = Field(
         default=300.0, ge=0, le=86_400, description="… or once the oldest unindexed write is this old, paused or not."
     )
-    qdrant_collection: str = Field(
-        default="products", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Qdrant collection of the products."
-    )
+    qdrant_collection: str = Field(default="products", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="Qdrant collection of the products.")
     model_dir: Path | None = Field(
         default=None,
         description="Checkpoint the services load. Default: `<cache_dir>/checkpoints/fashion-mnist` (`make model`).",
@@ -103,24 +99,22 @@ class Settings(BaseSettings):
         "validation photos when it was trained.",
     )
     embedder_batch_size: int = Field(default=32, ge=1, le=1024, description="Most products per Predictor call.")
-    embedder_max_wait_ms: int = Field(
-        default=100, ge=1, le=60_000, description="How long a batch waits to fill before it runs."
-    )
+    embedder_max_wait_ms: int = Field(default=100, ge=1, le=60_000, description="How long a batch waits to fill before it runs.")
     embedder_decode_threads: int = Field(default=4, ge=1, le=64, description="Threads that fetch and decode images.")
     store_head: bool = Field(
         default=True,
         description="Learn the store's own categories from listings that carry `category_hint` and classify listings without one into them (false: the product model's classes).",
     )
     store_head_unsure_below: float = Field(
-        default=0.5, ge=0.0, le=1.0,
+        default=0.5,
+        ge=0.0,
+        le=1.0,
         description="Below this probability the store head files a listing under `Uncategorised` instead of guessing.",
     )
     store_head_max_examples: int = Field(
         default=20_000, ge=10, le=1_000_000, description="Labelled listings the store head learns from (the latest per product)."
     )
-    embedder_metrics_port: int = Field(
-        default=9108, ge=0, le=65535, description="Port of the embedder's /metrics and /healthz (0: off)."
-    )
+    embedder_metrics_port: int = Field(default=9108, ge=0, le=65535, description="Port of the embedder's /metrics and /healthz (0: off).")
     metrics_host: str = Field(
         default="127.0.0.1", description="Address the services' /metrics and /healthz listen on (0.0.0.0 in containers)."
     )
@@ -132,13 +126,17 @@ class Settings(BaseSettings):
         description="`SHELFSIGHT_REDIS_URL` names a node of a Redis Cluster: clients follow the cluster's slots (set `SHELFSIGHT_REDIS_SHARDS` too).",
     )
     redis_shards: int = Field(
-        default=1, ge=1, le=4096,
+        default=1,
+        ge=1,
+        le=4096,
         description="Key groups the profile state is split into (hash tags `{0}`, `{1}` …), to spread it over a Redis Cluster's nodes. Fixed once state is written.",
     )
     profiles_batch_size: int = Field(default=500, ge=1, le=10_000, description="Most click events per Redis transaction.")
     profiles_batch_wait_ms: int = Field(default=20, ge=1, le=5_000, description="How long a click batch waits to fill.")
     profiles_park_s: float = Field(
-        default=600.0, ge=0.0, le=7 * 24 * 3600.0,
+        default=600.0,
+        ge=0.0,
+        le=7 * 24 * 3600.0,
         description="A click whose product is not indexed yet waits (parked in Redis) this long before it is dead-lettered.",
     )
     profiles_park_max: int = Field(
@@ -148,52 +146,70 @@ class Settings(BaseSettings):
         default=5.0, gt=0.0, le=600.0, description="How often parked clicks are looked at again when no new click comes."
     )
     consumer_session_timeout_s: float = Field(
-        default=10.0, ge=6.0, le=600.0,
+        default=10.0,
+        ge=6.0,
+        le=600.0,
         description="How long the embedder's and the responder's groups wait for a process that stopped answering "
-                    "(a crash) before its partitions move to the others or to its restarted self.",
+        "(a crash) before its partitions move to the others or to its restarted self.",
     )
     profiles_session_timeout_s: float = Field(
-        default=30.0, ge=6.0, le=600.0,
+        default=30.0,
+        ge=6.0,
+        le=600.0,
         description="How long the profiles group waits for a worker that stopped answering before its partitions move to the others.",
     )
     profiles_stall_s: float = Field(
-        default=120.0, gt=0.0, le=3600.0,
+        default=120.0,
+        gt=0.0,
+        le=3600.0,
         description="The profiles worker reports unhealthy (/healthz 503) when clicks are waiting and none was consumed for this long.",
     )
     profiles_metrics_port: int = Field(
         default=9109, ge=0, le=65535, description="Port of the profiles worker's /metrics and /healthz (0: off)."
     )
-    learners_checkpoint_s: float = Field(
-        default=30.0, gt=0, description="How often the River learners are checkpointed to Redis."
-    )
+    learners_checkpoint_s: float = Field(default=30.0, gt=0, description="How often the River learners are checkpointed to Redis.")
     learners_max_shoppers: int = Field(
-        default=100_000, ge=1,
+        default=100_000,
+        ge=1,
         description="Shoppers the River factorisation remembers; the least recently active are forgotten first (bounds memory and the checkpoint).",
     )
     learners_max_items: int = Field(
-        default=100_000, ge=1, description="Products the River factorisation remembers; the least recently active are forgotten first.",
+        default=100_000,
+        ge=1,
+        description="Products the River factorisation remembers; the least recently active are forgotten first.",
     )
     item_model_items: int = Field(
-        default=2_000, ge=0, le=20_000,
+        default=2_000,
+        ge=0,
+        le=20_000,
         description="Up to this many products the item-to-item model (EASE over whole shopper histories) is exact, from the "
         "co-occurrence counts each worker keeps of that many products (memory grows with the square, a fit with the cube: "
         "2,000: 16 MB and about 1.5 s; 5,000: 100 MB and 8 s, per process, on two cores); past it, see "
         "`SHELFSIGHT_ITEM_MODEL_RANK`. 0: off.",
     )
     item_model_rank: int = Field(
-        default=64, ge=1, le=1024,
+        default=64,
+        ge=1,
+        le=1024,
         description="Past `SHELFSIGHT_ITEM_MODEL_ITEMS` products, the item-to-item model is EASE on a view of this rank of the "
         "shoppers' histories, covering every product in them: memory is products × rank floats (100,000 products at 64: 26 MB).",
     )
     item_model_refit_s: float = Field(
-        default=60.0, ge=0, description="How often `serve` fits the item-to-item model again from the workers' newest counts.",
+        default=60.0,
+        ge=0,
+        description="How often `serve` fits the item-to-item model again from the workers' newest counts.",
     )
     state_secret: SecretStr | None = Field(
         default=None,
         description="Key that signs learner checkpoints in Redis. Unset: a random one kept in `<cache_dir>/state-secret`.",
     )
     api_host: str = Field(default="127.0.0.1", description="Address the HTTP API listens on (0.0.0.0 in containers).")
-    api_port: int = Field(default=8000, ge=1, le=65535, description="Port of the HTTP API, the storefront, and (unless `SHELFSIGHT_API_OPS_PORT` is set) /metrics and /docs.")
+    api_port: int = Field(
+        default=8000,
+        ge=1,
+        le=65535,
+        description="Port of the HTTP API, the storefront, and (unless `SHELFSIGHT_API_OPS_PORT` is set) /metrics and /docs.",
+    )
     api_keys: SecretStr = Field(
         default=SecretStr(""), description="Comma-separated secret keys that may post any event to `POST /v1/events`. Empty: none."
     )
@@ -209,25 +225,36 @@ class Settings(BaseSettings):
         default=24 * 3600.0, ge=60.0, le=30 * 24 * 3600.0, description="Shopper tokens that expire later than this from now are refused."
     )
     api_client_events_per_s: float = Field(
-        default=50.0, gt=0.0, le=100_000.0,
+        default=50.0,
+        gt=0.0,
+        le=100_000.0,
         description="Events per second one client address may post with a publishable key (bursts of 4x); more get 429, and one batch larger than the burst 413.",
     )
     api_key_events_per_s: float = Field(
-        default=2_000.0, gt=0.0, le=1_000_000.0,
+        default=2_000.0,
+        gt=0.0,
+        le=1_000_000.0,
         description="Events per second one publishable key may post from all addresses together (bursts of 4x); more get 429.",
     )
     api_client_streams: int = Field(
         default=8, ge=1, le=10_000, description="Live recommendation streams (SSE) one client address may hold open at once."
     )
     api_user_streams: int = Field(
-        default=4, ge=1, le=1_000, description="Live recommendation streams (SSE) open at once for one shopper, from all addresses together."
+        default=4,
+        ge=1,
+        le=1_000,
+        description="Live recommendation streams (SSE) open at once for one shopper, from all addresses together.",
     )
     api_client_requests_per_s: float = Field(
-        default=20.0, gt=0.0, le=100_000.0,
+        default=20.0,
+        gt=0.0,
+        le=100_000.0,
         description="Requests per second one client address may make to the GET routes (recommendations, similar products, images, stream connects; bursts of 4x); more get 429. Secret keys are not limited.",
     )
     served_log_per_s: float = Field(
-        default=100.0, ge=0.0, le=100_000.0,
+        default=100.0,
+        ge=0.0,
+        le=100_000.0,
         description="Served lists per second `serve` logs to `recommendations.served` for learning (about 40 KB each; bursts of one second's worth); more are not logged and are counted in `shelfsight_served_unlogged_total`. 0: none.",
     )
     trusted_proxies: str = Field(
@@ -235,20 +262,26 @@ class Settings(BaseSettings):
         description="Comma-separated addresses or CIDRs of your reverse proxies. Only a request from one of them has its `X-Forwarded-For` believed: its client is the right-most address there that is not itself a proxy. Empty: the connection's peer is the client.",
     )
     api_ops_port: int = Field(
-        default=0, ge=0, le=65535,
+        default=0,
+        ge=0,
+        le=65535,
         description="Port (on `SHELFSIGHT_METRICS_HOST`) of /metrics, /docs, /openapi.json and the full /healthz report; set, the API port no longer serves them (its /healthz says only healthy or not). 0: all on the API port.",
     )
     cors_origins: str = Field(
         default="", description="Comma-separated origins browsers may call the API from (the storefront's). Empty: same origin only."
     )
-    api_max_body_bytes: int = Field(
-        default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest request body the API reads."
-    )
+    api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Largest request body the API reads.")
     api_head_timeout_s: float = Field(
-        default=10.0, gt=0.0, le=300.0, description="A connection whose request head (line and headers) is not complete this long after it opened, or after its previous response, is closed.",
+        default=10.0,
+        gt=0.0,
+        le=300.0,
+        description="A connection whose request head (line and headers) is not complete this long after it opened, or after its previous response, is closed.",
     )
     api_body_timeout_s: float = Field(
-        default=30.0, gt=0.0, le=3600.0, description="A request body not complete this long after its head gets 408.",
+        default=30.0,
+        gt=0.0,
+        le=3600.0,
+        description="A request body not complete this long after its head gets 408.",
     )
     ranking: Literal["learned", "prior"] = Field(
         default="learned",
@@ -258,11 +291,15 @@ class Settings(BaseSettings):
         default=500, ge=0, description="Ranking examples (chosen vs skipped pairs) the learned ranker needs before it ranks."
     )
     covisit_neighbours: int = Field(
-        default=500, ge=10, le=5000,
+        default=500,
+        ge=10,
+        le=5000,
         description="Products kept per product in each co-visitation set (session and history). 500 costs about 50 KB of Redis per well-connected product and set; 128 about 4 KB.",
     )
     explore_slots: int = Field(
-        default=2, ge=0, le=10,
+        default=2,
+        ge=0,
+        le=10,
         description="Places per list (at most a quarter of it) for new products nobody has clicked yet that look like the shopper's taste.",
     )
     exploration: Literal["fixed", "bandit"] = Field(
@@ -271,7 +308,9 @@ class Settings(BaseSettings):
         "`bandit`, up to half a list, won by Thompson sampling on each new product's click-through (from the widget's impressions; without any, the fixed places).",
     )
     explore_margin: float = Field(
-        default=0.05, ge=0.0, le=2.0,
+        default=0.05,
+        ge=0.0,
+        le=2.0,
         description="How much closer to the shopper's taste (cosine) than the average candidate a new product must be to be explored.",
     )
     mmr_lambda: float = Field(
@@ -283,26 +322,22 @@ class Settings(BaseSettings):
     learners_refresh_s: float = Field(
         default=10.0, gt=0, description="How often the recommender reloads the River learners' checkpoint from Redis."
     )
-    image_max_bytes: int = Field(
-        default=2 * 1024 * 1024, ge=1024, description="Largest image accepted, inline or fetched."
-    )
+    image_max_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="Largest image accepted, inline or fetched.")
     image_max_pixels: int = Field(default=24_000_000, ge=1, description="Largest image in pixels (bomb guard).")
-    image_allowed_hosts: str = Field(
-        default="", description="Comma-separated hosts image URLs may point at; empty: any public host."
-    )
+    image_allowed_hosts: str = Field(default="", description="Comma-separated hosts image URLs may point at; empty: any public host.")
     image_allow_http: bool = Field(default=False, description="Allow http:// image URLs (https only by default).")
-    image_allow_private: bool = Field(
-        default=False, description="Allow image URLs that resolve to private or loopback addresses."
-    )
-    image_file_root: Path | None = Field(
-        default=None, description="Enables file:// image URLs, inside this folder only."
-    )
+    image_allow_private: bool = Field(default=False, description="Allow image URLs that resolve to private or loopback addresses.")
+    image_file_root: Path | None = Field(default=None, description="Enables file:// image URLs, inside this folder only.")
     image_fetch_attempts: int = Field(
-        default=3, ge=1, le=10,
+        default=3,
+        ge=1,
+        le=10,
         description="Tries for an image URL that fails in a way that may pass (no answer, HTTP 5xx/429), with backoff, before the product is indexed from its text.",
     )
     image_timeout_s: float = Field(
-        default=5.0, gt=0, le=60,
+        default=5.0,
+        gt=0,
+        le=60,
         description="Connect and read timeout of image fetches; a whole fetch, retries and redirects included, ends after six times this.",
     )
     topic_prefix: str = Field(
@@ -317,17 +352,19 @@ class Settings(BaseSettings):
         description="Reply topics a recommendation request may name besides `recommendations.responses` start with this (before TOPIC_PREFIX).",
     )
     request_max_age_s: float = Field(
-        default=30.0, gt=0.0, le=3600.0,
+        default=30.0,
+        gt=0.0,
+        le=3600.0,
         description="A recommendation request on the request topic older than this (by its `requested_at`) is answered with an `expired` error instead of being computed: its asker has given up.",
     )
-    topic_partitions: int = Field(
-        default=3, ge=1, le=1000, description="Partitions of each topic `topics create` makes."
-    )
+    topic_partitions: int = Field(default=3, ge=1, le=1000, description="Partitions of each topic `topics create` makes.")
     topic_replication_factor: int = Field(
         default=1, ge=1, le=16, description="Replicas of each topic `topics create` makes (3 on a production cluster)."
     )
     topic_min_insync_replicas: int | None = Field(
-        default=None, ge=1, le=16,
+        default=None,
+        ge=1,
+        le=16,
         description="`min.insync.replicas` of the topics `topics create` makes (2 with 3 replicas). Unset: the broker's default.",
     )
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
@@ -341,12 +378,8 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = Field(
         default=None, description="CA certificates (PEM) that sign the brokers' certificates, with SSL or SASL_SSL. Unset: the system's."
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        default="INFO", description="Log level."
-    )
-    log_format: Literal["text", "json"] = Field(
-        default="text", description="`text` for people, `json` for log shippers."
-    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="Log level.")
+    log_format: Literal["text", "json"] = Field(default="text", description="`text` for people, `json` for log shippers.")
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -370,8 +403,10 @@ class Settings(BaseSettings):
         text = value.get_secret_value() if isinstance(value, SecretStr) else value
         items = comma_list(text or "") if info.field_name in {"api_keys", "publishable_keys"} else (text or "",)
         if text and any(len(item) < MIN_SECRET_CHARS for item in items):
-            raise ValueError(f"too short: each key or secret needs at least {MIN_SECRET_CHARS} characters; make one with "
-                             "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
+            raise ValueError(
+                f"too short: each key or secret needs at least {MIN_SECRET_CHARS} characters; make one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
         return value
 
     @field_validator("trusted_proxies")
@@ -433,8 +468,5 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"SHELFSIGHT_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-            for e in exc.errors(include_url=False)
-        )
+        problems = "; ".join(f"SHELFSIGHT_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors(include_url=False))
         raise UserError(f"invalid settings: {problems}") from None

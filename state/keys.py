@@ -155,7 +155,6 @@ class Keys:
         """Dedupe marker of one event (in its shopper's group)."""
         return f"{self._tag()}seen:{escape(event_id)}"
 
-
     def neighbours(self, i: str) -> str:
         """Items seen in the same sessions (co-visitation), as this group's shoppers saw them."""
         return f"{self._tag()}co:{escape(i)}"

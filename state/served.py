@@ -23,13 +23,15 @@ return 1
 """
 
 
-def remember(client: redis.Redis, keys: Keys, user: str, value: bytes, lists: int = BOUNDS.served_lists,
-             ttl_s: int = BOUNDS.served_ttl_s) -> bool:
+def remember(
+    client: redis.Redis, keys: Keys, user: str, value: bytes, lists: int = BOUNDS.served_lists, ttl_s: int = BOUNDS.served_ttl_s
+) -> bool:
     """Keep ``value`` (a ``RecommendationServed`` JSON) among ``user``'s latest lists; False when it was there already."""
     return bool(client.eval(REMEMBER, 1, keys.served(user), value, lists, ttl_s))
 
 
-async def remember_async(client: aioredis.Redis, keys: Keys, user: str, value: bytes, lists: int = BOUNDS.served_lists,
-                         ttl_s: int = BOUNDS.served_ttl_s) -> bool:
+async def remember_async(
+    client: aioredis.Redis, keys: Keys, user: str, value: bytes, lists: int = BOUNDS.served_lists, ttl_s: int = BOUNDS.served_ttl_s
+) -> bool:
     """:func:`remember`, for the worker's asyncio client."""
     return bool(await client.eval(REMEMBER, 1, keys.served(user), value, lists, ttl_s))

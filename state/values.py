@@ -50,8 +50,11 @@ class Item:
     in_stock: bool
 
     def __eq__(self, other: object) -> bool:
-        return (isinstance(other, Item) and np.array_equal(self.vector, other.vector)
-                and (self.category, self.price, self.in_stock) == (other.category, other.price, other.in_stock))
+        return (
+            isinstance(other, Item)
+            and np.array_equal(self.vector, other.vector)
+            and (self.category, self.price, self.in_stock) == (other.category, other.price, other.in_stock)
+        )
 
     __hash__ = None  # type: ignore[assignment]  # unhashable on purpose (its vector is an array); typeshed wants a method
 

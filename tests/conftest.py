@@ -46,9 +46,7 @@ def redis_client(settings: Settings) -> Iterator[redis.Redis]:
     try:
         client.ping()
     except redis.RedisError:
-        pytest.fail(
-            f"no Redis at {settings.redis_url}: run `make test`, or `shelfsight stack up` first", pytrace=False
-        )
+        pytest.fail(f"no Redis at {settings.redis_url}: run `make test`, or `shelfsight stack up` first", pytrace=False)
     yield client
     client.close()
 

@@ -23,10 +23,10 @@ from services.bus.tail import tail
 # draws new ones (a failure prints the blob that reproduces it).
 FUZZ = settings(max_examples=3, deadline=None, database=None, suppress_health_check=list(HealthCheck), print_blob=True)
 
-_SCALARS = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True, allow_infinity=True)
-            | st.text(max_size=40))
-JSON_VALUES = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
-                           max_leaves=12)
+_SCALARS = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=40)
+JSON_VALUES = st.recursive(
+    _SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12
+)
 
 
 def _dump(value: Any) -> bytes:
@@ -84,6 +84,7 @@ def produce(kafka_settings, topic: str, messages: list[tuple[bytes | None, bytes
                 errors.append(str(err))
             else:
                 landed.append(Sent(msg.partition(), msg.offset(), key, value))
+
         return delivered
 
     for key, value in messages:

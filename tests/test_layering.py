@@ -26,13 +26,17 @@ def _imports(folder: Path) -> list[tuple[str, str]]:
     return found
 
 
-@pytest.mark.parametrize(("folder", "forbidden"), [
-    ("models", ("confluent_kafka", "aiokafka", "faust", "redis", "qdrant_client", "qdrant_edge", "services", "state")),
-    ("schemas", ("services", "state", "models")),
-    ("state", ("services", "confluent_kafka", "faust", "qdrant_client", "qdrant_edge")),
-    ("services/recommender", ("services.profiles",)),
-])
+@pytest.mark.parametrize(
+    ("folder", "forbidden"),
+    [
+        ("models", ("confluent_kafka", "aiokafka", "faust", "redis", "qdrant_client", "qdrant_edge", "services", "state")),
+        ("schemas", ("services", "state", "models")),
+        ("state", ("services", "confluent_kafka", "faust", "qdrant_client", "qdrant_edge")),
+        ("services/recommender", ("services.profiles",)),
+    ],
+)
 def test_imports_follow_the_layers(folder, forbidden):
-    offenders = [f"{where}: {name}" for where, name in _imports(ROOT / folder)
-                 if any(name == f or name.startswith(f + ".") for f in forbidden)]
+    offenders = [
+        f"{where}: {name}" for where, name in _imports(ROOT / folder) if any(name == f or name.startswith(f + ".") for f in forbidden)
+    ]
     assert offenders == []

@@ -24,8 +24,18 @@ SPLITS = {"train": "train", "test": "t10k"}
 # titles the model is trained with): one vocabulary, so the model learns the shops' language.
 STYLES = ("Classic", "Everyday", "Slim", "Relaxed", "Vintage", "Urban", "Soft", "Essential", "Bold", "Light")
 MATERIALS = ("cotton", "wool", "denim", "leather", "linen", "jersey", "canvas", "knit", "suede", "satin")
-BASE_PRICES = {"T-shirt-top": 15, "Trouser": 45, "Pullover": 40, "Dress": 55, "Coat": 120, "Sandal": 35, "Shirt": 30,
-               "Sneaker": 70, "Bag": 60, "Ankle-boot": 90}
+BASE_PRICES = {
+    "T-shirt-top": 15,
+    "Trouser": 45,
+    "Pullover": 40,
+    "Dress": 55,
+    "Coat": 120,
+    "Sandal": 35,
+    "Shirt": 30,
+    "Sneaker": 70,
+    "Bag": 60,
+    "Ankle-boot": 90,
+}
 
 
 def display_name(category: str) -> str:
@@ -60,8 +70,7 @@ def load_split(split: str, source: Path = DEBIAN_DIR) -> tuple[np.ndarray, np.nd
     images, labels = source / f"{prefix}-images-idx3-ubyte.gz", source / f"{prefix}-labels-idx1-ubyte.gz"
     if not images.exists() or not labels.exists():
         raise DatasetMissing(
-            f"Fashion-MNIST not found in {source}: install the Debian package dataset-fashion-mnist "
-            "(apt-get install dataset-fashion-mnist)"
+            f"Fashion-MNIST not found in {source}: install the Debian package dataset-fashion-mnist (apt-get install dataset-fashion-mnist)"
         )
     x, y = _read_idx(images), _read_idx(labels)
     if len(x) != len(y):

@@ -32,18 +32,14 @@ def default_weights(name: str) -> str | None:
     return "package" if name == DEFAULT_BACKBONE else None
 
 
-def build_vision_encoder(
-    name: str, *, weights: str | Path | None = "default", input_size: int | None = None
-) -> VisionEncoder:
+def build_vision_encoder(name: str, *, weights: str | Path | None = "default", input_size: int | None = None) -> VisionEncoder:
     """Build ``name`` with ``weights``: "default", "package", "torchvision", "random", or a file path."""
     if name not in VISION_ENCODERS:
         raise UnknownBackbone(f"unknown backbone {name!r}; choose one of {', '.join(VISION_ENCODERS)}")
     if weights == "default":
         weights = default_weights(name)
         if weights is None:
-            raise UnknownBackbone(
-                f"{name} has no offline weights: give a weights file, 'torchvision' (downloads), or 'random'"
-            )
+            raise UnknownBackbone(f"{name} has no offline weights: give a weights file, 'torchvision' (downloads), or 'random'")
     if weights == "random":
         weights = None
     encoder = VISION_ENCODERS[name](weights=weights)

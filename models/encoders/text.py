@@ -44,7 +44,10 @@ class TextEncoder:
             batch = [t[: self._max_chars] for _, t in given]
             with self._lock:
                 encoded = self._model.encode(
-                    batch, batch_size=self._batch_size, convert_to_tensor=True, normalize_embeddings=True,
+                    batch,
+                    batch_size=self._batch_size,
+                    convert_to_tensor=True,
+                    normalize_embeddings=True,
                     show_progress_bar=False,
                 )
             vectors[present] = encoded.float().cpu()

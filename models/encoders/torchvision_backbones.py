@@ -15,9 +15,7 @@ from torchvision import models as tv
 from models.encoders.vision import VisionEncoder, VisionWeights, file_sha256
 from models.images.preprocessing import Preprocessing
 
-IMAGENET_PREPROCESSING = Preprocessing(
-    input_size=224, resize_size=256, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
-)
+IMAGENET_PREPROCESSING = Preprocessing(input_size=224, resize_size=256, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 
 def _resnet_stages(net: tv.ResNet) -> list[nn.Module]:

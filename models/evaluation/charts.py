@@ -15,8 +15,14 @@ def load_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], title: str, x_label: str, y_label: str,
-               size: tuple[int, int] = (760, 420), x_ticks: dict[float, str] | None = None) -> Image.Image:
+def line_chart(
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    title: str,
+    x_label: str,
+    y_label: str,
+    size: tuple[int, int] = (760, 420),
+    x_ticks: dict[float, str] | None = None,
+) -> Image.Image:
     """One line per series over shared axes, with a legend; y starts at 0. ``x_ticks``: where the
     x axis is labelled, and with what (default: five evenly spaced numbers)."""
     width, height = size

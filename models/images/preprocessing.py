@@ -60,9 +60,7 @@ class Preprocessing:
         return T.Compose(
             [
                 T.ToImage(),
-                T.RandomResizedCrop(
-                    self.input_size, scale=(0.6, 1.0), interpolation=T.InterpolationMode.BICUBIC, antialias=True
-                ),
+                T.RandomResizedCrop(self.input_size, scale=(0.6, 1.0), interpolation=T.InterpolationMode.BICUBIC, antialias=True),
                 T.RandomHorizontalFlip(),
                 T.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2),
                 T.ToDtype(torch.float32, scale=True),

@@ -96,10 +96,10 @@ class DecayedPopularity:
             self._epoch = at
         exponent = (at - self._epoch) / self.half_life_s
         if exponent > 50:
-            self._items.scores *= 2.0 ** -exponent
+            self._items.scores *= 2.0**-exponent
             self._epoch, exponent = at, 0.0
         i = self._items.of(item)
-        self._items.scores[i] += 2.0 ** exponent
+        self._items.scores[i] += 2.0**exponent
 
     def rank(self, user: str, k: int, exclude: set[str], now: float) -> list[str]:
         return self._items.top(self._items.scores, k, exclude)

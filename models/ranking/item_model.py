@@ -289,8 +289,13 @@ class LowRankItemWeights:
         shrink = (s**2 / (s**2 + l2)).astype(np.float64)
         vectors = vt.T.astype(np.float64)
         denominators = 1.0 - np.einsum("ij,j,ij->i", vectors, shrink, vectors)
-        return cls(items, {item: n for n, item in enumerate(items)}, vectors.astype(np.float32), shrink.astype(np.float32),
-                   np.maximum(denominators, 1e-6).astype(np.float32))
+        return cls(
+            items,
+            {item: n for n, item in enumerate(items)},
+            vectors.astype(np.float32),
+            shrink.astype(np.float32),
+            np.maximum(denominators, 1e-6).astype(np.float32),
+        )
 
     def _rows(self, history: Sequence[str]) -> tuple[list[int], np.ndarray]:
         return _rows(self.index, history)
@@ -337,8 +342,9 @@ class LowRankItemWeights:
 ItemModel = ItemWeights | LowRankItemWeights
 
 
-def fit_item_model(counts: tuple[list[str], np.ndarray], histories: Sequence[Sequence[str]], exact_items: int = 2_000,
-                   rank: int = 64, l2: float = L2) -> ItemModel:
+def fit_item_model(
+    counts: tuple[list[str], np.ndarray], histories: Sequence[Sequence[str]], exact_items: int = 2_000, rank: int = 64, l2: float = L2
+) -> ItemModel:
     """EASE over every product the remembered histories hold: exact from the counted Gram matrix
     while they hold at most ``exact_items`` products (and the counts cover them), else on a
     rank-``rank`` view of the histories, which covers any number of products.

@@ -59,7 +59,9 @@ class Learners:
         self.n_factors, self.seed = n_factors, seed
         self.ranker_learning_rate, self.ranker_warmup = ranker_learning_rate, ranker_warmup
         self.max_shoppers, self.max_items = max_shoppers, max_items
-        self.mf = reco.BiasedMF(n_factors=n_factors, bias_optimizer=optim.SGD(0.02), latent_optimizer=optim.SGD(0.02), l2_latent=0.01, seed=seed)
+        self.mf = reco.BiasedMF(
+            n_factors=n_factors, bias_optimizer=optim.SGD(0.02), latent_optimizer=optim.SGD(0.02), l2_latent=0.01, seed=seed
+        )
         self.ranker: PairwiseRanker | None = None
         self.co_occurrence = CoOccurrence(max_items=max_model_items)
         self.events = 0

@@ -40,8 +40,11 @@ def shift_maps(maps: torch.Tensor, cells: int, generator: torch.Generator | None
 
 
 def erase_maps(
-    maps: torch.Tensor, probability: float, generator: torch.Generator | None = None,
-    area: tuple[float, float] = (0.02, 0.33), aspect: tuple[float, float] = (0.3, 3.3),
+    maps: torch.Tensor,
+    probability: float,
+    generator: torch.Generator | None = None,
+    area: tuple[float, float] = (0.02, 0.33),
+    aspect: tuple[float, float] = (0.3, 3.3),
 ) -> torch.Tensor:
     """With ``probability``, a random rectangle of each ``[C, H, W]`` map (``area`` of it, of
     width/height ratio within ``aspect``) set to the map's top-left cell: the photo's background,
@@ -68,8 +71,10 @@ def erase_maps(
     r = torch.arange(height).view(1, height, 1)
     c = torch.arange(width).view(1, 1, width)
     inside = (
-        (r >= top.view(-1, 1, 1)) & (r < (top + rows).view(-1, 1, 1))
-        & (c >= left.view(-1, 1, 1)) & (c < (left + columns).view(-1, 1, 1))
+        (r >= top.view(-1, 1, 1))
+        & (r < (top + rows).view(-1, 1, 1))
+        & (c >= left.view(-1, 1, 1))
+        & (c < (left + columns).view(-1, 1, 1))
         & chosen.view(-1, 1, 1)
     )
     background = maps[:, :, :1, :1]

@@ -69,21 +69,30 @@ def train(
     fit = _batches(model, dataset, text, text_mask, torch.tensor(labels), trainable, config, device, progress)
     history, best = _fit(fit, model, train_idx, val_idx, config, device, progress)
 
-    card = _card(model, dataset, trainable, use_text, training={
-        **config.to_dict(),
-        "trainable_stages": trainable,
-        "data": str(data),
-        "data_sha256": dataset.fingerprint(),
-        "samples": {"train": len(train_idx), "validation": len(val_idx)},
-        "epochs_run": len(history),
-        "seconds": round(time.monotonic() - started, 1),
-        "device": str(device),
-    }, metrics={"best_val_accuracy": best, "history": history})
+    card = _card(
+        model,
+        dataset,
+        trainable,
+        use_text,
+        training={
+            **config.to_dict(),
+            "trainable_stages": trainable,
+            "data": str(data),
+            "data_sha256": dataset.fingerprint(),
+            "samples": {"train": len(train_idx), "validation": len(val_idx)},
+            "epochs_run": len(history),
+            "seconds": round(time.monotonic() - started, 1),
+            "device": str(device),
+        },
+        metrics={"best_val_accuracy": best, "history": history},
+    )
     if config.mirror_views and val_idx:
         model.eval()
         choice = choose_on_validation(model, card, dataset, val_idx, device, config.batch_size)
-        log.info("views chosen on validation", extra={"once": choice.once, "mirror_averaged": choice.mirrored,
-                                                      "mirror_average": choice.mirror_average})
+        log.info(
+            "views chosen on validation",
+            extra={"once": choice.once, "mirror_averaged": choice.mirrored, "mirror_average": choice.mirror_average},
+        )
     model = model.cpu().eval()
     if out is not None:
         save_checkpoint(out, model, card)
@@ -92,10 +101,15 @@ def train(
 
 def _fusion_head(config: TrainConfig, image_dim: int, num_classes: int, use_text: bool) -> FusionClassifier:
     return FusionClassifier(
-        image_dim=image_dim, text_dim=TEXT_DIM, num_classes=num_classes,
-        fused_dim=config.fused_dim, hidden_dim=config.hidden_dim,
-        modality_dropout=config.modality_dropout, text_weight=config.text_weight,
-        text_only_weight=config.text_only_weight, mix_text=use_text,
+        image_dim=image_dim,
+        text_dim=TEXT_DIM,
+        num_classes=num_classes,
+        fused_dim=config.fused_dim,
+        hidden_dim=config.hidden_dim,
+        modality_dropout=config.modality_dropout,
+        text_weight=config.text_weight,
+        text_only_weight=config.text_only_weight,
+        mix_text=use_text,
     )
 
 
@@ -112,8 +126,15 @@ def _unfreeze_top_stages(encoder: VisionEncoder, config: TrainConfig) -> int:
 
 
 def _batches(
-    model: ProductModel, dataset: FolderDataset, text: torch.Tensor, text_mask: torch.Tensor, y: torch.Tensor,
-    trainable: int, config: TrainConfig, device: torch.device, progress: bool,
+    model: ProductModel,
+    dataset: FolderDataset,
+    text: torch.Tensor,
+    text_mask: torch.Tensor,
+    y: torch.Tensor,
+    trainable: int,
+    config: TrainConfig,
+    device: torch.device,
+    progress: bool,
 ) -> "_Fit":
     """Where training batches come from: the frozen stages' activations, computed once and cached,
     or (all stages trainable) the pictures themselves."""
@@ -128,8 +149,16 @@ def _batches(
         else None
     )
     return _CachedFit(
-        model, inputs, text, text_mask, y, start=cut, mirrored=mirrored, seed=config.seed,
-        shift_cells=config.shift_cells, erase_probability=config.erase_probability,
+        model,
+        inputs,
+        text,
+        text_mask,
+        y,
+        start=cut,
+        mirrored=mirrored,
+        seed=config.seed,
+        shift_cells=config.shift_cells,
+        erase_probability=config.erase_probability,
     )
 
 
@@ -174,8 +203,16 @@ class _CachedFit:
     """Batches from cached activations (or pooled features) plus text."""
 
     def __init__(
-        self, model: ProductModel, inputs: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, y: torch.Tensor,
-        start: int | None, mirrored: torch.Tensor | None = None, seed: int = 0, shift_cells: int = 0,
+        self,
+        model: ProductModel,
+        inputs: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        y: torch.Tensor,
+        start: int | None,
+        mirrored: torch.Tensor | None = None,
+        seed: int = 0,
+        shift_cells: int = 0,
         erase_probability: float = 0.0,
     ) -> None:
         self.model, self.inputs, self.text, self.text_mask, self.y, self.start = model, inputs, text, text_mask, y, start
@@ -238,9 +275,7 @@ def _fit(
         groups.append({"params": body, "lr": config.backbone_lr})
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     steps = config.epochs * max(1, -(-len(train_idx) // config.batch_size))
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=[g["lr"] for g in groups], total_steps=steps, pct_start=0.15
-    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups], total_steps=steps, pct_start=0.15)
     generator = torch.Generator().manual_seed(config.seed)
     best, best_state, stale, history = -1.0, None, 0, []
     for epoch in range(1, config.epochs + 1):

@@ -37,7 +37,11 @@ class ViewChoice:
 
 
 def choose_views(
-    model: ProductModel, card: ModelCard, pictures: Sequence[Path], labels: Sequence[int], device: torch.device,
+    model: ProductModel,
+    card: ModelCard,
+    pictures: Sequence[Path],
+    labels: Sequence[int],
+    device: torch.device,
     batch_size: int = 128,
 ) -> ViewChoice:
     """Both accuracies as the services would measure them: the Predictor on the pictures' bytes.
@@ -80,7 +84,11 @@ def choose_views_for_checkpoint(checkpoint: Path, data: Path, device: str | None
 
 
 def choose_on_validation(
-    model: ProductModel, card: ModelCard, dataset: FolderDataset, val_idx: Sequence[int], device: torch.device,
+    model: ProductModel,
+    card: ModelCard,
+    dataset: FolderDataset,
+    val_idx: Sequence[int],
+    device: torch.device,
     batch_size: int = 128,
 ) -> ViewChoice:
     """:func:`choose_views` on a training run's validation samples, the choice recorded in ``card``."""

@@ -79,8 +79,9 @@ def faust_broker(settings: Settings) -> tuple[list[str], object | None]:
         context = ssl.create_default_context(cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
     if protocol.startswith("SASL"):
         password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
-        return urls, faust.SASLCredentials(username=settings.kafka_sasl_username, password=password,
-                                           mechanism=settings.kafka_sasl_mechanism, ssl_context=context)
+        return urls, faust.SASLCredentials(
+            username=settings.kafka_sasl_username, password=password, mechanism=settings.kafka_sasl_mechanism, ssl_context=context
+        )
     if context is not None:
         return urls, faust.SSLCredentials(context)
     return urls, None

@@ -51,9 +51,7 @@ def tail(
 
     ``since`` (from :func:`end_offsets`) starts each partition at a given offset instead.
     """
-    consumer = Consumer(
-        consumer_config(settings, group_id=f"shelfsight-tail-{uuid.uuid4()}", **{"enable.partition.eof": False})
-    )
+    consumer = Consumer(consumer_config(settings, group_id=f"shelfsight-tail-{uuid.uuid4()}", **{"enable.partition.eof": False}))
     try:
         found = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if found is None or found.error is not None or not found.partitions:

@@ -53,13 +53,17 @@ def _durability(settings: Settings) -> dict[str, str]:
 def create_topics(settings: Settings, timeout: float = 30.0) -> list[tuple[str, str]]:
     """Create what is missing. Returns (topic, "created" | "exists") for each."""
     if (settings.topic_min_insync_replicas or 1) > settings.topic_replication_factor:
-        raise UserError(f"SHELFSIGHT_TOPIC_MIN_INSYNC_REPLICAS ({settings.topic_min_insync_replicas}) is more than "
-                        f"SHELFSIGHT_TOPIC_REPLICATION_FACTOR ({settings.topic_replication_factor}): nothing could be written")
+        raise UserError(
+            f"SHELFSIGHT_TOPIC_MIN_INSYNC_REPLICAS ({settings.topic_min_insync_replicas}) is more than "
+            f"SHELFSIGHT_TOPIC_REPLICATION_FACTOR ({settings.topic_replication_factor}): nothing could be written"
+        )
     admin = AdminClient(client_config(settings))
     specs = topic_specs(settings)
     futures = admin.create_topics(
-        [NewTopic(s.name, num_partitions=s.partitions, replication_factor=settings.topic_replication_factor, config=s.config)
-         for s in specs],
+        [
+            NewTopic(s.name, num_partitions=s.partitions, replication_factor=settings.topic_replication_factor, config=s.config)
+            for s in specs
+        ],
         operation_timeout=timeout,
         request_timeout=timeout,
     )
@@ -71,8 +75,10 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> list[tuple[str, 
         except KafkaException as exc:
             code = exc.args[0].code()
             if code == KafkaError.INVALID_REPLICATION_FACTOR:
-                raise UserError(f"the cluster cannot hold {settings.topic_replication_factor} replicas of {spec.name} "
-                                f"({exc.args[0].str()}): lower SHELFSIGHT_TOPIC_REPLICATION_FACTOR") from None
+                raise UserError(
+                    f"the cluster cannot hold {settings.topic_replication_factor} replicas of {spec.name} "
+                    f"({exc.args[0].str()}): lower SHELFSIGHT_TOPIC_REPLICATION_FACTOR"
+                ) from None
             if code != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
             results.append((spec.name, "exists"))

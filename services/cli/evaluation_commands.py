@@ -24,9 +24,13 @@ def register_datasets(kinds: Commands) -> None:
     shop.add_argument("--shoppers", type=int, default=200)
     shop.add_argument("--clicks-before", type=int, default=8, help="clicks per shopper before the new products are listed")
     shop.add_argument("--clicks-after", type=int, default=3, help="clicks per shopper after (the scored ones)")
-    shop.add_argument("--new-listings", choices=NEW_LISTINGS, default="mixed",
-                      help="how the new products are listed: mixed (half with a neutral title and no category), neutral (all), "
-                      "foreign (titles in another language, no category), no-category, informative")
+    shop.add_argument(
+        "--new-listings",
+        choices=NEW_LISTINGS,
+        default="mixed",
+        help="how the new products are listed: mixed (half with a neutral title and no category), neutral (all), "
+        "foreign (titles in another language, no category), no-category, informative",
+    )
     shop.add_argument("--new-after-days", type=int, default=7, help="days between the catalogue's listing and the new products'")
     shop.add_argument("--seed", type=int, default=0)
     shop.set_defaults(run=_synthetic)
@@ -41,18 +45,30 @@ def register(commands: Commands) -> None:
         "ranking settings come from SHELFSIGHT_* as for `serve`.",
     )
     evaluate.add_argument("dataset", type=Path, help="folder with catalogue.jsonl and clicks.jsonl (see `shelfsight datasets`)")
-    evaluate.add_argument("--window", choices=["test", "validation"], default="test",
-                          help="test: the last --eval-size choices (report it); validation: the ones before (tune on it)")
+    evaluate.add_argument(
+        "--window",
+        choices=["test", "validation"],
+        default="test",
+        help="test: the last --eval-size choices (report it); validation: the ones before (tune on it)",
+    )
     evaluate.add_argument("--eval-size", type=int, default=None, help="choices scored (default: the dataset's, else 10,000)")
-    evaluate.add_argument("--warmup-size", type=int, default=None,
-                          help="choices before the window served for learning (default: the dataset's, else 10,000)")
+    evaluate.add_argument(
+        "--warmup-size", type=int, default=None, help="choices before the window served for learning (default: the dataset's, else 10,000)"
+    )
     evaluate.add_argument("-k", type=int, default=10)
-    evaluate.add_argument("--rate", type=float, default=15.0,
-                          help="events per second the shop publishes in the served part (default 15): the services' "
-                          "checkpoint, reload and refit cadence spans rate × seconds events, as it would live")
-    evaluate.add_argument("--live", action="store_true",
-                          help="through the running services: start `serve` and `profiles` on topics and keys of this run's own, "
-                          "post the events over HTTP at --rate and ask for every recommendation over HTTP (docs/evaluation.md)")
+    evaluate.add_argument(
+        "--rate",
+        type=float,
+        default=15.0,
+        help="events per second the shop publishes in the served part (default 15): the services' "
+        "checkpoint, reload and refit cadence spans rate × seconds events, as it would live",
+    )
+    evaluate.add_argument(
+        "--live",
+        action="store_true",
+        help="through the running services: start `serve` and `profiles` on topics and keys of this run's own, "
+        "post the events over HTTP at --rate and ask for every recommendation over HTTP (docs/evaluation.md)",
+    )
     evaluate.add_argument("--limit-events", type=int, default=None, help="replay only the first N events (a quick slice)")
     evaluate.add_argument("--out", type=Path, default=None, help="report folder (default: reports/recs/<dataset>-<window>)")
     evaluate.set_defaults(run=_evaluate)
@@ -85,10 +101,20 @@ def _synthetic(_settings: Settings, args: argparse.Namespace) -> int:
     from services.evaluation.synthetic import ShopPlan, generate
 
     if min(args.products, args.shoppers, args.clicks_before, args.clicks_after) < 1 or min(args.new_products, args.new_after_days) < 0:
-        raise UserError("synthetic-shop needs at least one product, shopper and click before and after, "
-                        "and no negative --new-products or --new-after-days")
-    plan = ShopPlan(args.products, args.new_products, args.shoppers, args.clicks_before, args.clicks_after, seed=args.seed,
-                    new_listings=args.new_listings, new_after_days=args.new_after_days)
+        raise UserError(
+            "synthetic-shop needs at least one product, shopper and click before and after, "
+            "and no negative --new-products or --new-after-days"
+        )
+    plan = ShopPlan(
+        args.products,
+        args.new_products,
+        args.shoppers,
+        args.clicks_before,
+        args.clicks_after,
+        seed=args.seed,
+        new_listings=args.new_listings,
+        new_after_days=args.new_after_days,
+    )
     try:
         products, events = generate(args.out, plan)
     except DatasetMissing as exc:
@@ -131,16 +157,22 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
     assert isinstance(recommenders, dict) and isinstance(cold_start, dict)
     width = max(len(n) for n in recommenders)
     mode = "live, through the services" if args.live else "in-process replay"
-    print(f"{dataset.name}, {args.window} window: {int(recommenders['Shelfsight']['questions']):,} choices scored "
-          f"({mode} at {args.rate:g} events/s)")
+    print(
+        f"{dataset.name}, {args.window} window: {int(recommenders['Shelfsight']['questions']):,} choices scored "
+        f"({mode} at {args.rate:g} events/s)"
+    )
     for name, m in recommenders.items():
-        print(f"  {name:<{width}}  HR@{args.k} {m['hr']:.3f} ± {m['hr_ci']:.3f}  NDCG@{args.k} {m['ndcg']:.3f} ± {m['ndcg_ci']:.3f}  "
-              f"MRR {m['mrr']:.3f}  "
-              f"recall@{config.recall_at} {m['recall']:.3f}  coverage {m['coverage']:.3f}  diversity {m['diversity']:.3f}")
+        print(
+            f"  {name:<{width}}  HR@{args.k} {m['hr']:.3f} ± {m['hr_ci']:.3f}  NDCG@{args.k} {m['ndcg']:.3f} ± {m['ndcg_ci']:.3f}  "
+            f"MRR {m['mrr']:.3f}  "
+            f"recall@{config.recall_at} {m['recall']:.3f}  coverage {m['coverage']:.3f}  diversity {m['diversity']:.3f}"
+        )
     for name, m in cold_start.items():
-        print(f"  {name:<{width}}  new per list {m['new_per_list']:.2f}  new matching {m['new_matching_per_list']:.2f}  "
-              f"on taste {m['on_taste']:.1%}  HR@{args.k} on new {m['new_hr']:.3f}  new shown {m['new_shown']:.1%}  "
-              f"hours to first shown {m['hours_to_first_shown']:.1f}")
+        print(
+            f"  {name:<{width}}  new per list {m['new_per_list']:.2f}  new matching {m['new_matching_per_list']:.2f}  "
+            f"on taste {m['on_taste']:.1%}  HR@{args.k} on new {m['new_hr']:.3f}  new shown {m['new_shown']:.1%}  "
+            f"hours to first shown {m['hours_to_first_shown']:.1f}"
+        )
     print(f"report: {report}")
     return 0
 

@@ -40,7 +40,9 @@ def _register_train(commands: Commands) -> None:
     train = commands.add_parser("train", help="train the product model on an ImageFolder dataset")
     train.add_argument("data", type=Path, help="one sub-folder of images per category")
     train.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
-    train.add_argument("--texts", type=Path, default=None, help="CSV or JSON Lines of file,title,description (default: DATA/texts.csv when present)")
+    train.add_argument(
+        "--texts", type=Path, default=None, help="CSV or JSON Lines of file,title,description (default: DATA/texts.csv when present)"
+    )
     train.add_argument("--no-texts", action="store_true", help="learn from the pictures alone (text still places products)")
     train.add_argument("--modality-dropout", type=float, default=None, help="share of picture+text samples shown one alone (0.2)")
     train.add_argument("--text-weight", type=float, default=None, help="the text's meaning in the fused vector, with a picture (0.5)")
@@ -84,8 +86,12 @@ def _register_evaluate(commands: Commands) -> None:
     evaluate.add_argument("--texts", type=Path, default=None)
     evaluate.add_argument("--per-class", type=int, default=None)
     evaluate.add_argument("--device", default=None)
-    evaluate.add_argument("--mirror-average", choices=["on", "off"], default=None,
-                          help="see each picture with its mirror image, as the services do (default: the checkpoint's choice)")
+    evaluate.add_argument(
+        "--mirror-average",
+        choices=["on", "off"],
+        default=None,
+        help="see each picture with its mirror image, as the services do (default: the checkpoint's choice)",
+    )
     evaluate.set_defaults(run=_evaluate)
 
 
@@ -118,15 +124,28 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
     from models.encoders.registry import UnknownBackbone
     from models.training import TrainConfig, train
 
-    text = {name: getattr(args, name) for name in ("modality_dropout", "text_weight", "text_only_weight")
-            if getattr(args, name) is not None}  # unset: TrainConfig's defaults
+    text = {
+        name: getattr(args, name) for name in ("modality_dropout", "text_weight", "text_only_weight") if getattr(args, name) is not None
+    }  # unset: TrainConfig's defaults
     config = TrainConfig(
-        backbone=args.backbone, weights=args.weights, input_size=args.input_size, mode=args.mode,
-        trainable_stages=args.trainable_stages, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        backbone_lr=args.backbone_lr, val_fraction=args.val_fraction, patience=args.patience, seed=args.seed,
-        shift_cells=args.shift_cells, erase_probability=args.erase, device=args.device,
+        backbone=args.backbone,
+        weights=args.weights,
+        input_size=args.input_size,
+        mode=args.mode,
+        trainable_stages=args.trainable_stages,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        backbone_lr=args.backbone_lr,
+        val_fraction=args.val_fraction,
+        patience=args.patience,
+        seed=args.seed,
+        shift_cells=args.shift_cells,
+        erase_probability=args.erase,
+        device=args.device,
         cache_dir=None if args.no_cache else settings.cache_dir / "features",
-        use_text=not args.no_texts, **text,
+        use_text=not args.no_texts,
+        **text,
     )
     if not 0 <= args.val_fraction < 1:
         raise UserError("--val-fraction must be at least 0 and below 1")
@@ -157,8 +176,10 @@ def _choose_views(_settings: Settings, args: argparse.Namespace) -> int:
     except (CheckpointError, DatasetError, ViewsError) as exc:
         raise UserError(str(exc)) from None
     served = "with its mirror image, features averaged" if choice.mirror_average else "once"
-    print(f"validation accuracy {choice.once:.4f} seen once, {choice.mirrored:.4f} with mirror images averaged: "
-          f"{args.checkpoint} is now served on each picture {served}")
+    print(
+        f"validation accuracy {choice.once:.4f} seen once, {choice.mirrored:.4f} with mirror images averaged: "
+        f"{args.checkpoint} is now served on each picture {served}"
+    )
     return 0
 
 
@@ -170,12 +191,20 @@ def _evaluate(_settings: Settings, args: argparse.Namespace) -> int:
     out = args.out or args.checkpoint / "report"
     try:
         result = evaluate(
-            args.checkpoint, args.data, out, args.texts, args.per_class, device=args.device, progress=sys.stderr.isatty(),
+            args.checkpoint,
+            args.data,
+            out,
+            args.texts,
+            args.per_class,
+            device=args.device,
+            progress=sys.stderr.isatty(),
             mirror_average=None if args.mirror_average is None else args.mirror_average == "on",
         )
     except (DatasetError, CheckpointError) as exc:
         raise UserError(str(exc)) from None
     m = result.metrics
-    print(f"accuracy {m.accuracy:.4f}, macro-F1 {m.macro_f1:.4f}, top-3 {m.top_k_accuracy.get(3, float('nan')):.4f}, "
-          f"ECE {m.expected_calibration_error:.4f} on {m.samples} images; report: {result.report}")
+    print(
+        f"accuracy {m.accuracy:.4f}, macro-F1 {m.macro_f1:.4f}, top-3 {m.top_k_accuracy.get(3, float('nan')):.4f}, "
+        f"ECE {m.expected_calibration_error:.4f} on {m.samples} images; report: {result.report}"
+    )
     return 0

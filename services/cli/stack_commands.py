@@ -14,9 +14,12 @@ from services.stack import ComponentStatus, Stack
 def register(commands: Commands) -> None:
     stack = commands.add_parser("stack", help="run a local Kafka broker and redis-server")
     actions = stack.add_subparsers(dest="action", required=True)
-    for name, run, text in (("up", _up, "start Kafka and Redis (or reuse running ones)"), ("down", _down, "stop what `up` started"),
-                            ("restart", _restart, "stop, then start (drills: a broker or Redis going away mid-stream)"),
-                            ("status", _status, "show each component")):
+    for name, run, text in (
+        ("up", _up, "start Kafka and Redis (or reuse running ones)"),
+        ("down", _down, "stop what `up` started"),
+        ("restart", _restart, "stop, then start (drills: a broker or Redis going away mid-stream)"),
+        ("status", _status, "show each component"),
+    ):
         action = actions.add_parser(name, help=text)
         action.add_argument("component", nargs="*", choices=["kafka", "redis", []], help="default: all")
         action.set_defaults(run=run)

@@ -46,9 +46,7 @@ class ShopperCrowd:
         for product_id, category in catalogue.items():
             self._by_category.setdefault(category, []).append(product_id)
         categories = sorted(self._by_category)
-        self.shoppers = [
-            SimulatedShopper(f"shopper-{n}", self._rng.sample(categories, k=1 + n % 2)) for n in range(shoppers)
-        ]
+        self.shoppers = [SimulatedShopper(f"shopper-{n}", self._rng.sample(categories, k=1 + n % 2)) for n in range(shoppers)]
         self.figures = Figures()
 
     def step(self) -> None:
@@ -76,8 +74,12 @@ class ShopperCrowd:
 
     def _event(self, shopper: SimulatedShopper, product_id: str, kind: str, position: int | None) -> dict[str, object]:
         event: dict[str, object] = {
-            "event_id": f"sim-{uuid.uuid4().hex}", "user_id": shopper.user_id, "product_id": product_id, "kind": kind,
-            "occurred_at": datetime.now(UTC).isoformat(), "session_id": shopper.session,
+            "event_id": f"sim-{uuid.uuid4().hex}",
+            "user_id": shopper.user_id,
+            "product_id": product_id,
+            "kind": kind,
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "session_id": shopper.session,
         }
         if position is not None:
             event["context"] = {"widget": "demo-simulator", "position": position}

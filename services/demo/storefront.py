@@ -32,8 +32,9 @@ from services.stack.model import ensure_model
 from services.stack.supervisor import Service, health, start_service, wait_healthy
 
 
-def run_storefront_demo(settings: Settings, seconds: float | None = None, products: int = 1000, shoppers: int = 12,
-                        rate: float = 8.0) -> int:
+def run_storefront_demo(
+    settings: Settings, seconds: float | None = None, products: int = 1000, shoppers: int = 12, rate: float = 8.0
+) -> int:
     print("== 1. local stack: Apache Kafka (KRaft) + redis-server")
     for s in Stack.from_settings(settings).up():
         print(f"   {s.name:<6} {s.address:<21} {s.state.value:<9} {s.version or ''}")
@@ -89,8 +90,11 @@ class _DemoKeys:
         return cls(f"pk-demo-{secrets.token_hex(8)}", f"sk-demo-{secrets.token_hex(16)}", secrets.token_bytes(32).hex())
 
     def env(self) -> dict[str, str]:
-        return {"SHELFSIGHT_PUBLISHABLE_KEYS": self.publishable, "SHELFSIGHT_API_KEYS": self.secret,
-                "SHELFSIGHT_SHOPPER_TOKEN_SECRET": self.token_secret}
+        return {
+            "SHELFSIGHT_PUBLISHABLE_KEYS": self.publishable,
+            "SHELFSIGHT_API_KEYS": self.secret,
+            "SHELFSIGHT_SHOPPER_TOKEN_SECRET": self.token_secret,
+        }
 
 
 def _write_catalogue(catalogue_file: Path, products: int) -> dict[str, str]:
@@ -120,8 +124,9 @@ def _print_storefront_links(base: str, token_secret: str) -> None:
     print("   Ctrl-C stops the shoppers and the services; the stack keeps running (`make down` stops it).\n")
 
 
-def _run_shoppers(crowd: ShopperCrowd, services: list[Service], base: str, rate: float, seconds: float | None,
-                  stopping: Callable[[], bool]) -> None:
+def _run_shoppers(
+    crowd: ShopperCrowd, services: list[Service], base: str, rate: float, seconds: float | None, stopping: Callable[[], bool]
+) -> None:
     """Step the shoppers ``rate`` times a second until ``stopping`` or ``seconds`` pass, with figures every 5 s;
     a UserError if a service stops."""
     started = last_print = time.monotonic()
@@ -136,7 +141,10 @@ def _run_shoppers(crowd: ShopperCrowd, services: list[Service], base: str, rate:
             last_print = tick
             state = health(f"{base}/healthz")
             f = crowd.figures
-            print(f"   t={tick - started:5.0f}s  indexed {state.get('indexed', '?'):>5}  events {f.events:>6}  "
-                  f"recommendations {f.requests:>5}  p50 {f.percentile(0.5):6.1f} ms  p99 {f.percentile(0.99):6.1f} ms  "
-                  f"errors {f.errors}", flush=True)
+            print(
+                f"   t={tick - started:5.0f}s  indexed {state.get('indexed', '?'):>5}  events {f.events:>6}  "
+                f"recommendations {f.requests:>5}  p50 {f.percentile(0.5):6.1f} ms  p99 {f.percentile(0.99):6.1f} ms  "
+                f"errors {f.errors}",
+                flush=True,
+            )
         time.sleep(max(0.0, interval - (time.monotonic() - tick)))

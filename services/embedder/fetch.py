@@ -62,13 +62,16 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")  # the only IPv6 space routed on the internet
 # IPv6 prefixes whose last 32 bits are an IPv4 address, which is where the packets go:
-_IPV4_IN_LAST_32_BITS = tuple(ipaddress.IPv6Network(n) for n in (
-    "::/96",  # IPv4-compatible (deprecated)
-    "::ffff:0:0/96",  # IPv4-mapped
-    "::ffff:0:0:0/96",  # IPv4-translated (SIIT)
-    "64:ff9b::/96",  # NAT64, well-known prefix
-    "64:ff9b:1::/96",  # NAT64, the /96 at the start of the local-use prefix
-))
+_IPV4_IN_LAST_32_BITS = tuple(
+    ipaddress.IPv6Network(n)
+    for n in (
+        "::/96",  # IPv4-compatible (deprecated)
+        "::ffff:0:0/96",  # IPv4-mapped
+        "::ffff:0:0:0/96",  # IPv4-translated (SIIT)
+        "64:ff9b::/96",  # NAT64, well-known prefix
+        "64:ff9b:1::/96",  # NAT64, the /96 at the start of the local-use prefix
+    )
+)
 _NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")
 
 
@@ -255,7 +258,9 @@ class ImageFetcher:
             # Talk to the address that was checked, whatever DNS says now.
             connection.sock = _DeadlineSocket(sock, deadline, self._policy.read_timeout)
             path = parts.path or "/"
-            connection.request("GET", path + (f"?{parts.query}" if parts.query else ""), headers={"Host": parts.netloc, "Accept": "image/*"})
+            connection.request(
+                "GET", path + (f"?{parts.query}" if parts.query else ""), headers={"Host": parts.netloc, "Accept": "image/*"}
+            )
             response = connection.getresponse()
             length = response.getheader("Content-Length")
             if length and length.isdigit() and int(length) > self._policy.max_bytes:

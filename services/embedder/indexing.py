@@ -61,7 +61,11 @@ def categorise(product: ProductListed, prediction: Prediction, store: Classifica
 
 
 def payload_of(
-    product: ProductListed, prediction: Prediction, filed: Categorised, model_version: str, indexed_at: datetime,
+    product: ProductListed,
+    prediction: Prediction,
+    filed: Categorised,
+    model_version: str,
+    indexed_at: datetime,
     picture: Image.Image | None = None,
 ) -> dict[str, Any]:
     return {
@@ -145,7 +149,9 @@ class Indexer:
         stored, outcomes = [], []
         for product, prediction, f, (picture, _) in zip(products, predictions, filed, decoded, strict=True):
             indexed_at = max(now, product.listed_at)
-            stored.append(StoredProduct(product.product_id, prediction.vectors, payload_of(product, prediction, f, version, indexed_at, picture)))
+            stored.append(
+                StoredProduct(product.product_id, prediction.vectors, payload_of(product, prediction, f, version, indexed_at, picture))
+            )
             outcomes.append(
                 Outcome(
                     product.product_id,

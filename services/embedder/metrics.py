@@ -6,9 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 class EmbedderMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self.messages = Counter(
-            "shelfsight_embedder_messages", "Messages handled, by outcome.", ["outcome"], registry=self.registry
-        )
+        self.messages = Counter("shelfsight_embedder_messages", "Messages handled, by outcome.", ["outcome"], registry=self.registry)
         self.batches = Counter("shelfsight_embedder_batches", "Batches processed.", registry=self.registry)
         self.batch_seconds = Histogram(
             "shelfsight_embedder_batch_seconds",

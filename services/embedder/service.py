@@ -58,8 +58,9 @@ def store_taxonomy(settings: Settings, store: ProductStore) -> StoreTaxonomy | N
     """The store head, restored from the labelled products already stored; None when turned off."""
     if not settings.store_head:
         return None
-    return restore_taxonomy(store, TaxonomyConfig(unsure_below=settings.store_head_unsure_below,
-                                                  max_examples=settings.store_head_max_examples))
+    return restore_taxonomy(
+        store, TaxonomyConfig(unsure_below=settings.store_head_unsure_below, max_examples=settings.store_head_max_examples)
+    )
 
 
 def load_predictor(settings: Settings) -> Predictor:
@@ -111,18 +112,23 @@ def build_embedder(settings: Settings, predictor: Predictor | None = None, store
     owns_store = store is None
     store = store or open_product_store(settings, predictor)
     pool = ThreadPoolExecutor(settings.embedder_decode_threads, thread_name_prefix="decode")
-    indexer = Indexer(predictor, store, ImageFetcher(url_policy(settings)), pool, image_policy(settings),
-                      taxonomy=store_taxonomy(settings, store))
+    indexer = Indexer(
+        predictor, store, ImageFetcher(url_policy(settings)), pool, image_policy(settings), taxonomy=store_taxonomy(settings, store)
+    )
     consumer = Consumer(consumer_config(settings, settings.group(GROUP_ID)))
     metrics = EmbedderMetrics()
     worker = EmbedderWorker(settings, indexer, consumer, Producer(producer_config(settings)), metrics)
+
     def health() -> dict[str, object]:
         idle = time.monotonic() - worker.last_progress
-        return {"healthy": idle < 60, "seconds_since_last_poll": round(idle, 1), "indexed": worker.indexed_total,
-                "model_version": predictor.model_version}
+        return {
+            "healthy": idle < 60,
+            "seconds_since_last_poll": round(idle, 1),
+            "indexed": worker.indexed_total,
+            "model_version": predictor.model_version,
+        }
 
-    ops = start_ops(settings.embedder_metrics_port, settings.metrics_host, metrics.registry, health,
-                    "SHELFSIGHT_EMBEDDER_METRICS_PORT")
+    ops = start_ops(settings.embedder_metrics_port, settings.metrics_host, metrics.registry, health, "SHELFSIGHT_EMBEDDER_METRICS_PORT")
     return Embedder(worker, predictor, store, pool, ops, owns_store)
 
 

@@ -105,8 +105,10 @@ class StoreTaxonomy:
         started = time.perf_counter()
         self._head = StoreHead.fit(np.stack([v for v, _ in self._examples.values()]), labels)
         self._new_since_fit = 0
-        log.debug("store head refitted", extra={"examples": len(labels), "categories": len(self._head.classes),
-                                               "seconds": round(time.perf_counter() - started, 3)})
+        log.debug(
+            "store head refitted",
+            extra={"examples": len(labels), "categories": len(self._head.classes), "seconds": round(time.perf_counter() - started, 3)},
+        )
 
 
 def restore_taxonomy(store: ProductStore, config: TaxonomyConfig) -> StoreTaxonomy:
@@ -115,6 +117,12 @@ def restore_taxonomy(store: ProductStore, config: TaxonomyConfig) -> StoreTaxono
     taxonomy = StoreTaxonomy(config)
     examples = store.labelled(config.max_examples)
     taxonomy.learn((p.product_id, np.asarray(p.vectors["fused"]), p.payload[HINT]) for p in examples if "fused" in p.vectors)
-    log.info("store head restored", extra={"examples": len(examples), "seconds": round(time.perf_counter() - started, 3),
-                                           "categories": len(taxonomy.head.classes) if taxonomy.head else 0})
+    log.info(
+        "store head restored",
+        extra={
+            "examples": len(examples),
+            "seconds": round(time.perf_counter() - started, 3),
+            "categories": len(taxonomy.head.classes) if taxonomy.head else 0,
+        },
+    )
     return taxonomy

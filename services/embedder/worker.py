@@ -221,8 +221,9 @@ class EmbedderWorker:
             outcomes.extend(step.outcomes)
             if step.update is not None:
                 outcomes.append(self._update(step.update))
-        output = [self._output_of(message, event, outcome)
-                  for message, event, outcome in zip(batch.messages, batch.events, outcomes, strict=True)]
+        output = [
+            self._output_of(message, event, outcome) for message, event, outcome in zip(batch.messages, batch.events, outcomes, strict=True)
+        ]
         self._publish([item for item in output if item is not None])
         return [item for item in output if item is not None]
 
@@ -235,8 +236,15 @@ class EmbedderWorker:
             except ContractError as exc:  # stored, but its event would not fit the topic
                 refused = f"indexed, but products.indexed refused it: {exc.reason}"
         if refused is not None:
-            letter = dead_letter(value=message.value(), key=message.key(), reason=refused, source_topic=self._source,
-                                 service="embedder", partition=message.partition(), offset=message.offset())
+            letter = dead_letter(
+                value=message.value(),
+                key=message.key(),
+                reason=refused,
+                source_topic=self._source,
+                service="embedder",
+                partition=message.partition(),
+                offset=message.offset(),
+            )
             return _Output(self._dlq, letter.key, letter, "dead_letter")
         if outcome.tombstone:
             return _Output(self._output, outcome.product_id.encode(), None, "delisted")
@@ -263,9 +271,7 @@ class EmbedderWorker:
         for m in messages:
             topic, partition, offset = position(m)
             last[(topic, partition)] = max(last.get((topic, partition), -1), offset)
-        self._consumer.commit(
-            offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()], asynchronous=False
-        )
+        self._consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()], asynchronous=False)
 
     def _account(self, output: list["_Output"], batch: _Batch) -> None:
         for item in output:

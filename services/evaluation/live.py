@@ -72,15 +72,29 @@ def deployment(settings: Settings, checkpoint: Path, rate: float, workdir: Path)
     run = uuid.uuid4().hex[:8]
     port = _free_port()
     key = f"sk-eval-{secrets.token_hex(16)}"
-    own = settings.model_copy(update={"topic_prefix": f"{settings.topic_prefix}eval-{run}.", "redis_prefix": f"{settings.redis_prefix}eval-{run}:",
-                                      "api_port": port})
+    own = settings.model_copy(
+        update={
+            "topic_prefix": f"{settings.topic_prefix}eval-{run}.",
+            "redis_prefix": f"{settings.redis_prefix}eval-{run}:",
+            "api_port": port,
+        }
+    )
     overrides = {
-        "SHELFSIGHT_TOPIC_PREFIX": own.topic_prefix, "SHELFSIGHT_REDIS_PREFIX": own.redis_prefix, "SHELFSIGHT_API_PORT": str(port),
-        "SHELFSIGHT_API_HOST": "127.0.0.1", "SHELFSIGHT_MODEL_DIR": str(checkpoint), "SHELFSIGHT_QDRANT_PATH": str(workdir / "qdrant"),
-        "SHELFSIGHT_QDRANT_URL": "", "SHELFSIGHT_API_KEYS": key, "SHELFSIGHT_PUBLISHABLE_KEYS": "",
-        "SHELFSIGHT_STATE_SECRET": secrets.token_hex(24), "SHELFSIGHT_EMBEDDER_METRICS_PORT": "0", "SHELFSIGHT_PROFILES_METRICS_PORT": "0",
+        "SHELFSIGHT_TOPIC_PREFIX": own.topic_prefix,
+        "SHELFSIGHT_REDIS_PREFIX": own.redis_prefix,
+        "SHELFSIGHT_API_PORT": str(port),
+        "SHELFSIGHT_API_HOST": "127.0.0.1",
+        "SHELFSIGHT_MODEL_DIR": str(checkpoint),
+        "SHELFSIGHT_QDRANT_PATH": str(workdir / "qdrant"),
+        "SHELFSIGHT_QDRANT_URL": "",
+        "SHELFSIGHT_API_KEYS": key,
+        "SHELFSIGHT_PUBLISHABLE_KEYS": "",
+        "SHELFSIGHT_STATE_SECRET": secrets.token_hex(24),
+        "SHELFSIGHT_EMBEDDER_METRICS_PORT": "0",
+        "SHELFSIGHT_PROFILES_METRICS_PORT": "0",
         # This run is the API's only client, from one address: the limits meant for a crowd would throttle it.
-        "SHELFSIGHT_API_CLIENT_REQUESTS_PER_S": str(max(100.0, 4 * rate)), "SHELFSIGHT_SERVED_LOG_PER_S": str(max(100.0, 4 * rate)),
+        "SHELFSIGHT_API_CLIENT_REQUESTS_PER_S": str(max(100.0, 4 * rate)),
+        "SHELFSIGHT_SERVED_LOG_PER_S": str(max(100.0, 4 * rate)),
         "PYTHONUNBUFFERED": "1",
     }
     env = {k: v for k, v in {**os.environ, **overrides}.items() if v != ""}
@@ -128,7 +142,10 @@ def running(settings: Settings, checkpoint: Path, rate: float) -> Iterator[tuple
     with tempfile.TemporaryDirectory(prefix="shelfsight-live-") as folder:
         where = deployment(settings, checkpoint, rate, Path(folder))
         create_topics(where.settings)
-        services = [start_service("serve", ["serve"], where.env, where.logs), start_service("profiles", ["profiles"], where.env, where.logs)]
+        services = [
+            start_service("serve", ["serve"], where.env, where.logs),
+            start_service("profiles", ["profiles"], where.env, where.logs),
+        ]
         try:
             wait_healthy(f"{where.base}/healthz", services[0])
             yield where, services
@@ -155,8 +172,19 @@ class LiveRun:
     def go(self, progress: bool) -> ReplayResult:
         started = time.perf_counter()
         events, board = self.dataset.events, self.board
-        result = ReplayResult(self.dataset.name, self.config, _settings_used(self.where.settings), board.tallies, board.cold,
-                              len(self.products), len(events), 0, 0.0, scored_span=board.scored_span(), mode=MODE)
+        result = ReplayResult(
+            self.dataset.name,
+            self.config,
+            _settings_used(self.where.settings),
+            board.tallies,
+            board.cold,
+            len(self.products),
+            len(events),
+            0,
+            0.0,
+            scored_span=board.scored_span(),
+            mode=MODE,
+        )
         try:
             self._load_history(events[: board.opening], progress)
             self._serve(events, result, progress)
@@ -239,16 +267,26 @@ class LiveRun:
         wanted = self.listed
         group = self.where.settings.group(PROFILES_GROUP)
         topic = self.where.settings.topic(PRODUCTS_INDEXED.name)
-        self._until(lambda: _count(health(f"{self.where.base}/healthz").get("indexed")) >= wanted
-                    and group_lag(self.where.settings, topic, group) == 0, timeout, f"{wanted} products indexed")
+        self._until(
+            lambda: (
+                _count(health(f"{self.where.base}/healthz").get("indexed")) >= wanted and group_lag(self.where.settings, topic, group) == 0
+            ),
+            timeout,
+            f"{wanted} products indexed",
+        )
 
     def _wait_applied(self, events: int, timeout: float = 1800.0) -> None:
         """Until the worker has applied the history and `serve` has reloaded learners that saw it."""
         group = self.where.settings.group(PROFILES_GROUP)
         topic = self.where.settings.topic(CLICKS.name)
-        self._until(lambda: group_lag(self.where.settings, topic, group) == 0
-                    and _count(health(f"{self.where.base}/healthz").get("learner_events")) >= events, timeout,
-                    f"the {events} history events applied and learned")
+        self._until(
+            lambda: (
+                group_lag(self.where.settings, topic, group) == 0
+                and _count(health(f"{self.where.base}/healthz").get("learner_events")) >= events
+            ),
+            timeout,
+            f"the {events} history events applied and learned",
+        )
 
     def _until(self, done: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout

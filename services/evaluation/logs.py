@@ -49,8 +49,10 @@ def write_jsonl(path: Path, rows: Iterable[Mapping[str, object]]) -> int:
 def read_dataset(folder: Path, limit_events: int | None = None) -> Dataset:
     """The dataset in ``folder``; a bad line is a one-line error naming the file and line."""
     if not (folder / CATALOGUE).exists() or not (folder / CLICKS).exists():
-        raise UserError(f"{folder} holds no {CATALOGUE} and {CLICKS}; make one with `shelfsight datasets movielens-100k "
-                        f"{folder}` or `shelfsight datasets synthetic-shop {folder}`")
+        raise UserError(
+            f"{folder} holds no {CATALOGUE} and {CLICKS}; make one with `shelfsight datasets movielens-100k "
+            f"{folder}` or `shelfsight datasets synthetic-shop {folder}`"
+        )
     products = [p for p in _read(folder / CATALOGUE, ProductListed)]
     events: list[ClickEvent] = []
     for event in _read(folder / CLICKS, ClickEvent):

@@ -43,8 +43,9 @@ def locate(name: str) -> Path:
     try:
         dist = importlib.metadata.distribution("recbole")
     except importlib.metadata.PackageNotFoundError:
-        raise UserError("MovieLens-100k comes from the recbole wheel: run `make eval-deps` "
-                        "(pip install --no-deps recbole==1.2.1)") from None
+        raise UserError(
+            "MovieLens-100k comes from the recbole wheel: run `make eval-deps` (pip install --no-deps recbole==1.2.1)"
+        ) from None
     path = Path(str(dist.locate_file(f"{FILES}/ml-100k.{name}")))
     if not path.exists():
         raise UserError(f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall recbole==1.2.1`")
@@ -72,16 +73,18 @@ def convert(out: Path) -> tuple[int, int]:
         if year.strip().isdigit():
             listed = min(listed, datetime(int(year), 1, 1, tzinfo=UTC).timestamp())
         genres_text = ", ".join(genres.split()) or "Unknown"
-        products.append({
-            "product_id": f"ml-{item}",
-            "title": f"{title} ({year})" if year.strip() else title,
-            "description": genres_text,
-            "price": 10.0,
-            "currency": "USD",
-            "category_hint": genres_text[:100],
-            "attributes": {"genres": genres_text[:512], "source": "movielens-100k"},
-            "listed_at": max(_iso(listed), EARLIEST_EVENT.isoformat()),  # contracts start in 2000
-        })
+        products.append(
+            {
+                "product_id": f"ml-{item}",
+                "title": f"{title} ({year})" if year.strip() else title,
+                "description": genres_text,
+                "price": 10.0,
+                "currency": "USD",
+                "category_hint": genres_text[:100],
+                "attributes": {"genres": genres_text[:512], "source": "movielens-100k"},
+                "listed_at": max(_iso(listed), EARLIEST_EVENT.isoformat()),  # contracts start in 2000
+            }
+        )
     last_seen: dict[str, float] = {}
     session: dict[str, int] = {}
     events = []
@@ -89,16 +92,22 @@ def convert(out: Path) -> tuple[int, int]:
         if r.user not in last_seen or r.timestamp - last_seen[r.user] > SESSION_GAP_S:
             session[r.user] = session.get(r.user, 0) + 1
         last_seen[r.user] = r.timestamp
-        events.append({
-            "event_id": f"ml-{n}",
-            "user_id": f"ml-u{r.user}",
-            "product_id": f"ml-{r.item}",
-            "kind": "click" if r.rating >= 4 else "view",
-            "occurred_at": _iso(r.timestamp),
-            "session_id": f"ml-u{r.user}-s{session[r.user]}",
-        })
-    write_meta(out, 10_000, 10_000, "MovieLens-100k: test = the last 10,000 choices (ratings of 4 or 5), "
-               "validation = the 10,000 before them; tune on validation only")
+        events.append(
+            {
+                "event_id": f"ml-{n}",
+                "user_id": f"ml-u{r.user}",
+                "product_id": f"ml-{r.item}",
+                "kind": "click" if r.rating >= 4 else "view",
+                "occurred_at": _iso(r.timestamp),
+                "session_id": f"ml-u{r.user}-s{session[r.user]}",
+            }
+        )
+    write_meta(
+        out,
+        10_000,
+        10_000,
+        "MovieLens-100k: test = the last 10,000 choices (ratings of 4 or 5), validation = the 10,000 before them; tune on validation only",
+    )
     return write_jsonl(out / CATALOGUE, products), write_jsonl(out / CLICKS, events)
 
 

@@ -33,7 +33,8 @@ def chart(runs: list[dict], out: Path) -> None:
     in_process = [run for run in runs if not run["mode"].startswith("live")]
     series: dict[str, list[tuple[float, float]]] = {
         name: [(math.log10(float(run["rate"])) + 1, float(run["recommenders"][name]["hr"])) for run in in_process]
-        for name in runs[0]["recommenders"]}
+        for name in runs[0]["recommenders"]
+    }
     ticks = {math.log10(float(run["rate"])) + 1: f"{float(run['rate']):g}" for run in in_process}
     title = f"HR@{k} against the shop's event rate ({runs[0]['dataset']}, {runs[0]['window']} window)"
     out.parent.mkdir(parents=True, exist_ok=True)

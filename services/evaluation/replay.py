@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+
 @dataclass
 class ReplayResult:
     dataset: str
@@ -121,27 +122,61 @@ class Replay:
 class _Run:
     """One replay's moving parts, wired as the services wire them."""
 
-    def __init__(self, replay: Replay, keys: Keys, sync: redis.Redis, loop: asyncio.AbstractEventLoop,
-                 aclient: aioredis.Redis, store: EdgeProductStore, pool: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        replay: Replay,
+        keys: Keys,
+        sync: redis.Redis,
+        loop: asyncio.AbstractEventLoop,
+        aclient: aioredis.Redis,
+        store: EdgeProductStore,
+        pool: ThreadPoolExecutor,
+    ) -> None:
         settings, config = replay.settings, replay.config
         self.replay, self.config, self.loop, self.sync, self.keys = replay, config, loop, sync, keys
         self.now = 0.0
         params = ClickParams(neighbours=settings.covisit_neighbours)
         self.state = ProfileState(aclient, keys, params)
-        self.learners = Learners(seed=config.seed, ranker_warmup=settings.ranking_warmup_pairs,
-                                 max_shoppers=settings.learners_max_shoppers, max_items=settings.learners_max_items,
-                                 max_model_items=settings.item_model_items)
+        self.learners = Learners(
+            seed=config.seed,
+            ranker_warmup=settings.ranking_warmup_pairs,
+            max_shoppers=settings.learners_max_shoppers,
+            max_items=settings.learners_max_items,
+            max_model_items=settings.item_model_items,
+        )
         self.letters: list[str] = []
-        self.handler = ClickHandler(self.state, self.learners, params, lambda _m, reason: self.letters.append(reason),
-                                    clock=lambda: self.now, item_wait_s=0, seed=config.seed)
+        self.handler = ClickHandler(
+            self.state,
+            self.learners,
+            params,
+            lambda _m, reason: self.letters.append(reason),
+            clock=lambda: self.now,
+            item_wait_s=0,
+            seed=config.seed,
+        )
         self.secret = secrets.token_bytes(32)
         self.cadence = Cadence(config.rate, settings.learners_checkpoint_s, settings.learners_refresh_s)
-        self.cache = LearnedCache(sync, keys, self.secret, refit_s=settings.item_model_refit_s, clock=lambda: self.cadence.now,
-                                  shape=item_model_shape(settings))
-        self.engine = Recommender(store, ShopperReader(sync, keys, half_life_s=params.half_life_s), lambda: self.cache.current,
-                                  replay.predictor.dims["fused"], tuning(settings), clock=lambda: self.now, on_served=self._keep)
-        self.indexer = Indexer(replay.predictor, store, ImageFetcher(url_policy(settings)), pool, image_policy(settings),
-                               clock=lambda: datetime.fromtimestamp(self.now, UTC), taxonomy=store_taxonomy(settings, store))
+        self.cache = LearnedCache(
+            sync, keys, self.secret, refit_s=settings.item_model_refit_s, clock=lambda: self.cadence.now, shape=item_model_shape(settings)
+        )
+        self.engine = Recommender(
+            store,
+            ShopperReader(sync, keys, half_life_s=params.half_life_s),
+            lambda: self.cache.current,
+            replay.predictor.dims["fused"],
+            tuning(settings),
+            clock=lambda: self.now,
+            on_served=self._keep,
+        )
+        self.indexer = Indexer(
+            replay.predictor,
+            store,
+            ImageFetcher(url_policy(settings)),
+            pool,
+            image_policy(settings),
+            clock=lambda: datetime.fromtimestamp(self.now, UTC),
+            taxonomy=store_taxonomy(settings, store),
+        )
         self.vectors: dict[str, np.ndarray] = {}
 
     def _keep(self, served: RecommendationServed) -> None:
@@ -156,8 +191,19 @@ class _Run:
         board = Scoreboard(dataset, config)
         products = sorted(dataset.products, key=lambda p: p.listed_at)
         pending: list[RawMessage] = []
-        result = ReplayResult(dataset.name, config, _settings_used(replay.settings), board.tallies, board.cold, len(products),
-                              len(events), 0, 0.0, scored_span=board.scored_span(), sources=board.sources)
+        result = ReplayResult(
+            dataset.name,
+            config,
+            _settings_used(replay.settings),
+            board.tallies,
+            board.cold,
+            len(products),
+            len(events),
+            0,
+            0.0,
+            scored_span=board.scored_span(),
+            sources=board.sources,
+        )
         listed = 0
         for n, event in enumerate(tqdm(events, desc="replay", unit="event", disable=not progress, mininterval=1.0)):
             at = event.occurred_at.timestamp()
@@ -231,8 +277,12 @@ def ranker_summary(learners: Learners) -> dict[str, object]:
         return {"choices": 0, "pairs": 0, "learned": False}
     scorer = ranker.scorer(FEATURES)
     weights = {n: round(float(w), 4) for n, w in zip(FEATURES, scorer.weights, strict=True) if abs(w) > 1e-6}
-    return {"choices": ranker.choices, "pairs": ranker.pairs, "learned": ranker.learned,
-            "weights": dict(sorted(weights.items(), key=lambda kv: -abs(kv[1])))}
+    return {
+        "choices": ranker.choices,
+        "pairs": ranker.pairs,
+        "learned": ranker.learned,
+        "weights": dict(sorted(weights.items(), key=lambda kv: -abs(kv[1]))),
+    }
 
 
 class Cadence:
@@ -269,8 +319,20 @@ class Cadence:
 
 
 def _settings_used(settings: Settings) -> dict[str, object]:
-    fields = ("ranking", "ranking_warmup_pairs", "covisit_neighbours", "item_model_items", "item_model_rank", "item_model_refit_s",
-              "learners_checkpoint_s", "learners_refresh_s", "mmr_lambda", "explore_slots", "explore_margin", "new_product_hours")
+    fields = (
+        "ranking",
+        "ranking_warmup_pairs",
+        "covisit_neighbours",
+        "item_model_items",
+        "item_model_rank",
+        "item_model_refit_s",
+        "learners_checkpoint_s",
+        "learners_refresh_s",
+        "mmr_lambda",
+        "explore_slots",
+        "explore_margin",
+        "new_product_hours",
+    )
     return {f: getattr(settings, f) for f in fields}
 
 

@@ -43,8 +43,9 @@ def write_report(result: ReplayResult, out: Path) -> Path:
     (out / "metrics.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
     window = max(50, min(1000, result.config.eval_size // 20))
     series = {name: [(n, hr) for n, hr, _ in t.rolling(window)] for name, t in result.tallies.items()}
-    line_chart(series, f"HR@{result.config.k} over the scored window (each point: {window} questions)",
-               "questions", f"HR@{result.config.k}").save(out / "hr_over_stream.png")
+    line_chart(
+        series, f"HR@{result.config.k} over the scored window (each point: {window} questions)", "questions", f"HR@{result.config.k}"
+    ).save(out / "hr_over_stream.png")
     (out / "report.md").write_text(markdown(data, window))
     return out / "report.md"
 
@@ -78,13 +79,19 @@ def _overview(data: dict) -> list[str]:
     ]
     for name, m in rows.items():
         bold = "**" if name == SHELFSIGHT else ""
-        lines.append(f"| {bold}{name}{bold} | {bold}{m['hr']:.3f}{bold} ± {m['hr_ci']:.3f} | {bold}{m['ndcg']:.3f}{bold} ± "
-                     f"{m['ndcg_ci']:.3f} | {m['mrr']:.3f} | {m['recall']:.3f} | {m['coverage']:.3f} | {m['diversity']:.3f} |")
-    return [*lines, "",
-            f"HR@{k}: share of choices found in the top {k}; NDCG@{k}: discounted by rank; MRR@{k}: mean reciprocal rank; "
-            f"recall@{recall_at}: share found among the first {recall_at} candidates (for Shelfsight, its whole ranked "
-            "candidate pool: whether candidates or ranking limit the result); coverage: share of the catalogue that "
-            f"appeared in any top {k}; diversity: mean pairwise cosine distance of the fused vectors inside a list.", ""]
+        lines.append(
+            f"| {bold}{name}{bold} | {bold}{m['hr']:.3f}{bold} ± {m['hr_ci']:.3f} | {bold}{m['ndcg']:.3f}{bold} ± "
+            f"{m['ndcg_ci']:.3f} | {m['mrr']:.3f} | {m['recall']:.3f} | {m['coverage']:.3f} | {m['diversity']:.3f} |"
+        )
+    return [
+        *lines,
+        "",
+        f"HR@{k}: share of choices found in the top {k}; NDCG@{k}: discounted by rank; MRR@{k}: mean reciprocal rank; "
+        f"recall@{recall_at}: share found among the first {recall_at} candidates (for Shelfsight, its whole ranked "
+        "candidate pool: whether candidates or ranking limit the result); coverage: share of the catalogue that "
+        f"appeared in any top {k}; diversity: mean pairwise cosine distance of the fused vectors inside a list.",
+        "",
+    ]
 
 
 def _cold_start(data: dict, k: int) -> list[str]:
@@ -98,12 +105,19 @@ def _cold_start(data: dict, k: int) -> list[str]:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, m in data["cold_start"].items():
-        lines.append(f"| {name} | {m['new_per_list']:.2f} | {m['new_matching_per_list']:.2f} | {m['on_taste']:.1%} | "
-                     f"{m['new_hr']:.3f} | {m['new_shown']:.1%} | {m['hours_to_first_shown']:.1f} |")
-    return [*lines, "", "New (first two columns): listed after the stream began and not yet clicked or viewed by anyone when "
-            "the list was asked for. The last three count every product listed after the stream began; hours to first "
-            "shown: from its listing to the first scored list that held it. When shoppers first click a new product "
-            "cannot be measured on a fixed log: they click what the log says, whatever they were shown.", ""]
+        lines.append(
+            f"| {name} | {m['new_per_list']:.2f} | {m['new_matching_per_list']:.2f} | {m['on_taste']:.1%} | "
+            f"{m['new_hr']:.3f} | {m['new_shown']:.1%} | {m['hours_to_first_shown']:.1f} |"
+        )
+    return [
+        *lines,
+        "",
+        "New (first two columns): listed after the stream began and not yet clicked or viewed by anyone when "
+        "the list was asked for. The last three count every product listed after the stream began; hours to first "
+        "shown: from its listing to the first scored list that held it. When shoppers first click a new product "
+        "cannot be measured on a fixed log: they click what the log says, whatever they were shown.",
+        "",
+    ]
 
 
 def _sources(data: dict, k: int) -> list[str]:
@@ -117,17 +131,29 @@ def _sources(data: dict, k: int) -> list[str]:
     ]
     for name, m in data["sources"].items():
         lines.append(f"| `{name}` | {m['finds_choice']:.1%} | {m['places']:.1%} | {m['named']:.1%} | {m['named_hits']:.1%} |")
-    return [*lines, "", "Finds the choice: share of questions where the source proposed the product chosen next (its recall). "
-            "A product proposed by several sources counts for each; a reason names one source: of those that "
-            "proposed the product, the one whose features added most to its score.", ""]
+    return [
+        *lines,
+        "",
+        "Finds the choice: share of questions where the source proposed the product chosen next (its recall). "
+        "A product proposed by several sources counts for each; a reason names one source: of those that "
+        "proposed the product, the one whose features added most to its score.",
+        "",
+    ]
 
 
 def _ranking(data: dict) -> list[str]:
     ranker = data["ranker"]
-    lines = ["## The learned ranking", "",
-             f"Choices joined with the served list they were made from: {ranker.get('choices', 0):,} "
-             f"({ranker.get('pairs', 0):,} chosen/skipped pairs); learned: {ranker.get('learned')}."]
+    lines = [
+        "## The learned ranking",
+        "",
+        f"Choices joined with the served list they were made from: {ranker.get('choices', 0):,} "
+        f"({ranker.get('pairs', 0):,} chosen/skipped pairs); learned: {ranker.get('learned')}.",
+    ]
     if ranker.get("weights"):
-        lines += ["", "Weights on standardised features, largest first:", "",
-                  ", ".join(f"`{n}` {w:+.3f}" for n, w in list(ranker["weights"].items())[:12])]
+        lines += [
+            "",
+            "Weights on standardised features, largest first:",
+            "",
+            ", ".join(f"`{n}` {w:+.3f}" for n, w in list(ranker["weights"].items())[:12]),
+        ]
     return lines

@@ -51,8 +51,9 @@ class ColdStartTally:
     first_shown: dict[str, float] = field(default_factory=dict)  # new product → hours from its listing to its first top k
     listed: dict[str, float] = field(default_factory=dict)  # new product → when it was listed
 
-    def add(self, items: list[str], taste: str | None, truth: Truth, untouched_new: set[str], chosen: str | None = None,
-            at: float = 0.0) -> None:
+    def add(
+        self, items: list[str], taste: str | None, truth: Truth, untouched_new: set[str], chosen: str | None = None, at: float = 0.0
+    ) -> None:
         self.lists += 1
         self.items += len(items)
         for item in items:
@@ -70,11 +71,14 @@ class ColdStartTally:
     def summary(self) -> dict[str, float]:
         lists = max(1, self.lists)
         hours = sorted(self.first_shown.values())
-        return {"new_per_list": self.new / lists, "new_matching_per_list": self.new_matching / lists,
-                "on_taste": self.on_taste / max(1, self.items),
-                "new_hr": self.new_hits / self.new_questions if self.new_questions else float("nan"),
-                "new_shown": len(hours) / len(self.listed) if self.listed else float("nan"),
-                "hours_to_first_shown": hours[len(hours) // 2] if hours else float("nan")}
+        return {
+            "new_per_list": self.new / lists,
+            "new_matching_per_list": self.new_matching / lists,
+            "on_taste": self.on_taste / max(1, self.items),
+            "new_hr": self.new_hits / self.new_questions if self.new_questions else float("nan"),
+            "new_shown": len(hours) / len(self.listed) if self.listed else float("nan"),
+            "hours_to_first_shown": hours[len(hours) // 2] if hours else float("nan"),
+        }
 
 
 @dataclass
@@ -106,9 +110,15 @@ class SourceTally:
     def summary(self) -> dict[str, dict[str, float]]:
         sources = sorted(set(self.found) | set(self.placed) | set(self.named), key=lambda s: -self.placed.get(s, 0))
         q, places, hits = max(1, self.questions), max(1, self.places), max(1, self.hits)
-        return {s: {"finds_choice": self.found.get(s, 0) / q, "places": self.placed.get(s, 0) / places,
-                    "named": self.named.get(s, 0) / places, "named_hits": self.named_hits.get(s, 0) / hits} for s in sources}
-
+        return {
+            s: {
+                "finds_choice": self.found.get(s, 0) / q,
+                "places": self.placed.get(s, 0) / places,
+                "named": self.named.get(s, 0) / places,
+                "named_hits": self.named_hits.get(s, 0) / hits,
+            }
+            for s in sources
+        }
 
 
 def windows(events: list[ClickEvent], config: ReplayConfig) -> tuple[set[int], set[int]]:
@@ -149,9 +159,15 @@ class Scoreboard:
         for tally in self.cold.values():
             tally.listed.update(mid_stream)
 
-    def score(self, event: ClickEvent, items: list[str], ranked: list[str],
-              vectors: Callable[[list[str]], np.ndarray | None], answer: Recommendations | None = None,
-              picks: list[Pick] | None = None) -> None:
+    def score(
+        self,
+        event: ClickEvent,
+        items: list[str],
+        ranked: list[str],
+        vectors: Callable[[list[str]], np.ndarray | None],
+        answer: Recommendations | None = None,
+        picks: list[Pick] | None = None,
+    ) -> None:
         """Shelfsight's answer (``items`` shown, ``ranked`` its candidates best first) and the
         baselines' to the question before ``event``; ``answer`` and ``picks``, where the answer
         came from in-process, also count its candidate sources."""

@@ -148,11 +148,19 @@ class ShopSimulation:
         return 1.0 - float(np.prod(1.0 - best))
 
     def _event(self, user: str, product: str, kind: str, at: float, step: int, n: int) -> ClickEvent:
-        return ClickEvent.model_validate_json(json.dumps({
-            "event_id": f"sim-{step}-{n}", "user_id": user, "product_id": product, "kind": kind,
-            "occurred_at": datetime.fromtimestamp(at, UTC).isoformat(), "session_id": f"{user}-sim",
-            "context": {"widget": "simulation", "position": min(n, 100), "request_id": f"sim-{step}"},
-        }))  # as a widget sends it: JSON
+        return ClickEvent.model_validate_json(
+            json.dumps(
+                {
+                    "event_id": f"sim-{step}-{n}",
+                    "user_id": user,
+                    "product_id": product,
+                    "kind": kind,
+                    "occurred_at": datetime.fromtimestamp(at, UTC).isoformat(),
+                    "session_id": f"{user}-sim",
+                    "context": {"widget": "simulation", "position": min(n, 100), "request_id": f"sim-{step}"},
+                }
+            )
+        )  # as a widget sends it: JSON
 
     def _apply(self, events: list[ClickEvent], at: float) -> None:
         """As the profiles worker applies them."""
@@ -175,9 +183,13 @@ class ShopSimulation:
 def report(outcomes: dict[str, Outcome]) -> str:
     """A markdown table of the policies, and the bandit's gain over fixed places."""
     rows = {name: o.summary() for name, o in outcomes.items()}
-    lines = ["| exploration | expected clicks per list | on new products | regret per list | new products per list | clicks |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| exploration | expected clicks per list | on new products | regret per list | new products per list | clicks |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for name, m in rows.items():
-        lines.append(f"| {name} | {m['clicks']:.4f} ± {m['clicks_ci']:.4f} | {m['new_clicks']:.4f} ± {m['new_clicks_ci']:.4f} | "
-                     f"{m['regret']:.4f} ± {m['regret_ci']:.4f} | {m['new_per_list']:.2f} | {m['realised_clicks']:.0f} |")
+        lines.append(
+            f"| {name} | {m['clicks']:.4f} ± {m['clicks_ci']:.4f} | {m['new_clicks']:.4f} ± {m['new_clicks_ci']:.4f} | "
+            f"{m['regret']:.4f} ± {m['regret_ci']:.4f} | {m['new_per_list']:.2f} | {m['realised_clicks']:.0f} |"
+        )
     return "\n".join(lines) + "\n\n" + json.dumps(rows, indent=1)

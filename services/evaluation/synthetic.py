@@ -54,11 +54,16 @@ class ShopPlan:
 
 
 FOREIGN = {  # what a shop in another language calls each category (the text model reads English)
-    "T-shirt-top": ("T-shirt basique", "Kurzarmshirt", "Camiseta básica"), "Trouser": ("Pantalon droit", "Stoffhose", "Pantalón recto"),
-    "Pullover": ("Pull en laine", "Strickpullover", "Jersey de punto"), "Dress": ("Robe d'été", "Sommerkleid", "Vestido de verano"),
-    "Coat": ("Manteau long", "Wintermantel", "Abrigo largo"), "Sandal": ("Sandales plates", "Riemchensandale", "Sandalias planas"),
-    "Shirt": ("Chemise en lin", "Leinenhemd", "Camisa de lino"), "Sneaker": ("Baskets basses", "Turnschuhe", "Zapatillas deportivas"),
-    "Bag": ("Sac en cuir", "Ledertasche", "Bolso de cuero"), "Ankle-boot": ("Bottines", "Stiefeletten", "Botines de piel"),
+    "T-shirt-top": ("T-shirt basique", "Kurzarmshirt", "Camiseta básica"),
+    "Trouser": ("Pantalon droit", "Stoffhose", "Pantalón recto"),
+    "Pullover": ("Pull en laine", "Strickpullover", "Jersey de punto"),
+    "Dress": ("Robe d'été", "Sommerkleid", "Vestido de verano"),
+    "Coat": ("Manteau long", "Wintermantel", "Abrigo largo"),
+    "Sandal": ("Sandales plates", "Riemchensandale", "Sandalias planas"),
+    "Shirt": ("Chemise en lin", "Leinenhemd", "Camisa de lino"),
+    "Sneaker": ("Baskets basses", "Turnschuhe", "Zapatillas deportivas"),
+    "Bag": ("Sac en cuir", "Ledertasche", "Bolso de cuero"),
+    "Ankle-boot": ("Bottines", "Stiefeletten", "Botines de piel"),
 }
 
 
@@ -115,8 +120,12 @@ def generate(out: Path, plan: ShopPlan = ShopPlan(), source: Path = DEBIAN_DIR) 
     rows = [dict(e, event_id=f"syn-{n}") for n, (_, e) in enumerate(events)]
     out.mkdir(parents=True, exist_ok=True)
     (out / TRUTH).write_text(json.dumps({"tastes": tastes, "categories": category}, indent=1) + "\n")
-    write_meta(out, plan.shoppers * plan.clicks_after, plan.shoppers * plan.clicks_before,
-               "synthetic Fashion-MNIST shop: the scored choices are those made after the new products were listed")
+    write_meta(
+        out,
+        plan.shoppers * plan.clicks_after,
+        plan.shoppers * plan.clicks_before,
+        "synthetic Fashion-MNIST shop: the scored choices are those made after the new products were listed",
+    )
     return write_jsonl(out / CATALOGUE, products), write_jsonl(out / CLICKS, rows)
 
 

@@ -50,9 +50,7 @@ class OpsServer:
         self._server.server_close()
 
 
-def start_ops(
-    port: int, host: str, registry: CollectorRegistry, health: Callable[[], dict[str, object]], setting: str
-) -> OpsServer | None:
+def start_ops(port: int, host: str, registry: CollectorRegistry, health: Callable[[], dict[str, object]], setting: str) -> OpsServer | None:
     """Start /metrics and /healthz on ``port`` (0: none); a busy port is a one-line UserError naming ``setting``."""
     from services.errors import UserError
 

@@ -105,8 +105,15 @@ class _DeadLetters:
         def send(message: RawMessage, reason: str) -> None:
             self._producer.send(
                 dlq,
-                dead_letter(value=message.value, key=message.key, reason=reason, source_topic=source,
-                            service="profiles", partition=message.partition, offset=message.offset),
+                dead_letter(
+                    value=message.value,
+                    key=message.key,
+                    reason=reason,
+                    source_topic=source,
+                    service="profiles",
+                    partition=message.partition,
+                    offset=message.offset,
+                ),
                 self._delivered,
             )
             self._metrics.events.labels("dead_letter").inc()
@@ -129,8 +136,7 @@ class _DeadLetters:
         self.flush()
 
 
-def _add_joined_agents(app: faust.App, settings: Settings, state: ProfileState, metrics: ProfilesMetrics,
-                       letters: _DeadLetters) -> None:
+def _add_joined_agents(app: faust.App, settings: Settings, state: ProfileState, metrics: ProfilesMetrics, letters: _DeadLetters) -> None:
     """The agents that keep what clicks are joined with: items, and the shoppers' served lists."""
 
     @app.agent(_raw_topic(app, settings, PRODUCTS_INDEXED))
@@ -142,8 +148,7 @@ def _add_joined_agents(app: faust.App, settings: Settings, state: ProfileState, 
         await _one_by_one(stream, letters.sender(RECOMMENDATIONS_SERVED), "served list", partial(_keep_served, state, metrics))
 
 
-async def _one_by_one(stream: StreamT, send_dead_letter: DeadLetterSink, what: str,
-                      apply: Callable[[Message], Awaitable[None]]) -> None:
+async def _one_by_one(stream: StreamT, send_dead_letter: DeadLetterSink, what: str, apply: Callable[[Message], Awaitable[None]]) -> None:
     """Apply each message; a bad one goes to the dead-letter topic with its reason and the agent goes on."""
     async for event in stream.events():
         message = event.message
@@ -203,8 +208,10 @@ class _ClickBatches:
         self._metrics = metrics
 
     async def apply(self, events: list[EventT]) -> None:
-        batch = [RawMessage(event.message.key, event.message.value, event.message.partition, event.message.offset,
-                            event.message.topic) for event in events]
+        batch = [
+            RawMessage(event.message.key, event.message.value, event.message.partition, event.message.offset, event.message.topic)
+            for event in events
+        ]
         self._metrics.batch_consumed()
         started = time.perf_counter()
         try:
@@ -247,8 +254,9 @@ class _ClickBatches:
         metrics.events.labels("duplicate").inc(result.duplicates)
 
 
-async def checkpoint_learners(state: ProfileState, learners: Learners, secret: bytes, worker: str = "main",
-                              keep_s: float = CHECKPOINT_KEEP_S) -> bool:
+async def checkpoint_learners(
+    state: ProfileState, learners: Learners, secret: bytes, worker: str = "main", keep_s: float = CHECKPOINT_KEEP_S
+) -> bool:
     """Write this worker's learners checkpoint (with its digest, registered under the worker's
     name, kept ``keep_s`` after its last write); with Redis away, skip this one (the timer tries
     again next interval) instead of letting the error stop the timer and, with it, the worker."""

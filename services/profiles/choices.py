@@ -48,8 +48,7 @@ class ServedList:
     @classmethod
     def from_contract(cls, served: RecommendationServed) -> "ServedList":
         rows = np.frombuffer(served.features, dtype="<f4").reshape(len(served.products), len(served.feature_names))
-        return cls(served.request_id, served.served_at.timestamp(), served.shown, list(served.products),
-                   tuple(served.feature_names), rows)
+        return cls(served.request_id, served.served_at.timestamp(), served.shown, list(served.products), tuple(served.feature_names), rows)
 
     def row(self, n: int) -> dict[str, float]:
         return {name: float(v) for name, v in zip(self.names, self.rows[n], strict=True)}

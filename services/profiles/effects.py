@@ -149,7 +149,9 @@ class _Batch:
     session_ids: set[str] = field(default_factory=set)
     purchasers: set[str] = field(default_factory=set)
     dismissers: set[str] = field(default_factory=set)
-    impressions: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (shopper, request id) → products reported seen in this write
+    impressions: dict[tuple[str, str], set[str]] = field(
+        default_factory=dict
+    )  # (shopper, request id) → products reported seen in this write
     latest: float | None = None  # the latest event time applied: the shop's clock moves to it
 
     def __post_init__(self) -> None:
@@ -260,8 +262,9 @@ class _Batch:
             impressed.setdefault(made_for, set()).update(products)
         params = self.params
         for user, served, product in self.choices:
-            example = choice(served, product, impressed.get((user, served.request_id)), params.choice_negatives, rng,
-                             params.shown_negatives)
+            example = choice(
+                served, product, impressed.get((user, served.request_id)), params.choice_negatives, rng, params.shown_negatives
+            )
             if example is not None:
                 self.learn.append(ChoiceLesson(served.names, *example))
                 self.result.choices_learned += 1

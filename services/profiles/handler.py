@@ -204,15 +204,18 @@ class _GroupHandler:
             position = stored[(topic, partition)]
             end = await reader.end_offset(topic, partition)
             if position is not None and end < position.offset:
-                log.error("stored position beyond the end of the partition: the topic was recreated; starting over",
-                          extra={"topic": topic, "partition": partition, "stored": position, "end": end})
+                log.error(
+                    "stored position beyond the end of the partition: the topic was recreated; starting over",
+                    extra={"topic": topic, "partition": partition, "stored": position, "end": end},
+                )
                 stored[(topic, partition)] = None
                 await self._state.redis.hdel(self._state.keys.positions(topic), str(partition))
                 forgot = True
         return forgot
 
-    async def _write(self, messages: list[RawMessage], stored: Stored, decoded: Decoded,
-                     parked_in: set[Partition] | None = None) -> BatchResult | None:
+    async def _write(
+        self, messages: list[RawMessage], stored: Stored, decoded: Decoded, parked_in: set[Partition] | None = None
+    ) -> BatchResult | None:
         """Write one chunk with the parked clicks of ``parked_in`` (default: the chunk's partitions);
         None when a position moved (nothing written, nothing learned). Every partition the write
         touches has its position checked and its write count moved on, so no two writes on one
@@ -243,5 +246,4 @@ class _GroupHandler:
             if current is None and partition not in moved:
                 continue  # parked clicks always come after a positioned write; nothing to fence against
             after = advance(current, moved.get(partition))
-            writes.guard(self._state.keys.positions(partition[0]), str(partition[1]), current.text() if current else None,
-                         after.text())
+            writes.guard(self._state.keys.positions(partition[0]), str(partition[1]), current.text() if current else None, after.text())

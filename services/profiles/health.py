@@ -18,8 +18,11 @@ LAG_PROBE_MAX_AGE_S = 60.0
 def progress_health(lag: int, lag_age_s: float, consumed_age_s: float, stall_s: float) -> dict[str, object]:
     stalled = lag > 0 and consumed_age_s > stall_s
     blind = lag_age_s > LAG_PROBE_MAX_AGE_S
-    answer: dict[str, object] = {"healthy": not (stalled or blind), "consumer_lag": lag,
-                                 "seconds_since_last_batch": round(consumed_age_s, 1)}
+    answer: dict[str, object] = {
+        "healthy": not (stalled or blind),
+        "consumer_lag": lag,
+        "seconds_since_last_batch": round(consumed_age_s, 1),
+    }
     if stalled:
         answer["reason"] = f"clicks are waiting but none was consumed for {consumed_age_s:.0f} s"
     elif blind:

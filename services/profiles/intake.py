@@ -37,7 +37,9 @@ def belongs(message: RawMessage, keys: Keys, decoded: Decoded) -> bool:
     return keys.group_of(owner) == keys.group
 
 
-def take_in(messages: list[RawMessage], keys: Keys, decoded: Decoded, now: float) -> tuple[list[tuple[RawMessage, ClickEvent]], list[Refusal]]:
+def take_in(
+    messages: list[RawMessage], keys: Keys, decoded: Decoded, now: float
+) -> tuple[list[tuple[RawMessage, ClickEvent]], list[Refusal]]:
     """The group's valid events, in order, and its messages refused with their reasons."""
     events: list[tuple[RawMessage, ClickEvent]] = []
     refused: list[Refusal] = []

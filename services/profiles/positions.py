@@ -135,8 +135,12 @@ class KafkaRangeReader:
     """Reads offset ranges with a plain assigned consumer: no group membership, no commits."""
 
     def __init__(self, config: dict[str, Any], timeout_s: float = 30.0) -> None:
-        self._config = {**config, "group.id": f"shelfsight-range-reader-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
-                        "enable.partition.eof": True}
+        self._config = {
+            **config,
+            "group.id": f"shelfsight-range-reader-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
         self._timeout_s = timeout_s
         self._consumer: Consumer | None = None
 

@@ -53,8 +53,9 @@ def decay(params: ClickParams, elapsed_s: float) -> float:
     return 0.5 ** (max(0.0, elapsed_s) / params.half_life_s)
 
 
-def apply(profile: Profile, params: ClickParams, *, vector: list[float] | np.ndarray, category: str, kind: str, at: float,
-          price: float = 0.0) -> Profile:
+def apply(
+    profile: Profile, params: ClickParams, *, vector: list[float] | np.ndarray, category: str, kind: str, at: float, price: float = 0.0
+) -> Profile:
     """The profile after one event at time ``at`` (seconds); events out of order decay, not grow."""
     weight = params.weights[kind]
     if at >= profile.updated_at:
@@ -68,8 +69,14 @@ def apply(profile: Profile, params: ClickParams, *, vector: list[float] | np.nda
     counts = dict(profile.counts)
     counts[kind] = counts.get(kind, 0) + 1
     wanted = max(0.0, add)  # a dismissal says nothing about the prices a shopper pays
-    return Profile(new_vector.astype(np.float32), categories, now, counts,
-                   profile.log_price * keep + wanted * math.log1p(max(0.0, price)), profile.price_weight * keep + wanted)
+    return Profile(
+        new_vector.astype(np.float32),
+        categories,
+        now,
+        counts,
+        profile.log_price * keep + wanted * math.log1p(max(0.0, price)),
+        profile.price_weight * keep + wanted,
+    )
 
 
 RESCALE_AFTER_HALF_LIVES = 64.0

@@ -54,8 +54,12 @@ def restore_learners(settings: Settings, keys: Keys, secret: bytes) -> Learners:
         raise UserError(str(exc)) from None
     finally:
         client.close()
-    fresh = Learners(ranker_warmup=settings.ranking_warmup_pairs, max_shoppers=settings.learners_max_shoppers,
-                     max_items=settings.learners_max_items, max_model_items=settings.item_model_items)
+    fresh = Learners(
+        ranker_warmup=settings.ranking_warmup_pairs,
+        max_shoppers=settings.learners_max_shoppers,
+        max_items=settings.learners_max_items,
+        max_model_items=settings.item_model_items,
+    )
     candidates = []
     for blob in blobs:
         if not isinstance(blob, bytes):
@@ -126,5 +130,4 @@ def _start_ops(settings: Settings, metrics: ProfilesMetrics) -> OpsServer | None
         consumed_age = time.time() - metrics.last_batch_at
         return progress_health(int(last["lag"]), time.monotonic() - last["at"], consumed_age, settings.profiles_stall_s)
 
-    return start_ops(settings.profiles_metrics_port, settings.metrics_host, metrics.registry, health,
-                     "SHELFSIGHT_PROFILES_METRICS_PORT")
+    return start_ops(settings.profiles_metrics_port, settings.metrics_host, metrics.registry, health, "SHELFSIGHT_PROFILES_METRICS_PORT")

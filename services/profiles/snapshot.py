@@ -34,8 +34,9 @@ class Snapshot:
     now: float = 0.0  # when the write is computed: how long parked clicks have waited, when new ones are parked
 
 
-async def read_snapshot(state: ProfileState, events: list[tuple[RawMessage, ClickEvent]], clock: Callable[[], float],
-                        item_wait_s: float) -> Snapshot:
+async def read_snapshot(
+    state: ProfileState, events: list[tuple[RawMessage, ClickEvent]], clock: Callable[[], float], item_wait_s: float
+) -> Snapshot:
     """Everything the effects of ``events`` read; a write without events reads nothing."""
     if not events:
         return Snapshot()
@@ -59,8 +60,9 @@ async def read_snapshot(state: ProfileState, events: list[tuple[RawMessage, Clic
     return Snapshot(loaded, served, impressed, epoch, clock())
 
 
-def chosen_from(events: list[tuple[RawMessage, ClickEvent]], served: dict[str, list[ServedList]],
-                params: ClickParams) -> set[tuple[str, str]]:
+def chosen_from(
+    events: list[tuple[RawMessage, ClickEvent]], served: dict[str, list[ServedList]], params: ClickParams
+) -> set[tuple[str, str]]:
     """The (shopper, request id) of every list a choice among ``events`` may have been made from:
     the lists the effects may join choices with (a superset: some events turn out duplicates)."""
     lists = set()

@@ -75,8 +75,9 @@ class ProfileState:
     def groups(self) -> list["ProfileState"]:
         return [self.at(g) for g in range(self.keys.shards)]
 
-    async def put_item(self, product_id: str, vector: list[float], category: str, price: float, in_stock: bool,
-                       listed_ts: float | None = None) -> None:
+    async def put_item(
+        self, product_id: str, vector: list[float], category: str, price: float, in_stock: bool, listed_ts: float | None = None
+    ) -> None:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hset(self.keys.item(product_id), mapping=encode_item(Item(np.asarray(vector, dtype=np.float32), category, price, in_stock)))
         if listed_ts is not None:
@@ -90,8 +91,14 @@ class ProfileState:
     async def delete_item(self, product_id: str) -> None:
         await self.redis.delete(self.keys.item(product_id))
 
-    async def load(self, event_ids: list[str], items: set[str], users: set[str], sessions: set[str],
-                   choosers: set[str] = frozenset()) -> Loaded:  # type: ignore[assignment]
+    async def load(
+        self,
+        event_ids: list[str],
+        items: set[str],
+        users: set[str],
+        sessions: set[str],
+        choosers: "set[str] | frozenset[str]" = frozenset(),
+    ) -> Loaded:
         """Everything a batch needs, one script per group (one round trip on a single Redis);
         ``users``, ``sessions`` and the events must be of this group; ``choosers``' served lists too."""
         p, keys = self.params, self.keys
@@ -177,9 +184,17 @@ class ProfileState:
         # Only the untagged layout can hold sets from before the registry; looked for only when due.
         old_sets_possible = "0" if keys.tagged else "1"
         while True:
-            epoch = await self.redis.eval(_MOVE_EPOCH, 3, keys.trending_epoch, keys.trending_sets, keys.trending_sets_complete,
-                                          repr(now), repr(self.params.half_life_s), repr(float(RESCALE_AFTER_HALF_LIVES)),
-                                          old_sets_possible)
+            epoch = await self.redis.eval(
+                _MOVE_EPOCH,
+                3,
+                keys.trending_epoch,
+                keys.trending_sets,
+                keys.trending_sets_complete,
+                repr(now),
+                repr(self.params.half_life_s),
+                repr(float(RESCALE_AFTER_HALF_LIVES)),
+                old_sets_possible,
+            )
             if epoch is not None:
                 return float(epoch)
             await self._register_old_trending_sets()

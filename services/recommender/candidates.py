@@ -54,8 +54,15 @@ class CandidatePool:
     def __init__(self) -> None:
         self._by_id: dict[str, Candidate] = {}
 
-    def offer(self, product_id: str, source: str, score: float, anchor: str | None = None,
-              payload: dict[str, Any] | None = None, vector: Sequence[float] | None = None) -> None:
+    def offer(
+        self,
+        product_id: str,
+        source: str,
+        score: float,
+        anchor: str | None = None,
+        payload: dict[str, Any] | None = None,
+        vector: Sequence[float] | None = None,
+    ) -> None:
         current = self._by_id.get(product_id)
         if current is None:
             current = self._by_id[product_id] = Candidate(product_id)
@@ -103,8 +110,9 @@ class CoVisits:
     best: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def gather(cls, anchors: list[str], neighbours: dict[str, Pairs], history: dict[str, Pairs],
-               interactions: dict[str, float], decay: float = 0.9) -> "CoVisits":
+    def gather(
+        cls, anchors: list[str], neighbours: dict[str, Pairs], history: dict[str, Pairs], interactions: dict[str, float], decay: float = 0.9
+    ) -> "CoVisits":
         cv = cls()
         strongest: dict[str, float] = {}
         for n, anchor in enumerate(anchors):

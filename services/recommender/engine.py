@@ -129,8 +129,9 @@ class Recommender:
         )
         pool = CandidatePool()
         context = self._context(context_id) if context_id else None
-        covisits = CoVisits.gather(shopper.recent[: self._reader.limits.covisit_anchors], signals.neighbours,
-                                   signals.history, signals.anchor_interactions)
+        covisits = CoVisits.gather(
+            shopper.recent[: self._reader.limits.covisit_anchors], signals.neighbours, signals.history, signals.anchor_interactions
+        )
         self._from_qdrant(pool, shopper, signals, filters, context, context_id, now)
         self._from_behaviour(pool, shopper, signals, covisits, learned)
         self._complete(pool, filters)
@@ -169,8 +170,13 @@ class Recommender:
         now = self._clock()
         source = "context_looks" if using == "image" else "context"
         picks = [
-            Pick(h.product_id, round(float(h.score), 6), explain(source, h.payload, title, self._is_new(h.payload, now, None)), h.payload,
-                 source)
+            Pick(
+                h.product_id,
+                round(float(h.score), 6),
+                explain(source, h.payload, title, self._is_new(h.payload, now, None)),
+                h.payload,
+                source,
+            )
             for h in hits
             if not h.payload.get("delisted")
         ]
@@ -182,8 +188,16 @@ class Recommender:
         found = self._store.get([product_id], with_vectors=("fused",), fields=())
         return unit(np.asarray(found[0].vectors["fused"], dtype=np.float32)) if found else None
 
-    def _from_qdrant(self, pool: CandidatePool, shopper: Shopper, signals: Signals, filters: SearchFilters,
-                     context: np.ndarray | None, context_id: str | None, now: float) -> None:
+    def _from_qdrant(
+        self,
+        pool: CandidatePool,
+        shopper: Shopper,
+        signals: Signals,
+        filters: SearchFilters,
+        context: np.ndarray | None,
+        context_id: str | None,
+        now: float,
+    ) -> None:
         limit = self.tuning.per_source
         queries: list[tuple[str, VectorQuery, str | None]] = []  # (source, query, the anchor its hits are like)
         common = {"limit": limit, "filters": filters, "fields": CARD_FIELDS, "with_vector": True}
@@ -198,8 +212,13 @@ class Recommender:
         positives = [usable[i] for i in shopper.recent if i in usable][: self._reader.limits.anchors]
         negatives = [usable[i] for i in shopper.dismissed if i in usable]
         if positives:
-            queries.append(("recent", VectorQuery(positives=tuple(v.tolist() for v in positives),
-                                                  negatives=tuple(v.tolist() for v in negatives), **common), None))  # type: ignore[arg-type]
+            queries.append(
+                (
+                    "recent",
+                    VectorQuery(positives=tuple(v.tolist() for v in positives), negatives=tuple(v.tolist() for v in negatives), **common),  # type: ignore[arg-type]
+                    None,
+                )
+            )
         queries += self._picture_queries(shopper, filters, now)
         if context is not None:
             queries.append(("context", VectorQuery(vector=context.tolist(), **common), context_id))  # type: ignore[arg-type]
@@ -222,12 +241,22 @@ class Recommender:
         anchors = shopper.recent[: self._reader.limits.anchors]
         if not anchors or not self.tuning.looks_items or not self._pictures:
             return []
-        pictures = {p.product_id: p.vectors["image"] for p in self._store.get(anchors, with_vectors=("image",), fields=())
-                    if "image" in p.vectors}
+        pictures = {
+            p.product_id: p.vectors["image"] for p in self._store.get(anchors, with_vectors=("image",), fields=()) if "image" in p.vectors
+        }
         fresh = SearchFilters(**{**filters.__dict__, "listed_after": now - self.tuning.new_for_s})
-        return [("looks", VectorQuery(vector=list(pictures[anchor]), using="image", limit=self.tuning.looks_items, filters=wanted,
-                                      fields=CARD_FIELDS), anchor)
-                for anchor in anchors if anchor in pictures for wanted in (filters, fresh)]
+        return [
+            (
+                "looks",
+                VectorQuery(
+                    vector=list(pictures[anchor]), using="image", limit=self.tuning.looks_items, filters=wanted, fields=CARD_FIELDS
+                ),
+                anchor,
+            )
+            for anchor in anchors
+            if anchor in pictures
+            for wanted in (filters, fresh)
+        ]
 
     def _from_behaviour(self, pool: CandidatePool, shopper: Shopper, signals: Signals, covisits: CoVisits, learned: Learned) -> None:
         n = self.tuning.covisit_items
@@ -269,13 +298,20 @@ class Recommender:
     def _unit_vectors(self, candidates: list[Candidate]) -> np.ndarray:
         dims = self._dims
         blank = [0.0] * dims
-        vectors = np.array([c.vector if c.vector is not None and len(c.vector) == dims else blank for c in candidates],
-                           dtype=np.float32)
+        vectors = np.array([c.vector if c.vector is not None and len(c.vector) == dims else blank for c in candidates], dtype=np.float32)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
 
-    def _evidence(self, candidates: list[Candidate], vectors: np.ndarray, shopper: Shopper, signals: Signals,
-                  covisits: CoVisits, learned: Learned, now: float) -> Evidence:
+    def _evidence(
+        self,
+        candidates: list[Candidate],
+        vectors: np.ndarray,
+        shopper: Shopper,
+        signals: Signals,
+        covisits: CoVisits,
+        learned: Learned,
+        now: float,
+    ) -> Evidence:
         ids = [c.product_id for c in candidates]
         e = Evidence.empty(len(candidates), now, self.tuning.new_for_s)
         stats = self._reader.stats(ids, signals.decay_now)
@@ -299,8 +335,11 @@ class Recommender:
         e.sources = [c.sources for c in candidates]
         if shopper.vector is not None and shopper.vector.size == self._dims:
             e.taste = vectors @ shopper.vector
-        anchors = [unit(signals.vectors[i]) for i in shopper.recent[: self._reader.limits.anchors]
-                   if i in signals.vectors and signals.vectors[i].size == self._dims]
+        anchors = [
+            unit(signals.vectors[i])
+            for i in shopper.recent[: self._reader.limits.anchors]
+            if i in signals.vectors and signals.vectors[i].size == self._dims
+        ]
         if anchors:
             e.likeness = (vectors @ np.array(anchors).T).max(axis=1)
         e.looks = np.array([c.evidence.get("looks", (0.0, None))[0] for c in candidates], dtype=float)
@@ -309,8 +348,16 @@ class Recommender:
         e.usual_log_price = shopper.usual_log_price
         return e
 
-    def _choose(self, candidates: list[Candidate], vectors: np.ndarray, features: np.ndarray, scores: np.ndarray,
-                k: int, evidence: Evidence, request_id: str) -> list[int]:
+    def _choose(
+        self,
+        candidates: list[Candidate],
+        vectors: np.ndarray,
+        features: np.ndarray,
+        scores: np.ndarray,
+        k: int,
+        evidence: Evidence,
+        request_id: str,
+    ) -> list[int]:
         """Indexes into ``candidates``: MMR over the best-scored, then the exploration budget."""
         shortlist = np.argsort(-scores, kind="stable")[: max(k * self.tuning.diversify_from, 20)]
         order = [int(shortlist[i]) for i in mmr(spread(scores[shortlist]), vectors[shortlist], k, self.tuning.mmr_lambda)]
@@ -324,8 +371,15 @@ class Recommender:
         # The bandit needs click-through: without a widget reporting impressions, the fixed places.
         if self.tuning.exploration == "bandit" and evidence.impressions.sum() > 0:
             young = _listed_within(evidence, self.tuning.new_for_s)
-            return explore_by_sampling(order, [int(i) for i in np.flatnonzero(young & (fit >= 0))], evidence.choices,
-                                       evidence.impressions, k // 2, self.tuning.explore_prior, _rng(request_id))
+            return explore_by_sampling(
+                order,
+                [int(i) for i in np.flatnonzero(young & (fit >= 0))],
+                evidence.choices,
+                evidence.impressions,
+                k // 2,
+                self.tuning.explore_prior,
+                _rng(request_id),
+            )
         slots = min(self.tuning.explore_slots, k // 4)
         if not slots:
             return order
@@ -340,9 +394,18 @@ class Recommender:
             order = sorted(others + keep, key=order.index) + extra
         return order
 
-    def _explain(self, order: list[int], candidates: list[Candidate], vectors: np.ndarray, scores: np.ndarray,
-                 credit: list[dict[str, float]], shopper: Shopper, signals: Signals, context_id: str | None,
-                 now: float) -> list[Pick]:
+    def _explain(
+        self,
+        order: list[int],
+        candidates: list[Candidate],
+        vectors: np.ndarray,
+        scores: np.ndarray,
+        credit: list[dict[str, float]],
+        shopper: Shopper,
+        signals: Signals,
+        context_id: str | None,
+        now: float,
+    ) -> list[Pick]:
         dims = self._dims
         anchor_vectors = {i: unit(signals.vectors[i]) for i in shopper.recent if i in signals.vectors and signals.vectors[i].size == dims}
         named = {i for n in order for _, a in candidates[n].evidence.values() if a for i in [a]}
@@ -372,8 +435,17 @@ class Recommender:
             return False
         return catalogue_since is None or float(listed) - catalogue_since >= self.tuning.new_for_s
 
-    def _served(self, request_id: str, user_id: str, order: list[int], candidates: list[Candidate], features: np.ndarray,
-                scores: np.ndarray, ranker: str, now: float) -> RecommendationServed:
+    def _served(
+        self,
+        request_id: str,
+        user_id: str,
+        order: list[int],
+        candidates: list[Candidate],
+        features: np.ndarray,
+        scores: np.ndarray,
+        ranker: str,
+        now: float,
+    ) -> RecommendationServed:
         shown = set(order)
         rest = [int(i) for i in np.argsort(-scores, kind="stable") if int(i) not in shown]
         rows = (order + rest)[: max(len(order), self.tuning.served_candidates)]
@@ -416,8 +488,9 @@ def _rng(request_id: str) -> np.random.Generator:
     return np.random.default_rng(zlib.crc32(request_id.encode()))
 
 
-def explore_by_sampling(order: list[int], arms: list[int], clicks: np.ndarray, impressions: np.ndarray, places: int,
-                        prior: float, rng: np.random.Generator) -> list[int]:
+def explore_by_sampling(
+    order: list[int], arms: list[int], clicks: np.ndarray, impressions: np.ndarray, places: int, prior: float, rng: np.random.Generator
+) -> list[int]:
     """Thompson sampling for new products' places. Each product's click-through is Beta(α + clicks,
     β + impressions − clicks), with α/(α+β) the shop's rate over these candidates and α+β = ``prior``;
     each new product (``arms``) takes a place among the last ``places`` of ``order`` from a product
@@ -448,4 +521,3 @@ def explore_by_sampling(order: list[int], arms: list[int], clicks: np.ndarray, i
         order[order.index(weakest)] = arm
         tail.remove(weakest)
     return order
-

@@ -40,8 +40,7 @@ import numpy as np
 
 from models.ranking import LinearScorer
 
-SOURCES = ("covisit", "history", "items", "trending", "trending_in", "affinity", "taste", "recent", "context", "new", "catalogue",
-           "looks")
+SOURCES = ("covisit", "history", "items", "trending", "trending_in", "affinity", "taste", "recent", "context", "new", "catalogue", "looks")
 
 Transform = Callable[["Evidence"], np.ndarray]
 

@@ -35,8 +35,9 @@ class Posted:
 class JustPosted:
     """Per shopper, the last ``per_shopper`` events accepted, for ``keep_s`` seconds; bounded in shoppers."""
 
-    def __init__(self, keep_s: float = 30.0, per_shopper: int = 10, shoppers: int = 100_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, keep_s: float = 30.0, per_shopper: int = 10, shoppers: int = 100_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._keep_s, self._per_shopper, self._shoppers, self._clock = keep_s, per_shopper, shoppers, clock
         self._events: OrderedDict[str, deque[Posted]] = OrderedDict()
         self._lock = threading.Lock()

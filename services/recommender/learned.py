@@ -61,8 +61,7 @@ class Affinity:
         biases = np.array([float(mf.i_biases.get(i, 0.0)) for i in items], dtype=np.float32)
         users = {str(u): (np.asarray(v, dtype=np.float32), float(mf.u_biases.get(u, 0.0))) for u, v in mf.u_latents.items()}
         mean = float(mf.global_mean.get()) if mf.global_mean.n else 0.0
-        return cls(items, {i: n for n, i in enumerate(items)}, latents, biases, users, mean,
-                   dict(getattr(learners, "user_events", {})))
+        return cls(items, {i: n for n, i in enumerate(items)}, latents, biases, users, mean, dict(getattr(learners, "user_events", {})))
 
     def knows(self, user: str) -> bool:
         return user in self.users
@@ -171,26 +170,47 @@ class Learned:
             return parts[0]
         ranker = merge_rankers([(p.ranker, p.choices) for p in parts if p.ranker is not None])
         affinities = [a for p in parts for a in (p.affinity.parts if isinstance(p.affinity, Affinities) else [p.affinity])]
-        return cls(ranker, Affinities(affinities), sum(p.events for p in parts), sum(p.choices for p in parts),
-                   tuple(c for p in parts for c in p.counts), histories=tuple(h for p in parts for h in p.histories),
-                   shape=parts[0].shape)
+        return cls(
+            ranker,
+            Affinities(affinities),
+            sum(p.events for p in parts),
+            sum(p.choices for p in parts),
+            tuple(c for p in parts for c in p.counts),
+            histories=tuple(h for p in parts for h in p.histories),
+            shape=parts[0].shape,
+        )
 
     @classmethod
     def from_learners(cls, learners: Learners, shape: ItemModelShape | None = None) -> "Learned":
         ranker = learners.ranker.scorer(FEATURES) if learners.ranker is not None else None
         choices = learners.ranker.choices if learners.ranker is not None else 0
         co = learners.co_occurrence
-        return cls(ranker, Affinity.from_learners(learners), learners.events, choices, (co.counts(),),
-                   histories=(co.histories(),), shape=shape or ItemModelShape())
+        return cls(
+            ranker,
+            Affinity.from_learners(learners),
+            learners.events,
+            choices,
+            (co.counts(),),
+            histories=(co.histories(),),
+            shape=shape or ItemModelShape(),
+        )
 
 
 class LearnedCache:
     """The workers' newest learners checkpoints, merged, reloaded every ``refresh_s`` on a daemon thread;
     the item-to-item model is fitted again at most every ``refit_s`` (a fit costs seconds at thousands of items)."""
 
-    def __init__(self, client: redis.Redis, keys: Keys, secret: bytes, refresh_s: float = 10.0,
-                 keep_s: float = CHECKPOINT_KEEP_S, refit_s: float = 60.0, clock: Callable[[], float] = time.monotonic,
-                 shape: ItemModelShape | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        secret: bytes,
+        refresh_s: float = 10.0,
+        keep_s: float = CHECKPOINT_KEEP_S,
+        refit_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        shape: ItemModelShape | None = None,
+    ) -> None:
         self._redis, self._keys, self._secret, self._refresh_s, self._keep_s = client, keys, secret, refresh_s, keep_s
         self._shape = shape or ItemModelShape()
         self._refit_s = refit_s

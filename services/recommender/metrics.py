@@ -9,22 +9,29 @@ class RecommenderMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.requests = Counter(
-            "shelfsight_recommender_requests", "Recommendation requests, by interface and outcome.",
-            ["interface", "outcome"], registry=self.registry,
+            "shelfsight_recommender_requests",
+            "Recommendation requests, by interface and outcome.",
+            ["interface", "outcome"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "shelfsight_recommender_seconds", "Time to answer one request, by interface.", ["interface"],
-            buckets=_BUCKETS, registry=self.registry,
+            "shelfsight_recommender_seconds",
+            "Time to answer one request, by interface.",
+            ["interface"],
+            buckets=_BUCKETS,
+            registry=self.registry,
         )
-        self.events = Counter(
-            "shelfsight_api_events", "Events posted to /v1/events, by outcome.", ["outcome"], registry=self.registry
-        )
+        self.events = Counter("shelfsight_api_events", "Events posted to /v1/events, by outcome.", ["outcome"], registry=self.registry)
         self.refused = Counter(
-            "shelfsight_api_refused", "Requests refused by a guard: shopper_token, rate_limited (429, or 413 for a batch over a burst).", ["reason"],
+            "shelfsight_api_refused",
+            "Requests refused by a guard: shopper_token, rate_limited (429, or 413 for a batch over a burst).",
+            ["reason"],
             registry=self.registry,
         )
         self.streams = Gauge("shelfsight_api_streams", "Open Server-Sent Event streams.", registry=self.registry)
         self.served_unlogged = Counter(
-            "shelfsight_served_unlogged", "Served lists not logged to recommendations.served, by reason: over_rate "
-            "(SHELFSIGHT_SERVED_LOG_PER_S), failed.", ["reason"], registry=self.registry,
+            "shelfsight_served_unlogged",
+            "Served lists not logged to recommendations.served, by reason: over_rate (SHELFSIGHT_SERVED_LOG_PER_S), failed.",
+            ["reason"],
+            registry=self.registry,
         )

@@ -21,8 +21,20 @@ from typing import Any
 from schemas.limits import LIMITS
 
 # Behaviour specific to this shopper speaks loudest, then likeness, then the crowd.
-_PRIORITY = ("context", "covisit", "history", "items", "looks", "recent", "taste", "new", "trending_in", "trending", "affinity",
-             "catalogue")
+_PRIORITY = (
+    "context",
+    "covisit",
+    "history",
+    "items",
+    "looks",
+    "recent",
+    "taste",
+    "new",
+    "trending_in",
+    "trending",
+    "affinity",
+    "catalogue",
+)
 _LIKENESS = frozenset({"taste", "recent", "new", "looks"})
 
 
@@ -42,8 +54,7 @@ def strongest(evidence: dict[str, tuple[float, str | None]], looks_alike: float)
     return source, evidence[source][1]
 
 
-def credited(evidence: dict[str, tuple[float, str | None]], contributions: dict[str, float],
-             looks_alike: float) -> tuple[str, str | None]:
+def credited(evidence: dict[str, tuple[float, str | None]], contributions: dict[str, float], looks_alike: float) -> tuple[str, str | None]:
     """The source a candidate's reason names: of the sources that proposed it, the one whose
     features added most to its score (likeness only where it is real, ≥ ``looks_alike``);
     :func:`strongest` when none added anything.

@@ -123,9 +123,16 @@ def _remember(memory: OrderedDict[str, _V], key: str, value: _V, limit: int) -> 
 
 
 class Responder:
-    def __init__(self, settings: Settings, engine: Recommender, consumer: Consumer, producer: Producer,
-                 metrics: RecommenderMetrics, model_version: Callable[[], str | None] = lambda: None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Recommender,
+        consumer: Consumer,
+        producer: Producer,
+        metrics: RecommenderMetrics,
+        model_version: Callable[[], str | None] = lambda: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._reply_topics = ReplyTopics(producer)
         self._settings = settings
         self._engine = engine
@@ -190,8 +197,15 @@ class Responder:
             self._refuse(message, "internal error while answering (see the recommender's log)", failed)
 
     def _refuse(self, message: Message, reason: str, failed: Callable[[str], None]) -> None:
-        letter = dead_letter(value=message.value(), key=message.key(), reason=reason, source_topic=self._source,
-                             service="recommender", partition=message.partition(), offset=message.offset())
+        letter = dead_letter(
+            value=message.value(),
+            key=message.key(),
+            reason=reason,
+            source_topic=self._source,
+            service="recommender",
+            partition=message.partition(),
+            offset=message.offset(),
+        )
         self._producer.send(self._settings.topic(RECOMMENDATION_REQUESTS.dlq), letter, _on_error(failed))
         self._metrics.requests.labels("kafka", "invalid").inc()
 
@@ -208,15 +222,20 @@ class Responder:
             return
         prefix = self._settings.reply_topic_prefix
         if not reply_allowed(request.reply_topic, prefix):
-            reason = (f"reply_topic {request.reply_topic} is not allowed: leave it out, or name a topic starting with "
-                      f"{prefix} (SHELFSIGHT_REPLY_TOPIC_PREFIX)")
+            reason = (
+                f"reply_topic {request.reply_topic} is not allowed: leave it out, or name a topic starting with "
+                f"{prefix} (SHELFSIGHT_REPLY_TOPIC_PREFIX)"
+            )
             self._refuse(message, reason, failed)
-            self._send(RECOMMENDATION_RESPONSES.name, answers.error(request.request_id, request.user_id, "invalid_request", reason),
-                       failed)
+            self._send(RECOMMENDATION_RESPONSES.name, answers.error(request.request_id, request.user_id, "invalid_request", reason), failed)
             return
         if not self._reply_topics.exists(self._settings.topic(request.reply_topic)):
-            self._refuse(message, f"reply_topic {request.reply_topic} does not exist: create it, or leave reply_topic out "
-                                  f"to get the answer on {RECOMMENDATION_RESPONSES.name}", failed)
+            self._refuse(
+                message,
+                f"reply_topic {request.reply_topic} does not exist: create it, or leave reply_topic out "
+                f"to get the answer on {RECOMMENDATION_RESPONSES.name}",
+                failed,
+            )
             return
         reply, outcome = self._reply(request)
         self._send(request.reply_topic, reply, failed)
@@ -227,13 +246,15 @@ class Responder:
     def _reply(self, request: RecommendationRequest) -> tuple[RecommendationResponse, str]:
         age = self._clock() - request.requested_at.timestamp()
         if age > self._settings.request_max_age_s:
-            return answers.error(request.request_id, request.user_id, "expired",
-                                 f"the request is {age:.0f} s old, over SHELFSIGHT_REQUEST_MAX_AGE_S "
-                                 f"({self._settings.request_max_age_s:g} s): ask again"), "expired"
+            return answers.error(
+                request.request_id,
+                request.user_id,
+                "expired",
+                f"the request is {age:.0f} s old, over SHELFSIGHT_REQUEST_MAX_AGE_S ({self._settings.request_max_age_s:g} s): ask again",
+            ), "expired"
         try:
             result = self._engine.recommend(
-                Query(request.user_id, request.k, answers.search_filters(request.filters), request.context_product_id,
-                      request.request_id)
+                Query(request.user_id, request.k, answers.search_filters(request.filters), request.context_product_id, request.request_id)
             )
             return answers.response(request.request_id, request.user_id, result.items, self._model_version()), "ok"
         except Exception:  # a failing store or Redis must not stop the responder; the details are for the log only

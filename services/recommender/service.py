@@ -89,17 +89,25 @@ def redis_client(settings: Settings) -> redis.Redis:
     return client
 
 
-def build_recommender(settings: Settings, store: ProductStore, dims: int, client: redis.Redis,
-                      on_served: Sink | None = None) -> tuple[Recommender, LearnedCache]:
+def build_recommender(
+    settings: Settings, store: ProductStore, dims: int, client: redis.Redis, on_served: Sink | None = None
+) -> tuple[Recommender, LearnedCache]:
     keys = Keys.of(settings)
-    learned = LearnedCache(client, keys, state_secret(settings), settings.learners_refresh_s,
-                           refit_s=settings.item_model_refit_s, shape=item_model_shape(settings))
+    learned = LearnedCache(
+        client,
+        keys,
+        state_secret(settings),
+        settings.learners_refresh_s,
+        refit_s=settings.item_model_refit_s,
+        shape=item_model_shape(settings),
+    )
     engine = Recommender(store, ShopperReader(client, keys), lambda: learned.current, dims, tuning(settings), on_served=on_served)
     return engine, learned
 
 
-def served_publisher(settings: Settings, producer: Producer, metrics: RecommenderMetrics, client: redis.Redis | None = None,
-                     keys: Keys | None = None) -> Sink:
+def served_publisher(
+    settings: Settings, producer: Producer, metrics: RecommenderMetrics, client: redis.Redis | None = None, keys: Keys | None = None
+) -> Sink:
     """Served lists onto ``recommendations.served`` (keyed by shopper), for the ranking to learn from,
     and straight into the shopper's served lists in Redis (``client``): the choice that follows at
     once — a quick shopper, a store loading its events — must find its list, and through Kafka the
@@ -222,8 +230,9 @@ def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
     reads = cached_store(settings, store)  # the embedder writes through it too, so nothing it caches goes stale
     served_log = Producer(producer_config(settings))
     metrics = RecommenderMetrics()
-    engine, learned = build_recommender(settings, reads, predictor.dims["fused"], client,
-                                        served_publisher(settings, served_log, metrics, client, Keys.of(settings)))
+    engine, learned = build_recommender(
+        settings, reads, predictor.dims["fused"], client, served_publisher(settings, served_log, metrics, client, Keys.of(settings))
+    )
     embedder = None
     registries: tuple[CollectorRegistry, ...] = ()
     if with_embedder:
@@ -231,8 +240,12 @@ def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
         embedder = build_embedder(settings.model_copy(update={"embedder_metrics_port": 0}), predictor, reads)
         registries = (embedder.worker.metrics.registry,)
     responder = Responder(
-        settings, engine, Consumer(consumer_config(settings, settings.group(GROUP_ID))),
-        Producer(producer_config(settings)), metrics, lambda: predictor.model_version,
+        settings,
+        engine,
+        Consumer(consumer_config(settings, settings.group(GROUP_ID))),
+        Producer(producer_config(settings)),
+        metrics,
+        lambda: predictor.model_version,
     )
     keys = Keys.of(settings)
     # A plain client even on a Cluster: a PUBLISH reaches the subscribers of every node.
@@ -266,8 +279,9 @@ def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
             report["failed"] = failures[0]
         return {"healthy": healthy, **report}
 
-    parts = ApiParts(settings, engine, reads, Producer(producer_config(settings)), live, metrics, registries, health,
-                     lambda: predictor.model_version)
+    parts = ApiParts(
+        settings, engine, reads, Producer(producer_config(settings)), live, metrics, registries, health, lambda: predictor.model_version
+    )
     return Serving(settings, store, engine, learned, responder, embedder, parts, served_log, failures, upkeep)
 
 

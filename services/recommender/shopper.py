@@ -59,8 +59,11 @@ class Shopper:
         recent = [r for r in dict.fromkeys([*wanted, *self.recent]) if r not in blocked][:recent_limit]
         bought = {p.product_id for p in posted if p.kind == "purchase"}
         return replace(
-            self, recent=recent, dismissed=list(dict.fromkeys([*dismissed, *self.dismissed])),
-            seen=self.seen | {p.product_id for p in posted}, purchased=self.purchased | bought,
+            self,
+            recent=recent,
+            dismissed=list(dict.fromkeys([*dismissed, *self.dismissed])),
+            seen=self.seen | {p.product_id for p in posted},
+            purchased=self.purchased | bought,
             history=tuple(dict.fromkeys([*wanted, *self.history])),
         )
 
@@ -180,8 +183,9 @@ class ShopperReader:
         trending_in = {
             category: _added([_scaled(_pairs(next(replies)), d) for d in crowd.decay_now], lim.per_category) for category in categories
         }
-        return Signals(vectors, neighbours, history, counts, crowd.trending, trending_in, crowd.catalogue_since, crowd.decay_now,
-                       crowd.as_of)
+        return Signals(
+            vectors, neighbours, history, counts, crowd.trending, trending_in, crowd.catalogue_since, crowd.decay_now, crowd.as_of
+        )
 
     def stats(self, product_ids: list[str], decay_now: tuple[float, ...]) -> ItemStats:
         """Popularity (as of now: ``Signals.decay_now``), interactions and choices of ``product_ids``,
@@ -212,8 +216,13 @@ class _Crowd:
 
 
 def _shopper(
-    user_id: str, raw_profile: dict[bytes, bytes], raw_recent: list[bytes], raw_purchased: list[bytes], raw_dismissed: list[bytes],
-    raw_seen: list[bytes], recent_limit: int,
+    user_id: str,
+    raw_profile: dict[bytes, bytes],
+    raw_recent: list[bytes],
+    raw_purchased: list[bytes],
+    raw_dismissed: list[bytes],
+    raw_seen: list[bytes],
+    recent_limit: int,
 ) -> Shopper:
     """The shopper as their own keys hold them: the profile, and what they saw, bought and dismissed."""
     profile = decode_profile(raw_profile)

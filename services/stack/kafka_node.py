@@ -69,9 +69,7 @@ class KafkaNode:
             state = State.RUNNING if answers else State.UNHEALTHY
             return ComponentStatus(self.name, self.address, state, pid, self._version(), "KRaft, single node")
         if answers:
-            return ComponentStatus(
-                self.name, self.address, State.EXTERNAL, detail="not started by Shelfsight; reused"
-            )
+            return ComponentStatus(self.name, self.address, State.EXTERNAL, detail="not started by Shelfsight; reused")
         return ComponentStatus(self.name, self.address, State.STOPPED)
 
     def up(self) -> ComponentStatus:
@@ -127,8 +125,14 @@ class KafkaNode:
         with resources.as_file(pom) as pom_path:
             result = subprocess.run(
                 [
-                    mvn, "-B", "-q", "-f", str(pom_path), _MAVEN_DEPENDENCY_PLUGIN,
-                    "-DincludeScope=runtime", f"-DoutputDirectory={partial}",
+                    mvn,
+                    "-B",
+                    "-q",
+                    "-f",
+                    str(pom_path),
+                    _MAVEN_DEPENDENCY_PLUGIN,
+                    "-DincludeScope=runtime",
+                    f"-DoutputDirectory={partial}",
                     f"-Dkafka.version={self._settings.kafka_version}",
                 ],
                 capture_output=True,
@@ -158,8 +162,17 @@ class KafkaNode:
             return
         result = subprocess.run(
             [
-                java, *self._log_options(), "-cp", f"{self._libs}/*", "kafka.tools.StorageTool",
-                "format", "-t", str(uuid.uuid4()), "-c", str(self._config), "--ignore-formatted",
+                java,
+                *self._log_options(),
+                "-cp",
+                f"{self._libs}/*",
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                str(uuid.uuid4()),
+                "-c",
+                str(self._config),
+                "--ignore-formatted",
             ],
             capture_output=True,
             text=True,

@@ -40,4 +40,3 @@ def _carries_text(checkpoint: Path) -> bool:
         return read_card(checkpoint).text_model is not None
     except CheckpointError:
         return False
-

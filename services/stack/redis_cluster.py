@@ -53,18 +53,43 @@ class LocalRedisCluster:
         for port in self.ports:
             node = self.folder / str(port)
             node.mkdir(parents=True, exist_ok=True)
-            self._processes.append(spawn([
-                server, "--bind", self.host, "--port", str(port), "--dir", str(node),
-                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000",
-                "--appendonly", "no", "--save", "", "--daemonize", "no", "--logfile", str(node / "redis.log"),
-            ], node / "console.log"))
+            self._processes.append(
+                spawn(
+                    [
+                        server,
+                        "--bind",
+                        self.host,
+                        "--port",
+                        str(port),
+                        "--dir",
+                        str(node),
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "5000",
+                        "--appendonly",
+                        "no",
+                        "--save",
+                        "",
+                        "--daemonize",
+                        "no",
+                        "--logfile",
+                        str(node / "redis.log"),
+                    ],
+                    node / "console.log",
+                )
+            )
         try:
             for port, process in zip(self.ports, self._processes, strict=True):
                 if not wait_until(functools.partial(port_open, self.host, port), timeout=30, alive=functools.partial(_alive, process)):
                     raise UserError(f"redis-server did not come up at {self.host}:{port}; see {self.folder / str(port)}")
             created = subprocess.run(
                 [cli, "--cluster", "create", *(f"{self.host}:{p}" for p in self.ports), "--cluster-replicas", "0", "--cluster-yes"],
-                capture_output=True, text=True, timeout=timeout_s,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
             )
             if created.returncode != 0:
                 raise UserError(f"redis-cli --cluster create failed: {created.stdout[-300:]} {created.stderr[-300:]}")

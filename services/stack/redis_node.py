@@ -49,9 +49,7 @@ class RedisNode:
             state = State.RUNNING if info else State.UNHEALTHY
             return ComponentStatus(self.name, self.address, state, pid, version, "AOF on")
         if info:
-            return ComponentStatus(
-                self.name, self.address, State.EXTERNAL, version=version, detail="not started by Shelfsight; reused"
-            )
+            return ComponentStatus(self.name, self.address, State.EXTERNAL, version=version, detail="not started by Shelfsight; reused")
         return ComponentStatus(self.name, self.address, State.STOPPED)
 
     def up(self) -> ComponentStatus:
@@ -60,8 +58,7 @@ class RedisNode:
             return current
         if current.state is State.STOPPED and port_open(self._host, self._port):
             raise UserError(
-                f"port {self.address} is busy with something that is not Redis; "
-                "stop it or set SHELFSIGHT_REDIS_URL to another port"
+                f"port {self.address} is busy with something that is not Redis; stop it or set SHELFSIGHT_REDIS_URL to another port"
             )
         pid = current.pid
         if pid is None:
@@ -71,14 +68,22 @@ class RedisNode:
             process = spawn(
                 [
                     server,
-                    "--bind", self._host,
-                    "--port", str(self._port),
-                    "--dir", str(data),
-                    "--appendonly", "yes",
-                    "--appendfsync", "everysec",
-                    "--daemonize", "no",
-                    "--logfile", str(self.log_path),
-                    "--protected-mode", "yes",
+                    "--bind",
+                    self._host,
+                    "--port",
+                    str(self._port),
+                    "--dir",
+                    str(data),
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "everysec",
+                    "--daemonize",
+                    "no",
+                    "--logfile",
+                    str(self.log_path),
+                    "--protected-mode",
+                    "yes",
                 ],
                 self._dir / "console.log",
             )
@@ -117,4 +122,3 @@ class RedisNode:
         if not path:
             raise UserError("apt-get installed redis-server but it is not on PATH; check /usr/bin/redis-server")
         return path
-

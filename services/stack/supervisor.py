@@ -41,7 +41,10 @@ def start_service(name: str, args: list[str], env: dict[str, str], logs: Path) -
     log = logs / f"{name}.log"
     handle = log.open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", *args], env=env, stdout=handle, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "services.cli", *args],
+        env=env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
         start_new_session=True,  # Ctrl-C reaches the demo, which stops the services in order
     )
     return Service(name, process, log)

@@ -41,8 +41,9 @@ class VectorCache:
     """A :class:`ProductStore` that remembers products' vectors for ``ttl_s``, for at most
     ``max_items`` products (least recently used go first). Cached vectors are float32 arrays."""
 
-    def __init__(self, store: ProductStore, ttl_s: float = 60.0, max_items: int = 50_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, store: ProductStore, ttl_s: float = 60.0, max_items: int = 50_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.store = store
         self._ttl_s = ttl_s
         self._max_items = max_items
@@ -65,16 +66,19 @@ class VectorCache:
             for q, hits in zip(queries, results, strict=True)
         ]
 
-    def get(self, product_ids: list[str], with_vectors: bool | tuple[str, ...] = False,
-            fields: tuple[str, ...] | None = None) -> list[StoredProduct]:
+    def get(
+        self, product_ids: list[str], with_vectors: bool | tuple[str, ...] = False, fields: tuple[str, ...] | None = None
+    ) -> list[StoredProduct]:
         if with_vectors is True or not with_vectors:
             # All of a product's vectors: which it has is the store's to say (a text-only product has no image).
             return self.store.get(product_ids, with_vectors, fields)
         names = tuple(with_vectors)
         products = self.store.get(product_ids, False, fields)
         vectors = self._vectors({(n, p.product_id) for p in products for n in names})
-        return [replace(p, vectors={n: vectors[(n, p.product_id)] for n in names if (n, p.product_id) in vectors})  # type: ignore[misc]  # float32 arrays too
-                for p in products]
+        return [
+            replace(p, vectors={n: vectors[(n, p.product_id)] for n in names if (n, p.product_id) in vectors})  # type: ignore[misc]  # float32 arrays too
+            for p in products
+        ]
 
     def _vectors(self, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], np.ndarray]:
         now = self._clock()
@@ -131,8 +135,7 @@ class VectorCache:
     def labelled(self, limit: int, using: str = "fused") -> list[StoredProduct]:
         return self.store.labelled(limit, using)
 
-    def search(self, vector: list[float], using: str = "fused", limit: int = 10,
-               filters: SearchFilters | None = None) -> list[SearchHit]:
+    def search(self, vector: list[float], using: str = "fused", limit: int = 10, filters: SearchFilters | None = None) -> list[SearchHit]:
         return self.store.search(vector, using, limit, filters)
 
     def count(self) -> int:

@@ -41,7 +41,10 @@ class EdgeProductStore:
         if not products:
             return
         ids = [point_id(p.product_id) for p in products]
-        points = [q.Point(i, dict(p.vectors), {**with_availability(p.payload), "product_id": p.product_id}) for i, p in zip(ids, products, strict=True)]
+        points = [
+            q.Point(i, dict(p.vectors), {**with_availability(p.payload), "product_id": p.product_id})
+            for i, p in zip(ids, products, strict=True)
+        ]
         with self._shards.write(ids) as shard:
             shard.update(q.UpdateOperation.upsert_points(points))
             # Offsets are committed after this returns: make the write durable first.
@@ -61,7 +64,9 @@ class EdgeProductStore:
         self, product_ids: list[str], with_vectors: bool | tuple[str, ...] = False, fields: tuple[str, ...] | None = None
     ) -> list[StoredProduct]:
         with self._shards.shard() as shard:
-            records = shard.retrieve([point_id(p) for p in product_ids], with_payload=_payload(fields), with_vector=vector_selection(with_vectors))
+            records = shard.retrieve(
+                [point_id(p) for p in product_ids], with_payload=_payload(fields), with_vector=vector_selection(with_vectors)
+            )
         products = []
         for r in records:
             payload = read_payload(r.payload)  # each attribute access converts from Rust: read it once
@@ -74,10 +79,15 @@ class EdgeProductStore:
         hinted = q.Filter(must_not=[q.IsEmptyCondition(HINT)])
         with self._shards.shard() as shard:
             while len(found) < limit:
-                records, offset = shard.scroll(q.ScrollRequest(
-                    offset=offset, limit=min(1_000, limit - len(found)), filter=hinted,
-                    with_payload=_payload((HINT,)), with_vector=[using],
-                ))
+                records, offset = shard.scroll(
+                    q.ScrollRequest(
+                        offset=offset,
+                        limit=min(1_000, limit - len(found)),
+                        filter=hinted,
+                        with_payload=_payload((HINT,)),
+                        with_vector=[using],
+                    )
+                )
                 for r in records:
                     payload = read_payload(r.payload)
                     found.append(StoredProduct(payload["product_id"], read_vectors(r.vector), payload))
@@ -85,9 +95,7 @@ class EdgeProductStore:
                     break
         return found
 
-    def search(
-        self, vector: list[float], using: str = "fused", limit: int = 10, filters: SearchFilters | None = None
-    ) -> list[SearchHit]:
+    def search(self, vector: list[float], using: str = "fused", limit: int = 10, filters: SearchFilters | None = None) -> list[SearchHit]:
         return self.query_many([VectorQuery(vector=vector, using=using, limit=limit, filters=filters)])[0]
 
     def query_many(self, queries: list[VectorQuery]) -> list[list[SearchHit]]:
@@ -151,7 +159,8 @@ def _filter(filters: SearchFilters | None) -> q.Filter | None:
     if filters is None:
         return None
     must: list[Any] = [
-        q.FieldCondition(c.field, match=q.MatchValue(c.value)) if isinstance(c, Match)
+        q.FieldCondition(c.field, match=q.MatchValue(c.value))
+        if isinstance(c, Match)
         else q.FieldCondition(c.field, range=q.RangeFloat(gte=c.gte, lte=c.lte))
         for c in conditions(filters)
     ]

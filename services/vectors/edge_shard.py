@@ -109,8 +109,11 @@ class ShardKeeper:
 
     def _config(self, dims: dict[str, int], **settings: Any) -> q.EdgeConfig:
         """The shard's vectors, and the settings this process opens it with (the rest stay as stored)."""
-        return q.EdgeConfig(vectors={n: q.EdgeVectorParams(size, q.Distance.Cosine) for n, size in dims.items()},
-                            max_search_threads=self._search_threads, **settings)
+        return q.EdgeConfig(
+            vectors={n: q.EdgeVectorParams(size, q.Distance.Cosine) for n, size in dims.items()},
+            max_search_threads=self._search_threads,
+            **settings,
+        )
 
     def _load(self, folder: Path) -> q.EdgeShard:
         config = self._config(self._dims) if self._search_threads is not None else None
@@ -218,8 +221,9 @@ class ShardKeeper:
             fresh = self._load(target)
             self._catch_up(fresh, name)
             swapped = time.perf_counter()
-            log.info("shard index rebuilt and swapped in", extra={
-                "path": str(self._path), "shard": name, "seconds": round(swapped - started, 1)})
+            log.info(
+                "shard index rebuilt and swapped in", extra={"path": str(self._path), "shard": name, "seconds": round(swapped - started, 1)}
+            )
             fresh = None  # it is the current shard now
             return True
         except BaseException:
@@ -281,7 +285,6 @@ class ShardKeeper:
                 self._current.shard.flush()
                 self._current.shard.close()
                 self._current = None
-
 
 
 def _next_name(name: str) -> str:

@@ -20,9 +20,11 @@ def open_store(settings: Settings, dims: dict[str, int]) -> ProductStore:
     else:
         from services.vectors.edge import EdgeProductStore
 
-        store = EdgeProductStore(Path(settings.qdrant_path or settings.cache_dir / "qdrant" / settings.qdrant_collection),
-                                 indexing_threshold_kb=settings.qdrant_indexing_threshold_kb,
-                                 search_threads=settings.qdrant_search_threads or os.cpu_count())
+        store = EdgeProductStore(
+            Path(settings.qdrant_path or settings.cache_dir / "qdrant" / settings.qdrant_collection),
+            indexing_threshold_kb=settings.qdrant_indexing_threshold_kb,
+            search_threads=settings.qdrant_search_threads or os.cpu_count(),
+        )
     store.ensure_collection(dims)
     return store
 

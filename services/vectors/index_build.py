@@ -27,16 +27,19 @@ class IndexBuildFailed(RuntimeError):
     pass
 
 
-def build_offline(shard_dir: Path, cancel: threading.Event | None = None, timeout_s: float = 3600.0,
-                  nice: int = NICE) -> bool:
+def build_offline(shard_dir: Path, cancel: threading.Event | None = None, timeout_s: float = 3600.0, nice: int = NICE) -> bool:
     """Build ``shard_dir``'s index in a child process; True when it built something.
 
     The shard must not be open in this process (one process owns a shard). ``cancel`` stops
     the child (e.g. `serve` is shutting down) and raises :class:`IndexBuildFailed`, as does a
     failed or timed-out build; the shard copy is then the caller's to discard.
     """
-    child = subprocess.Popen([sys.executable, "-m", "services.vectors.index_build", str(shard_dir), "--nice", str(nice)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "services.vectors.index_build", str(shard_dir), "--nice", str(nice)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     stop = cancel or threading.Event()
     deadline = time.monotonic() + timeout_s
     while child.poll() is None:
@@ -70,9 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     hnsw = stored.get("hnsw_config") or {}
     threads = args.threads or max(1, (os.cpu_count() or 2) // 2)
     vectors = {name: q.EdgeVectorParams(v["size"], getattr(q.Distance, v["distance"])) for name, v in stored["vectors"].items()}
-    config = q.EdgeConfig(vectors=vectors, hnsw_config=q.HnswIndexConfig(
-        m=hnsw.get("m", 16), ef_construct=hnsw.get("ef_construct", 100),
-        full_scan_threshold=hnsw.get("full_scan_threshold", 10_000), max_indexing_threads=threads))
+    config = q.EdgeConfig(
+        vectors=vectors,
+        hnsw_config=q.HnswIndexConfig(
+            m=hnsw.get("m", 16),
+            ef_construct=hnsw.get("ef_construct", 100),
+            full_scan_threshold=hnsw.get("full_scan_threshold", 10_000),
+            max_indexing_threads=threads,
+        ),
+    )
     shard = q.EdgeShard.load(str(args.shard_dir), config)
     try:
         built = bool(shard.optimize())

@@ -66,7 +66,9 @@ class ServerProductStore:
         if not products:
             return
         points = [
-            m.PointStruct(id=point_id(p.product_id), vector=dict(p.vectors), payload={**with_availability(p.payload), "product_id": p.product_id})
+            m.PointStruct(
+                id=point_id(p.product_id), vector=dict(p.vectors), payload={**with_availability(p.payload), "product_id": p.product_id}
+            )
             for p in products
         ]
         self._client.upsert(self._collection, points, wait=True)
@@ -95,8 +97,12 @@ class ServerProductStore:
         hinted = m.Filter(must_not=[m.IsEmptyCondition(is_empty=m.PayloadField(key=HINT))])
         while len(found) < limit:
             records, offset = self._client.scroll(
-                self._collection, scroll_filter=hinted, limit=min(1_000, limit - len(found)), offset=offset,
-                with_payload=_payload((HINT,)), with_vectors=[using],
+                self._collection,
+                scroll_filter=hinted,
+                limit=min(1_000, limit - len(found)),
+                offset=offset,
+                with_payload=_payload((HINT,)),
+                with_vectors=[using],
             )
             for r in records:
                 payload = read_payload(r.payload)
@@ -105,9 +111,7 @@ class ServerProductStore:
                 break
         return found
 
-    def search(
-        self, vector: list[float], using: str = "fused", limit: int = 10, filters: SearchFilters | None = None
-    ) -> list[SearchHit]:
+    def search(self, vector: list[float], using: str = "fused", limit: int = 10, filters: SearchFilters | None = None) -> list[SearchHit]:
         return self.query_many([VectorQuery(vector=vector, using=using, limit=limit, filters=filters)])[0]
 
     def query_many(self, queries: list[VectorQuery]) -> list[list[SearchHit]]:
@@ -125,7 +129,9 @@ class ServerProductStore:
             for x in queries
         ]
         responses = self._client.query_batch_points(self._collection, requests)
-        return [[_hit(p, x.using if x.with_vector else None) for p in response.points] for x, response in zip(queries, responses, strict=True)]
+        return [
+            [_hit(p, x.using if x.with_vector else None) for p in response.points] for x, response in zip(queries, responses, strict=True)
+        ]
 
     def count(self) -> int:
         return self._client.count(self._collection, exact=True).count
@@ -158,7 +164,8 @@ def _filter(filters: SearchFilters | None) -> m.Filter | None:
     if filters is None:
         return None
     must: list[Any] = [
-        m.FieldCondition(key=c.field, match=m.MatchValue(value=c.value)) if isinstance(c, Match)
+        m.FieldCondition(key=c.field, match=m.MatchValue(value=c.value))
+        if isinstance(c, Match)
         else m.FieldCondition(key=c.field, range=m.Range(gte=c.gte, lte=c.lte))
         for c in conditions(filters)
     ]

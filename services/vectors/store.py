@@ -23,6 +23,7 @@ def with_availability(payload: dict[str, Any]) -> dict[str, Any]:
         return {**payload, "availability": availability(bool(payload["in_stock"]))}
     return payload
 
+
 # Point ids are derived from product ids, so a redelivered or re-listed product overwrites
 # its point instead of adding a duplicate.
 _NAMESPACE = uuid.UUID("6f1c1f2e-6a55-4b59-9d4a-5e1f3c2b7a10")
@@ -207,9 +208,7 @@ class ProductStore(Protocol):
         """Up to ``limit`` products the store gave a category (``category_hint``), with the
         ``using`` vector and only that payload field: the store head's examples."""
 
-    def search(
-        self, vector: list[float], using: str = "fused", limit: int = 10, filters: SearchFilters | None = None
-    ) -> list[SearchHit]:
+    def search(self, vector: list[float], using: str = "fused", limit: int = 10, filters: SearchFilters | None = None) -> list[SearchHit]:
         """Nearest products to ``vector`` in the named space, best first."""
 
     def query_many(self, queries: list[VectorQuery]) -> list[list[SearchHit]]:

@@ -51,8 +51,14 @@ class UpkeepStats:
 
 
 class IndexUpkeep:
-    def __init__(self, store: EdgeProductStore, policy: UpkeepPolicy, poll_s: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic, retry_after_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        store: EdgeProductStore,
+        policy: UpkeepPolicy,
+        poll_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+        retry_after_s: float = 60.0,
+    ) -> None:
         self._store = store
         self._policy = policy
         self._poll_s = poll_s
@@ -84,7 +90,9 @@ class IndexUpkeep:
                     return
                 self.stats.failures += 1
                 not_before = self._clock() + self._retry_after_s
-                log.warning("index build failed; queries stay correct, new products are searched plainly until it succeeds",
-                            extra={"error": str(exc)[:300], "retry_in_s": self._retry_after_s})
+                log.warning(
+                    "index build failed; queries stay correct, new products are searched plainly until it succeeds",
+                    extra={"error": str(exc)[:300], "retry_in_s": self._retry_after_s},
+                )
             finally:
                 self.stats.building = False

@@ -58,8 +58,13 @@ def test_the_text_meaning_is_kept_in_the_fused_vector():
     assert similarity[0, 1] > similarity[0, 2] + 0.2
     assert torch.allclose(out.text.norm(dim=1), torch.ones(3), atol=1e-5)
     # The stored text vector keeps the sentence geometry (an orthonormal projection).
-    assert torch.allclose(out.text @ out.text.T, (text @ head.text_basis) @ (text @ head.text_basis).T
-                          / ((text @ head.text_basis).norm(dim=1)[:, None] * (text @ head.text_basis).norm(dim=1)[None, :]), atol=1e-5)
+    assert torch.allclose(
+        out.text @ out.text.T,
+        (text @ head.text_basis)
+        @ (text @ head.text_basis).T
+        / ((text @ head.text_basis).norm(dim=1)[:, None] * (text @ head.text_basis).norm(dim=1)[None, :]),
+        atol=1e-5,
+    )
     # With a picture, the text still moves the vector, by less.
     image = torch.randn(1, 12).expand(3, 12)
     with_picture = head(image, torch.ones(3, dtype=torch.bool), text, has_text).fused

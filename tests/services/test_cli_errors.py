@@ -51,8 +51,9 @@ def test_shopper_tokens_need_the_secret_and_a_sane_ttl():
     import os
 
     env = {k: v for k, v in os.environ.items() if k != "SHELFSIGHT_SHOPPER_TOKEN_SECRET"}
-    result = subprocess.run([sys.executable, "-m", "services.cli", "shopper-token", "u-1"], capture_output=True, text=True,
-                            env=env, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli", "shopper-token", "u-1"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert result.returncode == 2 and "SHELFSIGHT_SHOPPER_TOKEN_SECRET is not set" in result.stderr
     too_long = _run("shopper-token", "u-1", "--ttl", "999999", env={"SHELFSIGHT_SHOPPER_TOKEN_SECRET": "shopper-token-secret-cli"})
     assert too_long.returncode == 2 and "--ttl" in too_long.stderr and too_long.stderr.count("\n") == 1
@@ -70,10 +71,13 @@ def test_bad_text_settings_for_training_say_which(tmp_path):
     assert "--modality-dropout must be between 0 and 1" in result.stderr and result.stderr.count("\n") == 1
 
 
-@pytest.mark.parametrize(("flag", "value", "message"), [
-    ("--shift-cells", "-1", "--shift-cells must be 0 or more"),
-    ("--erase", "1.5", "--erase must be between 0 and 1"),
-])
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--shift-cells", "-1", "--shift-cells must be 0 or more"),
+        ("--erase", "1.5", "--erase must be between 0 and 1"),
+    ],
+)
 def test_bad_augmentation_for_training_is_a_clear_error(tmp_path, flag, value, message):
     result = _run("train", str(tmp_path), "--out", str(tmp_path / "out"), "--mode", "finetune", flag, value)
     assert result.returncode == 2

@@ -32,8 +32,9 @@ def _trained() -> Learners:
 
 
 def test_a_signed_checkpoint_that_no_longer_unpickles_is_rejected_not_raised():
-    body = pickle.dumps(_trained(), protocol=2).replace(b"cmodels.ranking.learners\nLearners\n",
-                                                       b"cmodels.ranking.learners\nRenamedSince\n")
+    body = pickle.dumps(_trained(), protocol=2).replace(
+        b"cmodels.ranking.learners\nLearners\n", b"cmodels.ranking.learners\nRenamedSince\n"
+    )
     with pytest.raises(CheckpointRejected, match="does not unpickle"):
         load(_signed(body), SECRET)
 

@@ -55,8 +55,10 @@ class Gate:
             return
         wait = self.client_requests.take(self.client(request))
         if wait:
-            raise self.too_many(f"more than {self.settings.api_client_requests_per_s:g} requests/s from one address "
-                                "(SHELFSIGHT_API_CLIENT_REQUESTS_PER_S)", wait)
+            raise self.too_many(
+                f"more than {self.settings.api_client_requests_per_s:g} requests/s from one address (SHELFSIGHT_API_CLIENT_REQUESTS_PER_S)",
+                wait,
+            )
 
     def charge_events(self, request: Request, count: int) -> None:
         """Charge a batch of ``count`` events to its address, before it is validated."""
@@ -72,8 +74,11 @@ class Gate:
         if wait == math.inf:  # no wait would let it through: say how big a batch may be
             self.metrics.refused.labels("rate_limited").inc()
             most = int(buckets.burst)
-            raise HTTPException(413, f"a batch of {count} events is more than {who} may send at once ({most}: "
-                                     f"{BURST_SECONDS} × {setting}); send at most {most} events per request")
+            raise HTTPException(
+                413,
+                f"a batch of {count} events is more than {who} may send at once ({most}: "
+                f"{BURST_SECONDS} × {setting}); send at most {most} events per request",
+            )
         if wait:
             rate = buckets.burst / BURST_SECONDS
             raise self.too_many(f"more than {rate:g} events/s from {who} ({setting})", wait)

@@ -47,8 +47,11 @@ def build_api(parts: ApiParts) -> FastAPI:
     origins = list(comma_list(settings.cors_origins))
     if origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
-            allow_headers=["Content-Type", "X-API-Key", "X-Shopper-Token"], max_age=600,
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "X-API-Key", "X-Shopper-Token"],
+            max_age=600,
         )
     app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(BodyTimeout, timeout_s=settings.api_body_timeout_s)

@@ -25,9 +25,14 @@ def router(parts: ApiParts, gate: Gate) -> APIRouter:
     routes = APIRouter(tags=["events"])
     metrics = parts.metrics
 
-    @routes.post("/v1/events", status_code=202, response_model=dict[str, Any], responses={401: {}, 403: {}, 413: {}, 422: {}, 429: {}, 503: {}})
-    async def post_events(request: Request, x_api_key: Annotated[str | None, Header()] = None,
-                          x_shopper_token: Annotated[str | None, Header(max_length=200)] = None) -> dict[str, Any] | JSONResponse:
+    @routes.post(
+        "/v1/events", status_code=202, response_model=dict[str, Any], responses={401: {}, 403: {}, 413: {}, 422: {}, 429: {}, 503: {}}
+    )
+    async def post_events(
+        request: Request,
+        x_api_key: Annotated[str | None, Header()] = None,
+        x_shopper_token: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> dict[str, Any] | JSONResponse:
         """Publish click events (publishable or secret key) or product events and purchases (secret key) to Kafka.
 
         The body is one event or an array of up to 500. It is answered once Kafka has stored them all.
@@ -62,7 +67,9 @@ def router(parts: ApiParts, gate: Gate) -> APIRouter:
             metrics.events.labels("failed").inc(len(checked.accepted))
             # What Kafka said names brokers and topics: for the log, not for the client.
             log.warning("events not acknowledged by Kafka", extra={"events": len(checked.accepted), "error": errors[0][:300]})
-            raise HTTPException(503, "the events could not all be stored just now: send the batch again later (its event ids make that safe)")
+            raise HTTPException(
+                503, "the events could not all be stored just now: send the batch again later (its event ids make that safe)"
+            )
         metrics.events.labels("published").inc(len(checked.accepted))
         return {"accepted": len(checked.accepted)}
 

@@ -52,11 +52,15 @@ def check_serving(settings: Settings) -> None:
     if settings.publishable_keys and settings.shopper_token_secret is None:
         # A publishable key sits in a web page; without tokens anyone could then read any
         # shopper's recommendations and post clicks in their name.
-        raise UserError("SHELFSIGHT_PUBLISHABLE_KEYS is set but SHELFSIGHT_SHOPPER_TOKEN_SECRET is not: set it to a random "
-                        "secret of at least 16 characters that the store's back end signs shopper tokens with")
+        raise UserError(
+            "SHELFSIGHT_PUBLISHABLE_KEYS is set but SHELFSIGHT_SHOPPER_TOKEN_SECRET is not: set it to a random "
+            "secret of at least 16 characters that the store's back end signs shopper tokens with"
+        )
     if settings.api_ops_port and settings.api_ops_port == settings.api_port:
-        raise UserError(f"SHELFSIGHT_API_OPS_PORT is the API port ({settings.api_port}): set it to another port, or 0 "
-                        "to serve /metrics and /docs on the API port")
+        raise UserError(
+            f"SHELFSIGHT_API_OPS_PORT is the API port ({settings.api_port}): set it to another port, or 0 "
+            "to serve /metrics and /docs on the API port"
+        )
 
 
 class BodyLimit:

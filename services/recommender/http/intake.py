@@ -78,8 +78,13 @@ def validate(parsed: Parsed, access: Access) -> Intake:
             click = decode(ClickEvent, text)
             if access is not Access.ALL and click.kind.value in SECRET_CLICK_KINDS:
                 intake.forbidden = True
-                intake.problems.append({"index": index, "reason": f"{click.kind.value} events need a secret API key "
-                                        "(the store's back end); a publishable key sits in a web page"})
+                intake.problems.append(
+                    {
+                        "index": index,
+                        "reason": f"{click.kind.value} events need a secret API key "
+                        "(the store's back end); a publishable key sits in a web page",
+                    }
+                )
                 continue
             intake.accepted.append((CLICKS.name, click))
         except ContractError as exc:

@@ -27,8 +27,7 @@ class Buckets:
     """Token buckets by key; ``take`` answers 0 when allowed, else seconds until it would be
     (``inf`` for an amount over the burst: no bucket ever holds that much)."""
 
-    def __init__(self, rate_per_s: float, burst: float, clock: Callable[[], float] = time.monotonic,
-                 max_keys: int = 100_000) -> None:
+    def __init__(self, rate_per_s: float, burst: float, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
         self._rate, self.burst, self._clock, self._max_keys = rate_per_s, burst, clock, max_keys
         self._levels: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key → (tokens, at)
         self._lock = threading.Lock()

@@ -67,8 +67,10 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise UserError(f"the ops API could not listen on {host}:{port} ({exc.strerror}); "
-                        "set SHELFSIGHT_API_OPS_PORT to a free port, or SHELFSIGHT_METRICS_HOST") from None
+        raise UserError(
+            f"the ops API could not listen on {host}:{port} ({exc.strerror}); "
+            "set SHELFSIGHT_API_OPS_PORT to a free port, or SHELFSIGHT_METRICS_HOST"
+        ) from None
     return sock
 
 
@@ -76,10 +78,17 @@ def bind(host: str, port: int) -> socket.socket:
 def ops_server(parts: ApiParts, public: FastAPI, sock: socket.socket) -> Iterator[None]:
     """The ops server on ``sock`` while the API runs: started in a thread, stopped when the API stops."""
     settings = parts.settings
-    server = uvicorn.Server(uvicorn.Config(
-        build_ops_api(parts, public), lifespan="off", log_level="warning", access_log=False, proxy_headers=False,
-        timeout_graceful_shutdown=2, http=head_timeout_protocol(settings.api_head_timeout_s),
-    ))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            build_ops_api(parts, public),
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            proxy_headers=False,
+            timeout_graceful_shutdown=2,
+            http=head_timeout_protocol(settings.api_head_timeout_s),
+        )
+    )
     # Off the main thread uvicorn leaves signals alone: the API's own server handles them.
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="ops-api", daemon=True)
     thread.start()

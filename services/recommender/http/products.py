@@ -26,8 +26,9 @@ def router(parts: ApiParts, gate: Gate) -> APIRouter:
             raise HTTPException(404, f"product {product_id} is not indexed") from None
         return answers.response(f"http-{uuid.uuid4().hex}", "", result.items, parts.model_version())
 
-    @routes.get("/v1/products/{product_id:path}/image", response_class=Response,
-                responses={200: {"content": {"image/jpeg": {}}}, 404: {}, 429: {}})
+    @routes.get(
+        "/v1/products/{product_id:path}/image", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}, 404: {}, 429: {}}
+    )
     def product_image(product_id: IdPath) -> Response:
         """The product's thumbnail, made when it was indexed (or a redirect to its own image URL)."""
         found = parts.store.get([product_id], fields=("thumbnail", "image_url", "image_error"))
@@ -35,8 +36,9 @@ def router(parts: ApiParts, gate: Gate) -> APIRouter:
             raise HTTPException(404, f"product {product_id} is not indexed")
         payload = found[0].payload
         if payload.get("thumbnail"):
-            return Response(base64.b64decode(payload["thumbnail"]), media_type="image/jpeg",
-                            headers={"Cache-Control": "public, max-age=86400"})
+            return Response(
+                base64.b64decode(payload["thumbnail"]), media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"}
+            )
         if payload.get("image_error"):  # the embedder refused or failed that URL: never send a browser there
             raise HTTPException(404, f"product {product_id} has no usable image: {payload['image_error']}")
         if payload.get("image_url"):

@@ -35,8 +35,9 @@ def router(parts: ApiParts, gate: Gate) -> APIRouter:
     return routes
 
 
-def _recommend(parts: ApiParts, user_id: str, k: int, filters: SearchFilters, context: str | None,
-               interface: str) -> RecommendationResponse:
+def _recommend(
+    parts: ApiParts, user_id: str, k: int, filters: SearchFilters, context: str | None, interface: str
+) -> RecommendationResponse:
     started = time.perf_counter()
     request_id = f"http-{uuid.uuid4().hex}"
     result = parts.engine.recommend(EngineQuery(user_id, k, filters, context, request_id))
@@ -64,8 +65,11 @@ def _add_recommendations(routes: APIRouter, parts: ApiParts, gate: Gate) -> None
 
 
 def _add_stream(routes: APIRouter, parts: ApiParts, gate: Gate) -> None:
-    @routes.get("/v1/users/{user_id:path}/recommendations/stream", response_class=StreamingResponse,
-                responses={200: {"content": {"text/event-stream": {}}}, 429: {}})
+    @routes.get(
+        "/v1/users/{user_id:path}/recommendations/stream",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}, 429: {}},
+    )
     async def recommendation_stream(
         request: Request,
         user_id: IdPath,
@@ -96,12 +100,12 @@ def _add_stream(routes: APIRouter, parts: ApiParts, gate: Gate) -> None:
                 release()
                 parts.metrics.streams.dec()
 
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-async def _events(request: Request, answer: Callable[[], RecommendationResponse], changes: "asyncio.Queue[None]",
-                  expires: float | None) -> AsyncIterator[str]:
+async def _events(
+    request: Request, answer: Callable[[], RecommendationResponse], changes: "asyncio.Queue[None]", expires: float | None
+) -> AsyncIterator[str]:
     """Recommendations now and after every change, keep-alives between; over once ``expires`` has passed."""
     while True:
         fresh = await run_in_threadpool(answer)
@@ -124,12 +128,10 @@ def _open_stream(parts: ApiParts, gate: Gate, client: str, user_id: str) -> Call
     """Take a stream slot for ``client`` and for ``user_id``; returns what gives both back."""
     settings = parts.settings
     if not gate.client_streams.acquire(client):
-        raise gate.too_many(f"more than {settings.api_client_streams} live streams from one address "
-                            "(SHELFSIGHT_API_CLIENT_STREAMS)", 5)
+        raise gate.too_many(f"more than {settings.api_client_streams} live streams from one address (SHELFSIGHT_API_CLIENT_STREAMS)", 5)
     if not gate.user_streams.acquire(user_id):
         gate.client_streams.release(client)
-        raise gate.too_many(f"more than {settings.api_user_streams} live streams for one shopper "
-                            "(SHELFSIGHT_API_USER_STREAMS)", 5)
+        raise gate.too_many(f"more than {settings.api_user_streams} live streams for one shopper (SHELFSIGHT_API_USER_STREAMS)", 5)
 
     def release() -> None:
         gate.user_streams.release(user_id)

@@ -67,8 +67,14 @@ def server_config(app: ASGIApp, settings: Settings) -> uvicorn.Config:
     127.0.0.1, so anyone on the machine could pick the address the limits count them under.
     ``SHELFSIGHT_TRUSTED_PROXIES`` decides instead (``http/clients.py``)."""
     return uvicorn.Config(
-        app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False,
-        timeout_graceful_shutdown=2, http=head_timeout_protocol(settings.api_head_timeout_s), proxy_headers=False,
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=2,
+        http=head_timeout_protocol(settings.api_head_timeout_s),
+        proxy_headers=False,
     )
 
 

@@ -12,8 +12,13 @@ from services.settings import load_settings
 
 
 def test_security_settings_reach_every_kind_of_client():
-    settings = load_settings(kafka_bootstrap="b1:9093,b2:9093", kafka_security_protocol="SASL_PLAINTEXT",
-                             kafka_sasl_mechanism="SCRAM-SHA-256", kafka_sasl_username="shop", kafka_sasl_password="pw")
+    settings = load_settings(
+        kafka_bootstrap="b1:9093,b2:9093",
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism="SCRAM-SHA-256",
+        kafka_sasl_username="shop",
+        kafka_sasl_password="pw",
+    )
     for config in (producer_config(settings), consumer_config(settings, "g")):
         assert config["security.protocol"] == "SASL_PLAINTEXT" and config["sasl.username"] == "shop"
         assert config["sasl.password"] == "pw" and config["sasl.mechanisms"] == "SCRAM-SHA-256"
@@ -39,8 +44,7 @@ def test_topics_carry_min_insync_replicas():
 
 @pytest.mark.kafka
 def test_more_replicas_than_brokers_is_one_clear_line(broker):
-    settings = broker.model_copy(update={"topic_prefix": f"{broker.topic_prefix}{uuid.uuid4().hex[:6]}.",
-                                         "topic_replication_factor": 3})
+    settings = broker.model_copy(update={"topic_prefix": f"{broker.topic_prefix}{uuid.uuid4().hex[:6]}.", "topic_replication_factor": 3})
     with pytest.raises(UserError, match=r"cannot hold 3 replicas .* lower SHELFSIGHT_TOPIC_REPLICATION_FACTOR"):
         create_topics(settings)
     with pytest.raises(UserError, match="MIN_INSYNC_REPLICAS \\(2\\) is more than"):

@@ -26,8 +26,9 @@ HOSTILE = {
 
 @pytest.mark.parametrize("value", HOSTILE.values(), ids=HOSTILE.keys())
 def test_a_dead_letter_is_bounded_printable_and_complete_enough_to_find_the_original(value):
-    letter = dead_letter(value=value, key=b"k" * 5000, reason="bad \x00\x1b[31m input\n", source_topic="t", service="s",
-                         partition=1, offset=7)
+    letter = dead_letter(
+        value=value, key=b"k" * 5000, reason="bad \x00\x1b[31m input\n", source_topic="t", service="s", partition=1, offset=7
+    )
     assert len(letter.value) <= DLQ_MESSAGE_BYTES - 64 * 1024
     assert len(letter.key) <= 1024
     body = DeadLetter.model_validate_json(letter.value)
@@ -47,8 +48,10 @@ def test_a_copy_is_cut_at_the_limit_and_says_so():
 @pytest.mark.kafka
 def test_the_broker_takes_the_dead_letter_of_any_message_a_topic_takes(kafka):
     producer = Producer(producer_config(kafka))
-    letters = [(kafka.topic(CLICKS.dlq), dead_letter(value=v, key=b"k", reason="refused", source_topic="clicks", service="test"))
-               for v in HOSTILE.values()]
+    letters = [
+        (kafka.topic(CLICKS.dlq), dead_letter(value=v, key=b"k", reason="refused", source_topic="clicks", service="test"))
+        for v in HOSTILE.values()
+    ]
     assert producer.deliver(letters, timeout=60) == []
     stored = read_all(kafka, kafka.topic(CLICKS.dlq), expected=len(letters))
     assert sorted(DeadLetter.model_validate_json(m.value).original_bytes for m in stored) == sorted(len(v) for v in HOSTILE.values())

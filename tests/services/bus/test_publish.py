@@ -51,9 +51,7 @@ def test_mixed_file_delivers_valid_lines_and_dead_letters_the_rest(kafka, tmp_pa
     assert all(m.key == json.loads(m.value)["user_id"] for m in delivered)
 
     letters = read_all(kafka, kafka.topic("clicks.dlq"), expected=5)
-    assert [m.headers["shelfsight-reason"].split(":")[0] for m in letters] == [
-        "line 2", "line 4", "line 8", "line 10", "line 12"
-    ]
+    assert [m.headers["shelfsight-reason"].split(":")[0] for m in letters] == ["line 2", "line 4", "line 8", "line 10", "line 12"]
     bodies = [DeadLetter.model_validate_json(m.value) for m in letters]
     assert bodies[1].original == lines[3]
     assert bodies[3].original_encoding == "base64"

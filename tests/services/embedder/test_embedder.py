@@ -135,8 +135,16 @@ def test_each_batch_sees_what_the_batch_before_wrote(embedder_settings):
     products = list(catalogue(6, seed=5))
     lines: list[dict] = []
     for product in products:
-        lines += [product, {"event": "product.updated", "product_id": product["product_id"], "price": 1.5, "currency": product["currency"],
-                            "updated_at": "2026-11-27T10:00:00Z"}]
+        lines += [
+            product,
+            {
+                "event": "product.updated",
+                "product_id": product["product_id"],
+                "price": 1.5,
+                "currency": product["currency"],
+                "updated_at": "2026-11-27T10:00:00Z",
+            },
+        ]
     publish_lines(settings, lines)
     embedder = run_until_committed(settings)
     assert int(embedder.worker.metrics.dead_letters._value.get()) == 0
@@ -153,7 +161,10 @@ def test_delisting_leaves_a_tombstone(embedder_settings, running_embedder):
     product = next(catalogue(1, seed=3))
     publish_lines(
         embedder_settings,
-        [product, {"event": "product.updated", "product_id": product["product_id"], "delisted": True, "updated_at": "2026-11-27T10:00:00Z"}],
+        [
+            product,
+            {"event": "product.updated", "product_id": product["product_id"], "delisted": True, "updated_at": "2026-11-27T10:00:00Z"},
+        ],
     )
     running_embedder()
     events = read_all(embedder_settings, embedder_settings.topic("products.indexed"), expected=2)
@@ -222,7 +233,9 @@ def test_image_neighbours_look_alike(embedder_settings, running_embedder):
         for product in store.get([p["product_id"] for p in products], with_vectors=True):
             from services.vectors.store import SearchFilters
 
-            hits = store.search(list(product.vectors["image"]), using="image", limit=3, filters=SearchFilters(exclude=frozenset({product.product_id})))
+            hits = store.search(
+                list(product.vectors["image"]), using="image", limit=3, filters=SearchFilters(exclude=frozenset({product.product_id}))
+            )
             same += sum(h.payload["category_hint"] == product.payload["category_hint"] for h in hits)
             total += len(hits)
     finally:
@@ -246,8 +259,10 @@ MEANING_PAIRS = [
 
 def test_text_only_products_are_placed_by_their_meaning(embedder_settings, running_embedder):
     titles = [title for pair in MEANING_PAIRS for title in pair]
-    listed = [{"product_id": f"t-{i}", "title": title, "price": 10.0, "currency": "EUR",
-               "listed_at": "2026-11-01T10:00:00+00:00"} for i, title in enumerate(titles)]
+    listed = [
+        {"product_id": f"t-{i}", "title": title, "price": 10.0, "currency": "EUR", "listed_at": "2026-11-01T10:00:00+00:00"}
+        for i, title in enumerate(titles)
+    ]
     publish_lines(embedder_settings, listed)
     running_embedder()
     store = _store(embedder_settings)
@@ -261,8 +276,9 @@ def test_text_only_products_are_placed_by_their_meaning(embedder_settings, runni
 
         for i in range(len(titles)):
             product = stored[f"t-{i}"]
-            (nearest,) = store.search(list(product.vectors["fused"]), using="fused", limit=1,
-                                      filters=SearchFilters(exclude=frozenset({product.product_id})))
+            (nearest,) = store.search(
+                list(product.vectors["fused"]), using="fused", limit=1, filters=SearchFilters(exclude=frozenset({product.product_id}))
+            )
             assert nearest.product_id == f"t-{i ^ 1}", f"{titles[i]!r} came nearest to {nearest.payload['title']!r}"
     finally:
         store.close()
@@ -304,7 +320,6 @@ def test_dimension_mismatch_stops_start_up_with_one_line(embedder_settings):
     other.close()
     with pytest.raises(UserError, match="shelfsight reindex"):
         build_embedder(embedder_settings)
-
 
 
 def test_the_embedder_sees_pictures_as_its_checkpoint_chose_unless_told_otherwise(embedder_settings):

@@ -18,8 +18,7 @@ from tests.services.embedder.conftest import publish_lines, wait_committed
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 LISTING = next(catalogue(1, seed=7))
-UPDATE = {"event": "product.updated", "product_id": LISTING["product_id"], "in_stock": False,
-          "updated_at": "2026-11-27T10:00:00Z"}
+UPDATE = {"event": "product.updated", "product_id": LISTING["product_id"], "in_stock": False, "updated_at": "2026-11-27T10:00:00Z"}
 
 
 @pytest.fixture

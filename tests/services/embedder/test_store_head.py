@@ -17,8 +17,14 @@ def _listings(count: int, seed: int, hinted: bool, prefix: str) -> list[dict]:
     for product in catalogue(count * 4, seed=seed, split="test"):
         if product["category_hint"] in STORE and len(found) < count:
             truth = STORE[product["category_hint"]]
-            found.append({**product, "product_id": f"{prefix}-{product['product_id']}",
-                          "category_hint": truth if hinted else None, "attributes": {"truth": truth}})
+            found.append(
+                {
+                    **product,
+                    "product_id": f"{prefix}-{product['product_id']}",
+                    "category_hint": truth if hinted else None,
+                    "attributes": {"truth": truth},
+                }
+            )
     return found
 
 

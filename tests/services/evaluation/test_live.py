@@ -11,11 +11,36 @@ pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
 
 def test_the_live_run_and_the_in_process_replay_answer_the_same_question(tmp_path, monkeypatch, small_checkpoint, kafka):
-    assert main(["datasets", "synthetic-shop", str(tmp_path / "shop"), "--products", "120", "--new-products", "30",
-                 "--shoppers", "40", "--clicks-before", "8", "--clicks-after", "3"]) == 0
-    for name, value in {"MODEL_DIR": str(small_checkpoint), "DEVICE": "cpu", "TOPIC_PREFIX": kafka.topic_prefix,
-                        "LEARNERS_CHECKPOINT_S": "2", "LEARNERS_REFRESH_S": "1", "ITEM_MODEL_REFIT_S": "2",
-                        "REDIS_URL": kafka.redis_url, "LOG_LEVEL": "WARNING"}.items():
+    assert (
+        main(
+            [
+                "datasets",
+                "synthetic-shop",
+                str(tmp_path / "shop"),
+                "--products",
+                "120",
+                "--new-products",
+                "30",
+                "--shoppers",
+                "40",
+                "--clicks-before",
+                "8",
+                "--clicks-after",
+                "3",
+            ]
+        )
+        == 0
+    )
+    for name, value in {
+        "MODEL_DIR": str(small_checkpoint),
+        "DEVICE": "cpu",
+        "TOPIC_PREFIX": kafka.topic_prefix,
+        "LEARNERS_CHECKPOINT_S": "2",
+        "LEARNERS_REFRESH_S": "1",
+        "ITEM_MODEL_REFIT_S": "2",
+        "REDIS_URL": kafka.redis_url,
+        "LOG_LEVEL": "WARNING",
+    }.items():
         monkeypatch.setenv(f"SHELFSIGHT_{name}", value)
     common = ["evaluate-recs", str(tmp_path / "shop"), "--eval-size", "80", "--warmup-size", "60", "--rate", "25"]
     assert main([*common, "--out", str(tmp_path / "in-process")]) == 0

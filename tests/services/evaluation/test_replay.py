@@ -24,8 +24,14 @@ def _product(pid: str, listed: datetime = T0) -> ProductListed:
 
 def _events(rows: list[tuple[str, str, str]]) -> list[ClickEvent]:
     return [
-        ClickEvent(event_id=f"e{n}", user_id=u, product_id=p, kind=ClickKind(k), occurred_at=T0 + timedelta(hours=1, minutes=n),
-                   session_id=f"s-{u}")
+        ClickEvent(
+            event_id=f"e{n}",
+            user_id=u,
+            product_id=p,
+            kind=ClickKind(k),
+            occurred_at=T0 + timedelta(hours=1, minutes=n),
+            session_id=f"s-{u}",
+        )
         for n, (u, p, k) in enumerate(rows)
     ]
 
@@ -41,16 +47,28 @@ def test_a_tiny_log_whose_answers_are_known(settings, small_checkpoint):
     popular: every recommender has it), u4 picks p2 (co-visited with p1, next most popular: all have
     it), u5 picks p3 (nobody ever touched it: nobody can know). Every list is longer than the
     catalogue, so a hit is a question of candidates, and HR is exactly 2/3 for everyone."""
-    rows = [("u1", "p1", "click"), ("u2", "p1", "click"), ("u3", "p1", "view"), ("u1", "p2", "click"), ("u2", "p2", "view"),
-            ("u4", "p1", "click"), ("u4", "p2", "click"), ("u5", "p3", "click")]
+    rows = [
+        ("u1", "p1", "click"),
+        ("u2", "p1", "click"),
+        ("u3", "p1", "view"),
+        ("u1", "p2", "click"),
+        ("u2", "p2", "view"),
+        ("u4", "p1", "click"),
+        ("u4", "p2", "click"),
+        ("u5", "p3", "click"),
+    ]
     dataset = Dataset("tiny", [_product(f"p{i}") for i in range(1, 7)], _events(rows))
     predictor = Predictor.load(small_checkpoint, device="cpu")
     config = ReplayConfig(eval_size=3, warmup_size=2, rate=0.001)  # a quiet shop: every event is checkpointed and reloaded
     result = Replay(settings.model_copy(update={"ranking_warmup_pairs": 1}), predictor, dataset, config).run(progress=False)
 
     assert (result.events, result.catalogue, result.served, result.dead_letters) == (8, 6, 5, 0)
-    assert list(result.tallies) == [SHELFSIGHT, "most popular so far", "most popular, 7-day decay",
-                                    "item co-visitation (each shopper's last 5 items)"]
+    assert list(result.tallies) == [
+        SHELFSIGHT,
+        "most popular so far",
+        "most popular, 7-day decay",
+        "item co-visitation (each shopper's last 5 items)",
+    ]
     for name, tally in result.tallies.items():
         s = tally.summary(catalogue=6)
         assert s["questions"] == 3, name
@@ -69,8 +87,14 @@ def test_cold_start_counts_only_new_products_nobody_touched():
     tally.listed.update({"b": 0.0, "c": 3600.0})  # listed after the stream began
     tally.add(["a", "b", "c"], "Bag", truth, untouched_new={"b", "c"}, chosen="b", at=7200.0)
     tally.add(["a"], "Bag", truth, untouched_new=set(), chosen="c", at=9000.0)
-    assert tally.summary() == {"new_per_list": 1.0, "new_matching_per_list": 0.5, "on_taste": 0.75,
-                               "new_hr": 0.5, "new_shown": 1.0, "hours_to_first_shown": 2.0}
+    assert tally.summary() == {
+        "new_per_list": 1.0,
+        "new_matching_per_list": 0.5,
+        "on_taste": 0.75,
+        "new_hr": 0.5,
+        "new_shown": 1.0,
+        "hours_to_first_shown": 2.0,
+    }
 
 
 def test_movielens_is_converted_as_the_protocol_says(tmp_path):
@@ -101,8 +125,20 @@ def test_a_movielens_slice_through_the_command(tmp_path, monkeypatch, small_chec
     monkeypatch.setenv("SHELFSIGHT_MODEL_DIR", str(small_checkpoint))
     monkeypatch.setenv("SHELFSIGHT_DEVICE", "cpu")
     monkeypatch.setenv("SHELFSIGHT_REDIS_URL", settings.redis_url)
-    code = main(["evaluate-recs", str(tmp_path / "ml"), "--limit-events", "3000", "--eval-size", "100", "--warmup-size", "100",
-                 "--out", str(tmp_path / "report")])
+    code = main(
+        [
+            "evaluate-recs",
+            str(tmp_path / "ml"),
+            "--limit-events",
+            "3000",
+            "--eval-size",
+            "100",
+            "--warmup-size",
+            "100",
+            "--out",
+            str(tmp_path / "report"),
+        ]
+    )
     assert code == 0
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics["window"] == "test" and metrics["events"] == 3000 and metrics["served_lists"] == 200
@@ -116,8 +152,26 @@ def test_a_movielens_slice_through_the_command(tmp_path, monkeypatch, small_chec
 def test_a_small_synthetic_shop_reports_cold_start(tmp_path, monkeypatch, small_checkpoint, settings):
     from services.cli.main import main
 
-    assert main(["datasets", "synthetic-shop", str(tmp_path / "shop"), "--products", "60", "--new-products", "20",
-                 "--shoppers", "15", "--clicks-before", "3", "--clicks-after", "2"]) == 0
+    assert (
+        main(
+            [
+                "datasets",
+                "synthetic-shop",
+                str(tmp_path / "shop"),
+                "--products",
+                "60",
+                "--new-products",
+                "20",
+                "--shoppers",
+                "15",
+                "--clicks-before",
+                "3",
+                "--clicks-after",
+                "2",
+            ]
+        )
+        == 0
+    )
     truth = json.loads((tmp_path / "shop" / "truth.json").read_text())
     assert len(truth["tastes"]) == 15 and len(truth["categories"]) == 80
     catalogue = [json.loads(line) for line in (tmp_path / "shop" / "catalogue.jsonl").read_text().splitlines()]
@@ -143,8 +197,28 @@ def test_simulated_shoppers_compare_exploration_policies(tmp_path, monkeypatch, 
     probability, and regret is never negative (nothing beats the best list)."""
     from services.cli.main import main
 
-    assert main(["datasets", "synthetic-shop", str(tmp_path / "shop"), "--products", "30", "--new-products", "10",
-                 "--shoppers", "6", "--clicks-before", "3", "--clicks-after", "1", "--new-listings", "neutral"]) == 0
+    assert (
+        main(
+            [
+                "datasets",
+                "synthetic-shop",
+                str(tmp_path / "shop"),
+                "--products",
+                "30",
+                "--new-products",
+                "10",
+                "--shoppers",
+                "6",
+                "--clicks-before",
+                "3",
+                "--clicks-after",
+                "1",
+                "--new-listings",
+                "neutral",
+            ]
+        )
+        == 0
+    )
     monkeypatch.setenv("SHELFSIGHT_MODEL_DIR", str(small_checkpoint))
     monkeypatch.setenv("SHELFSIGHT_DEVICE", "cpu")
     monkeypatch.setenv("SHELFSIGHT_REDIS_URL", settings.redis_url)

@@ -48,8 +48,11 @@ def _events(count: int = 240) -> list[RawMessage]:
     for n in range(count):
         user = USERS[(n * 7) % len(USERS)]
         body = {
-            "event_id": f"e{n}", "user_id": user, "product_id": PRODUCTS[(n * 3 + n // 5) % len(PRODUCTS)],
-            "kind": KINDS[n % len(KINDS)], "occurred_at": (NOW + timedelta(seconds=n)).isoformat(),
+            "event_id": f"e{n}",
+            "user_id": user,
+            "product_id": PRODUCTS[(n * 3 + n // 5) % len(PRODUCTS)],
+            "kind": KINDS[n % len(KINDS)],
+            "occurred_at": (NOW + timedelta(seconds=n)).isoformat(),
             "session_id": f"s-{user}-{n // 60}",
         }
         if n % 4 == 0:
@@ -70,8 +73,15 @@ class World:
         self.client = async_redis(url, cluster)
         self.state = ProfileState(self.client, keys, PARAMS)
         self.learners = Learners()
-        self.handler = ClickHandler(self.state, self.learners, PARAMS, lambda m, reason: self.letters.append(reason),
-                                    clock=lambda: NOW.timestamp() + 1000, item_wait_s=0, reader=reader)
+        self.handler = ClickHandler(
+            self.state,
+            self.learners,
+            PARAMS,
+            lambda m, reason: self.letters.append(reason),
+            clock=lambda: NOW.timestamp() + 1000,
+            item_wait_s=0,
+            reader=reader,
+        )
         # Each group's top trending items are read and added up: exact while the lists read hold
         # every item, as here (with more items, an item just outside some group's top is missed).
         self.reader = ShopperReader(self.sync, keys, ReadLimits(trending=50, per_category=50), half_life_s=PARAMS.half_life_s)
@@ -92,12 +102,20 @@ class World:
             shopper, signals = self.reader.read(user, now)
             stats = self.reader.stats(PRODUCTS, signals.decay_now)
             seen[user] = (
-                shopper.recent, sorted(shopper.purchased), shopper.dismissed, sorted(shopper.seen),
+                shopper.recent,
+                sorted(shopper.purchased),
+                shopper.dismissed,
+                sorted(shopper.seen),
                 {c: round(v, 9) for c, v in shopper.categories.items()},
                 None if shopper.vector is None else np.round(shopper.vector, 6).tolist(),
-                {a: _rounded(p) for a, p in signals.neighbours.items()}, {a: _rounded(p) for a, p in signals.history.items()},
-                signals.anchor_interactions, _rounded(signals.trending), {c: _rounded(p) for c, p in signals.trending_in.items()},
-                np.round(stats.trending, 6).tolist(), stats.interactions.tolist(), stats.choices.tolist(),
+                {a: _rounded(p) for a, p in signals.neighbours.items()},
+                {a: _rounded(p) for a, p in signals.history.items()},
+                signals.anchor_interactions,
+                _rounded(signals.trending),
+                {c: _rounded(p) for c, p in signals.trending_in.items()},
+                np.round(stats.trending, 6).tolist(),
+                stats.interactions.tolist(),
+                stats.choices.tolist(),
             )
         return seen
 
@@ -167,10 +185,25 @@ def test_the_recommender_answers_the_same_from_the_cluster(worlds, tmp_path):
     store = EdgeProductStore(tmp_path / "qdrant")
     try:
         store.ensure_collection({"fused": 4})
-        store.upsert([StoredProduct(pid, {"fused": _vector(i).tolist()}, {
-            "title": pid, "category": f"cat{i % 3}", "price": 10.0 + i, "currency": "EUR", "in_stock": True,
-            "delisted": False, "listed_ts": NOW.timestamp() - 86_400, "has_image": False,
-        }) for i, pid in enumerate(PRODUCTS)])
+        store.upsert(
+            [
+                StoredProduct(
+                    pid,
+                    {"fused": _vector(i).tolist()},
+                    {
+                        "title": pid,
+                        "category": f"cat{i % 3}",
+                        "price": 10.0 + i,
+                        "currency": "EUR",
+                        "in_stock": True,
+                        "delisted": False,
+                        "listed_ts": NOW.timestamp() - 86_400,
+                        "has_image": False,
+                    },
+                )
+                for i, pid in enumerate(PRODUCTS)
+            ]
+        )
 
         def answers(world: World, learners: Learners) -> dict[str, list]:
             learned = Learned.from_learners(learners)
@@ -180,8 +213,7 @@ def test_the_recommender_answers_the_same_from_the_cluster(worlds, tmp_path):
         # What each layout stored in Redis, read through the same learners: the same answers exactly.
         same = [answers(world, one.learners) for world in (one, cluster)]
         for user in USERS:
-            assert [(p.product_id, p.reason, p.score) for p in same[0][user]] == \
-                [(p.product_id, p.reason, p.score) for p in same[1][user]]
+            assert [(p.product_id, p.reason, p.score) for p in same[0][user]] == [(p.product_id, p.reason, p.score) for p in same[1][user]]
         assert all(len(same[0][user]) == 5 for user in USERS)
         # Each layout's own learners learned the groups' events in another order (each group learns
         # after its write), so their scores differ a little and a near tie for fifth place may swap.
@@ -230,8 +262,14 @@ def test_redelivery_and_a_group_whose_write_failed_apply_exactly_once(worlds, mo
 def test_caps_hold_in_every_group(worlds):
     _, cluster = worlds
     tight = dataclasses.replace(PARAMS, neighbours=2, trending=3)
-    handler = ClickHandler(ProfileState(cluster.client, cluster.keys, tight), Learners(), tight, lambda m, r: None,
-                           clock=lambda: NOW.timestamp() + 1000, item_wait_s=0)
+    handler = ClickHandler(
+        ProfileState(cluster.client, cluster.keys, tight),
+        Learners(),
+        tight,
+        lambda m, r: None,
+        clock=lambda: NOW.timestamp() + 1000,
+        item_wait_s=0,
+    )
     cluster.run(handler.handle(_events()))
     for group in cluster.keys.groups():
         assert 0 < cluster.sync.zcard(group.trending()) <= 3

@@ -40,17 +40,26 @@ USERS = 20
 
 
 def _click(i: int) -> ClickEvent:
-    return decode(ClickEvent, json.dumps({
-        "event_id": f"d{i}", "user_id": f"u{i % USERS}", "product_id": f"p{i % 16}", "kind": "click",
-        "occurred_at": (NOW - timedelta(seconds=EVENTS - i)).isoformat(), "session_id": f"s{i % 7}",
-    }))
-
+    return decode(
+        ClickEvent,
+        json.dumps(
+            {
+                "event_id": f"d{i}",
+                "user_id": f"u{i % USERS}",
+                "product_id": f"p{i % 16}",
+                "kind": "click",
+                "occurred_at": (NOW - timedelta(seconds=EVENTS - i)).isoformat(),
+                "session_id": f"s{i % 7}",
+            }
+        ),
+    )
 
 
 def counted(client, keys) -> int:
     """Events counted in the shoppers' profiles, all kinds together."""
-    return sum(sum(decode_profile(client.hgetall(keys.user(f"u{u}"))).counts.values())
-               for u in range(USERS) if client.exists(keys.user(f"u{u}")))
+    return sum(
+        sum(decode_profile(client.hgetall(keys.user(f"u{u}"))).counts.values()) for u in range(USERS) if client.exists(keys.user(f"u{u}"))
+    )
 
 
 def _publish(settings) -> str:
@@ -66,13 +75,13 @@ def _publish(settings) -> str:
 
 
 def _worker(env, log) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "services.cli", "profiles"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=log.open("ab"))
+    return subprocess.Popen([sys.executable, "-m", "services.cli", "profiles"], env=env, stdout=subprocess.DEVNULL, stderr=log.open("ab"))
 
 
 def _stack(env: dict[str, str], *args: str) -> None:
-    subprocess.run([sys.executable, "-m", "services.cli", "stack", *args, "redis"], env=env, check=True,
-                   stdout=subprocess.DEVNULL, timeout=60)
+    subprocess.run(
+        [sys.executable, "-m", "services.cli", "stack", *args, "redis"], env=env, check=True, stdout=subprocess.DEVNULL, timeout=60
+    )
 
 
 def _retries(log: os.PathLike) -> int:
@@ -155,13 +164,20 @@ def test_redis_killed_mid_stream_and_its_last_writes_lost_loses_no_click(kafka, 
 def own_stack(tmp_path, settings):
     """A broker and a redis-server of the drill's own: stopping them disturbs no other test."""
     own = load_settings(
-        state_dir=tmp_path / "stack", cache_dir=settings.cache_dir, topic_prefix=f"drill-{uuid.uuid4().hex[:6]}.",
-        kafka_bootstrap=f"127.0.0.1:{free_port()}", kafka_controller_port=free_port(),
+        state_dir=tmp_path / "stack",
+        cache_dir=settings.cache_dir,
+        topic_prefix=f"drill-{uuid.uuid4().hex[:6]}.",
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        kafka_controller_port=free_port(),
         redis_url=f"redis://127.0.0.1:{free_port()}/0",
     )
-    env = {**_env(own, f"drill-{uuid.uuid4().hex[:6]}:"), "SHELFSIGHT_REDIS_URL": own.redis_url,
-           "SHELFSIGHT_STATE_DIR": str(own.stack_dir), "SHELFSIGHT_KAFKA_BOOTSTRAP": own.kafka_bootstrap,
-           "SHELFSIGHT_KAFKA_CONTROLLER_PORT": str(own.kafka_controller_port)}
+    env = {
+        **_env(own, f"drill-{uuid.uuid4().hex[:6]}:"),
+        "SHELFSIGHT_REDIS_URL": own.redis_url,
+        "SHELFSIGHT_STATE_DIR": str(own.stack_dir),
+        "SHELFSIGHT_KAFKA_BOOTSTRAP": own.kafka_bootstrap,
+        "SHELFSIGHT_KAFKA_CONTROLLER_PORT": str(own.kafka_controller_port),
+    }
     Stack.from_settings(own).up()
     create_topics(own)
     yield own, env
@@ -175,14 +191,18 @@ def test_broker_restarted_mid_stream_then_sigterm_during_a_redis_outage(own_stac
     topic, log = _publish(own), tmp_path / "worker.log"
     worker = _worker({**env, "SHELFSIGHT_PROFILES_BATCH_SIZE": "10"}, log)  # small batches: the stop lands mid-stream
     try:
-        _wait(lambda: counted(client, keys) > 1000, 120, worker, log)  # by counts: a fresh broker's coordinator may not answer lag queries yet
+        _wait(
+            lambda: counted(client, keys) > 1000, 120, worker, log
+        )  # by counts: a fresh broker's coordinator may not answer lag queries yet
         seen = os.path.getsize(log)
-        subprocess.run([sys.executable, "-m", "services.cli", "stack", "down", "kafka"], env=env, check=True,
-                       stdout=subprocess.DEVNULL, timeout=180)
+        subprocess.run(
+            [sys.executable, "-m", "services.cli", "stack", "down", "kafka"], env=env, check=True, stdout=subprocess.DEVNULL, timeout=180
+        )
         assert counted(client, keys) < EVENTS, "the broker should go away mid-stream"
         _wait(lambda: "Unable connect to" in _log_text(log, since=seen), 60, worker, log)  # the worker met it
-        subprocess.run([sys.executable, "-m", "services.cli", "stack", "up", "kafka"], env=env, check=True,
-                       stdout=subprocess.DEVNULL, timeout=180)
+        subprocess.run(
+            [sys.executable, "-m", "services.cli", "stack", "up", "kafka"], env=env, check=True, stdout=subprocess.DEVNULL, timeout=180
+        )
 
         _wait(lambda: counted(client, keys) == EVENTS, 240, worker, log)
         assert sum(s for _, s in client.zrange(keys.interactions, 0, -1, withscores=True)) == EVENTS

@@ -30,10 +30,24 @@ PARAMS = ClickParams(half_life_s=3600.0, recent_items=5, neighbours=3, trending=
 ITEMS = {f"p{i}": Item(np.eye(4, dtype=np.float32)[i % 4], f"cat{i % 2}", 10.0 + i, True) for i in range(8)}
 
 
-def _message(offset: int, product: str = "p1", kind: str = "click", user: str = "u1", session: str = "s1",
-             request_id: str | None = None, event_id: str | None = None, topic: str | None = "clicks") -> RawMessage:
-    body: dict[str, Any] = {"event_id": event_id or f"e{offset}", "user_id": user, "product_id": product, "kind": kind,
-                            "occurred_at": (NOW + timedelta(seconds=offset)).isoformat(), "session_id": session}
+def _message(
+    offset: int,
+    product: str = "p1",
+    kind: str = "click",
+    user: str = "u1",
+    session: str = "s1",
+    request_id: str | None = None,
+    event_id: str | None = None,
+    topic: str | None = "clicks",
+) -> RawMessage:
+    body: dict[str, Any] = {
+        "event_id": event_id or f"e{offset}",
+        "user_id": user,
+        "product_id": product,
+        "kind": kind,
+        "occurred_at": (NOW + timedelta(seconds=offset)).isoformat(),
+        "session_id": session,
+    }
     if request_id is not None:
         body["context"] = {"widget": "recs", "position": 1, "request_id": request_id}
     return RawMessage(user.encode(), json.dumps(body).encode(), 0, offset, topic)
@@ -53,12 +67,12 @@ def _snapshot(events: list[tuple[RawMessage, ClickEvent]], items: dict[str, Item
         sessions=state.get("sessions", {}),
         recent=state.get("recent", {}),
     )
-    return Snapshot(loaded, state.get("served", {}), state.get("impressed", {}), epoch=NOW.timestamp(),
-                    now=state.get("now", NOW.timestamp() + 1000))
+    return Snapshot(
+        loaded, state.get("served", {}), state.get("impressed", {}), epoch=NOW.timestamp(), now=state.get("now", NOW.timestamp() + 1000)
+    )
 
 
-def _run(fresh: list[tuple[RawMessage, ClickEvent]], snapshot: Snapshot, parked: ParkedClicks | None = None,
-         seed: int = 0) -> Effects:
+def _run(fresh: list[tuple[RawMessage, ClickEvent]], snapshot: Snapshot, parked: ParkedClicks | None = None, seed: int = 0) -> Effects:
     return effects(Chunk(parked or ParkedClicks(), fresh, []), snapshot, KEYS, PARAMS, random.Random(seed))
 
 
@@ -90,12 +104,15 @@ def test_a_click_moves_profile_counters_trending_sessions_and_announces_it():
     assert ("ZINCRBY", KEYS.neighbours("p2"), 1, "p1") in commands and ("ZINCRBY", KEYS.neighbours("p1"), 1, "p2") in commands
     assert ("ZADD", KEYS.purchased("u1"), repr(NOW.timestamp() + 1), "p2") in commands
     assert [c[1] for c in _named(commands, "ZINCRBY") if c[1].startswith("t:pop:")] == [
-        KEYS.trending(), KEYS.trending("cat1"), KEYS.trending(), KEYS.trending("cat0")]
+        KEYS.trending(),
+        KEYS.trending("cat1"),
+        KEYS.trending(),
+        KEYS.trending("cat0"),
+    ]
     # once per key and write: the profile, the trims, the shop's clock, then the announcement
     assert len(_named(commands, "HSET")) == 1 and _named(commands, "HSET")[0][1] == KEYS.user("u1")
     assert ("LTRIM", KEYS.recent("u1"), 0, PARAMS.recent_items - 1) in commands
-    assert commands[-2:] == [("ZADD", KEYS.clock, "GT", repr(NOW.timestamp() + 1), "latest"),
-                             ("PUBLISH", KEYS.updates_channel, "u1")]
+    assert commands[-2:] == [("ZADD", KEYS.clock, "GT", repr(NOW.timestamp() + 1), "latest"), ("PUBLISH", KEYS.updates_channel, "u1")]
 
 
 def test_events_seen_before_or_twice_in_the_write_are_duplicates_and_write_nothing():
@@ -196,7 +213,7 @@ def test_a_parked_click_that_waited_too_long_is_dead_lettered_under_its_shoppers
     kept = _run([], _snapshot(parked.events, items={}, now=160.0), parked)
     assert not kept.writes and kept.result.refused == [], "still within its wait"
     out = _run([], _snapshot(parked.events, items={}, now=160.5), parked)
-    (message, reason), = out.result.refused
+    ((message, reason),) = out.result.refused
     assert message.key == b"u1" and reason == "unknown product x1: not indexed within 60 s"
     assert _commands(out.writes) == [("ZREM", KEYS.parked("clicks", 0), waiting.value)]
 
@@ -204,13 +221,15 @@ def test_a_parked_click_that_waited_too_long_is_dead_lettered_under_its_shoppers
 def test_an_unreadable_parked_click_is_taken_out_before_anything_else():
     parked = _parked((b"{broken", 1.0), (_message(0, "p1").value, 2.0))
     out = _run([], _snapshot(parked.events), parked)
-    assert _commands(out.writes)[:2] == [("ZREM", KEYS.parked("clicks", 0), b"{broken"), ("ZREM", KEYS.parked("clicks", 0), _message(0, "p1").value)]
+    assert _commands(out.writes)[:2] == [
+        ("ZREM", KEYS.parked("clicks", 0), b"{broken"),
+        ("ZREM", KEYS.parked("clicks", 0), _message(0, "p1").value),
+    ]
     assert [m.value for m, _ in out.result.refused] == [b"{broken"] and out.result.unparked == 1
 
 
 def test_messages_refused_on_sight_come_before_the_writes_refusals():
-    messages = [RawMessage(b"u1", b"{nope", 0, 0, "clicks"), _message(1, "x1", topic=None),
-                _message(2, "p1", topic=None)]
+    messages = [RawMessage(b"u1", b"{nope", 0, 0, "clicks"), _message(1, "x1", topic=None), _message(2, "p1", topic=None)]
     fresh, invalid = take_in(messages, KEYS, {}, now=NOW.timestamp() - 1000)
     assert [m.offset for m, _ in fresh] == [] and len(invalid) == 3
     fresh, invalid = take_in(messages, KEYS, {}, now=NOW.timestamp())
@@ -222,8 +241,12 @@ def test_messages_refused_on_sight_come_before_the_writes_refusals():
 def test_the_same_state_gives_the_same_effects_and_is_left_as_it_was():
     rows = np.arange(12, dtype=np.float32).reshape(6, 2)
     served = ServedList("req-1", NOW.timestamp(), 2, [f"p{i}" for i in range(6)], ("a", "b"), rows)
-    events = _events(*(_message(n, f"p{n % 6}", kind=("click", "view", "add_to_cart")[n % 3], request_id="req-1",
-                                session=f"s{n // 4}") for n in range(12)))
+    events = _events(
+        *(
+            _message(n, f"p{n % 6}", kind=("click", "view", "add_to_cart")[n % 3], request_id="req-1", session=f"s{n // 4}")
+            for n in range(12)
+        )
+    )
     profile = Profile.empty(4)
     state = {"served": {"u1": [served]}, "recent": {"u1": ["p5", "p4"]}, "sessions": {"s0": ["p3"]}, "profiles": {"u1": profile}}
     snapshot = _snapshot(events, **state)

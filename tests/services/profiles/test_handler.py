@@ -26,8 +26,12 @@ SMALL = ClickParams(half_life_s=3600.0, recent_items=5, neighbours=3, trending=4
 
 def _click(i, user="u1", product="p1", kind="click", session="s1", at=None, event_id=None):
     body = {
-        "event_id": event_id or f"e{i}", "user_id": user, "product_id": product, "kind": kind,
-        "occurred_at": (at or NOW + timedelta(seconds=i)).isoformat(), "session_id": session,
+        "event_id": event_id or f"e{i}",
+        "user_id": user,
+        "product_id": product,
+        "kind": kind,
+        "occurred_at": (at or NOW + timedelta(seconds=i)).isoformat(),
+        "session_id": session,
     }
     return RawMessage(user.encode(), json.dumps(body).encode(), 0, i)
 
@@ -39,7 +43,9 @@ def setup(settings, redis_client):
     loop = asyncio.new_event_loop()
     client = aioredis.Redis.from_url(settings.redis_url)
     state = ProfileState(client, keys, SMALL)
-    handler = ClickHandler(state, Learners(), SMALL, lambda m, reason: letters.append((m, reason)), clock=lambda: NOW.timestamp() + 1000, item_wait_s=0.05)
+    handler = ClickHandler(
+        state, Learners(), SMALL, lambda m, reason: letters.append((m, reason)), clock=lambda: NOW.timestamp() + 1000, item_wait_s=0.05
+    )
     vectors = {f"p{i}": np.eye(4, dtype=np.float32)[i % 4] for i in range(12)}
     for pid, vec in vectors.items():
         loop.run_until_complete(state.put_item(pid, vec.tolist(), f"cat{int(pid[1:]) % 2}", 10.0 + int(pid[1:]), True))
@@ -51,7 +57,9 @@ def setup(settings, redis_client):
 
 def test_profile_follows_clicks_and_items_join(setup):
     loop, state, handler, letters, keys, r = setup
-    result = loop.run_until_complete(handler.handle([_click(0, product="p1"), _click(1, product="p1", kind="purchase"), _click(2, product="p2", kind="view")]))
+    result = loop.run_until_complete(
+        handler.handle([_click(0, product="p1"), _click(1, product="p1", kind="purchase"), _click(2, product="p2", kind="view")])
+    )
     assert (result.applied, result.duplicates, letters) == (3, 0, [])
     profile = loop.run_until_complete(state.profile("u1"))
     assert int(np.argmax(profile.vector)) == 1  # p1 = axis 1, clicked and bought
@@ -213,8 +221,12 @@ def test_profile_updates_are_announced(setup, settings):
 
 def test_history_pairs_the_seen_set_and_item_counts(setup):
     loop, _state, handler, _letters, keys, r = setup
-    events = [_click(0, product="p1", session="a"), _click(1, product="p2", kind="view", session="b"),
-              _click(2, product="p3", session="c"), _click(3, product="p1", kind="dismiss", session="c")]
+    events = [
+        _click(0, product="p1", session="a"),
+        _click(1, product="p2", kind="view", session="b"),
+        _click(2, product="p3", session="c"),
+        _click(3, product="p1", kind="dismiss", session="c"),
+    ]
     loop.run_until_complete(handler.handle(events))
     # across sessions: each item is paired with the shopper's latest distinct ones, nearer ones weighing more
     assert r.zscore(keys.history("p3"), "p2") == pytest.approx(1.0)
@@ -235,8 +247,9 @@ def test_impressions_in_another_shoppers_name_do_not_touch_a_shoppers_list(setup
     forged["context"] = {"widget": "recs", "position": 0, "request_id": "req-1"}
     own = json.loads(_click(2, product="p2", kind="impression").value)
     own["context"] = {"widget": "recs", "position": 1, "request_id": "req-1"}
-    loop.run_until_complete(handler.handle([RawMessage(b"u2", json.dumps(forged).encode(), 0, 1),
-                                            RawMessage(b"u1", json.dumps(own).encode(), 0, 2)]))
+    loop.run_until_complete(
+        handler.handle([RawMessage(b"u2", json.dumps(forged).encode(), 0, 1), RawMessage(b"u1", json.dumps(own).encode(), 0, 2)])
+    )
     assert r.smembers(keys.impressed("u1", "req-1")) == {b"p2"}
     assert r.smembers(keys.impressed("u2", "req-1")) == {b"p1"}  # kept, but only for u2's own lists
 
@@ -245,9 +258,11 @@ def test_a_shopper_id_with_a_colon_never_touches_another_shoppers_keys(setup):
     """``alice:recent`` is a valid id; its profile must not land on alice's recent list (which
     would make alice's every later batch fail on a wrong-type key) nor the other way round."""
     loop, _state, handler, letters, keys, r = setup
-    result = loop.run_until_complete(handler.handle([_click(1, user="alice", product="p1"),
-                                                     _click(2, user="alice:recent", product="p2"),
-                                                     _click(3, user="alice", product="p3")]))
+    result = loop.run_until_complete(
+        handler.handle(
+            [_click(1, user="alice", product="p1"), _click(2, user="alice:recent", product="p2"), _click(3, user="alice", product="p3")]
+        )
+    )
     assert result.applied == 3 and letters == []
     assert r.lrange(keys.recent("alice"), 0, -1) == [b"p3", b"p1"]
     assert r.lrange(keys.recent("alice:recent"), 0, -1) == [b"p2"]
@@ -258,8 +273,16 @@ def _served(user="u1", request="req-1", products=("p1", "p2", "p3", "p4"), shown
     from schemas import RecommendationServed, encode
 
     rows = np.arange(len(products) * 2, dtype="<f4").reshape(len(products), 2)
-    served = RecommendationServed(request_id=request, user_id=user, served_at=at or NOW, shown=shown, products=list(products),
-                                  feature_names=["a", "b"], features=rows.tobytes(), ranker="prior")
+    served = RecommendationServed(
+        request_id=request,
+        user_id=user,
+        served_at=at or NOW,
+        shown=shown,
+        products=list(products),
+        feature_names=["a", "b"],
+        features=rows.tobytes(),
+        ranker="prior",
+    )
     return encode(served).value
 
 
@@ -271,9 +294,14 @@ def test_a_choice_is_joined_with_the_list_it_was_made_from(setup):
     impression["context"] = {"widget": "recs", "position": 1, "request_id": "req-1"}
     chosen = json.loads(_click(2, product="p3").value)
     chosen["context"] = {"widget": "recs", "position": 2, "request_id": "req-1"}
-    result = loop.run_until_complete(handler.handle([
-        RawMessage(b"u1", json.dumps(impression).encode(), 0, 1), RawMessage(b"u1", json.dumps(chosen).encode(), 0, 2),
-    ]))
+    result = loop.run_until_complete(
+        handler.handle(
+            [
+                RawMessage(b"u1", json.dumps(impression).encode(), 0, 1),
+                RawMessage(b"u1", json.dumps(chosen).encode(), 0, 2),
+            ]
+        )
+    )
     assert result.choices_learned == 1
     ranker = handler._learners.ranker
     assert ranker is not None and ranker.features == ("a", "b") and ranker.choices == 1

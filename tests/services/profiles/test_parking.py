@@ -24,8 +24,14 @@ PARAMS = ClickParams(park_s=60.0, park_max=3)
 
 
 def _click(offset: int, product: str, user: str = "u1") -> RawMessage:
-    body = {"event_id": f"e{offset}", "user_id": user, "product_id": product, "kind": "click",
-            "occurred_at": (NOW + timedelta(seconds=offset)).isoformat(), "session_id": "s1"}
+    body = {
+        "event_id": f"e{offset}",
+        "user_id": user,
+        "product_id": product,
+        "kind": "click",
+        "occurred_at": (NOW + timedelta(seconds=offset)).isoformat(),
+        "session_id": "s1",
+    }
     return RawMessage(user.encode(), json.dumps(body).encode(), 0, offset, TOPIC)
 
 
@@ -41,8 +47,9 @@ class World:
         self.add("p1")
 
     def handler(self) -> ClickHandler:
-        return ClickHandler(self.state, Learners(), PARAMS, lambda m, reason: self.letters.append((m, reason)),
-                            clock=lambda: self.now, item_wait_s=0)
+        return ClickHandler(
+            self.state, Learners(), PARAMS, lambda m, reason: self.letters.append((m, reason)), clock=lambda: self.now, item_wait_s=0
+        )
 
     def add(self, product: str) -> None:
         self.run(self.state.put_item(product, np.eye(4)[1].tolist(), "c", 10.0, True))

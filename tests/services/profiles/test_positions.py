@@ -28,8 +28,16 @@ PARAMS = ClickParams(replay_batch=7)  # small, so a gap takes several reads
 
 
 def _body(i: int, user: str) -> bytes:
-    return json.dumps({"event_id": f"e{i}-{uuid.uuid4().hex[:6]}", "user_id": user, "product_id": f"p{i % 4}", "kind": "click",
-                       "occurred_at": (NOW + timedelta(seconds=i)).isoformat(), "session_id": f"s{i // 10}"}).encode()
+    return json.dumps(
+        {
+            "event_id": f"e{i}-{uuid.uuid4().hex[:6]}",
+            "user_id": user,
+            "product_id": f"p{i % 4}",
+            "kind": "click",
+            "occurred_at": (NOW + timedelta(seconds=i)).isoformat(),
+            "session_id": f"s{i // 10}",
+        }
+    ).encode()
 
 
 @pytest.fixture
@@ -54,8 +62,9 @@ def world(kafka, redis_client):
     assert len(messages) == 30 and len({m.partition for m in messages}) == 1
 
     def handler() -> ClickHandler:
-        return ClickHandler(state, Learners(), PARAMS, lambda m, r: None, clock=lambda: NOW.timestamp() + 3600,
-                            item_wait_s=0, reader=reader)
+        return ClickHandler(
+            state, Learners(), PARAMS, lambda m, r: None, clock=lambda: NOW.timestamp() + 3600, item_wait_s=0, reader=reader
+        )
 
     yield loop, state, handler, messages, keys, redis_client
     reader.close()

@@ -46,8 +46,11 @@ def layout(request, settings):
     else:
         url = request.getfixturevalue("redis_cluster")
         client = sync_redis(url, cluster=True)
-        yield client, Keys(prefix, shards=4), {"SHELFSIGHT_REDIS_URL": url, "SHELFSIGHT_REDIS_CLUSTER": "true",
-                                               "SHELFSIGHT_REDIS_SHARDS": "4"}
+        yield (
+            client,
+            Keys(prefix, shards=4),
+            {"SHELFSIGHT_REDIS_URL": url, "SHELFSIGHT_REDIS_CLUSTER": "true", "SHELFSIGHT_REDIS_SHARDS": "4"},
+        )
     delete_prefixed(client, prefix)
     client.close()
 
@@ -62,8 +65,9 @@ def test_workers_joining_and_dying_mid_stream_count_every_click_once(four_partit
     log = tmp_path / "workers.log"
 
     def start() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "services.cli", "profiles"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=log.open("ab"))
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "profiles"], env=env, stdout=subprocess.DEVNULL, stderr=log.open("ab")
+        )
 
     def counted() -> int:
         return counted_in_profiles(redis_client, keys)
@@ -87,8 +91,7 @@ def test_workers_joining_and_dying_mid_stream_count_every_click_once(four_partit
         _wait(lambda: counted() == EVENTS and group_lag(own, topic, group) == 0, 240, workers[2], log)
         time.sleep(2)
         assert counted() == EVENTS, "every distinct click counted once"
-        interactions = sum(score for group in keys.groups()
-                           for _, score in redis_client.zrange(group.interactions, 0, -1, withscores=True))
+        interactions = sum(score for group in keys.groups() for _, score in redis_client.zrange(group.interactions, 0, -1, withscores=True))
         assert interactions == EVENTS
         for group in keys.groups():  # every group passed over every partition to its end
             positions = {int(p): Position.parse(o).offset for p, o in redis_client.hgetall(group.positions(topic)).items()}
@@ -96,8 +99,7 @@ def test_workers_joining_and_dying_mid_stream_count_every_click_once(four_partit
         # The recommender serves what every worker learned, not one worker's half.
         # A learners checkpoint of each live worker (every second here) after the last click.
         finished = time.time()
-        _wait(lambda: all((redis_client.zscore(keys.learners_workers, name(w)) or 0) > finished for w in workers[1:]),
-              60, workers[2], log)
+        _wait(lambda: all((redis_client.zscore(keys.learners_workers, name(w)) or 0) > finished for w in workers[1:]), 60, workers[2], log)
         cache = LearnedCache(redis_client, keys, _env(own, prefix)["SHELFSIGHT_STATE_SECRET"].encode())
         cache.refresh()
         assert registered() == {name(w) for w in workers}

@@ -27,26 +27,54 @@ NOW = datetime.now(UTC)
 
 def _item(i: int) -> ProductIndexed:
     vector = np.eye(8, dtype=np.float32)[i % 8].tolist()
-    return decode(ProductIndexed, json.dumps({
-        "product_id": f"p{i}", "title": f"Product {i}", "price": 10.0 + i, "currency": "EUR", "in_stock": True,
-        "category": f"c{i % 3}", "confidence": 0.9, "vectors": {"fused": vector}, "model_version": "test",
-        "listed_at": NOW.isoformat(), "indexed_at": NOW.isoformat(),
-    }))
+    return decode(
+        ProductIndexed,
+        json.dumps(
+            {
+                "product_id": f"p{i}",
+                "title": f"Product {i}",
+                "price": 10.0 + i,
+                "currency": "EUR",
+                "in_stock": True,
+                "category": f"c{i % 3}",
+                "confidence": 0.9,
+                "vectors": {"fused": vector},
+                "model_version": "test",
+                "listed_at": NOW.isoformat(),
+                "indexed_at": NOW.isoformat(),
+            }
+        ),
+    )
 
 
 def _click(i: int, users: int = 20) -> ClickEvent:
-    return decode(ClickEvent, json.dumps({
-        "event_id": f"e{i}", "user_id": f"u{i % users}", "product_id": f"p{i % 16}", "kind": "click",
-        "occurred_at": (NOW - timedelta(seconds=6000 - i)).isoformat(), "session_id": f"s{i % 7}",
-    }))
+    return decode(
+        ClickEvent,
+        json.dumps(
+            {
+                "event_id": f"e{i}",
+                "user_id": f"u{i % users}",
+                "product_id": f"p{i % 16}",
+                "kind": "click",
+                "occurred_at": (NOW - timedelta(seconds=6000 - i)).isoformat(),
+                "session_id": f"s{i % 7}",
+            }
+        ),
+    )
 
 
 def _env(settings, prefix):
     return {
-        **os.environ, "SHELFSIGHT_TOPIC_PREFIX": settings.topic_prefix, "SHELFSIGHT_REDIS_PREFIX": prefix,
-        "SHELFSIGHT_PROFILES_METRICS_PORT": "0", "SHELFSIGHT_PROFILES_BATCH_SIZE": "50",
-        "SHELFSIGHT_STATE_SECRET": "test-state-secret-0001", "SHELFSIGHT_LEARNERS_CHECKPOINT_S": "1",
-        "SHELFSIGHT_LOG_LEVEL": "WARNING", "SHELFSIGHT_PROFILES_PARK_S": "4", "SHELFSIGHT_PROFILES_PARK_RETRY_S": "1",
+        **os.environ,
+        "SHELFSIGHT_TOPIC_PREFIX": settings.topic_prefix,
+        "SHELFSIGHT_REDIS_PREFIX": prefix,
+        "SHELFSIGHT_PROFILES_METRICS_PORT": "0",
+        "SHELFSIGHT_PROFILES_BATCH_SIZE": "50",
+        "SHELFSIGHT_STATE_SECRET": "test-state-secret-0001",
+        "SHELFSIGHT_LEARNERS_CHECKPOINT_S": "1",
+        "SHELFSIGHT_LOG_LEVEL": "WARNING",
+        "SHELFSIGHT_PROFILES_PARK_S": "4",
+        "SHELFSIGHT_PROFILES_PARK_RETRY_S": "1",
         # a killed worker's partitions come back to its restarted self after this, not 30 s
         "SHELFSIGHT_PROFILES_SESSION_TIMEOUT_S": "8",
     }
@@ -101,8 +129,16 @@ def test_kill_and_restart_counts_every_distinct_valid_event_once(kafka, redis_cl
         late = _item(3).model_copy(update={"product_id": "p-late"})
         producer.send(kafka.topic("products.indexed"), encode(late))
         assert producer.flush(30) == 0
-        _wait(lambda: group_lag(kafka, topic, group) == 0 and not redis_client.exists(keys.parked(topic, 0))
-              and not any(redis_client.exists(keys.parked(topic, p)) for p in range(8)), 180, second, log)
+        _wait(
+            lambda: (
+                group_lag(kafka, topic, group) == 0
+                and not redis_client.exists(keys.parked(topic, 0))
+                and not any(redis_client.exists(keys.parked(topic, p)) for p in range(8))
+            ),
+            180,
+            second,
+            log,
+        )
         _wait(lambda: {w.decode() for w in redis_client.zrange(keys.learners_workers, 0, -1)} - first_runs, 30, second, log)
     finally:
         second.send_signal(signal.SIGTERM)
@@ -116,8 +152,9 @@ def test_kill_and_restart_counts_every_distinct_valid_event_once(kafka, redis_cl
             counted += sum(profile.counts.values())
         assert counted == 6001, "6000 distinct clicks, and the one that came before its product"
         workers = [w.decode() for w in redis_client.zrange(keys.learners_workers, 0, -1)]
-        assert workers and all(redis_client.exists(keys.learners(w)) for w in workers), \
+        assert workers and all(redis_client.exists(keys.learners(w)) for w in workers), (
             "each run of the worker checkpoints its learners under its own name"
+        )
         assert "main" not in workers
         letters = read_all(kafka, kafka.topic("clicks.dlq"), expected=10, timeout=3)
         reasons = [m.headers["shelfsight-reason"] for m in letters]

@@ -31,24 +31,59 @@ from tests.hostile import FUZZ, KEYS, dead_lettered, mutations, produce
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
 NOW = datetime.now(UTC).isoformat()
-ITEM = {"product_id": "p1", "title": "Bag", "price": 10.0, "currency": "EUR", "in_stock": True, "category": "Bag",
-        "confidence": 0.9, "vectors": {"fused": [1.0, 0.0, 0.0, 0.0]}, "model_version": "test", "listed_at": NOW, "indexed_at": NOW}
-CLICK = {"event_id": "e1", "user_id": "u1", "product_id": "p1", "kind": "click", "occurred_at": NOW, "session_id": "s1",
-         "context": {"widget": "recs", "position": 0, "request_id": "r1"}}
-SERVED = json.loads(encode(RecommendationServed(
-    request_id="r1", user_id="u1", served_at=datetime.now(UTC), shown=1, products=["p1", "p2"], feature_names=["a"],
-    features=np.zeros(2, dtype="<f4").tobytes(), ranker="prior")).value)
+ITEM = {
+    "product_id": "p1",
+    "title": "Bag",
+    "price": 10.0,
+    "currency": "EUR",
+    "in_stock": True,
+    "category": "Bag",
+    "confidence": 0.9,
+    "vectors": {"fused": [1.0, 0.0, 0.0, 0.0]},
+    "model_version": "test",
+    "listed_at": NOW,
+    "indexed_at": NOW,
+}
+CLICK = {
+    "event_id": "e1",
+    "user_id": "u1",
+    "product_id": "p1",
+    "kind": "click",
+    "occurred_at": NOW,
+    "session_id": "s1",
+    "context": {"widget": "recs", "position": 0, "request_id": "r1"},
+}
+SERVED = json.loads(
+    encode(
+        RecommendationServed(
+            request_id="r1",
+            user_id="u1",
+            served_at=datetime.now(UTC),
+            shown=1,
+            products=["p1", "p2"],
+            feature_names=["a"],
+            features=np.zeros(2, dtype="<f4").tobytes(),
+            ranker="prior",
+        )
+    ).value
+)
 TOPICS = {CLICKS: (ClickEvent, CLICK), PRODUCTS_INDEXED: (ProductIndexed, ITEM), RECOMMENDATIONS_SERVED: (RecommendationServed, SERVED)}
 
 
 @pytest.fixture
 def worker(kafka, tmp_path):
-    env = {**os.environ, "SHELFSIGHT_TOPIC_PREFIX": kafka.topic_prefix, "SHELFSIGHT_REDIS_PREFIX": f"fuzz-{uuid.uuid4().hex[:8]}:",
-           "SHELFSIGHT_PROFILES_METRICS_PORT": "0", "SHELFSIGHT_STATE_SECRET": "test-state-secret-0001",
-           "SHELFSIGHT_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "SHELFSIGHT_TOPIC_PREFIX": kafka.topic_prefix,
+        "SHELFSIGHT_REDIS_PREFIX": f"fuzz-{uuid.uuid4().hex[:8]}:",
+        "SHELFSIGHT_PROFILES_METRICS_PORT": "0",
+        "SHELFSIGHT_STATE_SECRET": "test-state-secret-0001",
+        "SHELFSIGHT_LOG_LEVEL": "WARNING",
+    }
     log = tmp_path / "worker.log"
-    process = subprocess.Popen([sys.executable, "-m", "services.cli", "profiles"], env=env, stdout=subprocess.DEVNULL,
-                               stderr=log.open("ab"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "profiles"], env=env, stdout=subprocess.DEVNULL, stderr=log.open("ab")
+    )
     yield process, log
     process.terminate()
     process.wait(60)

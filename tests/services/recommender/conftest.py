@@ -69,25 +69,56 @@ class Shop:
     def engine(self, log_served: bool = False, store: ProductStore | None = None, **tuning) -> Recommender:
         """``log_served``: served lists reach Redis the way the profiles worker's `served` agent keeps them."""
         sink = self.remember_served if log_served else None
-        return Recommender(store or self.store, ShopperReader(self.sync, self.keys), lambda: Learned.from_learners(self.learners),
-                           DIMS, Tuning(**tuning), clock=lambda: self.clock, on_served=sink, pictures=self.pictures)
+        return Recommender(
+            store or self.store,
+            ShopperReader(self.sync, self.keys),
+            lambda: Learned.from_learners(self.learners),
+            DIMS,
+            Tuning(**tuning),
+            clock=lambda: self.clock,
+            on_served=sink,
+            pictures=self.pictures,
+        )
 
     def remember_served(self, served: RecommendationServed) -> None:
         self.loop.run_until_complete(self.state.remember_served(served.user_id, encode(served).value))
 
-    def add(self, product_id: str, category: str, vector: np.ndarray, price: float = 50.0, in_stock: bool = True,
-            listed_ts: float | None = None, picture: np.ndarray | None = None, title: str | None = None) -> None:
+    def add(
+        self,
+        product_id: str,
+        category: str,
+        vector: np.ndarray,
+        price: float = 50.0,
+        in_stock: bool = True,
+        listed_ts: float | None = None,
+        picture: np.ndarray | None = None,
+        title: str | None = None,
+    ) -> None:
         """``picture``: the product's vector in the picture space (a store made with pictures only)."""
         vector = vector / np.linalg.norm(vector)
         listed = listed_ts if listed_ts is not None else self.clock - 30 * 86400
         vectors = {"fused": vector.tolist()}
         if picture is not None:
             vectors["image"] = (picture / np.linalg.norm(picture)).tolist()
-        self.store.upsert([StoredProduct(product_id, vectors, {
-            "title": title or f"{category} {product_id}", "category": category, "price": price, "currency": "EUR",
-            "in_stock": in_stock, "delisted": False, "listed_ts": listed, "has_image": True,
-            "thumbnail": thumbnail(category, len(self.vectors)),
-        })])
+        self.store.upsert(
+            [
+                StoredProduct(
+                    product_id,
+                    vectors,
+                    {
+                        "title": title or f"{category} {product_id}",
+                        "category": category,
+                        "price": price,
+                        "currency": "EUR",
+                        "in_stock": in_stock,
+                        "delisted": False,
+                        "listed_ts": listed,
+                        "has_image": True,
+                        "thumbnail": thumbnail(category, len(self.vectors)),
+                    },
+                )
+            ]
+        )
         self.loop.run_until_complete(self.state.put_item(product_id, vector.tolist(), category, price, in_stock))
         self.vectors[product_id] = vector
         self.categories[product_id] = category
@@ -95,8 +126,14 @@ class Shop:
     def click(self, user: str, product: str, kind: str = "click", session: str | None = None, request_id: str | None = None) -> None:
         self.counter += 1
         at = datetime.fromtimestamp(self.clock, UTC) - timedelta(seconds=600 - self.counter)
-        body = {"event_id": f"e-{uuid.uuid4().hex}", "user_id": user, "product_id": product, "kind": kind,
-                "occurred_at": at.isoformat(), "session_id": session or f"s-{user}"}
+        body = {
+            "event_id": f"e-{uuid.uuid4().hex}",
+            "user_id": user,
+            "product_id": product,
+            "kind": kind,
+            "occurred_at": at.isoformat(),
+            "session_id": session or f"s-{user}",
+        }
         if request_id is not None:
             body["context"] = {"widget": "test", "request_id": request_id}
         self.loop.run_until_complete(self.handler.handle([RawMessage(user.encode(), json.dumps(body).encode(), 0, self.counter)]))
@@ -150,8 +187,14 @@ PUBLISHABLE_KEY = "pk-test-widget-key-0001"
 
 @pytest.fixture
 def api_settings(kafka):
-    return kafka.model_copy(update={"api_keys": SecretStr(SECRET_KEY), "publishable_keys": PUBLISHABLE_KEY,
-                                    "cors_origins": "https://shop.example", "api_max_body_bytes": 64 * 1024})
+    return kafka.model_copy(
+        update={
+            "api_keys": SecretStr(SECRET_KEY),
+            "publishable_keys": PUBLISHABLE_KEY,
+            "cors_origins": "https://shop.example",
+            "api_max_body_bytes": 64 * 1024,
+        }
+    )
 
 
 def api_for(settings, shop):
@@ -163,8 +206,15 @@ def api_for(settings, shop):
     from services.recommender.metrics import RecommenderMetrics
 
     live = LiveUpdates(aioredis.Redis.from_url(settings.redis_url), shop.keys.updates_channel)
-    parts = ApiParts(settings, shop.engine(), shop.store, Producer(producer_config(settings)), live,
-                     RecommenderMetrics(), model_version=lambda: "test-model")
+    parts = ApiParts(
+        settings,
+        shop.engine(),
+        shop.store,
+        Producer(producer_config(settings)),
+        live,
+        RecommenderMetrics(),
+        model_version=lambda: "test-model",
+    )
     return build_api(parts), live
 
 

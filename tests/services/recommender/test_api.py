@@ -23,8 +23,15 @@ def client(api):
 
 
 def _click(user="gus", product="bag-1", kind="click", **extra):
-    return {"event_id": f"e-{uuid.uuid4().hex}", "user_id": user, "product_id": product, "kind": kind,
-            "occurred_at": datetime.now(UTC).isoformat(), "session_id": "s-gus", **extra}
+    return {
+        "event_id": f"e-{uuid.uuid4().hex}",
+        "user_id": user,
+        "product_id": product,
+        "kind": kind,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "session_id": "s-gus",
+        **extra,
+    }
 
 
 def test_recommendations_follow_the_contract_and_the_filters(client, shop):
@@ -113,8 +120,14 @@ def test_request_bodies_are_limited(client, api_settings):
 
 
 def test_cors_allows_the_storefront_origin_only(client):
-    allowed = client.options("/v1/events", headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "POST",
-                                                    "Access-Control-Request-Headers": "content-type,x-api-key"})
+    allowed = client.options(
+        "/v1/events",
+        headers={
+            "Origin": "https://shop.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type,x-api-key",
+        },
+    )
     assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "https://shop.example"
     other = client.options("/v1/events", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
     assert "access-control-allow-origin" not in other.headers
@@ -125,8 +138,12 @@ def test_operations_endpoints_and_documentation(client):
     client.get("/v1/users/ops/recommendations")
     assert "shelfsight_recommender_requests" in client.get("/metrics").text
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/v1/users/{user_id}/recommendations", "/v1/products/{product_id}/similar", "/v1/events",
-            "/v1/users/{user_id}/recommendations/stream"} <= set(paths)
+    assert {
+        "/v1/users/{user_id}/recommendations",
+        "/v1/products/{product_id}/similar",
+        "/v1/events",
+        "/v1/users/{user_id}/recommendations/stream",
+    } <= set(paths)
     page = client.get("/")
     assert page.status_code == 200 and "<shelfsight-recs" in page.text and PUBLISHABLE_KEY in page.text
     assert "customElements.define" in client.get("/widget/shelfsight-recs.js").text
@@ -136,14 +153,22 @@ def test_purchases_need_a_secret_key(client, api_settings):
     bought = _click(user="pam", kind="purchase")
     refused = client.post("/v1/events", json=[_click(user="pam"), bought], headers={"X-API-Key": PUBLISHABLE_KEY})
     assert refused.status_code == 403
-    assert refused.json()["problems"] == [{"index": 1, "reason": "purchase events need a secret API key "
-                                           "(the store's back end); a publishable key sits in a web page"}]
+    assert refused.json()["problems"] == [
+        {"index": 1, "reason": "purchase events need a secret API key (the store's back end); a publishable key sits in a web page"}
+    ]
     assert list(tail(api_settings, api_settings.topic(CLICKS.name), max_messages=1, idle_timeout=2)) == [], "none published"
     assert client.post("/v1/events", json=bought, headers={"X-API-Key": SECRET_KEY}).status_code == 202
 
 
-BAD_FILTERS = [{"max_price": "inf"}, {"min_price": "-inf"}, {"max_price": "nan"}, {"min_price": "Infinity"},
-               {"max_price": 1e8}, {"min_price": -1}, {"category": ""}]
+BAD_FILTERS = [
+    {"max_price": "inf"},
+    {"min_price": "-inf"},
+    {"max_price": "nan"},
+    {"min_price": "Infinity"},
+    {"max_price": 1e8},
+    {"min_price": -1},
+    {"category": ""},
+]
 
 
 @pytest.mark.parametrize("route", ["/v1/users/gus/recommendations", "/v1/products/bag-1/similar"])
@@ -176,7 +201,7 @@ class FailingProducer:
     """Kafka that never acknowledges: what it says names internal hosts."""
 
     def deliver(self, messages, timeout):  # the Producer's signature
-        return ["KafkaError{code=_MSG_TIMED_OUT,val=-192,str=\"broker-7.internal:9092/7: Local: Message timed out\"}"]
+        return ['KafkaError{code=_MSG_TIMED_OUT,val=-192,str="broker-7.internal:9092/7: Local: Message timed out"}']
 
 
 def _parts_of(settings, shop, producer):

@@ -25,9 +25,12 @@ def _client(settings, shop):
 
 @pytest.fixture
 def guarded(api_settings, shop):
-    settings = api_settings.model_copy(update={
-        "shopper_token_secret": SecretStr(TOKEN_SECRET), "api_client_events_per_s": 2.0,
-    })
+    settings = api_settings.model_copy(
+        update={
+            "shopper_token_secret": SecretStr(TOKEN_SECRET),
+            "api_client_events_per_s": 2.0,
+        }
+    )
     with _client(settings, shop) as client:
         yield client
 
@@ -37,8 +40,14 @@ def _token(user: str, ttl: float = 600) -> str:
 
 
 def _click(user: str) -> dict:
-    return {"event_id": f"e-{uuid.uuid4().hex}", "user_id": user, "product_id": "bag-1", "kind": "click",
-            "occurred_at": datetime.now(UTC).isoformat(), "session_id": f"s-{user}"}
+    return {
+        "event_id": f"e-{uuid.uuid4().hex}",
+        "user_id": user,
+        "product_id": "bag-1",
+        "kind": "click",
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "session_id": f"s-{user}",
+    }
 
 
 def test_reading_a_shoppers_recommendations_needs_their_token_or_a_secret_key(guarded, shop):
@@ -74,8 +83,9 @@ def test_publishable_posts_are_rate_limited_per_address_with_retry_after(guarded
     flooded = guarded.post("/v1/events", json=[_click("ann") for _ in range(4)], headers=headers)
     assert flooded.status_code == 429
     assert 1 <= int(flooded.headers["Retry-After"]) <= 2 and "SHELFSIGHT_API_CLIENT_EVENTS_PER_S" in flooded.json()["detail"]
-    assert guarded.post("/v1/events", json=[_click("cat") for _ in range(20)], headers={"X-API-Key": SECRET_KEY}).status_code == 202, \
+    assert guarded.post("/v1/events", json=[_click("cat") for _ in range(20)], headers={"X-API-Key": SECRET_KEY}).status_code == 202, (
         "a store's back end with a secret key is not limited by address"
+    )
     time.sleep(1.1)
     assert guarded.post("/v1/events", json=[_click("ann")], headers=headers).status_code == 202, "the bucket refills"
 
@@ -105,17 +115,41 @@ def test_live_streams_are_capped_per_address(api_settings, shop):
 
 def test_no_redirect_to_an_image_the_embedder_refused(api_settings, shop):
     vector = np.ones(len(next(iter(shop.vectors.values()))))
-    shop.store.upsert([
-        StoredProduct("refused-1", {"fused": (vector / np.linalg.norm(vector)).tolist()}, {
-            "title": "t", "category": "Bag", "price": 1.0, "currency": "EUR", "in_stock": True, "delisted": False,
-            "listed_ts": 0.0, "has_image": False, "image_url": "http://169.254.169.254/latest/meta-data",
-            "image_error": "169.254.169.254 resolves to a non-public address (169.254.169.254); refused",
-        }),
-        StoredProduct("linked-1", {"fused": (vector / np.linalg.norm(vector)).tolist()}, {
-            "title": "t", "category": "Bag", "price": 1.0, "currency": "EUR", "in_stock": True, "delisted": False,
-            "listed_ts": 0.0, "has_image": False, "image_url": "https://cdn.example.com/bag.jpg",
-        }),
-    ])
+    shop.store.upsert(
+        [
+            StoredProduct(
+                "refused-1",
+                {"fused": (vector / np.linalg.norm(vector)).tolist()},
+                {
+                    "title": "t",
+                    "category": "Bag",
+                    "price": 1.0,
+                    "currency": "EUR",
+                    "in_stock": True,
+                    "delisted": False,
+                    "listed_ts": 0.0,
+                    "has_image": False,
+                    "image_url": "http://169.254.169.254/latest/meta-data",
+                    "image_error": "169.254.169.254 resolves to a non-public address (169.254.169.254); refused",
+                },
+            ),
+            StoredProduct(
+                "linked-1",
+                {"fused": (vector / np.linalg.norm(vector)).tolist()},
+                {
+                    "title": "t",
+                    "category": "Bag",
+                    "price": 1.0,
+                    "currency": "EUR",
+                    "in_stock": True,
+                    "delisted": False,
+                    "listed_ts": 0.0,
+                    "has_image": False,
+                    "image_url": "https://cdn.example.com/bag.jpg",
+                },
+            ),
+        ]
+    )
     with _client(api_settings, shop) as client:
         refused = client.get("/v1/products/refused-1/image", follow_redirects=False)
         assert refused.status_code == 404 and "non-public address" in refused.json()["detail"]
@@ -201,8 +235,9 @@ def test_a_live_stream_ends_when_its_shopper_token_expires(api_settings, shop):
 def test_the_shops_key_budget_is_spent_only_by_events_whose_tokens_hold(api_settings, shop):
     """The publishable key is public: posting junk with it and no token from many addresses must not
     use up the key's shared budget, or every real shopper's click would get a 429."""
-    settings = api_settings.model_copy(update={"shopper_token_secret": SecretStr(TOKEN_SECRET), "api_key_events_per_s": 2.0,
-                                               "api_client_events_per_s": 1000.0})
+    settings = api_settings.model_copy(
+        update={"shopper_token_secret": SecretStr(TOKEN_SECRET), "api_key_events_per_s": 2.0, "api_client_events_per_s": 1000.0}
+    )
     with _client(settings, shop) as client:
         anonymous = {"X-API-Key": PUBLISHABLE_KEY}
         for _ in range(5):  # 40 events in all: five bursts of the key's budget (8)

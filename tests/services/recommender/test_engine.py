@@ -187,10 +187,13 @@ def test_the_ranker_trains_on_exactly_the_rows_it_was_served(shop):
     rows = np.frombuffer(served.features, dtype="<f4").reshape(len(served.products), len(served.feature_names))
     learned_from = []
     learn = shop.learners.learn_choice
-    shop.learners.learn_choice = lambda names, chosen, skipped: (learned_from.append((names, chosen, skipped)), learn(names, chosen, skipped))
+    shop.learners.learn_choice = lambda names, chosen, skipped: (
+        learned_from.append((names, chosen, skipped)),
+        learn(names, chosen, skipped),
+    )
     pick = answer.items[2].product_id
     shop.click("ida", pick, "click", request_id="req-ida")
-    (names, chosen, skipped), = learned_from
+    ((names, chosen, skipped),) = learned_from
     assert tuple(names) == tuple(served.feature_names) and len(names) > 10
 
     def row(n: int) -> dict[str, float]:
@@ -235,9 +238,16 @@ def test_time_is_the_shops_clock_so_old_events_still_teach_the_ranking(shop):
     served: list = []
     year = 365 * 86400.0
     shop.clock -= year  # the events happen a year before the wall clock
-    engine = Recommender(shop.store, ShopperReader(shop.sync, shop.keys), lambda: Learned.from_learners(shop.learners), DIMS,
-                         Tuning(), clock=lambda: shop.clock + year, on_served=lambda s: (served.append(s), shop.remember_served(s)),
-                         pictures=False)
+    engine = Recommender(
+        shop.store,
+        ShopperReader(shop.sync, shop.keys),
+        lambda: Learned.from_learners(shop.learners),
+        DIMS,
+        Tuning(),
+        clock=lambda: shop.clock + year,
+        on_served=lambda s: (served.append(s), shop.remember_served(s)),
+        pictures=False,
+    )
     for product in ("bag-1", "bag-2", "bag-4"):
         shop.click("ivy", product, "click")
     answer = engine.recommend(Query("ivy", k=4))
@@ -259,13 +269,14 @@ def test_a_new_product_known_only_by_its_picture_reaches_the_shoppers_it_looks_r
     neutral = np.zeros(DIMS)
     neutral[3] = 1.0  # where neutral titles pull: away from every category's cluster
     bag_picture = np.array(shop.store.get(["bag-5"], with_vectors=("image",))[0].vectors["image"])
-    shop.add("item-40213", "Uncategorised", neutral, listed_ts=shop.clock - 3600, picture=bag_picture + 0.05,
-             title="Item 40213")
+    shop.add("item-40213", "Uncategorised", neutral, listed_ts=shop.clock - 3600, picture=bag_picture + 0.05, title="Item 40213")
     for n in (0, 1, 2):
         shop.click("ada", f"bag-{n}", "click")
     items = shop.engine().recommend(Query("ada", k=8)).items
     found = [p for p in items if p.product_id == "item-40213"]
     assert found, [p.product_id for p in items]
-    assert found[0].reason.startswith("New in the shop, looks like Bag bag-") or found[0].reason.startswith("New in Uncategorised, looks like Bag bag-"), found[0].reason
+    assert found[0].reason.startswith("New in the shop, looks like Bag bag-") or found[0].reason.startswith(
+        "New in Uncategorised, looks like Bag bag-"
+    ), found[0].reason
     without = shop.engine(looks_items=0).recommend(Query("ada", k=8)).items
     assert "item-40213" not in {p.product_id for p in without}, "without its picture, nothing would show it"

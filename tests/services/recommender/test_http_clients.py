@@ -17,20 +17,23 @@ from tests.services.recommender.conftest import api_for
 PROXIES = networks("10.0.0.0/8, 2001:db8:ffff::/48")
 
 
-@pytest.mark.parametrize(("peer", "forwarded", "client"), [
-    ("198.51.100.1", ["203.0.113.7"], "198.51.100.1"),  # not a proxy: the header is anyone's to write
-    ("10.0.0.5", ["203.0.113.7"], "203.0.113.7"),
-    ("10.0.0.5", ["6.6.6.6, 203.0.113.7"], "203.0.113.7"),  # left of the last outside hop: the client's own words
-    ("10.0.0.5", ["6.6.6.6, 203.0.113.7, 10.1.1.1"], "203.0.113.7"),  # through two proxies
-    ("10.0.0.5", ["6.6.6.6", "203.0.113.7"], "203.0.113.7"),  # the header repeated: read in order
-    ("10.0.0.5", [], "10.0.0.5"),
-    ("10.0.0.5", ["not-an-address"], "10.0.0.5"),
-    ("2001:db8:ffff::1", ["2001:db8:1:2:3:4:5:6"], "2001:db8:1:2::/64"),
-    ("2001:db8:1:2::1", [], "2001:db8:1:2::/64"),
-    ("2001:db8:1:2:ffff:ffff:ffff:ffff", [], "2001:db8:1:2::/64"),
-    ("::ffff:10.0.0.5", ["203.0.113.9"], "203.0.113.9"),  # an IPv4 proxy seen on a dual-stack socket
-    ("testclient", [], "testclient"),
-])
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "client"),
+    [
+        ("198.51.100.1", ["203.0.113.7"], "198.51.100.1"),  # not a proxy: the header is anyone's to write
+        ("10.0.0.5", ["203.0.113.7"], "203.0.113.7"),
+        ("10.0.0.5", ["6.6.6.6, 203.0.113.7"], "203.0.113.7"),  # left of the last outside hop: the client's own words
+        ("10.0.0.5", ["6.6.6.6, 203.0.113.7, 10.1.1.1"], "203.0.113.7"),  # through two proxies
+        ("10.0.0.5", ["6.6.6.6", "203.0.113.7"], "203.0.113.7"),  # the header repeated: read in order
+        ("10.0.0.5", [], "10.0.0.5"),
+        ("10.0.0.5", ["not-an-address"], "10.0.0.5"),
+        ("2001:db8:ffff::1", ["2001:db8:1:2:3:4:5:6"], "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::1", [], "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", [], "2001:db8:1:2::/64"),
+        ("::ffff:10.0.0.5", ["203.0.113.9"], "203.0.113.9"),  # an IPv4 proxy seen on a dual-stack socket
+        ("testclient", [], "testclient"),
+    ],
+)
 def test_client_address(peer, forwarded, client):
     assert client_address(peer, forwarded, PROXIES) == client
 
@@ -55,8 +58,9 @@ def test_behind_a_trusted_proxy_each_client_has_its_own_bucket(api_settings, sho
     with TestClient(app, client=("10.0.0.5", 40000)) as proxy:
         assert _spent(proxy, ["203.0.113.1"] * 5) == [200] * 4 + [429]
         assert _spent(proxy, ["6.6.6.6, 203.0.113.2"]) == [200], "another client behind the proxy"
-        assert _spent(proxy, [f"{n}.{n}.{n}.{n}, 203.0.113.1" for n in range(1, 4)]) == [429] * 3, \
+        assert _spent(proxy, [f"{n}.{n}.{n}.{n}, 203.0.113.1" for n in range(1, 4)]) == [429] * 3, (
             "what the client writes to the left changes nothing"
+        )
     with TestClient(app, client=("198.51.100.7", 40000)) as outsider:
         assert _spent(outsider, [f"203.0.113.{n}" for n in range(10, 15)]) == [200] * 4 + [429]
 

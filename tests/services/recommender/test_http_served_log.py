@@ -20,8 +20,14 @@ pytestmark = [pytest.mark.kafka]
 
 def _served() -> RecommendationServed:
     return RecommendationServed(
-        request_id=f"http-{uuid.uuid4().hex}", user_id="u-1", served_at=datetime.now(UTC), shown=2,
-        products=["bag-1", "bag-2"], feature_names=["cosine"], features=np.ones(2, np.float32).tobytes(), ranker="prior",
+        request_id=f"http-{uuid.uuid4().hex}",
+        user_id="u-1",
+        served_at=datetime.now(UTC),
+        shown=2,
+        products=["bag-1", "bag-2"],
+        feature_names=["cosine"],
+        features=np.ones(2, np.float32).tobytes(),
+        ranker="prior",
     )
 
 

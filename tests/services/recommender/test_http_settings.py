@@ -14,13 +14,16 @@ from services.settings import load_settings
 LONG = "a-secret-of-enough-chars"
 
 
-@pytest.mark.parametrize(("name", "value"), [
-    ("api_keys", "short"),
-    ("api_keys", f"{LONG},short"),
-    ("publishable_keys", "pk-short"),
-    ("shopper_token_secret", "fifteen-chars!!"),
-    ("state_secret", "test-secret"),
-])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("api_keys", "short"),
+        ("api_keys", f"{LONG},short"),
+        ("publishable_keys", "pk-short"),
+        ("shopper_token_secret", "fifteen-chars!!"),
+        ("state_secret", "test-secret"),
+    ],
+)
 def test_secrets_shorter_than_16_characters_are_refused_in_one_line(name, value):
     with pytest.raises(UserError) as refused:
         load_settings(**{name: value})
@@ -31,8 +34,7 @@ def test_secrets_shorter_than_16_characters_are_refused_in_one_line(name, value)
 
 
 def test_long_enough_secrets_are_taken():
-    settings = load_settings(api_keys=f"{LONG},{LONG}-2", publishable_keys=f"pk-{LONG}", shopper_token_secret=LONG,
-                             state_secret="x" * 16)
+    settings = load_settings(api_keys=f"{LONG},{LONG}-2", publishable_keys=f"pk-{LONG}", shopper_token_secret=LONG, state_secret="x" * 16)
     assert settings.shopper_token_secret is not None and settings.shopper_token_secret.get_secret_value() == LONG
 
 
@@ -56,9 +58,11 @@ def test_publishable_keys_need_shopper_tokens_to_serve():
 
 def test_serve_refuses_to_start_open_in_one_line(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHELFSIGHT_")}
-    env |= {"SHELFSIGHT_PUBLISHABLE_KEYS": f"pk-{LONG}", "SHELFSIGHT_CACHE_DIR": str(tmp_path),
-            "SHELFSIGHT_KAFKA_BOOTSTRAP": "127.0.0.1:1"}  # refused before it would look for a broker
-    result = subprocess.run([sys.executable, "-m", "services.cli", "serve"], capture_output=True, text=True, env=env,
-                            timeout=120)
+    env |= {
+        "SHELFSIGHT_PUBLISHABLE_KEYS": f"pk-{LONG}",
+        "SHELFSIGHT_CACHE_DIR": str(tmp_path),
+        "SHELFSIGHT_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+    }  # refused before it would look for a broker
+    result = subprocess.run([sys.executable, "-m", "services.cli", "serve"], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "SHELFSIGHT_SHOPPER_TOKEN_SECRET is not" in result.stderr, result.stderr

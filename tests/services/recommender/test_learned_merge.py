@@ -65,8 +65,9 @@ def test_the_recommender_serves_every_workers_shoppers_and_choices(stored, redis
     products = [f"p{i}" for i in range(20)]
     for user, worker in (("w3", "west"), ("e7", "east")):
         assert merged.affinity.knows(user)
-        assert np.allclose(merged.affinity.scores(user, products), alone[worker].affinity.scores(user, products)), \
+        assert np.allclose(merged.affinity.scores(user, products), alone[worker].affinity.scores(user, products)), (
             "a shopper is scored by the worker that learned them, with that worker's item factors"
+        )
     raw = {w: alone[w].ranker.scales * alone[w].ranker.weights for w in alone}
     assert np.allclose(merged.ranker.scales * merged.ranker.weights, 0.75 * raw["west"] + 0.25 * raw["east"])
     assert raw["west"][0] > 0 > raw["east"][0] and merged.ranker.weights[0] > 0  # 300 choices outweigh 100

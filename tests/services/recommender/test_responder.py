@@ -21,14 +21,22 @@ pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 
 
 def _responses(settings, count):
-    return [json.loads(m.value) for m in tail(settings, settings.topic(RECOMMENDATION_RESPONSES.name), max_messages=count, idle_timeout=15.0)]
+    return [
+        json.loads(m.value) for m in tail(settings, settings.topic(RECOMMENDATION_RESPONSES.name), max_messages=count, idle_timeout=15.0)
+    ]
 
 
 @contextlib.contextmanager
 def _running(kafka, shop, model_version=lambda: None, engine=None):
     """A responder on its own thread, as `serve` runs it; stopped (and checked stopped) on exit."""
-    responder = Responder(kafka, engine or shop.engine(), Consumer(consumer_config(kafka, kafka.group(GROUP_ID))),
-                          Producer(producer_config(kafka)), RecommenderMetrics(), model_version)
+    responder = Responder(
+        kafka,
+        engine or shop.engine(),
+        Consumer(consumer_config(kafka, kafka.group(GROUP_ID))),
+        Producer(producer_config(kafka)),
+        RecommenderMetrics(),
+        model_version,
+    )
     stop = threading.Event()
     thread = threading.Thread(target=responder.run, args=(stop,), daemon=True)
     thread.start()
@@ -47,8 +55,9 @@ def test_requests_are_answered_on_the_reply_topic_with_their_request_id(kafka, s
         source = kafka.topic(RECOMMENDATION_REQUESTS.name)
         ids = [f"req-{uuid.uuid4().hex[:8]}" for _ in range(3)]
         for n, request_id in enumerate(ids):
-            request = RecommendationRequest(request_id=request_id, user_id="zoe", k=3 + n,
-                                            requested_at=datetime.now(UTC), filters={"category": "Dress"})
+            request = RecommendationRequest(
+                request_id=request_id, user_id="zoe", k=3 + n, requested_at=datetime.now(UTC), filters={"category": "Dress"}
+            )
             producer.send(source, encode(request))
         bad = b'{"request_id": "req-bad", "user_id": "zoe", "k": 1000}'
         producer.client.produce(source, key=b"zoe", value=bad)
@@ -78,12 +87,16 @@ def test_reply_topics_are_confined_and_a_missing_one_does_not_block(kafka, shop)
         source = kafka.topic(RECOMMENDATION_REQUESTS.name)
         now = datetime.now(UTC).isoformat()
         elsewhere = {"request_id": "req-clicks", "user_id": "zoe", "k": 3, "requested_at": now, "reply_topic": "clicks"}
-        missing = {"request_id": "req-missing", "user_id": "zoe", "k": 3, "requested_at": now,
-                   "reply_topic": "recommendations.responses.nobody"}
+        missing = {
+            "request_id": "req-missing",
+            "user_id": "zoe",
+            "k": 3,
+            "requested_at": now,
+            "reply_topic": "recommendations.responses.nobody",
+        }
         for body in (elsewhere, missing):
             producer.client.produce(source, key=b"zoe", value=json.dumps(body).encode())
-        producer.send(source, encode(RecommendationRequest(request_id="req-after", user_id="zoe", k=2,
-                                                           requested_at=datetime.now(UTC))))
+        producer.send(source, encode(RecommendationRequest(request_id="req-after", user_id="zoe", k=2, requested_at=datetime.now(UTC))))
         assert producer.flush(10) == 0
 
         answers = {r["request_id"]: r for r in _responses(kafka, 2)}
@@ -131,8 +144,9 @@ def test_stale_requests_are_answered_expired_without_being_computed(kafka, shop)
         producer = Producer(producer_config(kafka))
         source = kafka.topic(RECOMMENDATION_REQUESTS.name)
         old = datetime.now(UTC).timestamp() - kafka.request_max_age_s - 5
-        producer.send(source, encode(RecommendationRequest(request_id="old", user_id="zoe", k=2,
-                                                           requested_at=datetime.fromtimestamp(old, UTC))))
+        producer.send(
+            source, encode(RecommendationRequest(request_id="old", user_id="zoe", k=2, requested_at=datetime.fromtimestamp(old, UTC)))
+        )
         producer.send(source, encode(RecommendationRequest(request_id="new", user_id="zoe", k=2, requested_at=datetime.now(UTC))))
         assert producer.flush(10) == 0
         answers = {r["request_id"]: r for r in _responses(kafka, 2)}
@@ -154,8 +168,11 @@ def test_failures_are_answered_generically_and_a_bug_on_one_request_is_dead_lett
 
     engine.recommend = failing  # type: ignore[method-assign]
     real_encode = responder_module.encode
-    monkeypatch.setattr(responder_module, "encode",
-                        lambda reply: (_ for _ in ()).throw(ValueError("a bug")) if reply.user_id == "buggy" else real_encode(reply))
+    monkeypatch.setattr(
+        responder_module,
+        "encode",
+        lambda reply: (_ for _ in ()).throw(ValueError("a bug")) if reply.user_id == "buggy" else real_encode(reply),
+    )
     with _running(kafka, shop, engine=engine):
         producer = Producer(producer_config(kafka))
         source = kafka.topic(RECOMMENDATION_REQUESTS.name)

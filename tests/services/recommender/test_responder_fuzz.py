@@ -21,15 +21,26 @@ from tests.hostile import FUZZ, KEYS, dead_lettered, mutations, produce
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
-VALID = {"request_id": "r-1", "user_id": "zoe", "k": 3, "requested_at": datetime.now(UTC).isoformat(),
-         "filters": {"category": "Dress"}, "reply_topic": "recommendations.responses"}
+VALID = {
+    "request_id": "r-1",
+    "user_id": "zoe",
+    "k": 3,
+    "requested_at": datetime.now(UTC).isoformat(),
+    "filters": {"category": "Dress"},
+    "reply_topic": "recommendations.responses",
+}
 
 
 @pytest.fixture
 def responder(kafka, shop):
     shop.click("zoe", "dress-1", "click")
-    running = Responder(kafka, shop.engine(), Consumer(consumer_config(kafka, kafka.group(GROUP_ID))),
-                        Producer(producer_config(kafka)), RecommenderMetrics())
+    running = Responder(
+        kafka,
+        shop.engine(),
+        Consumer(consumer_config(kafka, kafka.group(GROUP_ID))),
+        Producer(producer_config(kafka)),
+        RecommenderMetrics(),
+    )
     stop = threading.Event()
     thread = threading.Thread(target=running.run, args=(stop,), daemon=True)
     thread.start()

@@ -25,22 +25,26 @@ from tests.services.embedder.conftest import publish_lines, wait_committed
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
 
-
 @pytest.fixture
 def serve_env(kafka, small_checkpoint, tmp_path):
     port = free_port()
     env = {
-        **os.environ, "SHELFSIGHT_TOPIC_PREFIX": kafka.topic_prefix, "SHELFSIGHT_MODEL_DIR": str(small_checkpoint),
-        "SHELFSIGHT_QDRANT_PATH": str(tmp_path / "qdrant"), "SHELFSIGHT_API_PORT": str(port),
-        "SHELFSIGHT_DEVICE": "cpu", "SHELFSIGHT_LOG_LEVEL": "WARNING", "SHELFSIGHT_STATE_SECRET": "test-state-secret-0001",
-        "SHELFSIGHT_REDIS_PREFIX": f"serve-{port}:", "SHELFSIGHT_EMBEDDER_BATCH_SIZE": "16",
+        **os.environ,
+        "SHELFSIGHT_TOPIC_PREFIX": kafka.topic_prefix,
+        "SHELFSIGHT_MODEL_DIR": str(small_checkpoint),
+        "SHELFSIGHT_QDRANT_PATH": str(tmp_path / "qdrant"),
+        "SHELFSIGHT_API_PORT": str(port),
+        "SHELFSIGHT_DEVICE": "cpu",
+        "SHELFSIGHT_LOG_LEVEL": "WARNING",
+        "SHELFSIGHT_STATE_SECRET": "test-state-secret-0001",
+        "SHELFSIGHT_REDIS_PREFIX": f"serve-{port}:",
+        "SHELFSIGHT_EMBEDDER_BATCH_SIZE": "16",
     }
     return env, f"http://127.0.0.1:{port}"
 
 
 def _start(env, log):
-    return subprocess.Popen([sys.executable, "-m", "services.cli", "serve"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=log.open("ab"))
+    return subprocess.Popen([sys.executable, "-m", "services.cli", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=log.open("ab"))
 
 
 def _healthz(url: str) -> tuple[int, dict]:
@@ -86,8 +90,13 @@ def test_sigkill_mid_indexing_then_restart_indexes_everything_once(kafka, serve_
     env, url = serve_env
     # Small segments get an index and serve rebuilds it every 40 products: the kill may land
     # mid-build, and the restarted process rebuilds as it indexes the rest.
-    env = {**env, "SHELFSIGHT_QDRANT_INDEXING_THRESHOLD_KB": "20", "SHELFSIGHT_INDEX_REBUILD_AFTER": "40",
-           "SHELFSIGHT_INDEX_QUIET_S": "0", "SHELFSIGHT_INDEX_MAX_WAIT_S": "0"}
+    env = {
+        **env,
+        "SHELFSIGHT_QDRANT_INDEXING_THRESHOLD_KB": "20",
+        "SHELFSIGHT_INDEX_REBUILD_AFTER": "40",
+        "SHELFSIGHT_INDEX_QUIET_S": "0",
+        "SHELFSIGHT_INDEX_MAX_WAIT_S": "0",
+    }
     products = list(catalogue(150, seed=5))
     publish_lines(kafka, products)
     log = tmp_path / "serve.log"
@@ -137,11 +146,18 @@ def test_an_embedder_and_two_api_processes_share_a_qdrant_server(kafka, serve_en
     publish_lines(kafka, products)
     log = tmp_path / "scaled.log"
     ports = [free_port(), free_port()]
-    processes = [subprocess.Popen([sys.executable, "-m", "services.cli", "embedder"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=log.open("ab"))]
-    processes += [subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "--no-embedder"],
-                                   env={**env, "SHELFSIGHT_API_PORT": str(port)}, stdout=subprocess.DEVNULL, stderr=log.open("ab"))
-                  for port in ports]
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "services.cli", "embedder"], env=env, stdout=subprocess.DEVNULL, stderr=log.open("ab"))
+    ]
+    processes += [
+        subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "serve", "--no-embedder"],
+            env={**env, "SHELFSIGHT_API_PORT": str(port)},
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("ab"),
+        )
+        for port in ports
+    ]
     try:
         wait_committed(kafka, timeout=240)
         assert QdrantClient(url=qdrant_url).count(collection, exact=True).count == 60, "every product indexed once"
@@ -178,9 +194,11 @@ def test_poison_messages_leave_serve_healthy_and_on_the_dead_letter_topics(kafka
         requests = kafka.topic(RECOMMENDATION_REQUESTS.name)
         listed = kafka.topic(PRODUCTS_LISTED.name)
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        poison = [(b"u1", b'{"request_id":"r1","user_id":"u1","requested_at":"2026-01-01T00:00:00Z","\\u0001":1}'),
-                  (b"u1", b'{"request_id":"' + b"\x01" * 1_500_000 + b'"}'),
-                  (b"u1", json.dumps({"request_id": "r2", "user_id": "u1", "k": 2, "requested_at": now}).encode())]
+        poison = [
+            (b"u1", b'{"request_id":"r1","user_id":"u1","requested_at":"2026-01-01T00:00:00Z","\\u0001":1}'),
+            (b"u1", b'{"request_id":"' + b"\x01" * 1_500_000 + b'"}'),
+            (b"u1", json.dumps({"request_id": "r2", "user_id": "u1", "k": 2, "requested_at": now}).encode()),
+        ]
         sent = produce(kafka, requests, poison)
         listing = produce(kafka, listed, [(b"p", b"\x01" * 1_500_000)])
         publish_lines(kafka, list(catalogue(3, seed=11)))
@@ -191,6 +209,7 @@ def test_poison_messages_leave_serve_healthy_and_on_the_dead_letter_topics(kafka
         assert {(m.partition, m.offset) for m in sent[:2]} <= set(refused)
         assert (listing[0].partition, listing[0].offset) in dead_lettered(kafka, kafka.topic(PRODUCTS_LISTED.dlq), listed)
         from services.bus.tail import tail
+
         answers = [json.loads(m.value) for m in tail(kafka, kafka.topic(RECOMMENDATION_RESPONSES.name), idle_timeout=3)]
         assert {a["request_id"] for a in answers} == {"r1", "r2"} and any(a["request_id"] == "r2" and a["error"] is None for a in answers)
     finally:

@@ -73,7 +73,8 @@ def test_widget_renders_cards_reports_a_click_and_updates_live(served_with_token
             "const w = document.querySelector('shelfsight-recs');"
             "return w && w.shadowRoot ? Array.from(w.shadowRoot.querySelectorAll('.card')).map(c => ({"
             " id: c.dataset.productId, loaded: c.querySelector('img').complete && c.querySelector('img').naturalWidth > 0,"
-            " reason: c.querySelector('.reason').textContent, title: c.querySelector('.title').textContent})) : [];")
+            " reason: c.querySelector('.reason').textContent, title: c.querySelector('.title').textContent})) : [];"
+        )
         shown = _wait(lambda: (lambda c: c if len(c) == 8 and all(x["loaded"] for x in c) else None)(cards()))
         assert all(c["reason"] and c["title"] for c in shown)
         assert "bag-4" not in {c["id"] for c in shown}

@@ -17,7 +17,6 @@ from tests.ports import free_port
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
 
-
 @pytest.fixture
 def own_settings(tmp_path, settings):
     return load_settings(

@@ -39,9 +39,11 @@ def store(tmp_path):
 
 
 def _queries() -> list[VectorQuery]:
-    return [VectorQuery(vector=_unit(1, 0, 0, 0), limit=5, with_vector=True, fields=("title",)),
-            VectorQuery(positives=(_unit(1, 1, 0, 0),), limit=5, with_vector=True, filters=SearchFilters(exclude=frozenset({"p3"}))),
-            VectorQuery(vector=_unit(0, 0, 1, 0), limit=3)]  # no vectors asked for
+    return [
+        VectorQuery(vector=_unit(1, 0, 0, 0), limit=5, with_vector=True, fields=("title",)),
+        VectorQuery(positives=(_unit(1, 1, 0, 0),), limit=5, with_vector=True, filters=SearchFilters(exclude=frozenset({"p3"}))),
+        VectorQuery(vector=_unit(0, 0, 1, 0), limit=3),
+    ]  # no vectors asked for
 
 
 def test_answers_are_the_stores_and_vectors_are_read_once(store):
@@ -49,8 +51,9 @@ def test_answers_are_the_stores_and_vectors_are_read_once(store):
     expected = store.query_many(_queries())
     for _ in range(2):
         answer = cache.query_many(_queries())
-        assert [[(h.product_id, round(h.score, 6), h.payload) for h in hits] for hits in answer] == \
-               [[(h.product_id, round(h.score, 6), h.payload) for h in hits] for hits in expected]
+        assert [[(h.product_id, round(h.score, 6), h.payload) for h in hits] for hits in answer] == [
+            [(h.product_id, round(h.score, 6), h.payload) for h in hits] for hits in expected
+        ]
         for got, want in zip(answer[:2], expected[:2], strict=True):
             for g, w in zip(got, want, strict=True):
                 assert np.allclose(g.vector, w.vector, atol=1e-6)

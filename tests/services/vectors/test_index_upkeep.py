@@ -21,8 +21,12 @@ def _products(start: int, n: int, seed: int, price: float = 10.0) -> list[Stored
     rng = np.random.default_rng(seed)
     v = rng.normal(size=(n, 64))
     v /= np.linalg.norm(v, axis=1, keepdims=True)
-    return [StoredProduct(f"p{start + i}", {"fused": v[i].tolist()},
-                          {"title": f"p{start + i}", "category": "Bag", "price": price, "in_stock": True}) for i in range(n)]
+    return [
+        StoredProduct(
+            f"p{start + i}", {"fused": v[i].tolist()}, {"title": f"p{start + i}", "category": "Bag", "price": price, "in_stock": True}
+        )
+        for i in range(n)
+    ]
 
 
 def _store(path, threshold_kb: int | None = SMALL_SEGMENTS_KB) -> EdgeProductStore:
@@ -83,7 +87,9 @@ def test_rebuild_swaps_in_an_indexed_copy_while_writes_and_queries_go_on(tmp_pat
     points, indexed = store.indexed()
     assert points == 2_800 and indexed >= 2_000
     assert store.get(["p5"])[0].payload["price"] == 99.0
-    assert store.get(["p2799"], with_vectors=True)[0].vectors["fused"] == pytest.approx(_products(2_700, 100, seed=2_700)[-1].vectors["fused"], abs=1e-6)
+    assert store.get(["p2799"], with_vectors=True)[0].vectors["fused"] == pytest.approx(
+        _products(2_700, 100, seed=2_700)[-1].vectors["fused"], abs=1e-6
+    )
     assert _shards(path) == ("shard-1", ["shard-1"])
     # Written during the build: copied into the new shard but not in its index, so still due.
     assert store.pending_writes().count == 801

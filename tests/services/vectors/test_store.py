@@ -26,7 +26,9 @@ def _unit(*values: float) -> list[float]:
 
 
 def _product(pid: str, fused: list[float], category: str = "Bag", price: float = 10.0, in_stock: bool = True) -> StoredProduct:
-    return StoredProduct(pid, {"fused": fused, "image": _unit(1, 0, 0)}, {"title": pid, "category": category, "price": price, "in_stock": in_stock})
+    return StoredProduct(
+        pid, {"fused": fused, "image": _unit(1, 0, 0)}, {"title": pid, "category": category, "price": price, "in_stock": in_stock}
+    )
 
 
 def _edge(tmp_path):
@@ -90,21 +92,39 @@ def test_nearest_search_with_filters_and_exclusions(store):
 
 def test_recommend_by_examples(store):
     """The "recent items" query: near the positives, away from the negatives."""
-    store.upsert([_product("liked", _unit(1, 0, 0, 0)), _product("twin", _unit(1, 0.05, 0, 0)),
-                  _product("disliked", _unit(0, 1, 0, 0)), _product("like-disliked", _unit(0.1, 1, 0, 0)),
-                  _product("other", _unit(0, 0, 1, 0))])
-    (hits,) = store.query_many([VectorQuery(positives=(_unit(1, 0, 0, 0),), negatives=(_unit(0, 1, 0, 0),),
-                                            limit=3, filters=SearchFilters(exclude=frozenset({"liked"})), with_vector=True)])
+    store.upsert(
+        [
+            _product("liked", _unit(1, 0, 0, 0)),
+            _product("twin", _unit(1, 0.05, 0, 0)),
+            _product("disliked", _unit(0, 1, 0, 0)),
+            _product("like-disliked", _unit(0.1, 1, 0, 0)),
+            _product("other", _unit(0, 0, 1, 0)),
+        ]
+    )
+    (hits,) = store.query_many(
+        [
+            VectorQuery(
+                positives=(_unit(1, 0, 0, 0),),
+                negatives=(_unit(0, 1, 0, 0),),
+                limit=3,
+                filters=SearchFilters(exclude=frozenset({"liked"})),
+                with_vector=True,
+            )
+        ]
+    )
     assert hits[0].product_id == "twin"
     assert "like-disliked" not in [h.product_id for h in hits][:2]
     assert hits[0].vector == pytest.approx(_unit(1, 0.05, 0, 0), abs=1e-5)
 
 
 def test_labelled_products_are_read_back_page_by_page(store):
-    hinted = [StoredProduct(f"h{i}", {"fused": _unit(1, i, 0, 0)}, {"title": "x", "category": "Bag", "category_hint": "Bags"})
-              for i in range(2_300)]
-    silent = [StoredProduct(f"s{i}", {"fused": _unit(0, 1, i, 0)}, {"title": "x", "category": "Bag", "category_hint": None})
-              for i in range(50)]
+    hinted = [
+        StoredProduct(f"h{i}", {"fused": _unit(1, i, 0, 0)}, {"title": "x", "category": "Bag", "category_hint": "Bags"})
+        for i in range(2_300)
+    ]
+    silent = [
+        StoredProduct(f"s{i}", {"fused": _unit(0, 1, i, 0)}, {"title": "x", "category": "Bag", "category_hint": None}) for i in range(50)
+    ]
     unset = [StoredProduct("u", {"fused": _unit(0, 0, 0, 1)}, {"title": "x", "category": "Bag"})]
     store.upsert(hinted + silent + unset)
     found = store.labelled(limit=10_000)
