@@ -249,6 +249,7 @@ def _time_fields(data: dict[str, object]) -> list[str]:
         ("1999-12-31T23:59:59Z", "before 2000-01-01"),
         ((datetime.now(UTC) + timedelta(minutes=10)).isoformat(), "in the future"),
     ],
+    ids=["unix-minus-one", "1999", "ten-minutes-ahead"],  # fixed ids: every xdist worker collects the same tests
 )
 def test_every_event_time_is_bounded(contract, data, key, value, reason):
     for name in _time_fields(data):

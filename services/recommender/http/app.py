@@ -80,8 +80,10 @@ def _lifespan(parts: ApiParts, ops_socket: socket.socket | None) -> Callable[[Fa
                 yield
             finally:
                 listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await listener
+                # Bounded: a Redis connection stuck mid-close must not hold the process's stop.
+                _, pending = await asyncio.wait({listener}, timeout=5.0)
+                if pending:
+                    log.warning("live updates did not stop within 5 s; leaving them")
 
     return lifespan
 

@@ -63,6 +63,6 @@ class LiveUpdates:
                 delay = min(delay * 2, 10.0)
             finally:
                 try:
-                    await pubsub.aclose()
-                except Exception:  # closing a broken connection may fail too
+                    await asyncio.wait_for(pubsub.aclose(), timeout=2.0)
+                except Exception:  # closing a broken connection may fail or hang too
                     pass
