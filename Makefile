@@ -96,7 +96,7 @@ eval-synthetic: setup fashion-mnist up
 
 # Quality against the shop's event rate (docs/evaluation.md): MovieLens' test window in-process at
 # each rate of EVAL_RATES (the services' cadence spans rate × seconds events), then the chart.
-EVAL_RATES ?= 1 15 200
+EVAL_RATES ?= 3 15 200
 eval-rates: eval-deps up
 	@[ -f $(EVAL_DATA)/movielens-100k/clicks.jsonl ] || $(SHELFSIGHT) datasets movielens-100k $(EVAL_DATA)/movielens-100k
 	@for rate in $(EVAL_RATES); do \

@@ -6,31 +6,13 @@ import json
 import pytest
 
 from services.cli.main import main
+from tests.services.evaluation.shops import synthetic_shop
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
 
 def test_the_live_run_and_the_in_process_replay_answer_the_same_question(tmp_path, monkeypatch, small_checkpoint, kafka):
-    assert (
-        main(
-            [
-                "datasets",
-                "synthetic-shop",
-                str(tmp_path / "shop"),
-                "--products",
-                "120",
-                "--new-products",
-                "30",
-                "--shoppers",
-                "40",
-                "--clicks-before",
-                "8",
-                "--clicks-after",
-                "3",
-            ]
-        )
-        == 0
-    )
+    synthetic_shop(tmp_path / "shop", 120, 30, 40, 8, 3)
     for name, value in {
         "MODEL_DIR": str(small_checkpoint),
         "DEVICE": "cpu",

@@ -13,6 +13,7 @@ from models.predictor import Predictor
 from schemas import ClickEvent, ClickKind, ProductListed
 from services.evaluation.logs import Dataset, Truth
 from services.evaluation.replay import SHELFSIGHT, ColdStartTally, Replay, ReplayConfig, windows
+from tests.services.evaluation.shops import synthetic_shop
 
 pytestmark = pytest.mark.redis
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -152,26 +153,7 @@ def test_a_movielens_slice_through_the_command(tmp_path, monkeypatch, small_chec
 def test_a_small_synthetic_shop_reports_cold_start(tmp_path, monkeypatch, small_checkpoint, settings):
     from services.cli.main import main
 
-    assert (
-        main(
-            [
-                "datasets",
-                "synthetic-shop",
-                str(tmp_path / "shop"),
-                "--products",
-                "60",
-                "--new-products",
-                "20",
-                "--shoppers",
-                "15",
-                "--clicks-before",
-                "3",
-                "--clicks-after",
-                "2",
-            ]
-        )
-        == 0
-    )
+    synthetic_shop(tmp_path / "shop", 60, 20, 15, 3, 2)
     truth = json.loads((tmp_path / "shop" / "truth.json").read_text())
     assert len(truth["tastes"]) == 15 and len(truth["categories"]) == 80
     catalogue = [json.loads(line) for line in (tmp_path / "shop" / "catalogue.jsonl").read_text().splitlines()]
@@ -197,28 +179,7 @@ def test_simulated_shoppers_compare_exploration_policies(tmp_path, monkeypatch, 
     probability, and regret is never negative (nothing beats the best list)."""
     from services.cli.main import main
 
-    assert (
-        main(
-            [
-                "datasets",
-                "synthetic-shop",
-                str(tmp_path / "shop"),
-                "--products",
-                "30",
-                "--new-products",
-                "10",
-                "--shoppers",
-                "6",
-                "--clicks-before",
-                "3",
-                "--clicks-after",
-                "1",
-                "--new-listings",
-                "neutral",
-            ]
-        )
-        == 0
-    )
+    synthetic_shop(tmp_path / "shop", 30, 10, 6, 3, 1, "--new-listings", "neutral")
     monkeypatch.setenv("SHELFSIGHT_MODEL_DIR", str(small_checkpoint))
     monkeypatch.setenv("SHELFSIGHT_DEVICE", "cpu")
     monkeypatch.setenv("SHELFSIGHT_REDIS_URL", settings.redis_url)

@@ -113,41 +113,20 @@ def test_live_streams_are_capped_per_address(api_settings, shop):
             raise AssertionError("the stream slot was not given back")
 
 
+def _linked_bag(product_id: str, dims: int, **image: str) -> StoredProduct:
+    """A product without a picture of its own, linking to ``image_url`` (and why it was refused, if it was)."""
+    vector = np.ones(dims) / np.sqrt(dims)
+    payload = {"title": "t", "category": "Bag", "price": 1.0, "currency": "EUR", "in_stock": True, "delisted": False}
+    return StoredProduct(product_id, {"fused": vector.tolist()}, {**payload, "listed_ts": 0.0, "has_image": False, **image})
+
+
 def test_no_redirect_to_an_image_the_embedder_refused(api_settings, shop):
-    vector = np.ones(len(next(iter(shop.vectors.values()))))
+    dims = len(next(iter(shop.vectors.values())))
+    refusal = "169.254.169.254 resolves to a non-public address (169.254.169.254); refused"
     shop.store.upsert(
         [
-            StoredProduct(
-                "refused-1",
-                {"fused": (vector / np.linalg.norm(vector)).tolist()},
-                {
-                    "title": "t",
-                    "category": "Bag",
-                    "price": 1.0,
-                    "currency": "EUR",
-                    "in_stock": True,
-                    "delisted": False,
-                    "listed_ts": 0.0,
-                    "has_image": False,
-                    "image_url": "http://169.254.169.254/latest/meta-data",
-                    "image_error": "169.254.169.254 resolves to a non-public address (169.254.169.254); refused",
-                },
-            ),
-            StoredProduct(
-                "linked-1",
-                {"fused": (vector / np.linalg.norm(vector)).tolist()},
-                {
-                    "title": "t",
-                    "category": "Bag",
-                    "price": 1.0,
-                    "currency": "EUR",
-                    "in_stock": True,
-                    "delisted": False,
-                    "listed_ts": 0.0,
-                    "has_image": False,
-                    "image_url": "https://cdn.example.com/bag.jpg",
-                },
-            ),
+            _linked_bag("refused-1", dims, image_url="http://169.254.169.254/latest/meta-data", image_error=refusal),
+            _linked_bag("linked-1", dims, image_url="https://cdn.example.com/bag.jpg"),
         ]
     )
     with _client(api_settings, shop) as client:
