@@ -100,6 +100,12 @@ class Settings(BaseSettings):
     )
     embedder_batch_size: int = Field(default=32, ge=1, le=1024, description="Most products per Predictor call.")
     embedder_max_wait_ms: int = Field(default=100, ge=1, le=60_000, description="How long a batch waits to fill before it runs.")
+    embedder_delivery_timeout_s: float = Field(
+        default=30.0,
+        ge=1.0,
+        le=600.0,
+        description="How long the embedder waits for Kafka to take a batch's output before it stops (the batch is redone after a restart).",
+    )
     embedder_decode_threads: int = Field(default=4, ge=1, le=64, description="Threads that fetch and decode images.")
     store_head: bool = Field(
         default=True,

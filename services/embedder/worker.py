@@ -263,7 +263,7 @@ class EmbedderWorker:
                 self._producer.send_tombstone(item.topic, item.key or b"", delivered)
             else:
                 self._producer.send(item.topic, item.message, delivered)
-        if self._producer.flush(30) or failures:
+        if self._producer.flush(self._settings.embedder_delivery_timeout_s) or failures:
             raise UndeliveredError(f"could not deliver output of a batch: {failures[:1] or 'timeout'}")
 
     def _commit(self, messages: list[Message]) -> None:

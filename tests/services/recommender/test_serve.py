@@ -69,6 +69,7 @@ def _wait_healthy(url, process, log, timeout=180.0):
 
 def test_a_dead_embedder_stops_serve_with_an_error(kafka, serve_env, tmp_path):
     env, url = serve_env
+    env = {**env, "SHELFSIGHT_EMBEDDER_DELIVERY_TIMEOUT_S": "3"}  # gives up on the missing topic after 3 s, not 30
     log = tmp_path / "serve.log"
     process = _start(env, log)
     try:
