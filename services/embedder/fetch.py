@@ -13,6 +13,7 @@
   refusals (policy, 4xx, too large) are final at once.
 """
 
+import concurrent.futures
 import http.client
 import io
 import ipaddress
@@ -168,6 +169,13 @@ def _resolve(host: str, port: int) -> list[str]:
     return sorted({str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
 
 
+# getaddrinfo takes no timeout, and a DNS server that never answers would hold the fetch past
+# its deadline (the system resolver's own retries can take tens of seconds): lookups run here,
+# and the fetch waits for one only as long as its deadline allows. A few threads, so lookups
+# stuck on a dead server cannot pile up; past them, new lookups wait their turn and time out.
+_LOOKUPS = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="image-dns")
+
+
 class ImageFetcher:
     def __init__(self, policy: UrlPolicy, resolver: Callable[[str, int], list[str]] = _resolve) -> None:
         self._policy = policy
@@ -231,8 +239,13 @@ class ImageFetcher:
         if self._policy.allowed_hosts and host not in self._policy.allowed_hosts:
             raise FetchError(f"host {host} is not on the allow-list")
         port = parts.port or (443 if scheme == "https" else 80)
+        lookup = _LOOKUPS.submit(self._resolve, host, port)
         try:
-            addresses = self._resolve(host, port)
+            addresses = lookup.result(timeout=deadline.wait(self._policy.connect_timeout))
+        except concurrent.futures.TimeoutError:
+            lookup.cancel()
+            deadline.check()
+            raise TransientFetchError(f"cannot resolve {host}: no answer within {self._policy.connect_timeout:g} s") from None
         except socket.gaierror as exc:
             error = TransientFetchError if exc.errno == socket.EAI_AGAIN else FetchError
             raise error(f"cannot resolve {host}: {exc}") from None

@@ -13,6 +13,8 @@ per request would otherwise be a fresh bucket each time.
 '203.0.113.7'
 >>> client_address("198.51.100.1", ["203.0.113.7"], proxies)  # not a proxy: its header is not believed
 '198.51.100.1'
+>>> client_address("10.0.0.5", ["203.0.113.7:5123"], proxies)  # a proxy that adds the client's port
+'203.0.113.7'
 >>> client_address("2001:db8:1:2:aaaa::1", [], proxies)
 '2001:db8:1:2::/64'
 """
@@ -56,10 +58,20 @@ def group(address: Address) -> str:
 
 
 def _parse(text: str | None) -> Address | None:
+    """An address as a peer or a proxy writes it; some proxies add the port they saw it on.
+
+    >>> [str(_parse(t)) for t in ("203.0.113.7:5123", "[2001:db8::1]:443", "2001:db8::1", "nonsense:1")]
+    ['203.0.113.7', '2001:db8::1', '2001:db8::1', 'None']
+    """
     if not text:
         return None
+    text = text.strip()
+    if text.startswith("["):  # [IPv6]:port, or [IPv6]
+        text = text[1:].split("]", 1)[0]
+    elif text.count(":") == 1:  # IPv4:port (an IPv6 address has at least two colons)
+        text = text.split(":", 1)[0]
     try:
-        return ipaddress.ip_address(text.strip().strip("[]"))
+        return ipaddress.ip_address(text)
     except ValueError:
         return None
 

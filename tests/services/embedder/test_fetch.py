@@ -118,6 +118,26 @@ def test_ipv6_addresses_are_judged_by_the_ipv4_address_they_carry(address):
         fetcher.fetch("https://cdn.example.com/x.png")
 
 
+def test_a_dns_server_that_never_answers_cannot_hold_a_fetch_past_its_deadline():
+    released = threading.Event()
+
+    def silent(host: str, port: int) -> list[str]:
+        released.wait(10.0)
+        return ["93.184.216.34"]
+
+    try:
+        fetcher = ImageFetcher(UrlPolicy(connect_timeout=5.0, total_timeout=0.5, retry_wait_s=0.01), resolver=silent)
+        started = time.monotonic()
+        with pytest.raises(TransientFetchError, match=r"longer than 0\.5 s in all"):
+            fetcher.fetch("https://cdn.example.com/x.png")
+        assert time.monotonic() - started < 2.0
+        quick = ImageFetcher(UrlPolicy(connect_timeout=0.2, attempts=1), resolver=silent)
+        with pytest.raises(TransientFetchError, match=r"no answer within 0\.2 s"):
+            quick.fetch("https://cdn.example.com/x.png")
+    finally:
+        released.set()
+
+
 def test_host_allow_list():
     fetcher = ImageFetcher(UrlPolicy(allowed_hosts=frozenset({"images.shop.example"})))
     with pytest.raises(FetchError, match="not on the allow-list"):
