@@ -54,6 +54,7 @@ from services.ops.memory import cpu_seconds, peak_rss_mb
 from services.recommender.engine import Query, Recommender, Tuning
 from services.recommender.features import FEATURES
 from services.recommender.learned import LearnedCache
+from services.recommender.service import single_threaded_blas
 from services.recommender.shopper import ShopperReader
 from services.settings import Settings, load_settings
 from services.vectors.cache import VectorCache
@@ -224,6 +225,7 @@ def serve() -> None:
     from services.recommender.metrics import RecommenderMetrics
 
     settings = load_settings()
+    single_threaded_blas()  # as run_serve does
     keys = Keys.of(settings)
     client = redis.Redis.from_url(settings.redis_url)
     store = cached_store(settings, open_store(settings, {"fused": DIMS, "image": DIMS}))
@@ -377,6 +379,7 @@ def main() -> int:
     if args.serve:
         serve()
         return 0
+    single_threaded_blas()  # the in-process engine as serve runs it
 
     rows: list[tuple[str, float, float, float | None]] = []  # setup, in-process p99, HTTP p99, sustainable rate
     with bench_world("serve", args.profiles) as world:

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 from confluent_kafka import Consumer
@@ -285,9 +286,23 @@ def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
     return Serving(settings, store, engine, learned, responder, embedder, parts, served_log, failures, upkeep)
 
 
+def single_threaded_blas() -> Any:
+    """One BLAS thread per calling thread, for this process; returns the limiter (``restore_original_limits``).
+
+    Requests run on several threads at once and each multiplies small matrices (features, MMR,
+    the item model). With OpenBLAS's own pool of a thread per core on top, its threads spin
+    waiting for work and took 61 % of the API's CPU under load (83 against 33 ms a request at
+    20 requests/s, bench/serve.py, docs/benchmarks.md). torch keeps its own threads (OpenMP),
+    so the embedder in ``serve`` is not affected."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def run_serve(settings: Settings, with_embedder: bool = True) -> int:
     import uvicorn
 
+    single_threaded_blas()
     serving = build_serving(settings, with_embedder)
     server = uvicorn.Server(server_config(build_api(serving.api), settings))
 
