@@ -293,7 +293,8 @@ def single_threaded_blas() -> Any:
     the item model). With OpenBLAS's own pool of a thread per core on top, its threads spin
     waiting for work and took 61 % of the API's CPU under load (83 against 33 ms a request at
     20 requests/s, bench/serve.py, docs/benchmarks.md). torch keeps its own threads (OpenMP),
-    so the embedder in ``serve`` is not affected."""
+    so the embedder in ``serve`` is not affected; the item model's fit, on the reloading thread,
+    runs on one core and leaves the other to the requests."""
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="blas")
