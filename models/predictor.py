@@ -39,6 +39,11 @@ class Prediction:
     text_says: float | None = None  # how much the text alone says of the category (0…1); None: no text
 
 
+def version_name(card: ModelCard, mirror_average: bool) -> str:
+    """A checkpoint's model version as served: marked when pictures are seen with their mirror images."""
+    return card.model_version + ("+mirror" if mirror_average else "")
+
+
 @dataclass
 class Predictor:
     """Thread-safe, batched inference with one loaded checkpoint."""
@@ -84,7 +89,7 @@ class Predictor:
     def model_version(self) -> str:
         """The checkpoint's version, marked when pictures are seen with their mirror images: the
         same weights then give other vectors, and products embedded either way can be told apart."""
-        return self.card.model_version + ("+mirror" if self.mirror_average else "")
+        return version_name(self.card, self.mirror_average)
 
     @property
     def categories(self) -> list[str]:

@@ -132,6 +132,9 @@ class RecommendationServed(Contract):
     ranker: bounded_text(LIMITS.id_chars, min_chars=1) = Field(  # type: ignore[valid-type]  # pydantic reads the Annotated bounds at runtime
         description="Which ranking ordered the list: `prior`, or `learned` after enough examples."
     )
+    model_version: bounded_text(LIMITS.id_chars) | None = Field(  # type: ignore[valid-type]  # pydantic reads the Annotated bounds at runtime
+        default=None, description="The product model whose vectors the list was found with (`shelfsight reembed` changes it)."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "RecommendationServed":

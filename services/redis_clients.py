@@ -4,7 +4,7 @@ the caller — which then has its own, longer policy (the profiles worker waits 
 takes; a recommendation request answers with an error).
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
@@ -12,6 +12,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+
+if TYPE_CHECKING:
+    from services.settings import Settings
 
 _ERRORS = (redis.ConnectionError, redis.TimeoutError)
 _TRIES = 3  # after the first: a blip (a failover, a restart) is ridden out within about a second
@@ -92,3 +95,21 @@ def redacted(url: str) -> str:
     if any(k in _SECRET_QUERY for k, _ in pairs):  # else leave the query exactly as written
         query = urlencode([(k, "***" if k in _SECRET_QUERY else v) for k, v in pairs], safe="*")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redis_client(settings: "Settings") -> redis.Redis:
+    """The services' Redis, checked: reachable, of the kind the settings say, holding this layout's state."""
+    from services.errors import UserError
+    from state.keys import Keys
+    from state.layout import LayoutMismatch, check_layout
+
+    try:
+        client = sync_redis(settings.redis_url, settings.redis_cluster, socket_timeout=5, health_check_interval=30)
+        client.ping()
+        check_kind(client, settings.redis_cluster)
+        check_layout(client, Keys.of(settings))
+    except CONNECT_ERRORS as exc:
+        raise UserError(redis_problem(exc, settings.redis_url, settings.redis_cluster)) from None
+    except LayoutMismatch as exc:
+        raise UserError(str(exc)) from None
+    return client

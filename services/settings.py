@@ -107,6 +107,12 @@ class Settings(BaseSettings):
         description="How long the embedder waits for Kafka to take a batch's output before it stops (the batch is redone after a restart).",
     )
     embedder_decode_threads: int = Field(default=4, ge=1, le=64, description="Threads that fetch and decode images.")
+    catalogue_poll_s: float = Field(
+        default=5.0,
+        ge=0.1,
+        le=600.0,
+        description="How often `serve` and `shelfsight embedder` look whether `shelfsight reembed` switched the live model version.",
+    )
     store_head: bool = Field(
         default=True,
         description="Learn the store's own categories from listings that carry `category_hint` and classify listings without one into them (false: the product model's classes).",

@@ -29,6 +29,7 @@ from state.values import (
     decode_profile,
     encode_item,
     encode_profile,
+    same_space,
 )
 
 __all__ = [
@@ -49,5 +50,6 @@ __all__ = [
     "encode_profile",
     "escape",
     "load",
+    "same_space",
     "state_secret",
 ]

@@ -223,6 +223,11 @@ class Keys:
         return f"{self.prefix}catalogue:since"
 
     @property
+    def catalogue(self) -> str:
+        """Which model version's collection is live, and the one before it (``state.catalogue``)."""
+        return f"{self.prefix}catalogue:alias"
+
+    @property
     def updates_channel(self) -> str:
         return f"{self.prefix}profile-updated"
 

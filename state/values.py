@@ -30,6 +30,7 @@ class Profile:
     counts: dict[str, int]
     log_price: float = 0.0  # decayed, weighted sum of log(1 + price) of what the shopper wanted
     price_weight: float = 0.0  # ... and the sum of those weights: their ratio is the usual log price
+    model_version: str | None = None  # whose space ``vector`` is in (None: written before versions were kept)
 
     @classmethod
     def empty(cls, dims: int) -> "Profile":
@@ -48,12 +49,14 @@ class Item:
     category: str
     price: float
     in_stock: bool
+    model_version: str | None = None  # whose space ``vector`` is in (None: written before versions were kept)
 
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, Item)
             and np.array_equal(self.vector, other.vector)
-            and (self.category, self.price, self.in_stock) == (other.category, other.price, other.in_stock)
+            and (self.category, self.price, self.in_stock, self.model_version)
+            == (other.category, other.price, other.in_stock, other.model_version)
         )
 
     __hash__ = None  # type: ignore[assignment]  # unhashable on purpose (its vector is an array); typeshed wants a method
@@ -67,7 +70,18 @@ def encode_profile(p: Profile) -> dict[str, Any]:
         "counts": json.dumps(p.counts),
         "lp": repr(p.log_price),
         "lpw": repr(p.price_weight),
+        "mv": p.model_version or "",
     }
+
+
+def same_space(a: str | None, b: str | None) -> bool:
+    """Whether vectors of model versions ``a`` and ``b`` may be compared: the same version, or
+    one written before versions were kept (assumed the same, as it always was).
+
+    >>> same_space("m-1", "m-1"), same_space(None, "m-2"), same_space("m-1", "m-2")
+    (True, True, False)
+    """
+    return a is None or b is None or a == b
 
 
 def decode_profile(raw: dict[bytes, bytes]) -> Profile | None:
@@ -94,6 +108,7 @@ def _profile(raw: dict[bytes, bytes]) -> Profile:
         {k: int(v) for k, v in json.loads(raw[b"counts"]).items()},
         float(raw.get(b"lp", 0.0)),
         float(raw.get(b"lpw", 0.0)),
+        raw.get(b"mv", b"").decode() or None,
     )
 
 
@@ -103,6 +118,7 @@ def encode_item(item: Item) -> "dict[FieldT, EncodableT]":
         "category": item.category,
         "price": repr(float(item.price)),
         "in_stock": "1" if item.in_stock else "0",
+        "mv": item.model_version or "",
     }
 
 
@@ -123,4 +139,5 @@ def _item(raw: dict[bytes, bytes]) -> Item:
         raw[b"category"].decode(),
         float(raw[b"price"]),
         raw[b"in_stock"] == b"1",
+        raw.get(b"mv", b"").decode() or None,
     )

@@ -8,6 +8,7 @@ the dead letter's ``source_offset``).
 
 import json
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 from schemas import DeadLetter
 from services.bus.config import producer_config
 from services.bus.producer import Producer
-from services.bus.tail import tail
+from services.bus.tail import TailedMessage, end_offsets, tail
 
 # Few examples of many messages each: every example is a round trip through a real broker. Each run
 # draws new ones (a failure prints the blob that reproduces it).
@@ -94,10 +95,27 @@ def produce(kafka_settings, topic: str, messages: list[tuple[bytes | None, bytes
     return landed
 
 
-def dead_lettered(kafka_settings, dlq: str, source: str, idle_s: float = 3.0) -> dict[tuple[int, int], DeadLetter]:
+def read_to_end(kafka_settings, topic: str, idle_s: float = 30.0) -> list[TailedMessage]:
+    """Every message on ``topic`` up to its end as of now. A consumer delivers its dead letters and
+    replies before it commits, so once it has committed, they are all below the end: read up to it
+    instead of waiting for the topic to go quiet."""
+    ends = {p: end for p, end in end_offsets(kafka_settings, topic).items() if end > 0}
+    found: list[TailedMessage] = []
+    with closing(tail(kafka_settings, topic, from_beginning=True, idle_timeout=idle_s)) as messages:
+        for message in messages if ends else ():
+            if message.offset < ends.get(message.partition, 0):
+                found.append(message)
+            if message.offset >= ends.get(message.partition, 0) - 1:
+                ends.pop(message.partition, None)
+            if not ends:
+                break
+    return found
+
+
+def dead_lettered(kafka_settings, dlq: str, source: str) -> dict[tuple[int, int], DeadLetter]:
     """Every dead letter on ``dlq`` for ``source``, by (partition, offset) of the refused message."""
     letters = {}
-    for message in tail(kafka_settings, dlq, from_beginning=True, idle_timeout=idle_s):
+    for message in read_to_end(kafka_settings, dlq):
         letter = DeadLetter.model_validate_json(message.value)
         if letter.source_topic == source and letter.source_offset is not None:
             letters[(letter.source_partition or 0, letter.source_offset)] = letter

@@ -9,8 +9,9 @@ def read_all(settings: Settings, topic: str, expected: int, timeout: float = 20.
     return list(tail(settings, topic, from_beginning=True, max_messages=expected, idle_timeout=timeout))
 
 
-def group_lag(settings: Settings, topic: str, group: str) -> int:
-    """Messages of ``topic`` that consumer group ``group`` has not committed yet."""
+def committed_offsets(settings: Settings, topic: str, group: str) -> dict[int, tuple[int, int]]:
+    """Per partition of ``topic``: the next offset ``group`` will read (its committed offset, or the
+    log's start when it has none), and the partition's end."""
     from confluent_kafka import Consumer, TopicPartition
 
     from services.bus.config import consumer_config
@@ -19,14 +20,19 @@ def group_lag(settings: Settings, topic: str, group: str) -> int:
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         committed = {tp.partition: tp.offset for tp in consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)}
-        lag = 0
+        out = {}
         for p in partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
             done = committed.get(p, -1)
-            lag += high - (done if done >= 0 else low)
-        return lag
+            out[p] = (done if done >= 0 else low, high)
+        return out
     finally:
         consumer.close()
+
+
+def group_lag(settings: Settings, topic: str, group: str) -> int:
+    """Messages of ``topic`` that consumer group ``group`` has not committed yet."""
+    return sum(high - done for done, high in committed_offsets(settings, topic, group).values())
 
 
 def group_caught_up(settings: Settings, topic: str, group: str) -> bool:

@@ -128,7 +128,7 @@ def _evaluate(settings: Settings, args: argparse.Namespace) -> int:
     from services.evaluation.logs import read_dataset
     from services.evaluation.replay import Replay, ReplayConfig
     from services.evaluation.report import summary, write_report
-    from services.recommender.service import redis_client
+    from services.redis_clients import redis_client
     from services.stack.model import ensure_model
 
     redis_client(settings).close()  # a one-line error when Redis is not there
@@ -182,7 +182,7 @@ def _explore(settings: Settings, args: argparse.Namespace) -> int:
     from services.evaluation.logs import read_dataset
     from services.evaluation.replay import Replay, ReplayConfig
     from services.evaluation.simulation import ShopSimulation, SimulationPlan, report
-    from services.recommender.service import redis_client
+    from services.redis_clients import redis_client
     from services.stack.model import ensure_model
 
     redis_client(settings).close()  # a one-line error when Redis is not there

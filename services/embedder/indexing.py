@@ -205,23 +205,26 @@ class Indexer:
         if event.delisted:
             return Outcome(event.product_id, tombstone=True)
         (current,) = self._store.get([event.product_id], with_vectors=True)
-        p = current.payload
-        return Outcome(
-            event.product_id,
-            ProductIndexed(
-                product_id=event.product_id,
-                title=p["title"],
-                price=p["price"],
-                currency=p["currency"],
-                in_stock=p["in_stock"],
-                category=p["category"],
-                predicted_category=p.get("predicted_category"),
-                confidence=p["confidence"],
-                category_source=p.get("category_source"),
-                vectors={k: list(v) for k, v in current.vectors.items()},
-                image_error=p.get("image_error"),
-                model_version=p["model_version"],
-                listed_at=datetime.fromisoformat(p["listed_at"]),
-                indexed_at=max(self._clock(), datetime.fromisoformat(p["listed_at"])),
-            ),
-        )
+        return Outcome(event.product_id, indexed_event(current, self._clock()))
+
+
+def indexed_event(stored: StoredProduct, now: datetime) -> ProductIndexed:
+    """The ``products.indexed`` event of a stored product, as its payload and vectors stand."""
+    p = stored.payload
+    listed_at = datetime.fromisoformat(p["listed_at"])
+    return ProductIndexed(
+        product_id=stored.product_id,
+        title=p["title"],
+        price=p["price"],
+        currency=p["currency"],
+        in_stock=p["in_stock"],
+        category=p["category"],
+        predicted_category=p.get("predicted_category"),
+        confidence=p["confidence"],
+        category_source=p.get("category_source"),
+        vectors={k: list(v) for k, v in stored.vectors.items()},
+        image_error=p.get("image_error"),
+        model_version=p["model_version"],
+        listed_at=listed_at,
+        indexed_at=max(now, listed_at),
+    )

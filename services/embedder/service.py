@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import redis
 from confluent_kafka import Consumer
 
 from models.checkpoint import CheckpointError
@@ -106,7 +107,16 @@ class Embedder:
                 self.ops.stop()
 
 
-def build_embedder(settings: Settings, predictor: Predictor | None = None, store: ProductStore | None = None) -> Embedder:
+def build_embedder(
+    settings: Settings,
+    predictor: Predictor | None = None,
+    store: ProductStore | None = None,
+    group: str = GROUP_ID,
+    publish_indexed: bool = True,
+    metrics: EmbedderMetrics | None = None,
+) -> Embedder:
+    """An embedder of ``predictor``'s version into ``store``, following products.listed as consumer
+    group ``group`` (logical: the settings add their prefix); see EmbedderWorker for ``publish_indexed``."""
     require_broker(settings)
     predictor = predictor or load_predictor(settings)
     owns_store = store is None
@@ -115,9 +125,9 @@ def build_embedder(settings: Settings, predictor: Predictor | None = None, store
     indexer = Indexer(
         predictor, store, ImageFetcher(url_policy(settings)), pool, image_policy(settings), taxonomy=store_taxonomy(settings, store)
     )
-    consumer = Consumer(consumer_config(settings, settings.group(GROUP_ID)))
-    metrics = EmbedderMetrics()
-    worker = EmbedderWorker(settings, indexer, consumer, Producer(producer_config(settings)), metrics)
+    consumer = Consumer(consumer_config(settings, settings.group(group)))
+    metrics = metrics or EmbedderMetrics()
+    worker = EmbedderWorker(settings, indexer, consumer, Producer(producer_config(settings)), metrics, group, publish_indexed)
 
     def health() -> dict[str, object]:
         idle = time.monotonic() - worker.last_progress
@@ -133,12 +143,42 @@ def build_embedder(settings: Settings, predictor: Predictor | None = None, store
 
 
 def run_until_signalled(settings: Settings) -> int:
-    """SIGTERM or SIGINT: finish the batch in hand, commit, close."""
+    """SIGTERM or SIGINT: finish the batch in hand, commit, close. When `shelfsight reembed`
+    switches the live model version, the same: then run the new version, in its own group."""
+    from services.embedder.versions import live_settings
+    from services.redis_clients import redis_client
+    from state.catalogue import read_alias
+    from state.keys import Keys
+
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    embedder = build_embedder(settings)
-    log.info("embedder ready", extra={"model": embedder.predictor.model_version})
-    embedder.run(stop)
-    log.info("embedder stopped", extra={"indexed": embedder.worker.indexed_total})
+    client = redis_client(settings)
+    keys = Keys.of(settings)
+    while not stop.is_set():
+        run_settings, group, revision = live_settings(settings, client)
+        embedder = build_embedder(run_settings, group=group)
+        log.info("embedder ready", extra={"model": embedder.predictor.model_version, "group": group})
+        switched = threading.Event()
+
+        def watch(revision: int = revision, switched: threading.Event = switched) -> None:
+            while not stop.wait(settings.catalogue_poll_s) and not switched.is_set():
+                try:
+                    alias = read_alias(client, keys)
+                except redis.RedisError as exc:  # the embedder goes on; the alias is read again at the next poll
+                    log.warning("could not read the catalogue alias", extra={"error": str(exc)})
+                    continue
+                if alias is not None and alias.revision != revision:
+                    log.info("the live model version changed; switching", extra={"model": alias.live.name})
+                    break
+            switched.set()
+
+        watcher = threading.Thread(target=watch, name="catalogue", daemon=True)
+        watcher.start()
+        try:
+            embedder.run(switched)
+        finally:
+            switched.set()
+            watcher.join(settings.catalogue_poll_s + 10)
+        log.info("embedder stopped", extra={"indexed": embedder.worker.indexed_total})
     return 0

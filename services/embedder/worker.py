@@ -73,8 +73,14 @@ class EmbedderWorker:
         consumer: Consumer,
         producer: Producer,
         metrics: EmbedderMetrics,
+        group: str = GROUP_ID,
+        publish_indexed: bool = True,
     ) -> None:
         self._settings = settings
+        self._group = group
+        # Off while `shelfsight reembed` fills a version that is not live yet: products.indexed
+        # (and the profiles worker's copy of each product) carries the live version only.
+        self._publish_indexed = publish_indexed
         self._indexer = indexer
         self._consumer = consumer
         self._producer = producer
@@ -95,7 +101,7 @@ class EmbedderWorker:
     def run(self, stop: threading.Event) -> None:
         """Until ``stop`` is set; then finish the batch in hand, commit, and close the consumer."""
         self._consumer.subscribe([self._source], on_revoke=self._on_revoke)
-        log.info("embedder consuming", extra={"topic": self._source, "group": self._settings.group(GROUP_ID)})
+        log.info("embedder consuming", extra={"topic": self._source, "group": self._settings.group(self._group)})
         try:
             while not stop.is_set():
                 batch = self._next_batch()
@@ -229,6 +235,8 @@ class EmbedderWorker:
 
     def _output_of(self, message: Message, event: object, outcome: Outcome) -> "_Output | None":
         refused = outcome.refused
+        if refused is None and not self._publish_indexed:
+            return None
         if refused is None and outcome.indexed is not None:
             try:
                 kind = "indexed" if isinstance(event, ProductListed) else "updated"

@@ -14,7 +14,9 @@ TTLs, the shop's clock and the update announcements come once per key and write.
 """
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from models.ranking.learners import CHOICE_KINDS, Learners
 from schemas import ClickEvent
@@ -26,7 +28,7 @@ from services.profiles.profile import ClickParams, Profile, apply, forward_decay
 from services.profiles.snapshot import Snapshot
 from services.profiles.writes import WriteBatch
 from state.keys import Keys
-from state.values import Item, encode_profile
+from state.values import Item, encode_profile, same_space
 
 __all__ = ["BatchResult", "ChoiceLesson", "Chunk", "Effects", "EventLesson", "effects"]
 
@@ -201,8 +203,11 @@ class _Batch:
         keys, params, writes = self.keys, self.params, self.writes
         kind, at, user, product = event.kind.value, event.occurred_at.timestamp(), event.user_id, event.product_id
         before = self.profiles.get(user) or self.snapshot.loaded.profiles.get(user) or Profile.empty(item.vector.size)
-        if before.vector.size != item.vector.size:
-            before = Profile.empty(item.vector.size)  # the model changed dimensions: start afresh
+        if before.vector.size != item.vector.size or not same_space(before.model_version, item.model_version):
+            # The live model changed (`shelfsight reembed`): the taste starts afresh in the new space;
+            # categories, counts and prices are the model's no more than before, and stay.
+            before = replace(before, vector=np.zeros(item.vector.size, dtype=np.float32))
+        before = replace(before, model_version=item.model_version or before.model_version)
         self.profiles[user] = apply(before, params, vector=item.vector, category=item.category, kind=kind, at=at, price=item.price)
         self.result.users.add(user)
         writes.call("LPUSH", keys.recent(user), product)

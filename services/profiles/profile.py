@@ -76,6 +76,7 @@ def apply(
         counts,
         profile.log_price * keep + wanted * math.log1p(max(0.0, price)),
         profile.price_weight * keep + wanted,
+        profile.model_version,
     )
 
 

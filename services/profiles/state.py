@@ -76,17 +76,27 @@ class ProfileState:
         return [self.at(g) for g in range(self.keys.shards)]
 
     async def put_item(
-        self, product_id: str, vector: list[float], category: str, price: float, in_stock: bool, listed_ts: float | None = None
+        self,
+        product_id: str,
+        vector: list[float],
+        category: str,
+        price: float,
+        in_stock: bool,
+        listed_ts: float | None = None,
+        model_version: str | None = None,
     ) -> None:
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(self.keys.item(product_id), mapping=encode_item(Item(np.asarray(vector, dtype=np.float32), category, price, in_stock)))
+        item = Item(np.asarray(vector, dtype=np.float32), category, price, in_stock, model_version)
+        pipe.hset(self.keys.item(product_id), mapping=encode_item(item))
         if listed_ts is not None:
             pipe.eval(_KEEP_SMALLER, 1, self.keys.catalogue_since, repr(listed_ts))
         await pipe.execute()
 
     async def put_indexed(self, item: ProductIndexed) -> None:
         """What the ``items`` agent does with each ``products.indexed`` event."""
-        await self.put_item(item.product_id, item.vectors["fused"], item.category, item.price, item.in_stock, item.listed_at.timestamp())
+        await self.put_item(
+            item.product_id, item.vectors["fused"], item.category, item.price, item.in_stock, item.listed_at.timestamp(), item.model_version
+        )
 
     async def delete_item(self, product_id: str) -> None:
         await self.redis.delete(self.keys.item(product_id))

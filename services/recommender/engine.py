@@ -102,6 +102,7 @@ class Recommender:
         on_served: Sink | None = None,
         pictures: bool = True,
         posted: JustPosted | None = None,
+        model_version: Callable[[], str | None] = lambda: None,
     ) -> None:
         """``pictures``: whether the store has a picture space (``image`` vectors) to search;
         ``posted``: what this process's API accepted a moment ago (read over Redis)."""
@@ -114,7 +115,12 @@ class Recommender:
         self._on_served = on_served
         self._pictures = pictures
         self.posted = posted or JustPosted()
+        self._model_version = model_version  # the live one, named on every served list
         self._prior = prior_scorer()
+
+    def follow_model(self, dims: int) -> None:
+        """The live model version changed (``shelfsight reembed``): fused vectors now have ``dims`` values."""
+        self._dims = dims
 
     def recommend(self, query: Query) -> Recommendations:
         started = time.perf_counter()
@@ -461,6 +467,7 @@ class Recommender:
             feature_names=list(FEATURES),
             features=logged.tobytes(),
             ranker=ranker,
+            model_version=self._model_version(),
         )
 
 

@@ -23,13 +23,8 @@ from schemas.topics import RECOMMENDATIONS_SERVED
 from services.bus.broker import require_broker
 from services.bus.config import consumer_config, producer_config
 from services.bus.producer import Producer
-from services.embedder.service import (
-    Embedder,
-    build_embedder,
-    load_predictor,
-    open_product_store,
-)
 from services.errors import UserError
+from services.recommender.catalogue import LiveCatalogue, first_version
 from services.recommender.engine import Recommender, Sink, Tuning
 from services.recommender.http.app import ApiParts, build_api
 from services.recommender.http.live import LiveUpdates
@@ -38,20 +33,12 @@ from services.recommender.learned import ItemModelShape, LearnedCache
 from services.recommender.metrics import RecommenderMetrics
 from services.recommender.responder import GROUP_ID, Responder
 from services.recommender.shopper import ShopperReader
-from services.redis_clients import (
-    CONNECT_ERRORS,
-    async_redis,
-    check_kind,
-    redis_problem,
-    sync_redis,
-)
+from services.redis_clients import async_redis, redis_client
 from services.settings import Settings
-from services.vectors.edge import EdgeProductStore
-from services.vectors.factory import cached_store
 from services.vectors.store import ProductStore
-from services.vectors.upkeep import IndexUpkeep, UpkeepPolicy
+from services.vectors.switchable import SwitchableStore
+from services.vectors.upkeep import UpkeepPolicy
 from state.keys import Keys
-from state.layout import LayoutMismatch, check_layout
 from state.secret import state_secret
 from state.served import remember as remember_served
 
@@ -77,21 +64,13 @@ def upkeep_policy(settings: Settings) -> UpkeepPolicy:
     return UpkeepPolicy(settings.index_rebuild_after, settings.index_quiet_s, settings.index_max_wait_s)
 
 
-def redis_client(settings: Settings) -> redis.Redis:
-    try:
-        client = sync_redis(settings.redis_url, settings.redis_cluster, socket_timeout=5, health_check_interval=30)
-        client.ping()
-        check_kind(client, settings.redis_cluster)
-        check_layout(client, Keys.of(settings))
-    except CONNECT_ERRORS as exc:
-        raise UserError(redis_problem(exc, settings.redis_url, settings.redis_cluster)) from None
-    except LayoutMismatch as exc:
-        raise UserError(str(exc)) from None
-    return client
-
-
 def build_recommender(
-    settings: Settings, store: ProductStore, dims: int, client: redis.Redis, on_served: Sink | None = None
+    settings: Settings,
+    store: ProductStore,
+    dims: int,
+    client: redis.Redis,
+    on_served: Sink | None = None,
+    model_version: Callable[[], str | None] = lambda: None,
 ) -> tuple[Recommender, LearnedCache]:
     keys = Keys.of(settings)
     learned = LearnedCache(
@@ -102,7 +81,8 @@ def build_recommender(
         refit_s=settings.item_model_refit_s,
         shape=item_model_shape(settings),
     )
-    engine = Recommender(store, ShopperReader(client, keys), lambda: learned.current, dims, tuning(settings), on_served=on_served)
+    reader = ShopperReader(client, keys, model_version=model_version)
+    engine = Recommender(store, reader, lambda: learned.current, dims, tuning(settings), on_served=on_served, model_version=model_version)
     return engine, learned
 
 
@@ -143,48 +123,68 @@ def served_publisher(
 
 @dataclass
 class Serving:
-    """Everything `serve` runs, so a test can start and stop it in-process."""
+    """Everything `serve` runs."""
 
     settings: Settings
-    store: ProductStore
+    catalogue: LiveCatalogue  # the model version served, its store and writers
     engine: Recommender
     learned: LearnedCache
     responder: Responder
-    embedder: Embedder | None
     api: ApiParts
     served_log: Producer
     failures: list[str]  # parts that died: /healthz says so until the process is gone
-    upkeep: IndexUpkeep | None = None  # embedded shard only: a Qdrant server indexes by itself
+    client: redis.Redis
 
     def start_background(self, on_failure: Callable[[str], None] = lambda _reason: None) -> "Running":
-        """Start the responder and the embedder. If either stops on an error, ``on_failure`` is
-        told: `serve` then stops as a whole, so an orchestrator restarts it, rather than keep
-        answering from a process with a dead part behind a green light."""
+        """Start the responder, the embedder, the index upkeep and the catalogue follower. If one
+        stops on an error, ``on_failure`` is told: `serve` then stops as a whole, so an orchestrator
+        restarts it, rather than keep answering from a process with a dead part behind a green light."""
         learned = self.learned.start()
-        stop_responder, stop_embedder = threading.Event(), threading.Event()
-        running = Running(self, [], stop_responder, stop_embedder, learned, on_failure)
-        running.threads.append(running.supervised("responder", self.responder.run, stop_responder))
-        if self.embedder is not None:
-            running.threads.append(running.supervised("embedder", self.embedder.run, stop_embedder))
-        if self.upkeep is not None:
-            running.upkeep = running.supervised("index-upkeep", self.upkeep.run, running.stop_upkeep)
-            running.upkeep.start()
-        for t in running.threads:
-            t.start()
+        running = Running(self, threading.Event(), learned, on_failure)
+        running.responder = running.supervised("responder", self.responder.run, running.stop_responder)
+        running.responder.start()
+        self.catalogue.start_writers(running.supervised)
+        running.follower = running.supervised("catalogue", self.catalogue.follow(running.supervised), running.stop_follower)
+        running.follower.start()
         return running
+
+    def health(self) -> dict[str, object]:
+        now = time.monotonic()
+        version = self.catalogue.current
+        report: dict[str, object] = {
+            "model_version": version.name,
+            "responder_seconds_since_poll": round(now - self.responder.last_poll, 1),
+            "learner_events": self.learned.current.events,
+            "live_updates": self.api.live.ready.is_set(),
+        }
+        healthy = now - self.responder.last_poll < 60
+        if version.embedder is not None:
+            idle = now - version.embedder.worker.last_progress
+            report |= {"embedder_seconds_since_poll": round(idle, 1), "indexed": version.embedder.worker.indexed_total}
+            healthy = healthy and idle < 60
+        try:
+            self.client.ping()
+        except redis.RedisError:
+            healthy = False
+            report["redis"] = "unreachable"
+        if version.upkeep is not None:
+            report["index_upkeep"] = version.upkeep.report()
+        if self.failures:
+            healthy = False
+            report["failed"] = self.failures[0]
+        return {"healthy": healthy, **report}
 
 
 @dataclass
 class Running:
     serving: Serving
-    threads: list[threading.Thread]
     stop_responder: threading.Event
-    stop_embedder: threading.Event
     learned: LearnedCache
     on_failure: Callable[[str], None]
     failure: str | None = None  # the part that died, and why
-    stop_upkeep: threading.Event = field(default_factory=threading.Event)
-    upkeep: threading.Thread | None = None
+    responder: threading.Thread | None = None
+    follower: threading.Thread | None = None
+    stop_follower: threading.Event = field(default_factory=threading.Event)
 
     def supervised(self, name: str, run: Callable[[threading.Event], None], stop: threading.Event) -> threading.Thread:
         def guarded() -> None:
@@ -205,19 +205,18 @@ class Running:
         self.on_failure(reason)
 
     def stop(self) -> None:
-        # An index build first (cancelled), readers next, then the embedder; the store they
-        # share is closed last, by its owner.
-        self.stop_upkeep.set()
-        if self.upkeep is not None:
-            self.upkeep.join(30)
+        # No switch from now on; readers next, then the index build (cancelled) and the embedder;
+        # the store they share is closed last.
+        self.stop_follower.set()
+        if self.follower is not None:
+            self.follower.join(120)
         self.stop_responder.set()
-        self.threads[0].join(30)
+        if self.responder is not None:
+            self.responder.join(30)
         self.learned.stop()
         self.serving.served_log.flush(5)
-        if self.serving.embedder is not None:
-            self.stop_embedder.set()
-            self.threads[1].join(60)
-        self.serving.store.close()
+        self.serving.catalogue.stop_writers()
+        self.serving.catalogue.close()
 
 
 def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
@@ -226,64 +225,45 @@ def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
     check_serving(settings)  # before anything connects: an API open by mistake never starts
     require_broker(settings)
     client = redis_client(settings)
-    predictor = load_predictor(settings)
-    store = open_product_store(settings, predictor)
-    reads = cached_store(settings, store)  # the embedder writes through it too, so nothing it caches goes stale
+    version = first_version(settings, client, upkeep_policy(settings), with_embedder)
+    # The embedder writes through the version's vector cache too, so nothing it caches goes stale.
+    reads = SwitchableStore(version.reads)
     served_log = Producer(producer_config(settings))
     metrics = RecommenderMetrics()
     engine, learned = build_recommender(
-        settings, reads, predictor.dims["fused"], client, served_publisher(settings, served_log, metrics, client, Keys.of(settings))
+        settings,
+        reads,
+        version.predictor.dims["fused"],
+        client,
+        served_publisher(settings, served_log, metrics, client, Keys.of(settings)),
+        lambda: catalogue.model_version,  # read at request time, once the catalogue below exists
     )
-    embedder = None
-    registries: tuple[CollectorRegistry, ...] = ()
-    if with_embedder:
-        # Its metrics join the API's /metrics instead of a port of their own.
-        embedder = build_embedder(settings.model_copy(update={"embedder_metrics_port": 0}), predictor, reads)
-        registries = (embedder.worker.metrics.registry,)
+    catalogue = LiveCatalogue(settings, client, version, engine, reads, upkeep_policy(settings))
+    registries: tuple[CollectorRegistry, ...] = (version.embedder.worker.metrics.registry,) if version.embedder else ()
     responder = Responder(
         settings,
         engine,
         Consumer(consumer_config(settings, settings.group(GROUP_ID))),
         Producer(producer_config(settings)),
         metrics,
-        lambda: predictor.model_version,
+        lambda: catalogue.model_version,
     )
     keys = Keys.of(settings)
     # A plain client even on a Cluster: a PUBLISH reaches the subscribers of every node.
     live = LiveUpdates(async_redis(settings.redis_url), keys.updates_channel)
-
-    failures: list[str] = []
-    upkeep = IndexUpkeep(store, upkeep_policy(settings)) if isinstance(store, EdgeProductStore) else None
-
-    def health() -> dict[str, object]:
-        now = time.monotonic()
-        report: dict[str, object] = {
-            "model_version": predictor.model_version,
-            "responder_seconds_since_poll": round(now - responder.last_poll, 1),
-            "learner_events": learned.current.events,
-            "live_updates": live.ready.is_set(),
-        }
-        healthy = now - responder.last_poll < 60
-        if embedder is not None:
-            idle = now - embedder.worker.last_progress
-            report |= {"embedder_seconds_since_poll": round(idle, 1), "indexed": embedder.worker.indexed_total}
-            healthy = healthy and idle < 60
-        try:
-            client.ping()
-        except redis.RedisError:
-            healthy = False
-            report["redis"] = "unreachable"
-        if upkeep is not None:
-            report["index_upkeep"] = upkeep.report()
-        if failures:
-            healthy = False
-            report["failed"] = failures[0]
-        return {"healthy": healthy, **report}
-
     parts = ApiParts(
-        settings, engine, reads, Producer(producer_config(settings)), live, metrics, registries, health, lambda: predictor.model_version
+        settings,
+        engine,
+        reads,
+        Producer(producer_config(settings)),
+        live,
+        metrics,
+        registries,
+        model_version=lambda: catalogue.model_version,
     )
-    return Serving(settings, store, engine, learned, responder, embedder, parts, served_log, failures, upkeep)
+    serving = Serving(settings, catalogue, engine, learned, responder, parts, served_log, [], client)
+    parts.health = serving.health
+    return serving
 
 
 def single_threaded_blas() -> Any:

@@ -6,7 +6,7 @@ split into key groups (Redis Cluster), the crowd's counters are read from every 
 added up; each group's trending scores are decayed by that group's own epoch first.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -15,7 +15,7 @@ import redis
 from services.recommender.just_posted import Posted
 from state.bounds import BOUNDS
 from state.keys import Keys
-from state.values import decode_item, decode_profile
+from state.values import decode_item, decode_profile, same_space
 
 
 @dataclass(frozen=True)
@@ -105,9 +105,19 @@ class ItemStats:
 
 
 class ShopperReader:
-    def __init__(self, client: redis.Redis, keys: Keys, limits: ReadLimits | None = None, half_life_s: float | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        limits: ReadLimits | None = None,
+        half_life_s: float | None = None,
+        model_version: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        """``model_version``: the live one (``shelfsight reembed``); a taste or an item vector of
+        another version is in another space, and is read as absent."""
         self._redis = client
         self._keys = keys
+        self._model_version = model_version
         self.limits = limits or ReadLimits()
         self._half_life_s = half_life_s or BOUNDS.half_life_s
 
@@ -140,7 +150,7 @@ class ShopperReader:
         # Forward-decayed scores grow with time; as of the shop's clock, they are counts that fade by half-life.
         decay_now = tuple(2.0 ** -((as_of - float(epoch)) / self._half_life_s) if epoch else 1.0 for epoch in per_group[1::3])
         trending = _added([_scaled(_pairs(rows), d) for rows, d in zip(per_group[0::3], decay_now, strict=True)], lim.trending)
-        shopper = _shopper(user_id, raw_profile, raw_recent, raw_purchased, raw_dismissed, raw_seen, lim.recent)
+        shopper = _shopper(user_id, raw_profile, raw_recent, raw_purchased, raw_dismissed, raw_seen, lim.recent, self._model_version())
         return shopper, _Crowd(trending, float(since) if since else None, decay_now, as_of)
 
     def _read_signals(self, shopper: Shopper, crowd: "_Crowd") -> Signals:
@@ -167,9 +177,10 @@ class ShopperReader:
                 pipe.zrevrange(g.trending(category), 0, lim.per_category - 1, withscores=True)
         replies = iter(pipe.execute()) if looked_up or anchors or categories else iter(())
         vectors = {}
+        live = self._model_version()
         for item in looked_up:
             decoded = decode_item(next(replies))
-            if decoded is not None:
+            if decoded is not None and same_space(decoded.model_version, live):
                 vectors[item] = decoded.vector
         neighbours, history = {}, {}
         for item in anchors:
@@ -223,6 +234,7 @@ def _shopper(
     raw_dismissed: list[bytes],
     raw_seen: list[bytes],
     recent_limit: int,
+    model_version: str | None = None,
 ) -> Shopper:
     """The shopper as their own keys hold them: the profile, and what they saw, bought and dismissed."""
     profile = decode_profile(raw_profile)
@@ -230,7 +242,8 @@ def _shopper(
     blocked = set(dismissed)
     recent = [r for r in dict.fromkeys(x.decode() for x in raw_recent) if r not in blocked][:recent_limit]
     vector = None
-    if profile is not None and (norm := float(np.linalg.norm(profile.vector))) > 1e-9:
+    usable = profile is not None and same_space(profile.model_version, model_version)
+    if profile is not None and usable and (norm := float(np.linalg.norm(profile.vector))) > 1e-9:
         vector = profile.vector / norm
     return Shopper(
         user_id,

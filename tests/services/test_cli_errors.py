@@ -88,3 +88,15 @@ def test_choosing_views_for_a_folder_that_is_no_checkpoint_is_a_clear_error(tmp_
     result = _run("choose-views", str(tmp_path), str(tmp_path))
     assert result.returncode == 2
     assert "is not a Shelfsight checkpoint" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_reembed_says_what_it_needs(kafka, small_checkpoint):
+    env = {"SHELFSIGHT_TOPIC_PREFIX": kafka.topic_prefix, "SHELFSIGHT_REDIS_PREFIX": f"cli-{kafka.topic_prefix}"}
+    neither = _run("reembed", env=env)
+    assert neither.returncode == 2 and "--model CHECKPOINT, --rollback or --status" in neither.stderr
+    nothing_before = _run("reembed", "--rollback", env=env)
+    assert nothing_before.returncode == 2 and "nothing to roll back to" in nothing_before.stderr
+    no_model = _run("reembed", "--model", str(small_checkpoint / "missing"), env={**env, "SHELFSIGHT_MODEL_DIR": str(small_checkpoint)})
+    assert no_model.returncode == 2 and "no model checkpoint at" in no_model.stderr
+    for result in (neither, nothing_before, no_model):
+        assert result.stderr.count("\n") == 1, result.stderr

@@ -286,7 +286,7 @@ def test_a_worker_refuses_state_written_with_another_layout(worlds):
 
 def test_the_wrong_kind_of_redis_is_one_clear_line(redis_cluster, settings):
     from services.errors import UserError
-    from services.recommender.service import redis_client
+    from services.redis_clients import redis_client
 
     prefix = f"test-{uuid.uuid4().hex[:8]}:"
     with pytest.raises(UserError, match="is not a Redis Cluster node; unset SHELFSIGHT_REDIS_CLUSTER"):

@@ -5,6 +5,7 @@ against a real redis-server)."""
 
 import json
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +23,7 @@ from services.profiles.snapshot import Snapshot, chosen_from
 from services.profiles.state import Loaded
 from services.profiles.writes import WriteBatch
 from state.keys import Keys
-from state.values import Item, Profile
+from state.values import Item, Profile, decode_profile
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 KEYS = Keys("t:")
@@ -261,3 +262,20 @@ def test_every_applied_event_teaches_the_learners_once_with_its_weight(kind):
     events = _events(_message(0, "p1", kind=kind))
     out = _run(events, _snapshot(events))
     assert out.learn == [EventLesson("u1", "p1", kind, PARAMS.weights[kind])]
+
+
+@pytest.mark.parametrize("item_version", ["m-1", "m-2"])
+def test_a_taste_moves_to_the_space_of_the_product_clicked_when_the_model_changed(item_version):
+    # the taste leans to dimension 2, in model m-1's space; the click is on p1 (dimension 1)
+    before = Profile(np.array([0, 0, 5, 0], dtype=np.float32), {"cat0": 3.0}, NOW.timestamp(), {"click": 3}, model_version="m-1")
+    events = _events(_message(0, "p1"))
+    items = {"p1": replace(ITEMS["p1"], model_version=item_version)}
+    (hset,) = _named(_commands(_run(events, _snapshot(events, items, profiles={"u1": before})).writes), "HSET")
+    fields = dict(zip(hset[2::2], hset[3::2], strict=True))
+    after = decode_profile({k.encode(): v if isinstance(v, bytes) else str(v).encode() for k, v in fields.items()})
+    assert after is not None
+    assert after.model_version == item_version
+    assert after.vector[1] > 0
+    # the same model: the taste adds up; another: it starts afresh, in the new space
+    assert bool(after.vector[2] > 0) == (item_version == "m-1")
+    assert after.categories["cat0"] > 0 and after.categories["cat1"] > 0 and after.counts["click"] == 4, "what is not a vector stays"

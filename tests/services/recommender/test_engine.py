@@ -280,3 +280,18 @@ def test_a_new_product_known_only_by_its_picture_reaches_the_shoppers_it_looks_r
     ), found[0].reason
     without = shop.engine(looks_items=0).recommend(Query("ada", k=8)).items
     assert "item-40213" not in {p.product_id for p in without}, "without its picture, nothing would show it"
+
+
+def test_a_taste_and_item_vectors_of_another_model_version_are_set_aside(shop):
+    """After `shelfsight reembed` switched the live model, vectors written in the old one's space
+    are not compared with the new one's: the reader leaves them out until they are rewritten."""
+    for product in ("bag-1", "bag-2"):
+        shop.click("ivy", product, "click")
+    shop.sync.hset(shop.keys.user("ivy"), "mv", "m-1")
+    shop.sync.hset(shop.keys.item("bag-1"), "mv", "m-1")
+    shop.sync.hset(shop.keys.item("bag-2"), "mv", "m-2")
+    old, new = (ShopperReader(shop.sync, shop.keys, model_version=lambda v=v: v) for v in ("m-1", "m-2"))
+    (shopper, signals), (moved, moved_signals) = old.read("ivy", shop.clock), new.read("ivy", shop.clock)
+    assert shopper.vector is not None and set(signals.vectors) == {"bag-1"}
+    assert moved.vector is None and set(moved_signals.vectors) == {"bag-2"}
+    assert moved.recent == shopper.recent, "what is not a vector stays"

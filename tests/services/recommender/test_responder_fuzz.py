@@ -14,10 +14,9 @@ from schemas.topics import RECOMMENDATION_REQUESTS, RECOMMENDATION_RESPONSES
 from services.bus.config import consumer_config, producer_config
 from services.bus.consume import wait_caught_up
 from services.bus.producer import Producer
-from services.bus.tail import tail
 from services.recommender.metrics import RecommenderMetrics
 from services.recommender.responder import GROUP_ID, Responder
-from tests.hostile import FUZZ, KEYS, dead_lettered, mutations, produce
+from tests.hostile import FUZZ, KEYS, dead_lettered, mutations, produce, read_to_end
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
@@ -57,7 +56,7 @@ def test_no_request_stops_the_responder_and_every_refusal_is_dead_lettered(kafka
     wait_caught_up(kafka, source, kafka.group(GROUP_ID), timeout=90)
     assert responder.is_alive()
     letters = dead_lettered(kafka, kafka.topic(RECOMMENDATION_REQUESTS.dlq), source)
-    answered = {m.value for m in tail(kafka, kafka.topic(RECOMMENDATION_RESPONSES.name), idle_timeout=2.0)}
+    answered = {m.value for m in read_to_end(kafka, kafka.topic(RECOMMENDATION_RESPONSES.name))}
     for message in sent:
         try:
             request = decode(RecommendationRequest, message.value)

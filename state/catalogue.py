@@ -1,0 +1,97 @@
+"""The catalogue alias: which model version's product collection is live, stored where every
+process sees it (``Keys.catalogue``).
+
+Each model version keeps its products in a collection of its own and follows
+``products.listed`` with a consumer group of its own, so a version can be brought up to date
+at any time from where it stopped. The alias names the live one, and the one it replaced (for
+a rollback). `serve`, `shelfsight embedder` and the profiles worker read it; only
+``shelfsight reembed`` writes it, with a compare-and-set on its revision, so two switches
+never interleave.
+
+Absent, nothing was ever switched: the services use the collection and checkpoint their
+settings name, as they always did.
+
+>>> v = CatalogueVersion("m-1", "products-m-1", "/ckpt", False, "shelfsight-embedder-m-1")
+>>> alias = CatalogueAlias(live=v, previous=None, revision=3)
+>>> decode_alias(encode_alias(alias)) == alias
+True
+>>> decode_alias(None) is None
+True
+"""
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis
+
+from state.keys import Keys
+
+
+@dataclass(frozen=True)
+class CatalogueVersion:
+    """One model version's products: its collection, the checkpoint that embeds them, and the
+    consumer group whose committed offsets say how far into ``products.listed`` they are."""
+
+    name: str  # the Predictor's model_version ("…+mirror" when pictures are mirror-averaged)
+    collection: str
+    checkpoint: str
+    mirror_average: bool
+    group: str  # logical consumer group (Settings.group adds the deployment's prefix)
+
+
+@dataclass(frozen=True)
+class CatalogueAlias:
+    live: CatalogueVersion
+    previous: CatalogueVersion | None
+    revision: int  # raised by one at every switch
+
+
+class AliasChanged(RuntimeError):
+    """Someone else switched the catalogue since it was read."""
+
+
+def encode_alias(alias: CatalogueAlias) -> str:
+    return json.dumps(
+        {
+            "live": asdict(alias.live),
+            "previous": asdict(alias.previous) if alias.previous else None,
+            "revision": alias.revision,
+        },
+        sort_keys=True,
+    )
+
+
+def _version(raw: dict[str, Any]) -> CatalogueVersion:
+    return CatalogueVersion(
+        str(raw["name"]), str(raw["collection"]), str(raw["checkpoint"]), bool(raw["mirror_average"]), str(raw["group"])
+    )
+
+
+def decode_alias(raw: bytes | str | None) -> CatalogueAlias | None:
+    if raw is None:
+        return None
+    doc = json.loads(raw)
+    return CatalogueAlias(_version(doc["live"]), _version(doc["previous"]) if doc.get("previous") else None, int(doc["revision"]))
+
+
+def read_alias(client: "redis.Redis", keys: Keys) -> CatalogueAlias | None:
+    return decode_alias(client.get(keys.catalogue))
+
+
+# Set only if the stored revision is still the one the caller read (0: nothing stored yet).
+_COMPARE_AND_SET = """
+local raw = redis.call('GET', KEYS[1])
+local stored = 0
+if raw then stored = cjson.decode(raw)['revision'] end
+if stored ~= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+def write_alias(client: "redis.Redis", keys: Keys, alias: CatalogueAlias) -> None:
+    """Store ``alias`` if the revision before it is still ``alias.revision - 1``; else AliasChanged."""
+    done = client.eval(_COMPARE_AND_SET, 1, keys.catalogue, alias.revision - 1, encode_alias(alias))
+    if not done:
+        raise AliasChanged("the catalogue was switched by someone else meanwhile; look with `shelfsight reembed --status` and try again")

@@ -1,0 +1,25 @@
+"""The catalogue alias on a real redis-server: a switch is a compare-and-set on its revision."""
+
+import uuid
+
+import pytest
+
+from state.catalogue import AliasChanged, CatalogueAlias, CatalogueVersion, read_alias, write_alias
+from state.keys import Keys
+
+pytestmark = pytest.mark.redis
+
+A = CatalogueVersion("m-1", "products", "/ckpt/a", False, "shelfsight-embedder")
+B = CatalogueVersion("m-2", "products-m-2", "/ckpt/b", True, "shelfsight-embedder-m-2")
+
+
+def test_two_switches_from_the_same_revision_cannot_both_land(redis_client):
+    keys = Keys(f"alias-{uuid.uuid4().hex[:8]}:")
+    assert read_alias(redis_client, keys) is None, "nothing switched yet"
+    write_alias(redis_client, keys, CatalogueAlias(B, A, 1))
+    with pytest.raises(AliasChanged, match="--status"):
+        write_alias(redis_client, keys, CatalogueAlias(A, B, 1))  # read before the first landed
+    assert read_alias(redis_client, keys) == CatalogueAlias(B, A, 1)
+    write_alias(redis_client, keys, CatalogueAlias(A, B, 2))
+    assert read_alias(redis_client, keys) == CatalogueAlias(A, B, 2)
+    redis_client.delete(keys.catalogue)
