@@ -2,21 +2,24 @@
 
 Setup: N products of the demo catalogue (real Fashion-MNIST photos, inline) on products.listed,
 and `shelfsight serve` (embedded shard, its own embedder) as a process, waited for until it has
-indexed them all. The new version is the same checkpoint with mirror averaging flipped: other
-vectors, the same work per picture as a retrained model of that backbone.
+indexed them all. The new version is the checkpoint with its fusion weights nudged and saved
+again: a new model version, with exactly the work per product of a model retrained on the same
+backbone (mirror averaging as the checkpoint chose).
 
-1. Bare baseline: the Predictor of the new version alone on the same products, in the
-   embedder's batch size (decode + model), in this process before anything else runs.
+1. Bare baseline: the Predictor of the new version alone on (the first 2,000 of) the same
+   products, in the embedder's batch size (decode + model), in this process before anything
+   else runs.
 2. Serving before: GET /v1/users/{id}/recommendations at a fixed rate (open loop, timed from
    each request's scheduled send) for ``--seconds``: p50 and p99.
 3. `shelfsight reembed --model CHECKPOINT` as a process, as an operator runs it, while the same
-   load goes on: p50 and p99 during the backfill, the catch-up's products/s (from the command's
+   load goes on: p50 and p99 during the backfill (and their ratio to before, with a bootstrap
+   95 % interval), the catch-up's products/s (from the command's
    own report) and its ratio to the bare Predictor, the command's wall time, its peak RSS, and
    the disk of both collections.
 
 Needs the local stack (`shelfsight stack up`) and a checkpoint (`make model`, or --checkpoint).
 
-    .venv/bin/python bench/reembed.py [--products 2000] [--rate 10] [--seconds 20]
+    .venv/bin/python bench/reembed.py [--products 2000] [--rate 10] [--seconds 20] [--checkpoint DIR]
 """
 
 import argparse
@@ -33,8 +36,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from models.checkpoint import read_card
-from models.predictor import Predictor, ProductInput
+from models.checkpoint import load_checkpoint, read_card, save_checkpoint
+from models.predictor import Predictor
 from schemas import ProductListed, decode, encode
 from services.bus.config import producer_config
 from services.bus.producer import Producer
@@ -43,20 +46,27 @@ from services.demo.catalogue import catalogue
 from services.embedder.service import image_policy
 from services.errors import run_script
 from services.settings import load_settings
-from tests.ports import free_port
+from services.stack.processes import free_port
 
 sys.path.insert(0, str(Path(__file__).parent))
+from embedder import baseline  # bench/embedder.py: the bare Predictor, the same way
 from serve import load, percentiles
 
 
-def bare(checkpoint: Path, mirror: bool, products: list[ProductListed], batch: int) -> float:
-    predictor = Predictor.load(checkpoint, device="cpu", image_policy=image_policy(load_settings()), mirror_average=mirror)
-    inputs = [ProductInput(image=p.image, title=p.title, description=p.description) for p in products]
-    predictor.predict(inputs[:batch])  # warm up
-    started = time.perf_counter()
-    for i in range(0, len(inputs), batch):
-        predictor.predict(inputs[i : i + batch])
-    return len(inputs) / (time.perf_counter() - started)
+def retrained(checkpoint: Path, out: Path) -> Path:
+    """A copy of ``checkpoint`` whose fusion weights moved a little: another model version, the same cost."""
+    import torch
+
+    model, card = load_checkpoint(checkpoint)
+    with torch.no_grad():
+        for parameter in model.fusion.parameters():
+            parameter.add_(torch.randn_like(parameter) * 1e-3)
+    card.model_version, card.created_at = "", ""
+    return save_checkpoint(out, model, card)
+
+
+def bare(checkpoint: Path, products: list[ProductListed], batch: int) -> float:
+    return baseline(Predictor.load(checkpoint, image_policy=image_policy(load_settings())), products, batch)
 
 
 def health(url: str) -> dict:
@@ -78,6 +88,17 @@ def peak_rss_mb_of(pid: int, stop: threading.Event, peak: list[float]) -> None:
             peak[0] = max(peak[0], int(found.group(1)) / 1024)
 
 
+def ratio_interval(during: list[float], before: list[float], q: float, rounds: int = 2000) -> tuple[float, float]:
+    """A bootstrap 95 % interval of quantile ``q`` during over the same quantile before."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    d, b = np.asarray(during), np.asarray(before)
+    ratios = [np.quantile(rng.choice(d, d.size), q) / np.quantile(rng.choice(b, b.size), q) for _ in range(rounds)]
+    low, high = np.quantile(ratios, [0.025, 0.975])
+    return float(low), float(high)
+
+
 def disk_mb(folder: Path) -> float:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
 
@@ -92,14 +113,15 @@ def main() -> int:
 
     settings = load_settings()
     checkpoint = (args.checkpoint or settings.checkpoint).resolve()
-    card = read_card(checkpoint)
-    mirror = not card.mirror_average  # the new version: the base with mirror averaging flipped
-    products = [decode(ProductListed, json.dumps(p)) for p in catalogue(args.products, seed=3)]
-    print(f"model {card.model_version}, {len(products)} products; new version: mirror averaging {'on' if mirror else 'off'}")
-    baseline = bare(checkpoint, mirror, products, settings.embedder_batch_size)
+    folder = Path(tempfile.mkdtemp(prefix="shelfsight-bench-reembed-"))
+    new = retrained(checkpoint, folder / "retrained")
+    card, new_card = read_card(checkpoint), read_card(new)
+    split = "test" if args.products <= 10_000 else "train"  # the test split has 10,000 photos
+    products = [decode(ProductListed, json.dumps(p)) for p in catalogue(args.products, split=split, seed=3)]
+    print(f"{len(products)} products; live {card.model_version}, new {new_card.model_version} (mirror averaging {card.mirror_average})")
+    baseline = bare(new, products[:2000], settings.embedder_batch_size)  # a rate: 2,000 products tell it
     print(f"1. bare Predictor (new version)     {baseline:8.1f} products/s")
 
-    folder = Path(tempfile.mkdtemp(prefix="shelfsight-bench-reembed-"))
     port = free_port()
     run = settings.model_copy(update={"topic_prefix": f"bench-{uuid.uuid4().hex[:6]}."})
     env = {
@@ -107,7 +129,6 @@ def main() -> int:
         "SHELFSIGHT_TOPIC_PREFIX": run.topic_prefix,
         "SHELFSIGHT_REDIS_PREFIX": f"bench-reembed-{port}:",
         "SHELFSIGHT_MODEL_DIR": str(checkpoint),
-        "SHELFSIGHT_MIRROR_AVERAGE": "true" if card.mirror_average else "false",
         "SHELFSIGHT_QDRANT_PATH": str(folder / "products"),
         "SHELFSIGHT_API_PORT": str(port),
         "SHELFSIGHT_STATE_SECRET": "bench-reembed-secret-01",
@@ -130,15 +151,16 @@ def main() -> int:
         before, _ = load([port], users, args.rate, args.seconds)
         p50, p99 = percentiles(before)
         print(f"2. serving before, {args.rate:g}/s      p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  ({len(before)} requests)")
-        during, report = reembed_under_load(env, checkpoint, mirror, port, users, args.rate)
+        during, report = reembed_under_load(env, new, port, users, args.rate)
         d50, d99 = percentiles(during)
         print(f"3. serving during the re-embed     p50 {d50:7.2f} ms  p99 {d99:7.2f} ms  ({len(during)} requests)")
-        print(f"   ratio during / before           p50 {d50 / p50:.2f}  p99 {d99 / p99:.2f}")
+        (l50, h50), (l99, h99) = (ratio_interval(during, before, q) for q in (0.5, 0.99))
+        print(f"   ratio during / before           p50 {d50 / p50:.2f} [{l50:.2f}, {h50:.2f}]  p99 {d99 / p99:.2f} [{l99:.2f}, {h99:.2f}]")
         caught_up = len(products) / report["catch_up_s"]
         print(f"   catch-up                        {caught_up:8.1f} products/s   ratio to bare {caught_up / baseline:.2f}")
         print(f"   command                         {report['wall_s']:6.1f} s in all, peak RSS {report['rss_mb']:.0f} MB")
-        new = next(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("products-"))
-        print(f"   disk                            {disk_mb(new):6.1f} MB new collection, {disk_mb(folder / 'products'):.1f} MB old")
+        filled = next(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("products-"))
+        print(f"   disk                            {disk_mb(filled):6.1f} MB new collection, {disk_mb(folder / 'products'):.1f} MB old")
     finally:
         serve.terminate()
         serve.wait(60)
@@ -148,13 +170,12 @@ def main() -> int:
 
 
 def reembed_under_load(
-    env: dict[str, str], checkpoint: Path, mirror: bool, port: int, users: list[str], rate: float
+    env: dict[str, str], checkpoint: Path, port: int, users: list[str], rate: float
 ) -> tuple[list[float], dict[str, float]]:
     """The command as a process while the load goes on, in 2 s rounds until it exits."""
-    flag = "--mirror-average" if mirror else "--no-mirror-average"
     started = time.perf_counter()
     command = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "reembed", "--model", str(checkpoint), flag], env=env, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "services.cli", "reembed", "--model", str(checkpoint)], env=env, stderr=subprocess.PIPE, text=True
     )
     stop, peak = threading.Event(), [0.0]
     watcher = threading.Thread(target=peak_rss_mb_of, args=(command.pid, stop, peak), daemon=True)
@@ -176,4 +197,4 @@ def reembed_under_load(
 
 
 if __name__ == "__main__":
-    run_script(main)
+    run_script(main, "bench/reembed.py")

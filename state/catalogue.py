@@ -12,7 +12,7 @@ Absent, nothing was ever switched: the services use the collection and checkpoin
 settings name, as they always did.
 
 >>> v = CatalogueVersion("m-1", "products-m-1", "/ckpt", False, "shelfsight-embedder-m-1")
->>> alias = CatalogueAlias(live=v, previous=None, revision=3)
+>>> alias = CatalogueAlias(live=v, previous=None, revision=3, unversioned="m-0")
 >>> decode_alias(encode_alias(alias)) == alias
 True
 >>> decode_alias(None) is None
@@ -20,6 +20,7 @@ True
 """
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -45,6 +46,9 @@ class CatalogueAlias:
     live: CatalogueVersion
     previous: CatalogueVersion | None
     revision: int  # raised by one at every switch
+    # The version whose space tastes and product copies written without a version are in: the
+    # one live before the first switch (they were written before versions were recorded).
+    unversioned: str | None = None
 
 
 class AliasChanged(RuntimeError):
@@ -57,22 +61,39 @@ def encode_alias(alias: CatalogueAlias) -> str:
             "live": asdict(alias.live),
             "previous": asdict(alias.previous) if alias.previous else None,
             "revision": alias.revision,
+            "unversioned": alias.unversioned,
         },
         sort_keys=True,
     )
 
 
+_NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,200}$")
+_COLLECTION = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # SHELFSIGHT_QDRANT_COLLECTION's own rule: a folder name, never a path
+
+
 def _version(raw: dict[str, Any]) -> CatalogueVersion:
-    return CatalogueVersion(
+    """One version of the document; ValueError when a field could lead anywhere unexpected (the
+    collection names a folder, the group another service's consumer group)."""
+    version = CatalogueVersion(
         str(raw["name"]), str(raw["collection"]), str(raw["checkpoint"]), bool(raw["mirror_average"]), str(raw["group"])
     )
+    if not (_NAME.match(version.name) and _COLLECTION.match(version.collection) and _NAME.match(version.group)):
+        raise ValueError(f"the catalogue alias names a version it may not: {raw!r:.200}")
+    if not version.group.startswith("shelfsight-embedder") or not version.checkpoint.startswith("/") or "\x00" in version.checkpoint:
+        raise ValueError(f"the catalogue alias names a version it may not: {raw!r:.200}")
+    return version
 
 
 def decode_alias(raw: bytes | str | None) -> CatalogueAlias | None:
     if raw is None:
         return None
     doc = json.loads(raw)
-    return CatalogueAlias(_version(doc["live"]), _version(doc["previous"]) if doc.get("previous") else None, int(doc["revision"]))
+    unversioned = doc.get("unversioned")
+    if unversioned is not None and not _NAME.match(str(unversioned)):
+        raise ValueError(f"the catalogue alias names a version it may not: {unversioned!r:.200}")
+    return CatalogueAlias(
+        _version(doc["live"]), _version(doc["previous"]) if doc.get("previous") else None, int(doc["revision"]), unversioned
+    )
 
 
 def read_alias(client: "redis.Redis", keys: Keys) -> CatalogueAlias | None:

@@ -74,13 +74,17 @@ def encode_profile(p: Profile) -> dict[str, Any]:
     }
 
 
-def same_space(a: str | None, b: str | None) -> bool:
-    """Whether vectors of model versions ``a`` and ``b`` may be compared: the same version, or
-    one written before versions were kept (assumed the same, as it always was).
+def same_space(a: str | None, b: str | None, unversioned: str | None = None) -> bool:
+    """Whether vectors of model versions ``a`` and ``b`` may be compared. A vector written before
+    versions were recorded (None) is of ``unversioned``, the version live before the first switch
+    (``state.catalogue``); before any switch there was one space, and it matches everything.
 
     >>> same_space("m-1", "m-1"), same_space(None, "m-2"), same_space("m-1", "m-2")
     (True, True, False)
+    >>> same_space(None, "m-2", unversioned="m-1"), same_space(None, "m-1", unversioned="m-1")
+    (False, True)
     """
+    a, b = a or unversioned, b or unversioned
     return a is None or b is None or a == b
 
 

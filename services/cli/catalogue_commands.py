@@ -37,7 +37,7 @@ def _reembed(settings: Settings, args: argparse.Namespace) -> int:
     from services.embedder.service import load_predictor
     from services.embedder.versions import base_version, new_version
     from services.redis_clients import redis_client
-    from state.catalogue import read_alias
+    from state.catalogue import AliasChanged, read_alias
     from state.keys import Keys
 
     if sum([args.model is not None, args.rollback, args.status]) != 1:
@@ -65,7 +65,10 @@ def _reembed(settings: Settings, args: argparse.Namespace) -> int:
     if target.name == live.name:
         raise UserError(f"{target.name} is already live")
     print(f"bringing {target.name} live in collection {target.collection} (live now: {live.name})", file=sys.stderr)
-    switched = bring_live(settings, client, target, predictor, base, _progress_printer(), lambda line: print(line, file=sys.stderr))
+    try:
+        switched = bring_live(settings, client, target, predictor, base, _progress_printer(), lambda line: print(line, file=sys.stderr))
+    except AliasChanged as exc:
+        raise UserError(str(exc)) from None
     print(f"{switched.live.name} is live (revision {switched.revision}); {live.name} is kept for `shelfsight reembed --rollback`")
     return 0
 

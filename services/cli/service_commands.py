@@ -60,8 +60,11 @@ def _profiles(settings: Settings, _args: argparse.Namespace) -> int:
 
 def _similar(settings: Settings, args: argparse.Namespace) -> int:
     from services.embedder.service import load_predictor, open_product_store
+    from services.embedder.versions import live_settings
+    from services.redis_clients import redis_client
     from services.vectors.store import SearchFilters
 
+    settings, _group, _revision = live_settings(settings, redis_client(settings))  # the live model version's collection
     store = open_product_store(settings, load_predictor(settings))
     try:
         found = store.get([args.product_id], with_vectors=True)
@@ -86,10 +89,18 @@ def _reindex(settings: Settings, args: argparse.Namespace) -> int:
     from services.bus.broker import require_broker
     from services.bus.config import consumer_config
     from services.embedder.worker import GROUP_ID
+    from services.redis_clients import redis_client
+    from state.catalogue import read_alias
+    from state.keys import Keys
 
     if not args.yes:
         raise UserError("reindex deletes the product collection; stop the embedder, then run `shelfsight reindex --yes`")
     require_broker(settings)
+    if (alias := read_alias(redis_client(settings), Keys.of(settings))) is not None:
+        raise UserError(
+            f"`shelfsight reembed` manages the catalogue (live: {alias.live.name}); "
+            "use `shelfsight reembed --model CHECKPOINT` to embed it again, without downtime"
+        )
     if settings.qdrant_url:
         from qdrant_client import QdrantClient
 

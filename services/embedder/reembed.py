@@ -50,7 +50,7 @@ from services.settings import Settings
 from services.vectors.edge import ShardLocked
 from services.vectors.factory import open_store
 from services.vectors.store import ProductStore, SearchFilters, StoreMismatch
-from state.catalogue import CatalogueAlias, CatalogueVersion, read_alias, write_alias
+from state.catalogue import AliasChanged, CatalogueAlias, CatalogueVersion, read_alias, write_alias
 from state.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -108,14 +108,17 @@ def catch_up(settings: Settings, version: CatalogueVersion, predictor: Predictor
     thread = threading.Thread(target=run, name="reembed", daemon=True)
     thread.start()
     topic = settings.topic(PRODUCTS_LISTED.name)
+    group = settings.group(version.group)
+    # Up to the end as it is now: in a busy shop the end moves on, and the version's group picks up
+    # the rest after the switch, where this run leaves it.
+    ends = {p: high for p, (_done, high) in committed_offsets(settings, topic, group).items()}
     try:
         while True:
-            positions = committed_offsets(settings, topic, settings.group(version.group)).values()
-            lag = sum(high - done for done, high in positions)
-            progress(sum(done for done, _ in positions), sum(high for _, high in positions))
+            done = {p: position for p, (position, _high) in committed_offsets(settings, topic, group).items()}
+            progress(sum(min(done.get(p, 0), end) for p, end in ends.items()), sum(ends.values()))
             if failed:
                 raise failed[0]
-            if lag == 0:
+            if all(done.get(p, 0) >= end for p, end in ends.items()):
                 return
             if not thread.is_alive():
                 raise RuntimeError("the re-embedding worker stopped before it caught up")
@@ -210,11 +213,20 @@ def publish(settings: Settings, store: ProductStore, product_ids: Iterable[str])
 def switch(
     client: "redis.Redis", keys: Keys, before: CatalogueAlias | None, base: CatalogueVersion, to: CatalogueVersion
 ) -> CatalogueAlias:
-    """Make ``to`` live, keeping the version it replaces as ``previous``."""
+    """Make ``to`` live, keeping the version it replaces as ``previous``. At the first switch,
+    vectors written before versions were recorded are of the base version: the alias says so."""
     current = before.live if before else base
-    alias = CatalogueAlias(live=to, previous=current, revision=(before.revision if before else 0) + 1)
+    unversioned = before.unversioned if before else base.name
+    alias = CatalogueAlias(live=to, previous=current, revision=(before.revision if before else 0) + 1, unversioned=unversioned)
     write_alias(client, keys, alias)
     return alias
+
+
+def _unchanged(client: "redis.Redis", keys: Keys, before: CatalogueAlias | None) -> None:
+    """AliasChanged if someone switched the catalogue since ``before`` was read."""
+    now = read_alias(client, keys)
+    if (now.revision if now else 0) != (before.revision if before else 0):
+        raise AliasChanged("the catalogue was switched by someone else meanwhile; look with `shelfsight reembed --status` and try again")
 
 
 def _open_when_free(settings: Settings, predictor: Predictor, say: Callable[[str], None]) -> ProductStore:
@@ -264,6 +276,7 @@ def bring_live(
         )
         if report.problems:
             raise UserError(f"{version.name} was not switched to: {'; '.join(report.problems)}")
+        _unchanged(client, keys, before)  # publishing for a switch that cannot happen would move the copies for nothing
         sent = publish(settings, store, listing.live)
         say(f"published {sent} products.indexed events with {version.name}'s vectors")
     finally:

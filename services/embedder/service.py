@@ -7,7 +7,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import redis
 from confluent_kafka import Consumer
 
 from models.checkpoint import CheckpointError
@@ -165,8 +164,8 @@ def run_until_signalled(settings: Settings) -> int:
             while not stop.wait(settings.catalogue_poll_s) and not switched.is_set():
                 try:
                     alias = read_alias(client, keys)
-                except redis.RedisError as exc:  # the embedder goes on; the alias is read again at the next poll
-                    log.warning("could not read the catalogue alias", extra={"error": str(exc)})
+                except Exception as exc:  # Redis away or an unreadable document: the embedder goes on, and reads it again
+                    log.warning("could not read the catalogue alias", extra={"error": str(exc)[:300]})
                     continue
                 if alias is not None and alias.revision != revision:
                     log.info("the live model version changed; switching", extra={"model": alias.live.name})

@@ -47,7 +47,7 @@ def base_version(settings: Settings) -> CatalogueVersion:
     except CheckpointError as exc:
         raise UserError(str(exc)) from None
     mirror = card.mirror_average if settings.mirror_average is None else settings.mirror_average
-    return CatalogueVersion(version_name(card, mirror), settings.qdrant_collection, str(settings.checkpoint), mirror, GROUP_ID)
+    return CatalogueVersion(version_name(card, mirror), settings.qdrant_collection, str(settings.checkpoint.resolve()), mirror, GROUP_ID)
 
 
 def new_version(settings: Settings, predictor: Predictor, checkpoint: Path) -> CatalogueVersion:

@@ -203,7 +203,7 @@ class _Batch:
         keys, params, writes = self.keys, self.params, self.writes
         kind, at, user, product = event.kind.value, event.occurred_at.timestamp(), event.user_id, event.product_id
         before = self.profiles.get(user) or self.snapshot.loaded.profiles.get(user) or Profile.empty(item.vector.size)
-        if before.vector.size != item.vector.size or not same_space(before.model_version, item.model_version):
+        if before.vector.size != item.vector.size or not same_space(before.model_version, item.model_version, self.snapshot.unversioned):
             # The live model changed (`shelfsight reembed`): the taste starts afresh in the new space;
             # categories, counts and prices are the model's no more than before, and stay.
             before = replace(before, vector=np.zeros(item.vector.size, dtype=np.float32))

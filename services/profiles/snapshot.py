@@ -32,6 +32,7 @@ class Snapshot:
     impressed: Impressed = field(default_factory=dict)  # only lists with reports; only those choices may join
     epoch: float = 0.0  # the forward-decay epoch of the group's trending sets
     now: float = 0.0  # when the write is computed: how long parked clicks have waited, when new ones are parked
+    unversioned: str | None = None  # the model version of vectors stored without one (state.catalogue)
 
 
 async def read_snapshot(
@@ -57,7 +58,8 @@ async def read_snapshot(
     epoch = await state.current_epoch(clock())
     served = {user: served_lists(blobs) for user, blobs in loaded.served.items()}
     impressed = await state.impressed(chosen_from(events, served, state.params))
-    return Snapshot(loaded, served, impressed, epoch, clock())
+    now = clock()
+    return Snapshot(loaded, served, impressed, epoch, now, await state.unversioned(now))
 
 
 def chosen_from(

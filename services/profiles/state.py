@@ -6,6 +6,7 @@ a cap, so memory stays bounded (see docs/profiles.md for sizes).
 """
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,9 +16,12 @@ from schemas import ProductIndexed
 from services.profiles.positions import Position
 from services.profiles.profile import RESCALE_AFTER_HALF_LIVES, ClickParams
 from services.profiles.writes import ReadBatch, as_hash
+from state.catalogue import decode_alias
 from state.keys import Keys
 from state.served import remember_async
 from state.values import Item, Profile, decode_item, decode_profile, encode_item
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,16 +65,38 @@ return ARGV[1]
 """
 
 
+_ALIAS_EVERY_S = 5.0
+
+
+@dataclass
+class _AliasRead:
+    value: str | None = None
+    read_at: float = float("-inf")
+
+
 class ProfileState:
     """The profile keys of one group (``keys.group``); ``at(g)`` gives another group's."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, params: ClickParams) -> None:
+    def __init__(self, client: aioredis.Redis, keys: Keys, params: ClickParams, alias: "_AliasRead | None" = None) -> None:
         self.redis = client
         self.keys = keys
         self.params = params
+        self._alias = alias or _AliasRead()  # shared by the groups' states
 
     def at(self, group: int) -> "ProfileState":
-        return self if group == self.keys.group else ProfileState(self.redis, self.keys.at(group), self.params)
+        return self if group == self.keys.group else ProfileState(self.redis, self.keys.at(group), self.params, self._alias)
+
+    async def unversioned(self, now: float) -> str | None:
+        """The version of vectors written without one (``state.catalogue``), read at most every
+        few seconds: it changes at a shop's first `shelfsight reembed`, and then never again."""
+        if now - self._alias.read_at >= _ALIAS_EVERY_S:
+            try:
+                alias = decode_alias(await self.redis.get(self.keys.catalogue))
+            except ValueError:
+                log.warning("the catalogue alias cannot be read; vectors without a version are taken as they are")
+                alias = None
+            self._alias.value, self._alias.read_at = (alias.unversioned if alias else None), now
+        return self._alias.value
 
     def groups(self) -> list["ProfileState"]:
         return [self.at(g) for g in range(self.keys.shards)]

@@ -110,6 +110,7 @@ class LiveCatalogue:
         engine: Recommender,
         reads: SwitchableStore,
         upkeep: UpkeepPolicy,
+        unversioned: str | None = None,
     ) -> None:
         self._settings = settings
         self._upkeep = upkeep
@@ -120,6 +121,9 @@ class LiveCatalogue:
         self._reads = reads
         self._writers = _Writers([], threading.Event())
         self.switches = 0
+        self.unversioned = unversioned  # the version of tastes and product copies written without one
+        self.problem: str | None = None  # why the last switch could not be followed
+        self._given_up = -1
 
     @property
     def model_version(self) -> str:
@@ -136,23 +140,28 @@ class LiveCatalogue:
         for t in threads:
             t.start()
 
-    def stop_writers(self) -> None:
+    def stop_writers(self, timeout_s: float | None = 60.0) -> None:
         """The index build is cancelled; the embedder finishes its batch, commits and stops."""
         self._writers.stop.set()
         for t in self._writers.threads:
-            t.join(60)
+            t.join(timeout_s)
 
     def follow(self, supervise: Supervise) -> Callable[[threading.Event], None]:
-        """The loop a supervised thread runs: switch each time the alias names another version."""
+        """The loop a supervised thread runs: switch each time the alias names another version.
+        Nothing read from the alias stops `serve`: a switch it cannot make is logged and shown on
+        /healthz (``catalogue_problem``), and the current version goes on serving."""
 
         def run(stop: threading.Event) -> None:
             while not stop.wait(self._settings.catalogue_poll_s):
                 try:
                     alias = read_alias(self._client, self._keys)
-                except redis.RedisError as exc:
-                    log.warning("could not read the catalogue alias; trying again", extra={"error": str(exc)})
+                except Exception as exc:  # Redis away, or a document this version cannot read
+                    log.warning("could not read the catalogue alias; trying again", extra={"error": str(exc)[:300]})
                     continue
-                if alias is not None and alias.revision != self.current.revision:
+                if alias is None:
+                    continue
+                self.unversioned = alias.unversioned
+                if alias.revision != self.current.revision and alias.revision != self._given_up:
                     self._switch(settings_for(self._settings, alias.live), alias.revision, alias.live.group, supervise, stop)
 
         return run
@@ -164,18 +173,25 @@ class LiveCatalogue:
             new = open_version(settings, revision, group, self._upkeep, metrics, stop)
         except ShardLocked:
             return  # stopping
-        except StoreMismatch:
-            log.exception("the new version's collection does not fit its model; staying on the current one")
-            self.current.revision = revision  # not again at every poll
+        except Exception as exc:  # a checkpoint this process cannot load, a collection that does not fit it, …
+            self.problem = f"staying on {self.current.name}: could not open {settings.qdrant_collection}: {exc}"[:300]
+            log.exception("could not follow the catalogue switch; the current version goes on serving")
+            self._given_up = revision  # not again at every poll; a later switch is tried afresh
             return
-        if new is None:  # stopping
+        if new is None or stop.is_set():  # stopping
+            if new is not None:
+                new.store.close()
             return
-        self.stop_writers()
+        # The old version's writers end first (the embedder's batch in hand is written and committed
+        # to the old group), however long that takes: its store must not close under them.
+        self.stop_writers(timeout_s=None)
         old = self.current
-        self._reads.swap(new.reads)
+        self._reads.point_at(new.reads)
+        # Version and dimensions move with the store, so a request reads vectors of one space.
         self._engine.follow_model(new.predictor.dims["fused"])
-        self.current = new
+        self.current, self.problem = new, None
         self.start_writers(supervise)
+        self._reads.drain(old.reads)
         old.store.close()
         self.switches += 1
         log.info("catalogue switched", extra={"model": new.name, "collection": settings.qdrant_collection, "group": group})

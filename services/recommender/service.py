@@ -38,6 +38,7 @@ from services.settings import Settings
 from services.vectors.store import ProductStore
 from services.vectors.switchable import SwitchableStore
 from services.vectors.upkeep import UpkeepPolicy
+from state.catalogue import read_alias
 from state.keys import Keys
 from state.secret import state_secret
 from state.served import remember as remember_served
@@ -71,6 +72,7 @@ def build_recommender(
     client: redis.Redis,
     on_served: Sink | None = None,
     model_version: Callable[[], str | None] = lambda: None,
+    unversioned: Callable[[], str | None] = lambda: None,
 ) -> tuple[Recommender, LearnedCache]:
     keys = Keys.of(settings)
     learned = LearnedCache(
@@ -81,7 +83,7 @@ def build_recommender(
         refit_s=settings.item_model_refit_s,
         shape=item_model_shape(settings),
     )
-    reader = ShopperReader(client, keys, model_version=model_version)
+    reader = ShopperReader(client, keys, model_version=model_version, unversioned=unversioned)
     engine = Recommender(store, reader, lambda: learned.current, dims, tuning(settings), on_served=on_served, model_version=model_version)
     return engine, learned
 
@@ -169,6 +171,8 @@ class Serving:
             report["redis"] = "unreachable"
         if version.upkeep is not None:
             report["index_upkeep"] = version.upkeep.report()
+        if self.catalogue.problem:
+            report["catalogue_problem"] = self.catalogue.problem  # still serving: the current version
         if self.failures:
             healthy = False
             report["failed"] = self.failures[0]
@@ -209,7 +213,7 @@ class Running:
         # the store they share is closed last.
         self.stop_follower.set()
         if self.follower is not None:
-            self.follower.join(120)
+            self.follower.join(300)  # a switch in hand waits for the old embedder's batch
         self.stop_responder.set()
         if self.responder is not None:
             self.responder.join(30)
@@ -237,8 +241,10 @@ def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
         client,
         served_publisher(settings, served_log, metrics, client, Keys.of(settings)),
         lambda: catalogue.model_version,  # read at request time, once the catalogue below exists
+        lambda: catalogue.unversioned,
     )
-    catalogue = LiveCatalogue(settings, client, version, engine, reads, upkeep_policy(settings))
+    alias = read_alias(client, Keys.of(settings))
+    catalogue = LiveCatalogue(settings, client, version, engine, reads, upkeep_policy(settings), alias.unversioned if alias else None)
     registries: tuple[CollectorRegistry, ...] = (version.embedder.worker.metrics.registry,) if version.embedder else ()
     responder = Responder(
         settings,

@@ -112,12 +112,15 @@ class ShopperReader:
         limits: ReadLimits | None = None,
         half_life_s: float | None = None,
         model_version: Callable[[], str | None] = lambda: None,
+        unversioned: Callable[[], str | None] = lambda: None,
     ) -> None:
         """``model_version``: the live one (``shelfsight reembed``); a taste or an item vector of
-        another version is in another space, and is read as absent."""
+        another version is in another space, and is read as absent. ``unversioned``: the version of
+        vectors stored without one (``state.catalogue``)."""
         self._redis = client
         self._keys = keys
         self._model_version = model_version
+        self._unversioned = unversioned
         self.limits = limits or ReadLimits()
         self._half_life_s = half_life_s or BOUNDS.half_life_s
 
@@ -150,7 +153,9 @@ class ShopperReader:
         # Forward-decayed scores grow with time; as of the shop's clock, they are counts that fade by half-life.
         decay_now = tuple(2.0 ** -((as_of - float(epoch)) / self._half_life_s) if epoch else 1.0 for epoch in per_group[1::3])
         trending = _added([_scaled(_pairs(rows), d) for rows, d in zip(per_group[0::3], decay_now, strict=True)], lim.trending)
-        shopper = _shopper(user_id, raw_profile, raw_recent, raw_purchased, raw_dismissed, raw_seen, lim.recent, self._model_version())
+        shopper = _shopper(
+            user_id, raw_profile, raw_recent, raw_purchased, raw_dismissed, raw_seen, lim.recent, self._model_version(), self._unversioned()
+        )
         return shopper, _Crowd(trending, float(since) if since else None, decay_now, as_of)
 
     def _read_signals(self, shopper: Shopper, crowd: "_Crowd") -> Signals:
@@ -177,10 +182,10 @@ class ShopperReader:
                 pipe.zrevrange(g.trending(category), 0, lim.per_category - 1, withscores=True)
         replies = iter(pipe.execute()) if looked_up or anchors or categories else iter(())
         vectors = {}
-        live = self._model_version()
+        live, unversioned = self._model_version(), self._unversioned()
         for item in looked_up:
             decoded = decode_item(next(replies))
-            if decoded is not None and same_space(decoded.model_version, live):
+            if decoded is not None and same_space(decoded.model_version, live, unversioned):
                 vectors[item] = decoded.vector
         neighbours, history = {}, {}
         for item in anchors:
@@ -235,6 +240,7 @@ def _shopper(
     raw_seen: list[bytes],
     recent_limit: int,
     model_version: str | None = None,
+    unversioned: str | None = None,
 ) -> Shopper:
     """The shopper as their own keys hold them: the profile, and what they saw, bought and dismissed."""
     profile = decode_profile(raw_profile)
@@ -242,7 +248,7 @@ def _shopper(
     blocked = set(dismissed)
     recent = [r for r in dict.fromkeys(x.decode() for x in raw_recent) if r not in blocked][:recent_limit]
     vector = None
-    usable = profile is not None and same_space(profile.model_version, model_version)
+    usable = profile is not None and same_space(profile.model_version, model_version, unversioned)
     if profile is not None and usable and (norm := float(np.linalg.norm(profile.vector))) > 1e-9:
         vector = profile.vector / norm
     return Shopper(

@@ -43,20 +43,33 @@ class SwitchableStore:
             yield store
         finally:
             with self._changed:
-                self._users[id(store)] -= 1
+                left = self._users[id(store)] - 1
+                if left:
+                    self._users[id(store)] = left
+                else:
+                    del self._users[id(store)]  # no count kept for a store nothing uses
                 self._changed.notify_all()
 
     def _call(self, use: Callable[[ProductStore], T]) -> T:
         with self._using() as store:
             return use(store)
 
+    def point_at(self, store: ProductStore) -> ProductStore:
+        """Send new calls to ``store``; returns the one it replaces (calls may still run on it)."""
+        with self._changed:
+            old, self._current = self._current, store
+        return old
+
+    def drain(self, store: ProductStore, timeout_s: float = 60.0) -> bool:
+        """Wait until no call runs on ``store`` (False if some still did after ``timeout_s``)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._users.get(id(store), 0) == 0, timeout=timeout_s)
+
     def swap(self, store: ProductStore, drain_s: float = 60.0) -> ProductStore:
         """Send new calls to ``store``; the one it replaces, once its running calls are done
         (or ``drain_s`` has passed)."""
-        with self._changed:
-            old, self._current = self._current, store
-            self._changed.wait_for(lambda: self._users.get(id(old), 0) == 0, timeout=drain_s)
-            self._users.pop(id(old), None)
+        old = self.point_at(store)
+        self.drain(old, drain_s)
         return old
 
     def ensure_collection(self, dims: dict[str, int]) -> None:

@@ -1,7 +1,8 @@
 """`shelfsight reembed` against a running `serve`: real Kafka, Redis and embedded Qdrant shards.
 
 A live catalogue is re-embedded while requests flow and products are listed; the re-embed is
-SIGKILLed mid-way and resumed; the catalogue is switched, rolled back and switched again."""
+SIGKILLed mid-way and resumed; the catalogue is switched, rolled back and switched again. A
+profiles worker applies shoppers' clicks throughout."""
 
 import json
 import os
@@ -12,17 +13,24 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from models.checkpoint import read_card
-from schemas.topics import PRODUCTS_INDEXED, PRODUCTS_LISTED
+from schemas import ClickEvent, ClickKind, encode
+from schemas.topics import CLICKS, PRODUCTS_INDEXED, PRODUCTS_LISTED
+from services.bus.config import producer_config
 from services.bus.consume import committed_offsets, read_all
+from services.bus.producer import Producer
 from services.demo.catalogue import catalogue
 from services.embedder.versions import slug
 from services.embedder.worker import GROUP_ID
 from services.vectors.edge import EdgeProductStore
+from state.catalogue import read_alias, write_alias
+from state.keys import Keys
 from tests.ports import free_port
 from tests.services.embedder.conftest import publish_lines, wait_committed
 
@@ -52,22 +60,49 @@ def _wait(check, timeout: float, what: str, process=None, log: Path | None = Non
     raise AssertionError(f"{what} within {timeout} s" + (f": {log.read_text()[-2000:]}" if log else ""))
 
 
-class Traffic:
-    """Shoppers asking for recommendations and look-alikes the whole time; every answer kept."""
+SHOPPERS = [f"shopper-{n}" for n in range(7)]
 
-    def __init__(self, url: str, product_ids: list[str]) -> None:
+
+class Traffic:
+    """Shoppers clicking and asking for recommendations and look-alikes the whole time; every answer kept."""
+
+    def __init__(self, url: str, settings, product_ids: list[str]) -> None:  # type: ignore[no-untyped-def]
         self.url, self.ids = url, product_ids
+        self.producer, self.clicks = Producer(producer_config(settings)), settings.topic(CLICKS.name)
         self.answers: list[tuple[int, str | None]] = []
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None  # a traffic thread that dies must fail the test, not go quiet
+        self.thread = threading.Thread(target=self._guarded, daemon=True)
+
+    def _guarded(self) -> None:
+        try:
+            self._run()
+        except BaseException as error:
+            self.error = error
+            raise
 
     def _run(self) -> None:
         i = 0
         while not self.stop.wait(0.08):  # about 12 a second: under the API's 20 per client address
-            path = f"/v1/users/shopper-{i % 7}/recommendations" if i % 2 else f"/v1/products/{self.ids[i % len(self.ids)]}/similar"
+            shopper, product = SHOPPERS[i % len(SHOPPERS)], self.ids[(i * 7) % len(self.ids)]
+            path = f"/v1/users/{shopper}/recommendations" if i % 2 else f"/v1/products/{product}/similar"
             status, body = _get(self.url + path)
             self.answers.append((status, body.get("model_version")))
+            if i % 3 == 0:
+                self.producer.send(self.clicks, encode(_click(shopper, product, i)))
+                self.producer.flush(10)
             i += 1
+
+
+def _click(shopper: str, product: str, n: int) -> ClickEvent:
+    return ClickEvent(
+        event_id=f"{shopper}-{n}",
+        user_id=shopper,
+        product_id=product,
+        kind=ClickKind.CLICK,
+        occurred_at=datetime.now(UTC),
+        session_id=shopper,
+    )
 
 
 def _store(path: Path) -> EdgeProductStore:
@@ -85,7 +120,7 @@ def _delist(product_id: str) -> dict:
     return {"event": "product.updated", "product_id": product_id, "delisted": True, "updated_at": "2026-11-30T10:00:00Z"}
 
 
-def test_reembed_switches_rolls_back_and_switches_again_while_serving(kafka, small_checkpoint, tmp_path):
+def test_reembed_switches_rolls_back_and_switches_again_while_serving(kafka, small_checkpoint, tmp_path, redis_client):
     port = free_port()
     env = {
         **os.environ,
@@ -101,7 +136,9 @@ def test_reembed_switches_rolls_back_and_switches_again_while_serving(kafka, sma
         "SHELFSIGHT_EMBEDDER_BATCH_SIZE": "8",
         "SHELFSIGHT_CATALOGUE_POLL_S": "0.5",
         "SHELFSIGHT_CONSUMER_SESSION_TIMEOUT_S": "6",  # the resumed run waits this long for the killed one's partitions
+        "SHELFSIGHT_PROFILES_METRICS_PORT": "0",
     }
+    keys = Keys(env["SHELFSIGHT_REDIS_PREFIX"])
     url = f"http://127.0.0.1:{port}"
     base = read_card(small_checkpoint).model_version
     new = base + "+mirror"  # the same weights, pictures seen with their mirror images: other vectors
@@ -113,8 +150,16 @@ def test_reembed_switches_rolls_back_and_switches_again_while_serving(kafka, sma
     publish_lines(kafka, [*products, *(_delist(g) for g in gone)])
     log = tmp_path / "serve.log"
     serve = subprocess.Popen([sys.executable, "-m", "services.cli", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=log.open("ab"))
+    profiles = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "profiles"], env=env, stdout=subprocess.DEVNULL, stderr=log.open("ab")
+    )
     reembed = [sys.executable, "-m", "services.cli", "reembed"]
-    traffic = Traffic(url, [p["product_id"] for p in products[3:]])
+    live = [p["product_id"] for p in products[3:]]
+    traffic = Traffic(url, kafka, live)
+
+    def versions_in_redis(key_of, ids: list[str]) -> set[str | None]:
+        found = {redis_client.hget(key_of(i), "mv") for i in ids}
+        return {v.decode() if v else None for v in found}
 
     def serving(version: str) -> bool:
         status, health = _get(f"{url}/healthz")
@@ -147,12 +192,27 @@ def test_reembed_switches_rolls_back_and_switches_again_while_serving(kafka, sma
         _wait(lambda: serving(base), 60, "serve did not follow the rollback", serve, log)
         run("--model", str(small_checkpoint), "--mirror-average")
         _wait(lambda: serving(new), 60, "serve did not follow the second switch", serve, log)
-        _wait(lambda: len(traffic.answers) > 50, 60, "too few answers")
+        # The profiles worker follows without a restart: its product copies move to the new space,
+        # then each shopper's next click moves their taste there.
+        _wait(lambda: versions_in_redis(keys.item, live) == {new}, 60, "product copies did not move", profiles, log)
+        _wait(lambda: versions_in_redis(keys.user, SHOPPERS) == {new}, 60, "tastes did not move", profiles, log)
+        # A switch serve cannot make (a checkpoint it cannot read) leaves it serving what it has, and says so.
+        alias = read_alias(redis_client, keys)
+        assert alias is not None and alias.unversioned == base, "the first switch named the version of unversioned vectors"
+        missing = replace(alias.live, checkpoint=str(tmp_path / "nowhere"))
+        write_alias(redis_client, keys, replace(alias, live=missing, previous=alias.live, revision=alias.revision + 1))
+        _wait(lambda: "catalogue_problem" in _get(f"{url}/healthz")[1], 60, "serve did not report the switch it could not make", serve, log)
+        assert serving(new)
+        answered = len(traffic.answers)
+        _wait(lambda: len(traffic.answers) > max(50, answered + 5), 60, "too few answers")
     finally:
         traffic.stop.set()
         serve.send_signal(signal.SIGTERM)
+        profiles.send_signal(signal.SIGTERM)
         assert serve.wait(60) == 0, log.read_text()[-2000:]
+        assert profiles.wait(60) == 0, log.read_text()[-2000:]
     traffic.thread.join(10)
+    assert traffic.error is None, f"the traffic thread failed: {traffic.error!r}"
 
     failed = [a for a in traffic.answers if a[0] != 200]
     assert not failed, f"{len(failed)} of {len(traffic.answers)} requests failed: {failed[:3]}"

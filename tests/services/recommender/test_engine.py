@@ -295,3 +295,8 @@ def test_a_taste_and_item_vectors_of_another_model_version_are_set_aside(shop):
     assert shopper.vector is not None and set(signals.vectors) == {"bag-1"}
     assert moved.vector is None and set(moved_signals.vectors) == {"bag-2"}
     assert moved.recent == shopper.recent, "what is not a vector stays"
+    # written before versions were recorded: of the version the alias says (the one live before the first switch)
+    shop.sync.hdel(shop.keys.user("ivy"), "mv")
+    for unversioned, usable in (("m-1", False), ("m-2", True)):
+        reader = ShopperReader(shop.sync, shop.keys, model_version=lambda: "m-2", unversioned=lambda u=unversioned: u)
+        assert (reader.read("ivy", shop.clock)[0].vector is not None) is usable, unversioned
