@@ -6,6 +6,7 @@ from typing import Annotated, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.base import Contract, EventTime, Identifier, bounded_text
+from schemas.experiments import ExperimentTag
 from schemas.limits import LIMITS
 
 
@@ -28,6 +29,10 @@ class ClickContext(BaseModel):
     widget: bounded_text(64) | None = None  # type: ignore[valid-type]  # pydantic reads the Annotated bounds at runtime
     position: Annotated[int, Field(ge=0, le=LIMITS.recommendations)] | None = None
     request_id: Identifier | None = None
+    experiment: ExperimentTag | None = Field(
+        default=None,
+        description="As the answer named it. Informational: credit goes by the served list that request_id names, never by this field.",
+    )
 
 
 class ClickEvent(Contract):

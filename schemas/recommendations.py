@@ -7,6 +7,7 @@ from typing import Annotated, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.base import Contract, EventTime, Identifier, bounded_text
+from schemas.experiments import ExperimentTag
 from schemas.limits import LIMITS
 from schemas.products import CategoryName, Currency, Price
 
@@ -93,6 +94,9 @@ class RecommendationResponse(Contract):
     items: list[RecommendedItem] = Field(default_factory=list, max_length=LIMITS.recommendations)
     error: RecommendationError | None = None
     model_version: bounded_text(LIMITS.id_chars) | None = None  # type: ignore[valid-type]  # pydantic reads the Annotated bounds at runtime
+    experiment: ExperimentTag | None = Field(
+        default=None, description="The live experiment and variant that ranked the list; the widget sends it back with its events."
+    )
     generated_at: EventTime
 
     @model_validator(mode="after")
@@ -134,6 +138,9 @@ class RecommendationServed(Contract):
     )
     model_version: bounded_text(LIMITS.id_chars) | None = Field(  # type: ignore[valid-type]  # pydantic reads the Annotated bounds at runtime
         default=None, description="The product model whose vectors the list was found with (`shelfsight reembed` changes it)."
+    )
+    experiment: ExperimentTag | None = Field(
+        default=None, description="The experiment and variant that ranked the list: clicks on it count for that variant."
     )
 
     @model_validator(mode="after")

@@ -113,6 +113,18 @@ class Settings(BaseSettings):
         le=600.0,
         description="How often `serve` and `shelfsight embedder` look whether `shelfsight reembed` switched the live model version.",
     )
+    experiments_poll_s: float = Field(
+        default=5.0,
+        ge=0.1,
+        le=600.0,
+        description="How often `serve` reads the experiments (`shelfsight experiments`): a new or stopped one takes effect within this time.",
+    )
+    attribution_window_s: float = Field(
+        default=1800.0,
+        ge=1.0,
+        le=1800.0,
+        description="A click, add-to-cart or purchase of a recommended product this soon after the list that showed it counts for that list's experiment variant (at most the 30 minutes served lists are kept).",
+    )
     store_head: bool = Field(
         default=True,
         description="Learn the store's own categories from listings that carry `category_hint` and classify listings without one into them (false: the product model's classes).",

@@ -140,6 +140,16 @@ class Keys:
         shopper's own keys: an impression posted in another shopper's name never touches this list."""
         return f"{self._of(u)}u:{escape(u)}:req:{escape(request_id)}:imp"
 
+    def counted(self, u: str, request_id: str) -> str:
+        """Set when one of the shopper's served lists was counted for its experiment: once, whichever
+        writer keeps it first and however often Kafka redelivers it."""
+        return f"{self._of(u)}u:{escape(u)}:req:{escape(request_id)}:counted"
+
+    def in_experiment(self, u: str, experiment_id: str) -> str:
+        """The shopper's own totals in one experiment (lists, clicks, carts, purchases, revenue):
+        the readout's unit is the shopper, whose variant never changes."""
+        return f"{self._of(u)}u:{escape(u)}:x:{escape(experiment_id)}"
+
     # -- a product's hash (in the product's group) ----------------------------------------
 
     def item(self, i: str) -> str:
@@ -202,6 +212,10 @@ class Keys:
         """Set once the sets written before the registry existed have been registered."""
         return f"{self._tag()}pop:sets:complete"
 
+    def experiment_totals(self, experiment_id: str) -> str:
+        """Per variant, this group's shoppers' sums and sums of squares (``state.experiments``)."""
+        return f"{self._tag()}x:{escape(experiment_id)}"
+
     def parked(self, topic: str, partition: int) -> str:
         """Clicks of one partition waiting for their product (member: the event's JSON, score: parked at)."""
         return f"{self._tag()}parked:{escape(topic)}:{partition}"
@@ -226,6 +240,15 @@ class Keys:
     def catalogue(self) -> str:
         """Which model version's collection is live, and the one before it (``state.catalogue``)."""
         return f"{self.prefix}catalogue:alias"
+
+    @property
+    def experiments(self) -> str:
+        """Every experiment, by id (``schemas.experiments.Experiment`` JSON): what each ``serve`` assigns by."""
+        return f"{self.prefix}experiments"
+
+    def experiment_readings(self, experiment_id: str) -> str:
+        """The smallest always-valid p-value each comparison has reached at any reading so far."""
+        return f"{self.prefix}experiments:{escape(experiment_id)}:readings"
 
     @property
     def updates_channel(self) -> str:

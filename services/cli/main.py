@@ -8,7 +8,15 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from services.cli import catalogue_commands, evaluation_commands, event_commands, model_commands, service_commands, stack_commands
+from services.cli import (
+    catalogue_commands,
+    evaluation_commands,
+    event_commands,
+    experiment_commands,
+    model_commands,
+    service_commands,
+    stack_commands,
+)
 from services.errors import UserError
 from services.logs import configure_logging
 from services.settings import Settings, load_settings
@@ -28,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_commands.register(commands)
     service_commands.register(commands)
     catalogue_commands.register(commands)
+    experiment_commands.register(commands)
     evaluation_commands.register(commands)
     demo = commands.add_parser(
         "demo", help="the main job: the whole system with simulated shoppers and a live storefront (Ctrl-C stops it)"

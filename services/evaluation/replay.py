@@ -181,7 +181,7 @@ class _Run:
 
     def _keep(self, served: RecommendationServed) -> None:
         """What the profiles worker's ``served`` agent does with each served list."""
-        self.loop.run_until_complete(self.state.remember_served(served.user_id, encode(served).value))
+        self.loop.run_until_complete(self.state.remember_served(served.user_id, encode(served).value, served.request_id, served.experiment))
 
     def go(self, progress: bool) -> ReplayResult:
         replay, config = self.replay, self.config

@@ -178,7 +178,7 @@ async def _keep_served(state: ProfileState, metrics: ProfilesMetrics, message: M
     """Served lists, kept per shopper until the clicks that follow them can be joined (see choices.py)."""
     record = decode(RecommendationServed, message.value)
     value = message.value  # not None: decode() refuses a message without one
-    await _retrying(lambda: state.remember_served(record.user_id, value))  # type: ignore[arg-type]
+    await _retrying(lambda: state.remember_served(record.user_id, value, record.request_id, record.experiment))  # type: ignore[arg-type]
     metrics.served.inc()
 
 

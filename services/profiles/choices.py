@@ -35,6 +35,7 @@ class ServedList:
     products: list[str]
     names: tuple[str, ...]
     rows: np.ndarray  # one row of features per product
+    experiment: tuple[str, str] | None = None  # (experiment id, variant) that ranked it
 
     @classmethod
     def from_json(cls, value: bytes) -> "ServedList":
@@ -43,12 +44,24 @@ class ServedList:
         names = tuple(raw["feature_names"])
         rows = np.frombuffer(base64.urlsafe_b64decode(raw["features"]), dtype="<f4").reshape(len(raw["products"]), len(names))
         served_at = datetime.fromisoformat(raw["served_at"]).timestamp()
-        return cls(raw["request_id"], served_at, int(raw["shown"]), list(raw["products"]), names, rows)
+        tag = raw.get("experiment")
+        experiment = (str(tag["experiment_id"]), str(tag["variant"])) if tag else None
+        return cls(raw["request_id"], served_at, int(raw["shown"]), list(raw["products"]), names, rows, experiment)
 
     @classmethod
     def from_contract(cls, served: RecommendationServed) -> "ServedList":
         rows = np.frombuffer(served.features, dtype="<f4").reshape(len(served.products), len(served.feature_names))
-        return cls(served.request_id, served.served_at.timestamp(), served.shown, list(served.products), tuple(served.feature_names), rows)
+        tag = served.experiment
+        experiment = (tag.experiment_id, tag.variant) if tag else None
+        return cls(
+            served.request_id,
+            served.served_at.timestamp(),
+            served.shown,
+            list(served.products),
+            tuple(served.feature_names),
+            rows,
+            experiment,
+        )
 
     def row(self, n: int) -> dict[str, float]:
         return {name: float(v) for name, v in zip(self.names, self.rows[n], strict=True)}
@@ -63,6 +76,26 @@ def pick_list(lists: Sequence[ServedList], request_id: str | None, at: float, ma
                 return served
     candidates = [s for s in lists if s.served_at <= at + 5.0 and at - s.served_at <= max_age_s]
     return max(candidates, key=lambda s: s.served_at, default=None)
+
+
+def showed(lists: Sequence[ServedList], request_id: str | None, product: str, at: float, window_s: float) -> ServedList | None:
+    """The list a choice of ``product`` at ``at`` is credited to: the one its click names, if it
+    showed the product; else the newest that showed it within ``window_s`` before (a few seconds'
+    grace for clocks). Candidates below the fold were not shown and earn no credit.
+
+    >>> a = ServedList("a", 100.0, 1, ["p1", "p2"], ("x",), np.zeros((2, 1), dtype=np.float32))
+    >>> b = ServedList("b", 200.0, 2, ["p2", "p3"], ("x",), np.zeros((2, 1), dtype=np.float32))
+    >>> [showed([b, a], None, p, 250.0, 600.0) for p in ("p1", "p3", "p9")] == [a, b, None]
+    True
+    >>> showed([b, a], "a", "p2", 250.0, 600.0) is None, showed([b, a], None, "p1", 800.0, 600.0) is None
+    (True, True)
+    """
+    if request_id is not None:
+        named = next((s for s in lists if s.request_id == request_id), None)
+        if named is not None:
+            return named if product in named.products[: named.shown] and at - named.served_at <= window_s else None
+    fits = [s for s in lists if s.served_at <= at + 5.0 and at - s.served_at <= window_s and product in s.products[: s.shown]]
+    return max(fits, key=lambda s: s.served_at, default=None)
 
 
 def choice(

@@ -20,13 +20,14 @@ import numpy as np
 
 from models.ranking.learners import CHOICE_KINDS, Learners
 from schemas import ClickEvent
-from services.profiles.choices import ServedList, choice, pick_list
+from services.profiles.choices import ServedList, choice, pick_list, showed
 from services.profiles.messages import RawMessage
 from services.profiles.parking import ParkedAt, ParkedClicks, ParkingLot, Refusal
 from services.profiles.positions import Partition
 from services.profiles.profile import ClickParams, Profile, apply, forward_decay_score
 from services.profiles.snapshot import Snapshot
 from services.profiles.writes import WriteBatch
+from state.experiments import KIND_METRIC
 from state.keys import Keys
 from state.values import Item, encode_profile, same_space
 
@@ -216,9 +217,11 @@ class _Batch:
         if kind in CHOICE_KINDS:
             writes.call("ZINCRBY", keys.choices, 1, product)
             request_id = event.context.request_id if event.context else None
-            made_from = pick_list(self.snapshot.served.get(user, []), request_id, at, params.served_ttl_s)
+            lists = self.snapshot.served.get(user, [])
+            made_from = pick_list(lists, request_id, at, params.served_ttl_s)
             if made_from is not None:
                 self.choices.append((user, made_from, product))
+            self._attribute(user, kind, item, showed(lists, request_id, product, at, params.attribution_window_s))
         if kind == "purchase":
             writes.call("ZADD", keys.purchased(user), at, product)
             self.purchasers.add(user)
@@ -232,6 +235,17 @@ class _Batch:
         self.trending.update({None, item.category})
         self._covisit(self.sessions.setdefault(event.session_id, []), product, event.session_id)
         self._pair_with_history(self.histories.setdefault(user, []), product)
+
+    def _attribute(self, user: str, kind: str, item: Item, shown_in: ServedList | None) -> None:
+        """A choice of a product a list of an experiment showed counts for that list's variant;
+        a purchase also adds its price. In this write, so exactly once with the event."""
+        if shown_in is None or shown_in.experiment is None:
+            return
+        experiment_id, variant = shown_in.experiment
+        shopper, totals = self.keys.in_experiment(user, experiment_id), self.keys.experiment_totals(experiment_id)
+        self.writes.experiment_add(shopper, totals, variant, KIND_METRIC[kind], 1.0)
+        if kind == "purchase" and item.price:
+            self.writes.experiment_add(shopper, totals, variant, "revenue", float(item.price))
 
     def _covisit(self, session: list[str], product: str, session_id: str) -> None:
         """Pairs with the session's latest items: what is looked at together."""

@@ -36,6 +36,7 @@ class ClickParams:
     seen_items: int = BOUNDS.seen_items  # remembered per shopper, never recommended again
     served_lists: int = BOUNDS.served_lists  # latest served lists kept per shopper, to join with choices
     served_ttl_s: int = BOUNDS.served_ttl_s
+    attribution_window_s: float = BOUNDS.served_ttl_s  # a choice this soon after a list showed its product counts for the list's variant
     choice_negatives: int = 10  # skipped candidates paired with each choice …
     shown_negatives: int = 5  # … of which at most this many were shown (the rest: a sample of lower candidates)
     trending: int = BOUNDS.trending

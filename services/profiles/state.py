@@ -13,6 +13,7 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from schemas import ProductIndexed
+from schemas.experiments import ExperimentTag
 from services.profiles.positions import Position
 from services.profiles.profile import RESCALE_AFTER_HALF_LIVES, ClickParams
 from services.profiles.writes import ReadBatch, as_hash
@@ -208,10 +209,13 @@ class ProfileState:
             pipe.smembers(self.keys.impressed(user, request_id))
         return {r: {x.decode() for x in members} for r, members in zip(ordered, await pipe.execute(), strict=True) if members}
 
-    async def remember_served(self, user: str, value: bytes) -> None:
+    async def remember_served(
+        self, user: str, value: bytes, request_id: str | None = None, experiment: ExperimentTag | None = None
+    ) -> None:
         """Keep one served list (the JSON as it came) among the shopper's latest few, unless `serve`
-        kept it already (``state.served``)."""
-        await remember_async(self.redis, self.keys, user, value, self.params.served_lists, self.params.served_ttl_s)
+        kept it already; a list of an experiment counts for its variant once (``state.served``)."""
+        params = self.params
+        await remember_async(self.redis, self.keys, user, value, params.served_lists, params.served_ttl_s, request_id, experiment)
 
     async def current_epoch(self, now: float) -> float:
         """The forward-decay epoch of this group's trending sets, moved forward (and the sets

@@ -23,13 +23,17 @@ from typing import Any
 import msgpack
 import redis.asyncio as aioredis
 
+from state.experiments import EXPERIMENT_ADD_LUA, SHOPPER_TTL_S
+
 # ARGV[1], unpacked: the number of guards g; g guards (key, field, expected value or '', new value); the number
 # of required members r; r pairs (sorted set, member); then a flat list of commands: a count n,
 # then the n words of one command, then the next count …
 # The keys are inside the packed argument, not in KEYS: KEYS[1] is only the group's routing key,
 # which names the hash slot (see keys.py), so on Redis Cluster every key a batch touches must
 # share it — the handler builds one batch per key group.
-_SCRIPT = """
+_SCRIPT = (
+    EXPERIMENT_ADD_LUA
+    + """
 local ARGV = cmsgpack.unpack(ARGV[1])
 local g = tonumber(ARGV[1])
 local after_guards = 2 + 4 * g
@@ -45,7 +49,11 @@ local i = first
 local n = #ARGV
 while i <= n do
   local count = tonumber(ARGV[i])
-  redis.call(unpack(ARGV, i + 1, i + count))
+  if ARGV[i + 1] == '_experiment_add' then
+    experiment_add(unpack(ARGV, i + 2, i + count))
+  else
+    redis.call(unpack(ARGV, i + 1, i + count))
+  end
   i = i + count + 1
 end
 for at = 2, after_guards - 1, 4 do
@@ -53,6 +61,7 @@ for at = 2, after_guards - 1, 4 do
 end
 return 1
 """
+)
 
 
 class WriteBatch:
@@ -66,6 +75,11 @@ class WriteBatch:
         # As redis-py would send them: a float's shortest exact decimal (a Lua number would be
         # rounded to 14 digits when the script hands it to a command).
         self._args.extend(repr(float(word)) if isinstance(word, float) else word for word in command)
+
+    def experiment_add(self, shopper_key: str, totals_key: str, variant: str, metric: str, amount: float) -> None:
+        """Add ``amount`` to a shopper's ``metric`` in an experiment, and to the variant's sums
+        (``state.experiments.EXPERIMENT_ADD_LUA``), in order with the other commands."""
+        self.call("_experiment_add", shopper_key, totals_key, variant, metric, float(amount), SHOPPER_TTL_S)
 
     def guard(self, key: str, field: str, expected: str | None, new: str) -> None:
         """Apply only if ``key``'s ``field`` holds ``expected`` (None: absent), and set it to ``new``."""

@@ -5,6 +5,7 @@ from typing import Any
 
 from schemas import RecommendationResponse
 from schemas.base import printable
+from schemas.experiments import ExperimentTag
 from schemas.recommendations import (
     RecommendationError,
     RecommendationFilters,
@@ -35,12 +36,15 @@ def item(pick: Pick) -> RecommendedItem:
     )
 
 
-def response(request_id: str, user_id: str, picks: list[Pick], model_version: str | None) -> RecommendationResponse:
+def response(
+    request_id: str, user_id: str, picks: list[Pick], model_version: str | None, experiment: ExperimentTag | None = None
+) -> RecommendationResponse:
     return RecommendationResponse(
         request_id=request_id,
         user_id=user_id,
         items=[item(p) for p in picks],
         model_version=model_version,
+        experiment=experiment,
         generated_at=datetime.now(UTC),
     )
 

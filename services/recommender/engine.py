@@ -11,7 +11,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,8 +19,9 @@ import numpy as np
 
 from models.ranking import LinearScorer
 from schemas import RecommendationServed
+from schemas.experiments import ExperimentTag
 from services.recommender.candidates import Candidate, CandidatePool, CoVisits, unit
-from services.recommender.features import FEATURES, SOURCE_OF, Evidence, feature_matrix, position_value, prior_scorer
+from services.recommender.features import FEATURES, SOURCE_OF, Evidence, feature_matrix, popularity_scorer, position_value, prior_scorer
 from services.recommender.just_posted import JustPosted
 from services.recommender.learned import Learned
 from services.recommender.ranking import mmr, spread
@@ -44,6 +45,8 @@ class Query:
     filters: SearchFilters = field(default_factory=lambda: SearchFilters(in_stock=True))  # as in the contract
     context_product_id: str | None = None
     request_id: str | None = None  # echoed in the served log; made up when None
+    experiment: ExperimentTag | None = None  # the variant the shopper is in: named on the served list
+    ranking: str | None = None  # the variant's ranking ("learned", "prior", "popularity"); None: the tuning's
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class Recommendations:
     ranked: list[str] = field(default_factory=list)  # every candidate, best first (recall is measured on it)
     ranker: str = "prior"
     sources: dict[str, frozenset[str]] = field(default_factory=dict)  # candidate → the sources that proposed it
+    experiment: ExperimentTag | None = None
 
 
 @dataclass(frozen=True)
@@ -103,9 +107,11 @@ class Recommender:
         pictures: bool = True,
         posted: JustPosted | None = None,
         model_version: Callable[[], str | None] = lambda: None,
+        assign: Callable[[str], tuple[ExperimentTag, str] | None] = lambda _user: None,
     ) -> None:
         """``pictures``: whether the store has a picture space (``image`` vectors) to search;
-        ``posted``: what this process's API accepted a moment ago (read over Redis)."""
+        ``posted``: what this process's API accepted a moment ago (read over Redis); ``assign``:
+        a shopper's variant in the running experiment and its ranking (``RunningExperiments``)."""
         self._store = store
         self._reader = reader
         self._learned = learned
@@ -116,7 +122,9 @@ class Recommender:
         self._pictures = pictures
         self.posted = posted or JustPosted()
         self._model_version = model_version  # the live one, named on every served list
+        self._assign = assign
         self._prior = prior_scorer()
+        self._popularity = popularity_scorer()  # an experiment's deliberately weak variant
 
     def follow_model(self, dims: int) -> None:
         """The live model version changed (``shelfsight reembed``): fused vectors now have ``dims`` values."""
@@ -124,6 +132,10 @@ class Recommender:
 
     def recommend(self, query: Query) -> Recommendations:
         started = time.perf_counter()
+        if query.experiment is None:
+            assigned = self._assign(query.user_id)
+            if assigned is not None:
+                query = replace(query, experiment=assigned[0], ranking=assigned[1])
         shopper, signals = self._reader.read(query.user_id, self._clock(), self.posted.of(query.user_id))
         # Time is measured by the shop's clock (the latest event applied), not the wall: ages, what is
         # new, popularity and the served list's time then agree with the events, however far behind.
@@ -144,7 +156,7 @@ class Recommender:
         candidates = [c for c in pool.all() if c.payload is not None and not c.payload.get("delisted") and matches(c.payload, filters)]
         if not candidates:
             return Recommendations([], len(pool), time.perf_counter() - started, query.request_id or "")
-        scorer = self._scorer(learned)
+        scorer = self._scorer(learned, query.ranking or self.tuning.ranking)
         vectors = self._unit_vectors(candidates)
         evidence = self._evidence(candidates, vectors, shopper, signals, covisits, learned, now)
         features = feature_matrix(evidence)
@@ -154,11 +166,12 @@ class Recommender:
         credit = _credit_by_source(scorer, features[order])
         picks = self._explain(order, candidates, vectors, scores, credit, shopper, signals, context_id, now)
         ranked = [candidates[i].product_id for i in np.argsort(-scores, kind="stable")]
-        ranker = "learned" if scorer.learned else "prior"
+        ranker = "learned" if scorer.learned else ("popularity" if scorer is self._popularity else "prior")
         if self._on_served is not None:
-            self._on_served(self._served(request_id, query.user_id, order, candidates, features, scores, ranker, now))
+            served = self._served(request_id, query.user_id, order, candidates, features, scores, ranker, now)
+            self._on_served(served.model_copy(update={"experiment": query.experiment}) if query.experiment else served)
         sources = {c.product_id: frozenset(c.evidence) for c in candidates}
-        return Recommendations(picks, len(pool), time.perf_counter() - started, request_id, ranked, ranker, sources)
+        return Recommendations(picks, len(pool), time.perf_counter() - started, request_id, ranked, ranker, sources, query.experiment)
 
     def similar(self, product_id: str, k: int = 10, filters: SearchFilters | None = None) -> Recommendations:
         """Products that look like ``product_id`` (image space when it has a picture, else fused)."""
@@ -296,10 +309,10 @@ class Recommender:
 
     # -- ranking --------------------------------------------------------------------------
 
-    def _scorer(self, learned: Learned) -> LinearScorer:
-        if self.tuning.ranking == "learned" and learned.ranker is not None and learned.ranker.learned:
+    def _scorer(self, learned: Learned, ranking: str) -> LinearScorer:
+        if ranking == "learned" and learned.ranker is not None and learned.ranker.learned:
             return learned.ranker
-        return self._prior
+        return self._popularity if ranking == "popularity" else self._prior
 
     def _unit_vectors(self, candidates: list[Candidate]) -> np.ndarray:
         dims = self._dims

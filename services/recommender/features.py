@@ -132,6 +132,11 @@ def prior_scorer() -> LinearScorer:
     return LinearScorer.fixed(FEATURES, PRIOR)
 
 
+def popularity_scorer() -> LinearScorer:
+    """The shop's decayed popularity alone: what an experiment's weak control ranks by."""
+    return LinearScorer.fixed(FEATURES, {"trending_rel": 1.0})
+
+
 def position_value(position: int | None) -> float:
     """What the ``position`` feature logs for an item shown at ``position`` (0-based); None: not shown."""
     return 0.0 if position is None else 1.0 / math.log2(position + 2)

@@ -24,6 +24,8 @@ from services.bus.broker import require_broker
 from services.bus.config import consumer_config, producer_config
 from services.bus.producer import Producer
 from services.errors import UserError
+from services.experiments.report import read_report
+from services.experiments.running import RunningExperiments
 from services.recommender.catalogue import LiveCatalogue, first_version
 from services.recommender.engine import Recommender, Sink, Tuning
 from services.recommender.http.app import ApiParts, build_api
@@ -39,6 +41,7 @@ from services.vectors.store import ProductStore
 from services.vectors.switchable import SwitchableStore
 from services.vectors.upkeep import UpkeepPolicy
 from state.catalogue import read_alias
+from state.experiments import load_all
 from state.keys import Keys
 from state.secret import state_secret
 from state.served import remember as remember_served
@@ -84,7 +87,17 @@ def build_recommender(
         shape=item_model_shape(settings),
     )
     reader = ShopperReader(client, keys, model_version=model_version, unversioned=unversioned)
-    engine = Recommender(store, reader, lambda: learned.current, dims, tuning(settings), on_served=on_served, model_version=model_version)
+    experiments = RunningExperiments(client, keys, settings.experiments_poll_s)
+    engine = Recommender(
+        store,
+        reader,
+        lambda: learned.current,
+        dims,
+        tuning(settings),
+        on_served=on_served,
+        model_version=model_version,
+        assign=experiments.assign,
+    )
     return engine, learned
 
 
@@ -115,7 +128,7 @@ def served_publisher(
             producer.client.produce(topic, key=message.key, value=message.value, headers=message.headers)
             producer.client.poll(0)
             if client is not None and keys is not None:
-                remember_served(client, keys, served.user_id, message.value)
+                remember_served(client, keys, served.user_id, message.value, request_id=served.request_id, experiment=served.experiment)
         except Exception as exc:  # a full queue (broker away), Redis away or an oversize list must not fail or block the answer
             metrics.served_unlogged.labels("failed").inc()
             log.warning("served list not logged", extra={"error": str(exc)[:200]})
@@ -266,6 +279,8 @@ def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
         metrics,
         registries,
         model_version=lambda: catalogue.model_version,
+        experiment_report=lambda experiment_id, metric: read_report(client, keys, experiment_id, metric),
+        experiments=lambda: load_all(client, keys),
     )
     serving = Serving(settings, catalogue, engine, learned, responder, parts, served_log, [], client)
     parts.health = serving.health

@@ -100,3 +100,32 @@ def test_reembed_says_what_it_needs(kafka, small_checkpoint):
     assert no_model.returncode == 2 and "no model checkpoint at" in no_model.stderr
     for result in (neither, nothing_before, no_model):
         assert result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.mark.redis
+def test_experiments_say_what_is_wrong_in_one_line_and_report_what_they_hold():
+    import uuid
+
+    env = {"SHELFSIGHT_REDIS_PREFIX": f"cli-exp-{uuid.uuid4().hex[:8]}:"}
+    mistakes = {
+        ("--variant", "a=prior"): "at least 2 items",
+        ("--variant", "a=prior:0.7", "--variant", "b=learned:0.7"): "add up to 1.4",
+        ("--variant", "a=best", "--variant", "b=prior"): "ranking",
+        ("--variant", "a=prior:half", "--variant", "b=prior"): "is not a number",
+        ("--variant", "a", "--variant", "b=prior"): "NAME=RANKING",
+    }
+    for args, says in mistakes.items():
+        result = _run("experiments", "create", "cli-1", *args, env=env)
+        assert result.returncode == 2 and says in result.stderr and result.stderr.count("\n") == 1, (args, result.stderr)
+    created = _run("experiments", "create", "cli-1", "--variant", "control=learned", "--variant", "weak=popularity", env=env)
+    assert created.returncode == 0, created.stderr
+    again = _run("experiments", "create", "cli-2", "--variant", "a=prior", "--variant", "b=learned", env=env)
+    assert again.returncode == 2 and "stop it first" in again.stderr and again.stderr.count("\n") == 1
+    report = _run("experiments", "report", "cli-1", env=env)
+    assert report.returncode == 0 and "weak − control" in report.stdout and "no decision yet" in report.stdout, report.stdout
+    assert _run("experiments", "stop", "cli-1", env=env).returncode == 0
+    listed = _run("experiments", "list", env=env)
+    assert listed.stdout.startswith("cli-1\tstopped\tcontrol=learned:0.5, weak=popularity:0.5")
+    assert _run("experiments", "delete", "cli-1", env=env).returncode == 0
+    missing = _run("experiments", "report", "cli-1", env=env)
+    assert missing.returncode == 2 and "no experiment 'cli-1'" in missing.stderr

@@ -14,7 +14,7 @@ from fastapi import FastAPI, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
 
-from services.recommender.http import events, ops, products, shoppers
+from services.recommender.http import events, experiments, ops, products, shoppers
 from services.recommender.http.access import Gate
 from services.recommender.http.guards import BodyLimit
 from services.recommender.http.parts import ApiParts
@@ -58,6 +58,8 @@ def build_api(parts: ApiParts) -> FastAPI:
     app.include_router(shoppers.router(parts, gate))
     app.include_router(products.router(parts, gate))
     app.include_router(events.router(parts, gate))
+    if parts.experiment_report is not None:
+        app.include_router(experiments.router(parts.experiment_report, parts.experiments, gate.keys))
     app.include_router(ops.health_router(parts, full=on_api_port))
     if on_api_port:
         app.include_router(ops.metrics_router(parts))

@@ -55,6 +55,10 @@ def build_ops_api(parts: ApiParts, public: FastAPI) -> FastAPI:
     ops = FastAPI(title="Shelfsight (operations)", version="1", redoc_url=None)
     ops.include_router(health_router(parts, full=True))
     ops.include_router(metrics_router(parts))
+    if parts.experiment_report is not None:
+        from services.recommender.http import experiments
+
+        ops.include_router(experiments.router(parts.experiment_report, parts.experiments, None))
     ops.openapi = public.openapi  # type: ignore[method-assign]  # /docs here describes the public API
     return ops
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
+from schemas.experiments import Experiment, ExperimentReport
 from services.bus.producer import Producer
 from services.recommender.engine import Recommender
 from services.recommender.http.live import LiveUpdates
@@ -26,3 +27,5 @@ class ApiParts:
     registries: tuple[CollectorRegistry, ...] = ()
     health: Callable[[], dict[str, object]] = lambda: {"healthy": True}
     model_version: Callable[[], str | None] = lambda: None
+    experiment_report: Callable[[str, str], ExperimentReport] | None = None  # (id, metric) → report; None: no experiment routes
+    experiments: Callable[[], list[Experiment]] = list

@@ -43,7 +43,7 @@ def _recommend(
     result = parts.engine.recommend(EngineQuery(user_id, k, filters, context, request_id))
     parts.metrics.requests.labels(interface, "ok").inc()
     parts.metrics.latency.labels(interface).observe(time.perf_counter() - started)
-    return answers.response(request_id, user_id, result.items, parts.model_version())
+    return answers.response(request_id, user_id, result.items, parts.model_version(), result.experiment)
 
 
 def _add_recommendations(routes: APIRouter, parts: ApiParts, gate: Gate) -> None:

@@ -100,6 +100,7 @@
     _render(answer) {
       this._items = answer.items || [];
       this._requestId = answer.request_id;
+      this._experiment = answer.experiment || null;  // sent back with each event; credit goes by request_id
       const row = this.shadowRoot.querySelector(".row");
       if (this._observer) this._observer.disconnect();
       row.replaceChildren();
@@ -149,6 +150,7 @@
     _event(productId, kind, position) {
       const context = { widget: "shelfsight-recs", position };
       if (this._requestId) context.request_id = this._requestId;
+      if (this._experiment) context.experiment = this._experiment;
       return {
         event_id: newId(), user_id: this.user, product_id: productId, kind,
         occurred_at: new Date().toISOString(), session_id: this._session, context,

@@ -269,8 +269,9 @@ def test_a_shopper_id_with_a_colon_never_touches_another_shoppers_keys(setup):
     assert r.type(keys.user("alice:recent")) == b"hash" and r.type(keys.recent("alice")) == b"list"
 
 
-def _served(user="u1", request="req-1", products=("p1", "p2", "p3", "p4"), shown=2, at=None):
+def _served(user="u1", request="req-1", products=("p1", "p2", "p3", "p4"), shown=2, at=None, experiment=None):
     from schemas import RecommendationServed, encode
+    from schemas.experiments import ExperimentTag
 
     rows = np.arange(len(products) * 2, dtype="<f4").reshape(len(products), 2)
     served = RecommendationServed(
@@ -282,6 +283,7 @@ def _served(user="u1", request="req-1", products=("p1", "p2", "p3", "p4"), shown
         feature_names=["a", "b"],
         features=rows.tobytes(),
         ranker="prior",
+        experiment=ExperimentTag(experiment_id=experiment[0], variant=experiment[1]) if experiment else None,
     )
     return encode(served).value
 
@@ -378,3 +380,40 @@ def test_the_recommender_downloads_a_checkpoint_only_when_it_changed(setup):
     learners.learn_event("u1", "p2", "click", 1.0)
     loop.run_until_complete(checkpoint_learners(state, learners, b"secret"))
     assert cache.refresh() is True and cache.current.events == 2
+
+
+def test_choices_on_an_experiments_list_count_for_its_variant_once(setup):
+    """Shown products earn credit (by the request id the click names, or the newest list that
+    showed them); those below the fold or not in the list do not; a redelivered batch adds nothing."""
+    from state.experiments import totals
+
+    loop, state, handler, letters, keys, r = setup
+    old = _served(
+        request="req-old", products=("p7", "p8"), at=NOW - timedelta(seconds=SMALL.attribution_window_s + 60), experiment=("e1", "b")
+    )
+    loop.run_until_complete(state.remember_served("u1", old, "req-old", _tag("e1", "b")))
+    served = _served(request="req-x", experiment=("e1", "b"))
+    loop.run_until_complete(state.remember_served("u1", served, "req-x", _tag("e1", "b")))
+    named = json.loads(_click(1, product="p1").value)
+    named["context"] = {"widget": "recs", "position": 0, "request_id": "req-x"}
+    batch = [
+        RawMessage(b"u1", json.dumps(named).encode(), 0, 1),
+        _click(2, product="p2", kind="purchase"),  # shown, found by time
+        _click(3, product="p3"),  # below the fold: a candidate, never shown
+        _click(4, product="p5"),  # not in the list
+    ]
+    loop.run_until_complete(handler.handle(batch))
+    loop.run_until_complete(handler.handle(batch))  # Kafka redelivers
+    summed = totals(r, keys, "e1")
+    assert summed["b|shoppers"] == 1 and summed["b|lists"] == 2
+    assert (summed["b|clicks"], summed["b|purchases"], summed["b|revenue"]) == (1, 1, 12.0)  # p2 costs 12
+    assert summed["b|revenue|x"] == 24.0 and summed["b|clicks|any"] == 1  # revenue × the shopper's two lists
+    loop.run_until_complete(handler.handle([_click(5, product="p7")]))
+    assert letters == [] and r.zscore(keys.choices, "p7") == 1, "applied"
+    assert totals(r, keys, "e1")["b|clicks"] == 1, "a choice after the attribution window is not credited"
+
+
+def _tag(experiment_id, variant):
+    from schemas.experiments import ExperimentTag
+
+    return ExperimentTag(experiment_id=experiment_id, variant=variant)

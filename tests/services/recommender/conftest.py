@@ -66,8 +66,9 @@ class Shop:
     clock: float = field(default_factory=time.time)
     counter: int = 0
 
-    def engine(self, log_served: bool = False, store: ProductStore | None = None, **tuning) -> Recommender:
-        """``log_served``: served lists reach Redis the way the profiles worker's `served` agent keeps them."""
+    def engine(self, log_served: bool = False, store: ProductStore | None = None, assign=None, **tuning) -> Recommender:
+        """``log_served``: served lists reach Redis the way the profiles worker's `served` agent keeps them;
+        ``assign``: experiments' assignment (``RunningExperiments.assign``)."""
         sink = self.remember_served if log_served else None
         return Recommender(
             store or self.store,
@@ -78,10 +79,11 @@ class Shop:
             clock=lambda: self.clock,
             on_served=sink,
             pictures=self.pictures,
+            assign=assign or (lambda _user: None),
         )
 
     def remember_served(self, served: RecommendationServed) -> None:
-        self.loop.run_until_complete(self.state.remember_served(served.user_id, encode(served).value))
+        self.loop.run_until_complete(self.state.remember_served(served.user_id, encode(served).value, served.request_id, served.experiment))
 
     def add(
         self,

@@ -1,0 +1,157 @@
+"""`shelfsight experiments create|list|stop|report|delete`: live A/B tests between rankings."""
+
+import argparse
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from services.cli import Commands
+from services.errors import UserError
+from services.settings import Settings
+
+if TYPE_CHECKING:
+    import redis
+
+    from schemas.experiments import ExperimentReport, VariantSpec
+    from state.keys import Keys
+
+
+def register(commands: Commands) -> None:
+    experiments = commands.add_parser(
+        "experiments",
+        help="A/B tests between rankings on live traffic: create, list, stop, report, delete",
+        description="Every `serve` reads the experiments from Redis within SHELFSIGHT_EXPERIMENTS_POLL_S and assigns each "
+        "shopper to a variant by a hash of their id; the profiles worker credits each variant with the clicks, carts "
+        "and purchases on the lists it ranked. See docs/experiments.md.",
+    )
+    actions = experiments.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="start an experiment (at most one runs at a time)")
+    create.add_argument("experiment_id", help="lower-case letters, digits, - and _")
+    create.add_argument(
+        "--variant",
+        action="append",
+        required=True,
+        metavar="NAME=RANKING[:SHARE]",
+        help="a variant: its name, its ranking (learned, prior or popularity) and its share of shoppers "
+        "(default: equal shares); the first is the control. Give two to four.",
+    )
+    create.add_argument("--days", type=float, default=None, help="end it after this many days (default: run until stopped)")
+    create.add_argument("--description", default="", help="what it tests, for the report")
+    for name, text in (("list", "every experiment, newest last"), ("stop", "stop assigning shoppers; the totals stay")):
+        action = actions.add_parser(name, help=text)
+        if name == "stop":
+            action.add_argument("experiment_id")
+    report = actions.add_parser("report", help="per variant: shoppers, rates with 95 %% intervals, the sequential test")
+    report.add_argument("experiment_id")
+    report.add_argument("--metric", default="clicks", choices=("clicks", "carts", "purchases", "revenue"), help="compared per shopper")
+    report.add_argument("--json", action="store_true", help="the report as JSON (as GET /v1/experiments/{id} returns it)")
+    delete = actions.add_parser("delete", help="remove a stopped experiment and its totals")
+    delete.add_argument("experiment_id")
+    experiments.set_defaults(run=_experiments)
+
+
+def parse_variants(texts: list[str]) -> "list[VariantSpec]":
+    """``NAME=RANKING[:SHARE]`` each; shares not given split what the given ones leave equally."""
+    from schemas.experiments import VariantSpec
+
+    parsed: list[tuple[str, str, float | None]] = []
+    for text in texts:
+        name, _, rest = text.partition("=")
+        ranking, _, share = rest.partition(":")
+        if not name or not ranking:
+            raise UserError(f"--variant {text!r}: write NAME=RANKING or NAME=RANKING:SHARE, e.g. control=prior:0.5")
+        try:
+            parsed.append((name, ranking, float(share) if share else None))
+        except ValueError:
+            raise UserError(f"--variant {text!r}: the share {share!r} is not a number (e.g. 0.5)") from None
+    given = sum(s for _, _, s in parsed if s is not None)
+    missing = [p for p in parsed if p[2] is None]
+    left = (1.0 - given) / len(missing) if missing else 0.0
+    try:
+        return [VariantSpec(name=n, ranking=r, share=s if s is not None else left) for n, r, s in parsed]  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise UserError(f"--variant: {_first_error(exc)}") from None
+
+
+def _first_error(exc: Exception) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"])
+        return f"{where}: {error['msg']}" if where else str(error["msg"])
+    return str(exc)
+
+
+def _experiments(settings: Settings, args: argparse.Namespace) -> int:
+    from services.redis_clients import redis_client
+    from state import experiments as stored
+    from state.keys import Keys
+
+    client, keys, now = redis_client(settings), Keys.of(settings), datetime.now(UTC)
+    try:
+        if args.action == "create":
+            return _create(client, keys, args, now)
+        if args.action == "list":
+            for experiment in stored.load_all(client, keys):
+                variants = ", ".join(f"{v.name}={v.ranking}:{v.share:g}" for v in experiment.variants)
+                state = "stopped" if experiment.stopped_at else ("running" if experiment.running(now) else "not running")
+                print(f"{experiment.experiment_id}\t{state}\t{variants}\tcreated {experiment.created_at.isoformat(timespec='seconds')}")
+            return 0
+        if args.action == "stop":
+            stored.stop(client, keys, args.experiment_id, now)
+            print(f"stopped {args.experiment_id}; `shelfsight experiments report {args.experiment_id}` still reads it")
+            return 0
+        if args.action == "delete":
+            stored.delete(client, keys, args.experiment_id)
+            print(f"deleted {args.experiment_id}")
+            return 0
+        return _report(client, keys, args)
+    except stored.ExperimentError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _create(client: "redis.Redis", keys: "Keys", args: argparse.Namespace, now: datetime) -> int:
+    from schemas.experiments import ExperimentSpec
+    from state.experiments import create
+
+    variants = parse_variants(args.variant)
+    ends = now + timedelta(days=args.days) if args.days else None
+    try:
+        spec = ExperimentSpec(experiment_id=args.experiment_id, variants=variants, ends_at=ends, description=args.description)
+    except ValueError as exc:
+        raise UserError(f"experiment {args.experiment_id!r}: {_first_error(exc)}") from None
+    experiment = create(client, keys, spec, now)
+    print(f"created {experiment.experiment_id}: every `serve` assigns shoppers to it within its experiments poll")
+    return 0
+
+
+def _report(client: "redis.Redis", keys: "Keys", args: argparse.Namespace) -> int:
+    from services.experiments.report import read_report
+
+    report = read_report(client, keys, args.experiment_id, args.metric)
+    print(report.model_dump_json(indent=2) if args.json else render(report))
+    return 0
+
+
+def render(report: "ExperimentReport") -> str:
+    """The report as a few lines of text."""
+    e = report.experiment
+    lines = [f"{e.experiment_id} ({report.status}), read {report.read_at.isoformat(timespec='seconds')}; {e.description}".rstrip("; ")]
+    lines.append(f"{'variant':<14}{'ranking':<12}{'shoppers':>9}  {'lists/shopper':>14}  {'CTR':>22}  {report.metric + '/shopper':>26}")
+    for v in report.variants:
+        m, ctr = v.per_shopper[report.metric], v.ctr
+        lines.append(
+            f"{v.name:<14}{v.ranking:<12}{v.shoppers:>9}  {v.per_shopper['lists'].mean:>14.2f}  "
+            f"{ctr.mean:>7.4f} [{ctr.low:.4f}, {ctr.high:.4f}]  {m.mean:>9.4f} [{m.low:.4f}, {m.high:.4f}]"
+        )
+    for c in report.comparisons:
+        relative = f" ({c.relative:+.1%})" if c.relative is not None else ""
+        lines.append(
+            f"{c.variant} − {report.variants[0].name}: {c.difference.mean:+.4f} [{c.difference.low:+.4f}, {c.difference.high:+.4f}]{relative} "
+            f"{c.metric}/shopper; always-valid p {c.p_value_running:.4g} (now {c.p_value:.4g}): {c.decision}"
+        )
+    srm = report.sample_ratio
+    lines.append(
+        f"sample ratio: p {srm.p_value:.4g}" + (" — MISMATCH: the split is off; do not trust these figures" if srm.mismatch else " (fine)")
+    )
+    return "\n".join(lines)

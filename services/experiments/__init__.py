@@ -1,0 +1,1 @@
+"""Live experiments: who sees which variant, and what the variants did."""

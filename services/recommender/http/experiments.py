@@ -1,0 +1,52 @@
+"""GET /v1/experiments and /v1/experiments/{id}: the report `shelfsight experiments report` prints.
+
+A shop's sales figures are not for the public: on the API port these routes need a secret key
+(`X-API-Key`, SHELFSIGHT_API_KEYS); on the ops port (SHELFSIGHT_API_OPS_PORT, bound to
+SHELFSIGHT_METRICS_HOST) they are served like /metrics, to whoever can reach that port.
+"""
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query
+from fastapi.concurrency import run_in_threadpool
+
+from schemas.experiments import Experiment, ExperimentReport
+from services.recommender.http.guards import Access, ApiKeys
+
+Reports = Callable[[str, str], ExperimentReport]
+Listing = Callable[[], list[Experiment]]
+
+
+def router(report: Reports, listing: Listing, keys: ApiKeys | None) -> APIRouter:
+    """``keys``: the API port's keys, of which a secret one is required; None on the ops port."""
+    routes = APIRouter(tags=["experiments"], dependencies=[Depends(_secret_key_of(keys))] if keys is not None else [])
+
+    @routes.get("/v1/experiments", response_model=list[Experiment], responses={403: {}})
+    async def experiments() -> list[Experiment]:
+        """Every experiment, running or not, oldest first."""
+        return await run_in_threadpool(listing)
+
+    @routes.get("/v1/experiments/{experiment_id}", response_model=ExperimentReport, responses={403: {}, 404: {}})
+    async def experiment_report(
+        experiment_id: Annotated[str, Path(max_length=48)],
+        metric: Annotated[str, Query(pattern="^(clicks|carts|purchases|revenue)$")] = "clicks",
+    ) -> ExperimentReport:
+        """Per variant: shoppers, rates with 95 % intervals; each variant against the control with an
+        always-valid p-value; the sample-ratio check. Reading it counts as a reading of the sequential test."""
+        from state.experiments import ExperimentError
+
+        try:
+            return await run_in_threadpool(report, experiment_id, metric)
+        except ExperimentError as error:
+            raise HTTPException(404, str(error)) from None
+
+    return routes
+
+
+def _secret_key_of(keys: ApiKeys) -> Callable[[str | None], None]:
+    def secret_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
+        if keys.access(x_api_key) is not Access.ALL:
+            raise HTTPException(403, "experiments need a secret key in X-API-Key (SHELFSIGHT_API_KEYS), or the ops port")
+
+    return secret_key
