@@ -21,13 +21,14 @@ REPORT_DIR ?= reports/fashion-mnist
 TRAIN_ARGS ?= --mode finetune --input-size 96 --trainable-stages 14 --shift-cells 1 --erase 0.5 --epochs 20 --patience 20 \
   --batch-size 128 --backbone-lr 1e-3
 
-.PHONY: help setup eval-deps fashion-mnist chromium model demo test up down status eval-movielens eval-synthetic eval-rates
+.PHONY: help setup eval-deps fashion-mnist chromium model demo test up down status eval-movielens eval-synthetic eval-rates eval-experiments
 
 help:
 	@echo "make demo    the whole system: Kafka + Redis, model, serve + profiles, simulated shoppers, live storefront"
 	@echo "make test    set up, start Kafka + Redis, run the tests, stop what it started"
 	@echo "make model   train the product model on Fashion-MNIST and write its evaluation report"
 	@echo "make eval-movielens | eval-synthetic | eval-rates   recommendation quality against baselines (docs/evaluation.md)"
+	@echo "make eval-experiments   live A/A, A/B and interleaving runs: right decisions and the traffic they need"
 	@echo "make up|down|status   the local stack on its own"
 
 setup: $(STAMP)
@@ -93,6 +94,14 @@ eval-synthetic: setup fashion-mnist up
 	    $(SHELFSIGHT) datasets synthetic-shop $(EVAL_DATA)/synthetic-shop-$$case --new-listings $$case --new-after-days 10 || exit $$?; \
 	  $(SHELFSIGHT) evaluate-recs $(EVAL_DATA)/synthetic-shop-$$case --out reports/recs/synthetic-shop-$$case $(EVAL_ARGS) || exit $$?; \
 	done
+
+# Live experiments (docs/experiments.md): A/A, A/B and interleaving through `serve` and `profiles`
+# on the mixed synthetic shop, with simulated shoppers of known taste; EXPERIMENT_ARGS: e.g. --aa-runs 20.
+EXPERIMENT_ARGS ?=
+eval-experiments: setup fashion-mnist up
+	@[ -f $(EVAL_DATA)/synthetic-shop-mixed/clicks.jsonl ] || \
+	  $(SHELFSIGHT) datasets synthetic-shop $(EVAL_DATA)/synthetic-shop-mixed --new-listings mixed --new-after-days 10
+	$(SHELFSIGHT) evaluate-experiments $(EVAL_DATA)/synthetic-shop-mixed --out reports/experiments $(EXPERIMENT_ARGS)
 
 # Quality against the shop's event rate (docs/evaluation.md): MovieLens' test window in-process at
 # each rate of EVAL_RATES (the services' cadence spans rate × seconds events), then the chart.

@@ -29,6 +29,7 @@ VariantName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", descri
 Ranking = Literal["learned", "prior", "popularity"]
 
 MAX_VARIANTS = 4
+INTERLEAVED = "interleaved"  # the variant an interleaving experiment's merged lists are tagged with
 
 
 class VariantSpec(BaseModel):
@@ -50,7 +51,11 @@ class ExperimentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     experiment_id: ExperimentId
-    mode: Literal["ab"] = "ab"
+    mode: Literal["ab", "interleave"] = Field(
+        default="ab",
+        description="`ab`: each shopper sees one variant, by the shares; `interleave`: every shopper sees both "
+        "variants' rankings merged into one list (team draft), each product credited to the ranking that placed it.",
+    )
     variants: list[VariantSpec] = Field(min_length=2, max_length=MAX_VARIANTS)
     starts_at: AwareDatetime | None = Field(default=None, description="Default: when it is created.")
     ends_at: AwareDatetime | None = Field(default=None, description="Default: until it is stopped.")
@@ -64,6 +69,10 @@ class ExperimentSpec(BaseModel):
         total = sum(v.share for v in self.variants)
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"the variants' shares add up to {total:.6g}: they must add up to 1")
+        if INTERLEAVED in names:
+            raise ValueError(f"{INTERLEAVED!r} names the merged list of an interleaving experiment: choose another variant name")
+        if self.mode == "interleave" and len(self.variants) != 2:
+            raise ValueError(f"interleaving merges two rankings: give two variants, not {len(self.variants)}")
         if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
             raise ValueError("ends_at is not after starts_at")
         return self
@@ -93,12 +102,37 @@ class ExperimentTag(BaseModel):
     variant: VariantName
 
 
+class Teams(BaseModel):
+    """Who placed each shown product of an interleaved list (team draft)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    control: VariantName
+    challenger: VariantName
+    teams: list[VariantName] = Field(max_length=100, description="One per shown product, in order: control or challenger.")
+
+    @model_validator(mode="after")
+    def _two_teams(self) -> "Teams":
+        if self.control == self.challenger or not set(self.teams) <= {self.control, self.challenger}:
+            raise ValueError("teams name the control or the challenger, two different variants")
+        return self
+
+
 class Interval(BaseModel):
     """An estimate with its 95 % interval (±1.96 standard errors)."""
 
     mean: float
     low: float
     high: float
+
+
+class Guardrails(BaseModel):
+    """What a variant costs the shop's serving: requests, failures and slow answers."""
+
+    requests: int
+    error_rate: Interval
+    latency_ms_mean: float
+    slow_share: Interval = Field(description="Share of requests slower than 100 ms.")
 
 
 class VariantReport(BaseModel):
@@ -109,6 +143,7 @@ class VariantReport(BaseModel):
     per_shopper: dict[str, Interval] = Field(description="Per shopper: lists, clicks, carts, purchases, revenue (price sum).")
     share_with: dict[str, Interval] = Field(description="Share of shoppers with at least one click, cart, purchase.")
     ctr: Interval = Field(description="Clicks on recommended products per list shown.")
+    guardrails: Guardrails
 
 
 class ComparisonReport(BaseModel):
@@ -126,6 +161,33 @@ class SampleRatio(BaseModel):
     mismatch: bool = Field(description="True when the shoppers per variant are too far from the shares: do not trust the figures.")
 
 
+class InterleavingReport(BaseModel):
+    """Two rankings in the same lists: which one's products the shoppers chose."""
+
+    lists: int = Field(description="Interleaved lists served.")
+    shoppers: int
+    wins: dict[str, int] = Field(description="Lists in which each variant's products got more choices than the other's.")
+    ties: int = Field(description="Lists with choices, as many for each variant.")
+    second_wins_share: Interval = Field(description="Of the lists one variant won, the share the second (the challenger) won.")
+    preference_per_shopper: Interval = Field(
+        description="Per shopper: choices of the challenger's products minus the control's. Above 0: the challenger is preferred."
+    )
+    p_value: float
+    p_value_running: float
+    decision: Literal["better", "worse", "no decision yet"] = Field(description="The challenger against the control.")
+    guardrails: Guardrails | None = Field(default=None, description="Of the merged lists.")
+
+
+class HistoryPoint(BaseModel):
+    """One reading's headline: what the dashboard draws over time."""
+
+    t: float = Field(description="When it was read (Unix seconds).")
+    lists: int
+    shoppers: int
+    difference: Interval = Field(description="The first challenger against the control (interleaving: the preference).")
+    p_value_running: float
+
+
 class ExperimentReport(BaseModel):
     experiment: Experiment
     status: Literal["scheduled", "running", "ended", "stopped"]
@@ -134,3 +196,5 @@ class ExperimentReport(BaseModel):
     variants: list[VariantReport]
     comparisons: list[ComparisonReport] = Field(description="Each variant against the first (the control).")
     sample_ratio: SampleRatio
+    interleaving: InterleavingReport | None = None
+    history: list[HistoryPoint] = Field(default_factory=list, description="Earlier readings, at least 30 s apart, oldest first.")

@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.base import Contract, EventTime, Identifier, bounded_text
-from schemas.experiments import ExperimentTag
+from schemas.experiments import ExperimentTag, Teams
 from schemas.limits import LIMITS
 from schemas.products import CategoryName, Currency, Price
 
@@ -142,11 +142,14 @@ class RecommendationServed(Contract):
     experiment: ExperimentTag | None = Field(
         default=None, description="The experiment and variant that ranked the list: clicks on it count for that variant."
     )
+    interleaving: Teams | None = Field(default=None, description="An interleaving experiment's list: who placed each shown product.")
 
     @model_validator(mode="after")
     def _consistent(self) -> "RecommendationServed":
         if self.shown > len(self.products):
             raise ValueError("shown is larger than the number of products")
+        if self.interleaving is not None and len(self.interleaving.teams) != self.shown:
+            raise ValueError("interleaving.teams must name one variant per shown product")
         if len(set(self.products)) != len(self.products):
             raise ValueError("products are listed twice")
         if len(self.features) != 4 * len(self.products) * len(self.feature_names):

@@ -18,22 +18,27 @@ fences).
 
 import json
 import logging
+import time
 from collections.abc import Iterable
 from datetime import datetime
 
 import redis
 from pydantic import ValidationError
 
-from schemas.experiments import Experiment, ExperimentSpec
+from schemas.experiments import Experiment, ExperimentSpec, ExperimentTag
 from state.keys import Keys
 
 log = logging.getLogger(__name__)
 
 MAX_EXPERIMENTS = 100  # declarations kept; `shelfsight experiments delete` removes stopped ones
+MAX_RETIRED = 1000  # deleted ids remembered, so none is reused while its shoppers' totals live
+HISTORY_POINTS = 500  # the dashboard's curves: at most this many readings …
+HISTORY_GAP_S = 30.0  # … at least this far apart
 METRICS = ("lists", "clicks", "carts", "purchases", "revenue")
 KIND_METRIC = {"click": "clicks", "add_to_cart": "carts", "purchase": "purchases"}
 SHOPPER_TTL_S = 180 * 86400  # a shopper's totals outlive any experiment that still reads them
 
+# Two Lua functions, defined at the top of the served-list script and the worker's batch script.
 # experiment_add(shopper key, totals key, variant, metric, amount, ttl): the shopper's own total of
 # ``metric`` moves by ``amount``, and the variant's sums with it: the sum, the sum of squares
 # (x² − before² = 2·before·amount + amount²), the count of shoppers with any, and the cross
@@ -60,6 +65,27 @@ local function experiment_add(shopper, totals, variant, metric, amount, ttl)
     if lists ~= 0 then redis.call('HINCRBYFLOAT', totals, at .. '|x', amount * lists) end
   end
   redis.call('EXPIRE', shopper, ttl)
+  redis.call('EXPIRE', totals, ttl)
+end
+
+-- interleave_win(list key, totals key, team, other team, the list's ttl, the totals' ttl): one more choice for ``team`` on an
+-- interleaved list; the list's outcome (won by a team, tied, or no choices yet) moves between the
+-- totals' 'wins|<team>' and 'ties' counts, so each list is counted once, by its latest outcome.
+local function interleave_win(list, totals, team, other, ttl, totals_ttl)
+  local mine = tonumber(redis.call('HGET', list, team) or '0')
+  local theirs = tonumber(redis.call('HGET', list, other) or '0')
+  redis.call('HINCRBY', list, team, 1)
+  redis.call('EXPIRE', list, ttl)
+  local function outcome(a, b)
+    if a > b then return 'wins|' .. team elseif b > a then return 'wins|' .. other elseif a > 0 then return 'ties' end
+    return nil
+  end
+  local before, after = outcome(mine, theirs), outcome(mine + 1, theirs)
+  if before ~= after then
+    if before then redis.call('HINCRBY', totals, before, -1) end
+    redis.call('HINCRBY', totals, after, 1)
+  end
+  redis.call('EXPIRE', totals, totals_ttl)
 end
 """
 
@@ -72,12 +98,26 @@ redis.call('HSET', KEYS[1], ARGV[2], ARGV[1])
 return 1
 """
 
-# KEYS[1]: readings; ARGV: field, p. The smaller of the stored and the new p, stored and returned.
+# KEYS[1]: readings; ARGV: field, p, the difference's sign (-1, 0, 1). The smaller of the stored
+# and the new p is kept with the sign at that reading; both are returned.
 _READING = """
 local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '2')
 local new = tonumber(ARGV[2])
-if new < old then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]); return ARGV[2] end
-return tostring(old)
+if new < old then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], ARGV[1] .. '|sign', ARGV[3])
+  return {ARGV[2], ARGV[3]}
+end
+return {tostring(old), redis.call('HGET', KEYS[1], ARGV[1] .. '|sign') or '0'}
+"""
+
+
+# KEYS[1]: history; ARGV: the point's JSON (with its time "t"), that time, the gap, the cap. 1: kept.
+_POINT = """
+local last = redis.call('LINDEX', KEYS[1], 0)
+if last and tonumber(ARGV[2]) - tonumber(cjson.decode(last)['t']) < tonumber(ARGV[3]) then return 0 end
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[4]) - 1)
+return 1
 """
 
 
@@ -109,6 +149,12 @@ def create(client: redis.Redis, keys: Keys, spec: ExperimentSpec, now: datetime)
     start = experiment.starts_at or now
     if client.hexists(keys.experiments, experiment.experiment_id):
         raise ExperimentError(f"experiment {experiment.experiment_id!r} exists: choose another id")
+    retired = client.zscore(keys.experiments_retired, experiment.experiment_id)
+    if retired is not None and now.timestamp() - retired < SHOPPER_TTL_S:
+        raise ExperimentError(
+            f"experiment id {experiment.experiment_id!r} was used by a deleted experiment, whose shoppers' totals "
+            f"may still be in Redis: choose another id"
+        )
     for other in load_all(client, keys):
         if other.stopped_at is None and _overlap(other, start, experiment.ends_at):
             raise ExperimentError(
@@ -137,8 +183,18 @@ def delete(client: redis.Redis, keys: Keys, experiment_id: str) -> None:
     experiment = load(client, keys, experiment_id)
     if experiment.stopped_at is None:
         raise ExperimentError(f"experiment {experiment_id!r} is not stopped: `shelfsight experiments stop {experiment_id}` first")
-    client.delete(*(k.experiment_totals(experiment_id) for k in keys.groups()), keys.experiment_readings(experiment_id))
-    client.hdel(keys.experiments, experiment_id)
+    client.delete(
+        *(k.experiment_totals(experiment_id) for k in keys.groups()),
+        keys.experiment_readings(experiment_id),
+        keys.experiment_history(experiment_id),
+    )
+    now = time.time()
+    pipe = client.pipeline()
+    pipe.zadd(keys.experiments_retired, {experiment_id: now})
+    pipe.zremrangebyscore(keys.experiments_retired, "-inf", now - SHOPPER_TTL_S)
+    pipe.zremrangebyrank(keys.experiments_retired, 0, -(MAX_RETIRED + 1))
+    pipe.hdel(keys.experiments, experiment_id)
+    pipe.execute()
 
 
 def totals(client: redis.Redis, keys: Keys, experiment_id: str) -> dict[str, float]:
@@ -151,10 +207,50 @@ def totals(client: redis.Redis, keys: Keys, experiment_id: str) -> dict[str, flo
     return summed
 
 
-def record_reading(client: redis.Redis, keys: Keys, experiment_id: str, comparison: str, p_value: float) -> float:
-    """Keep the smallest p-value ``comparison`` has reached at any reading; returns it. An
-    always-valid p-value may be read at any time, and its running minimum stays valid."""
-    return float(client.eval(_READING, 1, keys.experiment_readings(experiment_id), comparison, repr(float(p_value))))
+def record_reading(client: redis.Redis, keys: Keys, experiment_id: str, comparison: str, p_value: float, sign: int) -> tuple[float, int]:
+    """Keep the smallest p-value ``comparison`` has reached at any reading, with the sign of the
+    difference at that reading; returns both. An always-valid p-value may be read at any time, and
+    its running minimum stays valid; the sign is frozen with it, so a decision never flips."""
+    p, at = client.eval(_READING, 1, keys.experiment_readings(experiment_id), comparison, repr(float(p_value)), sign)
+    return float(p), int(at)
+
+
+def fixed(client: redis.Redis, keys: Keys, experiment_id: str, name: str, value: float | None) -> float | None:
+    """A value fixed at its first reading (the sequential test's mixture spread): the stored one, or
+    ``value`` stored now; None while there is neither."""
+    field = f"{name}|tau"
+    if value is not None:
+        client.hsetnx(keys.experiment_readings(experiment_id), field, repr(float(value)))
+    stored = client.hget(keys.experiment_readings(experiment_id), field)
+    return float(stored) if stored is not None else None
+
+
+SLOW_S = 0.1  # a request slower than this counts as slow in its variant's guardrails
+
+
+def record_request(client: redis.Redis, keys: Keys, user: str, tag: ExperimentTag, seconds: float, ok: bool) -> None:
+    """One request of a variant: its count, errors, total time and slow ones (the guardrails)."""
+    totals, variant = keys.home(user).experiment_totals(tag.experiment_id), tag.variant
+    pipe = client.pipeline(transaction=False)
+    pipe.hincrby(totals, f"{variant}|requests", 1)
+    pipe.hincrbyfloat(totals, f"{variant}|seconds", seconds)
+    if not ok:
+        pipe.hincrby(totals, f"{variant}|errors", 1)
+    if seconds > SLOW_S:
+        pipe.hincrby(totals, f"{variant}|slow", 1)
+    pipe.expire(totals, SHOPPER_TTL_S)
+    pipe.execute()
+
+
+def record_point(client: redis.Redis, keys: Keys, experiment_id: str, point: dict[str, object], at: float) -> bool:
+    """Keep a reading's headline for the dashboard, unless the last was kept under HISTORY_GAP_S ago."""
+    text = json.dumps({**point, "t": at})
+    return bool(client.eval(_POINT, 1, keys.experiment_history(experiment_id), text, repr(at), HISTORY_GAP_S, HISTORY_POINTS))
+
+
+def history(client: redis.Redis, keys: Keys, experiment_id: str) -> list[dict[str, object]]:
+    """The kept headlines, oldest first."""
+    return [json.loads(raw) for raw in reversed(client.lrange(keys.experiment_history(experiment_id), 0, -1))]
 
 
 def _overlap(other: Experiment, start: datetime, end: datetime | None) -> bool:

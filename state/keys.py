@@ -145,6 +145,15 @@ class Keys:
         writer keeps it first and however often Kafka redelivers it."""
         return f"{self._of(u)}u:{escape(u)}:req:{escape(request_id)}:counted"
 
+    def credited(self, u: str, request_id: str) -> str:
+        """Which (product, kind) of one of the shopper's experiment lists earned credit already: each once,
+        however often the shopper clicks it again."""
+        return f"{self._of(u)}u:{escape(u)}:req:{escape(request_id)}:credited"
+
+    def drafted(self, u: str, request_id: str) -> str:
+        """Choices per team on one of the shopper's interleaved lists: which ranking won it."""
+        return f"{self._of(u)}u:{escape(u)}:req:{escape(request_id)}:teams"
+
     def in_experiment(self, u: str, experiment_id: str) -> str:
         """The shopper's own totals in one experiment (lists, clicks, carts, purchases, revenue):
         the readout's unit is the shopper, whose variant never changes."""
@@ -246,9 +255,18 @@ class Keys:
         """Every experiment, by id (``schemas.experiments.Experiment`` JSON): what each ``serve`` assigns by."""
         return f"{self.prefix}experiments"
 
+    @property
+    def experiments_retired(self) -> str:
+        """Ids of deleted experiments, scored by when: not reused while shoppers' totals may still hold them."""
+        return f"{self.prefix}experiments:retired"
+
     def experiment_readings(self, experiment_id: str) -> str:
         """The smallest always-valid p-value each comparison has reached at any reading so far."""
         return f"{self.prefix}experiments:{escape(experiment_id)}:readings"
+
+    def experiment_history(self, experiment_id: str) -> str:
+        """The report's headline at most every 30 s of readings (JSON, newest first): the dashboard's curves."""
+        return f"{self.prefix}experiments:{escape(experiment_id)}:history"
 
     @property
     def updates_channel(self) -> str:

@@ -18,11 +18,12 @@ from state.keys import Keys
 
 # KEYS[1]: the shopper's lists; KEYS[2..4] (an experiment's list only): the list's counted marker,
 # the shopper's totals, the group's totals. ARGV: the served list's JSON, how many lists to keep,
-# their TTL (s), then the variant and the shopper totals' TTL.
+# their TTL (s), then the variant, the shopper totals' TTL and the marker's (as long as an event's
+# dedupe marker: a worker far behind, or replaying, still finds it).
 REMEMBER = (
     EXPERIMENT_ADD_LUA
     + """
-if #KEYS == 4 and redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[3]) then
+if #KEYS == 4 and redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[6]) then
   experiment_add(KEYS[3], KEYS[4], ARGV[4], 'lists', 1, ARGV[5])
 end
 if redis.call('LPOS', KEYS[1], ARGV[1]) then return 0 end
@@ -47,7 +48,7 @@ def _script_args(
             keys.in_experiment(user, experiment.experiment_id),
             home.experiment_totals(experiment.experiment_id),
         ]
-        extra = [experiment.variant, SHOPPER_TTL_S]
+        extra = [experiment.variant, SHOPPER_TTL_S, BOUNDS.dedupe_ttl_s]
     return len(words), [*words, value, lists, ttl_s, *extra]
 
 

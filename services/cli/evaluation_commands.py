@@ -86,6 +86,22 @@ def register(commands: Commands) -> None:
     explore.add_argument("--seed", type=int, default=0)
     explore.add_argument("--out", type=Path, default=None, help="write the table and figures here (markdown)")
     explore.set_defaults(run=_explore)
+    experiments = commands.add_parser(
+        "evaluate-experiments",
+        help="live A/A, A/B and interleaving runs through `serve` and `profiles` on a synthetic shop: right decisions, traffic needed",
+        description="Starts `serve` and `profiles` on topics and keys of their own, loads the shop, then simulated shoppers "
+        "with known tastes shop while an experiment runs; the report is read over HTTP until it decides. "
+        "Needs Kafka and Redis (`shelfsight stack up`).",
+    )
+    experiments.add_argument("dataset", type=Path, help="a synthetic shop folder (with truth.json)")
+    experiments.add_argument("--lists", type=int, default=1500, help="lists per run, at most")
+    experiments.add_argument("--every", type=int, default=25, help="lists between two readings of the report")
+    experiments.add_argument("--aa-runs", type=int, default=5, help="A/A runs (no winner expected)")
+    experiments.add_argument("--runs", type=int, default=3, help="runs of A/B and of interleaving (popularity alone should lose)")
+    experiments.add_argument("--seed", type=int, default=0)
+    experiments.add_argument("--alike", action="store_true", help="shoppers all click as readily (default: their eagerness varies)")
+    experiments.add_argument("--out", type=Path, default=None, help="write the table (markdown) and every reading (JSON) here")
+    experiments.set_defaults(run=_experiments)
 
 
 def _movielens(_settings: Settings, args: argparse.Namespace) -> int:
@@ -214,3 +230,28 @@ def _meta_int(meta: dict[str, object], name: str, default: int = 10_000) -> int:
     if not isinstance(value, int | float | str):
         raise UserError(f"the dataset's meta.json gives {name} as {value!r}, not a number")
     return int(value)
+
+
+def _experiments(settings: Settings, args: argparse.Namespace) -> int:
+    from services.bus.broker import require_broker
+    from services.evaluation.experiments import Plan, as_json, run_experiments, summary
+    from services.evaluation.logs import read_dataset
+    from services.redis_clients import redis_client
+    from services.stack.model import ensure_model
+
+    require_broker(settings)
+    redis_client(settings).close()  # a one-line error when Redis is not there
+    dataset = read_dataset(args.dataset)
+    if dataset.truth is None:
+        raise UserError(f"{args.dataset} has no truth.json: make a synthetic shop with `shelfsight datasets synthetic-shop DIR`")
+    if min(args.lists, args.every) < 1 or min(args.aa_runs, args.runs) < 0:
+        raise UserError("--lists and --every must be at least 1, --aa-runs and --runs at least 0")
+    plan = Plan(lists=args.lists, every=args.every, aa_runs=args.aa_runs, runs=args.runs, seed=args.seed, eager=not args.alike)
+    outcomes = run_experiments(settings, ensure_model(settings), dataset, plan, progress=sys.stderr.isatty())
+    table = summary(outcomes, plan)
+    print(table)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "experiments.md").write_text(table + "\n")
+        (args.out / "experiments.json").write_text(as_json(outcomes) + "\n")
+    return 0

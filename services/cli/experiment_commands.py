@@ -34,6 +34,11 @@ def register(commands: Commands) -> None:
         help="a variant: its name, its ranking (learned, prior or popularity) and its share of shoppers "
         "(default: equal shares); the first is the control. Give two to four.",
     )
+    create.add_argument(
+        "--interleave",
+        action="store_true",
+        help="team-draft interleaving: every shopper sees both variants' rankings merged into one list (two variants; shares unused)",
+    )
     create.add_argument("--days", type=float, default=None, help="end it after this many days (default: run until stopped)")
     create.add_argument("--description", default="", help="what it tests, for the report")
     for name, text in (("list", "every experiment, newest last"), ("stop", "stop assigning shoppers; the totals stay")):
@@ -115,9 +120,17 @@ def _create(client: "redis.Redis", keys: "Keys", args: argparse.Namespace, now: 
     from state.experiments import create
 
     variants = parse_variants(args.variant)
-    ends = now + timedelta(days=args.days) if args.days else None
+    if args.days is not None and not 0 < args.days <= 3650:
+        raise UserError(f"--days {args.days:g}: give a number of days from more than 0 to 3650, or leave it out to run until stopped")
+    ends = now + timedelta(days=args.days) if args.days is not None else None
     try:
-        spec = ExperimentSpec(experiment_id=args.experiment_id, variants=variants, ends_at=ends, description=args.description)
+        spec = ExperimentSpec(
+            experiment_id=args.experiment_id,
+            mode="interleave" if args.interleave else "ab",
+            variants=variants,
+            ends_at=ends,
+            description=args.description,
+        )
     except ValueError as exc:
         raise UserError(f"experiment {args.experiment_id!r}: {_first_error(exc)}") from None
     experiment = create(client, keys, spec, now)
@@ -137,12 +150,20 @@ def render(report: "ExperimentReport") -> str:
     """The report as a few lines of text."""
     e = report.experiment
     lines = [f"{e.experiment_id} ({report.status}), read {report.read_at.isoformat(timespec='seconds')}; {e.description}".rstrip("; ")]
+    if report.interleaving is not None:
+        return "\n".join(lines + _render_interleaving(report))
     lines.append(f"{'variant':<14}{'ranking':<12}{'shoppers':>9}  {'lists/shopper':>14}  {'CTR':>22}  {report.metric + '/shopper':>26}")
     for v in report.variants:
         m, ctr = v.per_shopper[report.metric], v.ctr
         lines.append(
             f"{v.name:<14}{v.ranking:<12}{v.shoppers:>9}  {v.per_shopper['lists'].mean:>14.2f}  "
             f"{ctr.mean:>7.4f} [{ctr.low:.4f}, {ctr.high:.4f}]  {m.mean:>9.4f} [{m.low:.4f}, {m.high:.4f}]"
+        )
+    for v in report.variants:
+        g = v.guardrails
+        lines.append(
+            f"  {v.name}: {g.requests} requests, errors {g.error_rate.mean:.2%}, mean {g.latency_ms_mean:.1f} ms, "
+            f"slower than 100 ms {g.slow_share.mean:.2%}"
         )
     for c in report.comparisons:
         relative = f" ({c.relative:+.1%})" if c.relative is not None else ""
@@ -155,3 +176,20 @@ def render(report: "ExperimentReport") -> str:
         f"sample ratio: p {srm.p_value:.4g}" + (" — MISMATCH: the split is off; do not trust these figures" if srm.mismatch else " (fine)")
     )
     return "\n".join(lines)
+
+
+def _render_interleaving(report: "ExperimentReport") -> list[str]:
+    found = report.interleaving
+    assert found is not None
+    control, challenger = (v.name for v in report.experiment.variants)
+    share, pref = found.second_wins_share, found.preference_per_shopper
+    g = found.guardrails
+    guard = [f"merged lists: {g.requests} requests, errors {g.error_rate.mean:.2%}, mean {g.latency_ms_mean:.1f} ms"] if g else []
+    return [
+        *guard,
+        f"interleaved lists {found.lists} for {found.shoppers} shoppers; won by {control} {found.wins[control]}, "
+        f"by {challenger} {found.wins[challenger]}, tied {found.ties}",
+        f"{challenger}'s share of the lists won: {share.mean:.3f} [{share.low:.3f}, {share.high:.3f}]",
+        f"{challenger} − {control} choices per shopper: {pref.mean:+.4f} [{pref.low:+.4f}, {pref.high:+.4f}]; "
+        f"always-valid p {found.p_value_running:.4g} (now {found.p_value:.4g}): {found.decision}",
+    ]

@@ -57,22 +57,25 @@ class ShopperCrowd:
         self.figures.latencies_ms.append((time.perf_counter() - started) * 1000)
         self.figures.requests += 1
         items = answer.get("items", []) if answer else []
-        events = [self._event(shopper, i["product_id"], "impression", n) for n, i in enumerate(items)]
+        request_id = answer.get("request_id") if answer else None  # the widget names the list its events came from
+        events = [self._event(shopper, i["product_id"], "impression", n, request_id) for n, i in enumerate(items)]
         liked = [(n, i) for n, i in enumerate(items) if i.get("category") in shopper.tastes]
         if liked and self._rng.random() < 0.8:
             n, item = self._rng.choice(liked[:4])
             kind = self._rng.choices(["click", "add_to_cart", "purchase"], weights=[0.8, 0.15, 0.05])[0]
-            events.append(self._event(shopper, item["product_id"], kind, n))
+            events.append(self._event(shopper, item["product_id"], kind, n, request_id))
         elif self._rng.random() < 0.5 and items:
             n = self._rng.randrange(len(items))
-            events.append(self._event(shopper, items[n]["product_id"], "dismiss", n))
+            events.append(self._event(shopper, items[n]["product_id"], "dismiss", n, request_id))
         else:  # browsing on their own: a product from a category they like
             category = self._rng.choice(shopper.tastes)
             events.append(self._event(shopper, self._rng.choice(self._by_category[category]), "view", None))
         if self._call("POST", "/v1/events", events) is not None:
             self.figures.events += len(events)
 
-    def _event(self, shopper: SimulatedShopper, product_id: str, kind: str, position: int | None) -> dict[str, object]:
+    def _event(
+        self, shopper: SimulatedShopper, product_id: str, kind: str, position: int | None, request_id: str | None = None
+    ) -> dict[str, object]:
         event: dict[str, object] = {
             "event_id": f"sim-{uuid.uuid4().hex}",
             "user_id": shopper.user_id,
@@ -82,7 +85,10 @@ class ShopperCrowd:
             "session_id": shopper.session,
         }
         if position is not None:
-            event["context"] = {"widget": "demo-simulator", "position": position}
+            context: dict[str, object] = {"widget": "demo-simulator", "position": position}
+            if request_id:
+                context["request_id"] = request_id
+            event["context"] = context
         return event
 
     def _call(self, method: str, path: str, body: object = None) -> dict[str, Any] | None:

@@ -67,6 +67,7 @@ def run_storefront_demo(
         print(f"   profiles  running   (logs: {services[1].log})")
         _publish_catalogue(settings, catalogue_file)
         _print_storefront_links(base, keys.token_secret)
+        _start_experiment(settings, base, keys.secret)
         crowd = ShopperCrowd(settings.api_host, settings.api_port, keys.secret, catalogue, shoppers)
         _run_shoppers(crowd, services, base, rate, seconds, lambda: stopping["now"])
     finally:
@@ -122,6 +123,35 @@ def _print_storefront_links(base: str, token_secret: str) -> None:
         print(f"      {base}/?user={user}&token={mint(token_secret.encode(), user, expires)}")
     print("   (each link carries a shopper token, as a store's back end would mint it; the API documentation is at /docs)")
     print("   Ctrl-C stops the shoppers and the services; the stack keeps running (`make down` stops it).\n")
+
+
+def _start_experiment(settings: Settings, base: str, secret_key: str) -> None:
+    """An A/B test among the simulated shoppers: the learned ranking against the hand-set prior.
+    A demo's earlier experiment is stopped first; a shop's own running experiment is left alone."""
+    from datetime import UTC, datetime
+
+    from schemas.experiments import ExperimentSpec, VariantSpec
+    from services.redis_clients import redis_client
+    from state import experiments as stored
+    from state.keys import Keys
+
+    client, keys, now = redis_client(settings), Keys.of(settings), datetime.now(UTC)
+    for earlier in stored.load_all(client, keys):
+        if earlier.experiment_id.startswith("demo-") and earlier.stopped_at is None:
+            stored.stop(client, keys, earlier.experiment_id, now)
+    spec = ExperimentSpec(
+        experiment_id=f"demo-{now:%Y%m%d-%H%M%S}",
+        variants=[VariantSpec(name="prior", share=0.5, ranking="prior"), VariantSpec(name="learned", share=0.5, ranking="learned")],
+        description="make demo: the learned ranking against the hand-set prior",
+    )
+    try:
+        stored.create(client, keys, spec, now)
+    except stored.ExperimentError as error:
+        print(f"   no demo experiment: {error}")
+        return
+    print(f"== 7. experiment {spec.experiment_id}: the learned ranking against the prior, half the shoppers each")
+    print(f"      dashboard: {base}/experiments?experiment={spec.experiment_id}   (secret key for the page: {secret_key})")
+    print(f"      or: shelfsight experiments report {spec.experiment_id}\n")
 
 
 def _run_shoppers(

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -115,10 +116,17 @@ class Api:
             raise UserError(f"POST /v1/events answered {status}: {body[:300]!r}")
 
     def recommend(self, user_id: str, k: int) -> list[str]:
-        status, body = self._call("GET", f"/v1/users/{user_id}/recommendations?k={k}", None)
+        return [item["product_id"] for item in self.answer(user_id, k)["items"]]
+
+    def answer(self, user_id: str, k: int) -> dict[str, Any]:
+        """The whole response (items, request id, experiment)."""
+        return self.get_json(f"/v1/users/{user_id}/recommendations?k={k}")
+
+    def get_json(self, path: str) -> dict[str, Any]:
+        status, body = self._call("GET", path, None)
         if status != 200:
-            raise UserError(f"GET recommendations for {user_id} answered {status}: {body[:300]!r}")
-        return [item["product_id"] for item in json.loads(body)["items"]]
+            raise UserError(f"GET {path} answered {status}: {body[:300]!r}")
+        return dict(json.loads(body))
 
     def _call(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
         for attempt in (1, 2):  # a kept-alive connection the server closed meanwhile is opened again once
@@ -186,7 +194,7 @@ class LiveRun:
             mode=MODE,
         )
         try:
-            self._load_history(events[: board.opening], progress)
+            self.load_history(events[: board.opening], progress)
             self._serve(events, result, progress)
             result.ranker = self._ranker()
         finally:
@@ -195,7 +203,8 @@ class LiveRun:
         result.dropped = board.dropped
         return result
 
-    def _load_history(self, history: list[ClickEvent], progress: bool) -> None:
+    def load_history(self, history: list[ClickEvent], progress: bool) -> None:
+        """The catalogue up to the history's end and the history, posted; then until both are applied."""
         first = history[0].occurred_at.timestamp() if history else float("inf")
         self._list_until(first if history else self._opening_time())
         self._wait_indexed()

@@ -16,8 +16,18 @@ True
 """
 
 import hashlib
+from dataclasses import dataclass
 
-from schemas.experiments import ExperimentSpec, VariantSpec
+from schemas.experiments import INTERLEAVED, ExperimentSpec, ExperimentTag, VariantSpec
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """What a shopper's list is, in the running experiment: its tag and how it is ranked."""
+
+    tag: ExperimentTag
+    ranking: str  # the variant's; with interleaving, the first (control) variant's
+    against: tuple[str, str, str] | None = None  # interleaving: (control's name, challenger's name, challenger's ranking)
 
 
 def bucket(experiment_id: str, user_id: str) -> float:
@@ -34,3 +44,20 @@ def variant_of(spec: ExperimentSpec, user_id: str) -> VariantSpec:
         if at < edge:
             return variant
     return spec.variants[-1]  # shares add up to 1 within rounding
+
+
+def assignment_of(spec: ExperimentSpec, user_id: str) -> Assignment:
+    """The shopper's variant (A/B), or both rankings to merge (interleaving: every shopper).
+
+    >>> from schemas.experiments import ExperimentSpec, VariantSpec
+    >>> spec = ExperimentSpec(experiment_id="i1", mode="interleave", variants=[
+    ...     VariantSpec(name="a", share=0.5, ranking="prior"), VariantSpec(name="b", share=0.5, ranking="popularity")])
+    >>> assignment_of(spec, "anyone").against
+    ('a', 'b', 'popularity')
+    """
+    if spec.mode == "interleave":
+        control, challenger = spec.variants
+        tag = ExperimentTag(experiment_id=spec.experiment_id, variant=INTERLEAVED)
+        return Assignment(tag, control.ranking, (control.name, challenger.name, challenger.ranking))
+    variant = variant_of(spec, user_id)
+    return Assignment(ExperimentTag(experiment_id=spec.experiment_id, variant=variant.name), variant.ranking)

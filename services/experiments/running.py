@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 
 import redis
 
-from schemas.experiments import Experiment, ExperimentTag, Ranking
-from services.experiments.assignment import variant_of
+from schemas.experiments import Experiment
+from services.experiments.assignment import Assignment, assignment_of
 from state.experiments import load_all
 from state.keys import Keys
 
@@ -28,14 +28,13 @@ class RunningExperiments:
         self._read_at = -float("inf")
         self._lock = threading.Lock()
 
-    def assign(self, user_id: str) -> tuple[ExperimentTag, Ranking] | None:
-        """The shopper's variant in the experiment running now, and how it ranks; None outside one."""
+    def assign(self, user_id: str) -> Assignment | None:
+        """The shopper's place in the experiment running now; None outside one."""
         now = self._clock()
         at = datetime.fromtimestamp(now, UTC)
         for experiment in self._current(now):
             if experiment.running(at):
-                variant = variant_of(experiment, user_id)
-                return ExperimentTag(experiment_id=experiment.experiment_id, variant=variant.name), variant.ranking
+                return assignment_of(experiment, user_id)
         return None
 
     def _current(self, now: float) -> list[Experiment]:

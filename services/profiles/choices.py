@@ -36,6 +36,7 @@ class ServedList:
     names: tuple[str, ...]
     rows: np.ndarray  # one row of features per product
     experiment: tuple[str, str] | None = None  # (experiment id, variant) that ranked it
+    teams: tuple[str, str, tuple[str, ...]] | None = None  # interleaving: (control, challenger, team of each shown product)
 
     @classmethod
     def from_json(cls, value: bytes) -> "ServedList":
@@ -44,23 +45,22 @@ class ServedList:
         names = tuple(raw["feature_names"])
         rows = np.frombuffer(base64.urlsafe_b64decode(raw["features"]), dtype="<f4").reshape(len(raw["products"]), len(names))
         served_at = datetime.fromisoformat(raw["served_at"]).timestamp()
-        tag = raw.get("experiment")
+        tag, drafted = raw.get("experiment"), raw.get("interleaving")
         experiment = (str(tag["experiment_id"]), str(tag["variant"])) if tag else None
-        return cls(raw["request_id"], served_at, int(raw["shown"]), list(raw["products"]), names, rows, experiment)
+        teams = (str(drafted["control"]), str(drafted["challenger"]), tuple(drafted["teams"])) if drafted else None
+        if teams is not None and (len(teams[2]) != int(raw["shown"]) or not set(teams[2]) <= set(teams[:2])):
+            teams = None  # not as the contract has it: no team gets credit rather than the wrong one
+        return cls(raw["request_id"], served_at, int(raw["shown"]), list(raw["products"]), names, rows, experiment, teams)
 
     @classmethod
     def from_contract(cls, served: RecommendationServed) -> "ServedList":
         rows = np.frombuffer(served.features, dtype="<f4").reshape(len(served.products), len(served.feature_names))
-        tag = served.experiment
+        tag, drafted = served.experiment, served.interleaving
         experiment = (tag.experiment_id, tag.variant) if tag else None
+        teams = (drafted.control, drafted.challenger, tuple(drafted.teams)) if drafted else None
+        products = list(served.products)
         return cls(
-            served.request_id,
-            served.served_at.timestamp(),
-            served.shown,
-            list(served.products),
-            tuple(served.feature_names),
-            rows,
-            experiment,
+            served.request_id, served.served_at.timestamp(), served.shown, products, tuple(served.feature_names), rows, experiment, teams
         )
 
     def row(self, n: int) -> dict[str, float]:

@@ -221,7 +221,7 @@ class _Batch:
             made_from = pick_list(lists, request_id, at, params.served_ttl_s)
             if made_from is not None:
                 self.choices.append((user, made_from, product))
-            self._attribute(user, kind, item, showed(lists, request_id, product, at, params.attribution_window_s))
+            self._attribute(user, kind, item, product, showed(lists, request_id, product, at, params.attribution_window_s))
         if kind == "purchase":
             writes.call("ZADD", keys.purchased(user), at, product)
             self.purchasers.add(user)
@@ -236,16 +236,27 @@ class _Batch:
         self._covisit(self.sessions.setdefault(event.session_id, []), product, event.session_id)
         self._pair_with_history(self.histories.setdefault(user, []), product)
 
-    def _attribute(self, user: str, kind: str, item: Item, shown_in: ServedList | None) -> None:
-        """A choice of a product a list of an experiment showed counts for that list's variant;
-        a purchase also adds its price. In this write, so exactly once with the event."""
+    def _attribute(self, user: str, kind: str, item: Item, product: str, shown_in: ServedList | None) -> None:
+        """A choice of a product a list of an experiment showed counts for that list's variant, once
+        per product and kind however often it is repeated; a purchase also adds its price. In this
+        write, so exactly once with the event."""
         if shown_in is None or shown_in.experiment is None:
             return
         experiment_id, variant = shown_in.experiment
         shopper, totals = self.keys.in_experiment(user, experiment_id), self.keys.experiment_totals(experiment_id)
-        self.writes.experiment_add(shopper, totals, variant, KIND_METRIC[kind], 1.0)
+        credit = WriteBatch()
+        credit.experiment_add(shopper, totals, variant, KIND_METRIC[kind], 1.0)
         if kind == "purchase" and item.price:
-            self.writes.experiment_add(shopper, totals, variant, "revenue", float(item.price))
+            credit.experiment_add(shopper, totals, variant, "revenue", float(item.price))
+        if shown_in.teams is not None:
+            control, challenger, teams = shown_in.teams
+            team = teams[shown_in.products.index(product)]
+            other = challenger if team == control else control
+            # Preference per shopper: +1 for a challenger's product, −1 for the control's.
+            credit.experiment_add(shopper, totals, variant, "preference", 1.0 if team == challenger else -1.0)
+            credit.interleave_win(self.keys.drafted(user, shown_in.request_id), totals, team, other, self.params.served_ttl_s)
+        self.writes.once(self.keys.credited(user, shown_in.request_id), f"{product}|{kind}", self.params.served_ttl_s, len(credit))
+        self.writes.extend(credit)
 
     def _covisit(self, session: list[str], product: str, session_id: str) -> None:
         """Pairs with the session's latest items: what is looked at together."""

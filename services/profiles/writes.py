@@ -47,10 +47,19 @@ for at = after_guards + 1, first - 1, 2 do
 end
 local i = first
 local n = #ARGV
+local skip = 0
 while i <= n do
   local count = tonumber(ARGV[i])
-  if ARGV[i + 1] == '_experiment_add' then
+  local name = ARGV[i + 1]
+  if skip > 0 then
+    skip = skip - 1
+  elseif name == '_once' then
+    if redis.call('SADD', ARGV[i + 2], ARGV[i + 3]) == 0 then skip = tonumber(ARGV[i + 5]) end
+    redis.call('EXPIRE', ARGV[i + 2], ARGV[i + 4])
+  elseif name == '_experiment_add' then
     experiment_add(unpack(ARGV, i + 2, i + count))
+  elseif name == '_interleave_win' then
+    interleave_win(unpack(ARGV, i + 2, i + count))
   else
     redis.call(unpack(ARGV, i + 1, i + count))
   end
@@ -69,8 +78,10 @@ class WriteBatch:
         self._guards: list[str] = []
         self._required: list[Any] = []
         self._args: list[Any] = []
+        self._count = 0
 
     def call(self, *command: Any) -> None:
+        self._count += 1
         self._args.append(len(command))
         # As redis-py would send them: a float's shortest exact decimal (a Lua number would be
         # rounded to 14 digits when the script hands it to a command).
@@ -80,6 +91,14 @@ class WriteBatch:
         """Add ``amount`` to a shopper's ``metric`` in an experiment, and to the variant's sums
         (``state.experiments.EXPERIMENT_ADD_LUA``), in order with the other commands."""
         self.call("_experiment_add", shopper_key, totals_key, variant, metric, float(amount), SHOPPER_TTL_S)
+
+    def once(self, key: str, member: str, ttl_s: int, commands: int) -> None:
+        """The next ``commands`` commands apply only if ``member`` is new to the set ``key`` (kept ``ttl_s``)."""
+        self.call("_once", key, member, ttl_s, commands)
+
+    def interleave_win(self, list_key: str, totals_key: str, team: str, other: str, ttl_s: int) -> None:
+        """One more choice for ``team`` on an interleaved list, and the list's outcome moved in the totals."""
+        self.call("_interleave_win", list_key, totals_key, team, other, ttl_s, SHOPPER_TTL_S)
 
     def guard(self, key: str, field: str, expected: str | None, new: str) -> None:
         """Apply only if ``key``'s ``field`` holds ``expected`` (None: absent), and set it to ``new``."""
@@ -91,6 +110,15 @@ class WriteBatch:
 
     def args(self) -> list[Any]:
         return [len(self._guards) // 4, *self._guards, len(self._required) // 2, *self._required, *self._args]
+
+    def __len__(self) -> int:
+        """Commands so far (guards and requirements not counted)."""
+        return self._count
+
+    def extend(self, other: "WriteBatch") -> None:
+        """Append ``other``'s commands (not its guards) after these."""
+        self._args.extend(other._args)
+        self._count += other._count
 
     def __bool__(self) -> bool:
         return bool(self._args or self._guards or self._required)

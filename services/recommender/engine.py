@@ -7,6 +7,7 @@ publish it on ``recommendations.served``; the ranking learns from it).
 """
 
 import math
+import random
 import time
 import uuid
 import zlib
@@ -19,7 +20,9 @@ import numpy as np
 
 from models.ranking import LinearScorer
 from schemas import RecommendationServed
-from schemas.experiments import ExperimentTag
+from schemas.experiments import ExperimentTag, Teams
+from services.experiments.assignment import Assignment
+from services.experiments.interleaving import team_draft
 from services.recommender.candidates import Candidate, CandidatePool, CoVisits, unit
 from services.recommender.features import FEATURES, SOURCE_OF, Evidence, feature_matrix, popularity_scorer, position_value, prior_scorer
 from services.recommender.just_posted import JustPosted
@@ -47,6 +50,8 @@ class Query:
     request_id: str | None = None  # echoed in the served log; made up when None
     experiment: ExperimentTag | None = None  # the variant the shopper is in: named on the served list
     ranking: str | None = None  # the variant's ranking ("learned", "prior", "popularity"); None: the tuning's
+    interleave: tuple[str, str, str] | None = None  # (first team, second team, second's ranking): team-draft with ``ranking``
+    experiments: bool = True  # False: never assigned (a caller not known to act for the shopper)
 
 
 @dataclass(frozen=True)
@@ -107,11 +112,13 @@ class Recommender:
         pictures: bool = True,
         posted: JustPosted | None = None,
         model_version: Callable[[], str | None] = lambda: None,
-        assign: Callable[[str], tuple[ExperimentTag, str] | None] = lambda _user: None,
+        assign: Callable[[str], Assignment | None] = lambda _user: None,
+        guard: Callable[[str, ExperimentTag, float, bool], None] = lambda _user, _tag, _seconds, _ok: None,
     ) -> None:
         """``pictures``: whether the store has a picture space (``image`` vectors) to search;
         ``posted``: what this process's API accepted a moment ago (read over Redis); ``assign``:
-        a shopper's variant in the running experiment and its ranking (``RunningExperiments``)."""
+        a shopper's variant in the running experiment and its ranking (``RunningExperiments``);
+        ``guard``: told each experiment request's time and success, for the variants' guardrails."""
         self._store = store
         self._reader = reader
         self._learned = learned
@@ -123,6 +130,7 @@ class Recommender:
         self.posted = posted or JustPosted()
         self._model_version = model_version  # the live one, named on every served list
         self._assign = assign
+        self._guard = guard
         self._prior = prior_scorer()
         self._popularity = popularity_scorer()  # an experiment's deliberately weak variant
 
@@ -132,10 +140,21 @@ class Recommender:
 
     def recommend(self, query: Query) -> Recommendations:
         started = time.perf_counter()
-        if query.experiment is None:
+        if query.experiment is None and query.experiments:
             assigned = self._assign(query.user_id)
             if assigned is not None:
-                query = replace(query, experiment=assigned[0], ranking=assigned[1])
+                query = replace(query, experiment=assigned.tag, ranking=assigned.ranking, interleave=assigned.against)
+        if query.experiment is None:
+            return self._recommend(query, started)
+        try:
+            result = self._recommend(query, started)
+        except Exception:
+            self._guard(query.user_id, query.experiment, time.perf_counter() - started, False)  # the variant's error rate
+            raise
+        self._guard(query.user_id, query.experiment, result.seconds, True)
+        return result
+
+    def _recommend(self, query: Query, started: float) -> Recommendations:
         shopper, signals = self._reader.read(query.user_id, self._clock(), self.posted.of(query.user_id))
         # Time is measured by the shop's clock (the latest event applied), not the wall: ages, what is
         # new, popularity and the served list's time then agree with the events, however far behind.
@@ -164,14 +183,50 @@ class Recommender:
         request_id = query.request_id or f"r-{uuid.uuid4().hex}"
         order = self._choose(candidates, vectors, features, scores, query.k, evidence, request_id)
         credit = _credit_by_source(scorer, features[order])
+        teams = None
+        if query.interleave is not None:
+            order, credit, teams = self._interleave(
+                query.interleave, order, scorer, learned, candidates, vectors, features, evidence, request_id
+            )
         picks = self._explain(order, candidates, vectors, scores, credit, shopper, signals, context_id, now)
         ranked = [candidates[i].product_id for i in np.argsort(-scores, kind="stable")]
         ranker = "learned" if scorer.learned else ("popularity" if scorer is self._popularity else "prior")
         if self._on_served is not None:
             served = self._served(request_id, query.user_id, order, candidates, features, scores, ranker, now)
-            self._on_served(served.model_copy(update={"experiment": query.experiment}) if query.experiment else served)
+            if query.experiment is not None:
+                drafted = (
+                    Teams(control=query.interleave[0], challenger=query.interleave[1], teams=teams) if query.interleave and teams else None
+                )
+                served = served.model_copy(update={"experiment": query.experiment, "interleaving": drafted})
+            self._on_served(served)
         sources = {c.product_id: frozenset(c.evidence) for c in candidates}
         return Recommendations(picks, len(pool), time.perf_counter() - started, request_id, ranked, ranker, sources, query.experiment)
+
+    def _interleave(
+        self,
+        against: tuple[str, str, str],
+        first: list[int],
+        scorer: LinearScorer,
+        learned: Learned,
+        candidates: list[Candidate],
+        vectors: np.ndarray,
+        features: np.ndarray,
+        evidence: Evidence,
+        request_id: str,
+    ) -> tuple[list[int], list[dict[str, float]], list[str]]:
+        """Team-draft the first ranking's list with the second's (same candidates, same features,
+        the same diversity and exploration): (merged order, each place's credit by the scorer of
+        the team that placed it, the teams)."""
+        first_team, second_team, second_ranking = against
+        other = self._scorer(learned, second_ranking)
+        second = self._choose(candidates, vectors, features, other.score(features), len(first), evidence, request_id)
+        merged, teams = team_draft(
+            first, second, len(first), random.Random(zlib.crc32(f"{request_id}/teams".encode())), (first_team, second_team)
+        )
+        credit = [
+            _credit_by_source(other if team == second_team else scorer, features[[i]])[0] for i, team in zip(merged, teams, strict=True)
+        ]
+        return merged, credit, teams
 
     def similar(self, product_id: str, k: int = 10, filters: SearchFilters | None = None) -> Recommendations:
         """Products that look like ``product_id`` (image space when it has a picture, else fused)."""

@@ -19,6 +19,7 @@ from confluent_kafka import Consumer
 from prometheus_client import CollectorRegistry
 
 from schemas import RecommendationServed, encode
+from schemas.experiments import ExperimentTag
 from schemas.topics import RECOMMENDATIONS_SERVED
 from services.bus.broker import require_broker
 from services.bus.config import consumer_config, producer_config
@@ -41,7 +42,7 @@ from services.vectors.store import ProductStore
 from services.vectors.switchable import SwitchableStore
 from services.vectors.upkeep import UpkeepPolicy
 from state.catalogue import read_alias
-from state.experiments import load_all
+from state.experiments import load_all, record_request
 from state.keys import Keys
 from state.secret import state_secret
 from state.served import remember as remember_served
@@ -97,8 +98,22 @@ def build_recommender(
         on_served=on_served,
         model_version=model_version,
         assign=experiments.assign,
+        guard=guardrails(client, keys),
     )
     return engine, learned
+
+
+def guardrails(client: redis.Redis, keys: Keys) -> Callable[[str, ExperimentTag, float, bool], None]:
+    """Each experiment request's time and outcome into its variant's guardrails; Redis away costs
+    the guardrails a request, never the request itself."""
+
+    def record(user: str, tag: ExperimentTag, seconds: float, ok: bool) -> None:
+        try:
+            record_request(client, keys, user, tag, seconds, ok)
+        except redis.RedisError as error:
+            log.warning("experiment guardrails not recorded", extra={"error": str(error)[:200]})
+
+    return record
 
 
 def served_publisher(

@@ -103,29 +103,39 @@ def test_reembed_says_what_it_needs(kafka, small_checkpoint):
 
 
 @pytest.mark.redis
-def test_experiments_say_what_is_wrong_in_one_line_and_report_what_they_hold():
+def test_experiments_say_what_is_wrong_in_one_line_and_report_what_they_hold(monkeypatch, capsys):
+    """In-process (main() is what the console script calls): a dozen subprocesses would cost 20 s."""
     import uuid
 
-    env = {"SHELFSIGHT_REDIS_PREFIX": f"cli-exp-{uuid.uuid4().hex[:8]}:"}
+    from services.cli.main import main
+
+    monkeypatch.setenv("SHELFSIGHT_REDIS_PREFIX", f"cli-exp-{uuid.uuid4().hex[:8]}:")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(["experiments", *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
     mistakes = {
         ("--variant", "a=prior"): "at least 2 items",
         ("--variant", "a=prior:0.7", "--variant", "b=learned:0.7"): "add up to 1.4",
         ("--variant", "a=best", "--variant", "b=prior"): "ranking",
         ("--variant", "a=prior:half", "--variant", "b=prior"): "is not a number",
         ("--variant", "a", "--variant", "b=prior"): "NAME=RANKING",
+        ("--interleave", "--variant", "a=prior", "--variant", "b=learned", "--variant", "c=popularity"): "give two variants",
+        ("--days", "nan", "--variant", "a=prior", "--variant", "b=learned"): "--days nan",
+        ("--days", "0", "--variant", "a=prior", "--variant", "b=learned"): "more than 0",
     }
     for args, says in mistakes.items():
-        result = _run("experiments", "create", "cli-1", *args, env=env)
-        assert result.returncode == 2 and says in result.stderr and result.stderr.count("\n") == 1, (args, result.stderr)
-    created = _run("experiments", "create", "cli-1", "--variant", "control=learned", "--variant", "weak=popularity", env=env)
-    assert created.returncode == 0, created.stderr
-    again = _run("experiments", "create", "cli-2", "--variant", "a=prior", "--variant", "b=learned", env=env)
-    assert again.returncode == 2 and "stop it first" in again.stderr and again.stderr.count("\n") == 1
-    report = _run("experiments", "report", "cli-1", env=env)
-    assert report.returncode == 0 and "weak − control" in report.stdout and "no decision yet" in report.stdout, report.stdout
-    assert _run("experiments", "stop", "cli-1", env=env).returncode == 0
-    listed = _run("experiments", "list", env=env)
-    assert listed.stdout.startswith("cli-1\tstopped\tcontrol=learned:0.5, weak=popularity:0.5")
-    assert _run("experiments", "delete", "cli-1", env=env).returncode == 0
-    missing = _run("experiments", "report", "cli-1", env=env)
-    assert missing.returncode == 2 and "no experiment 'cli-1'" in missing.stderr
+        code, _, err = run("create", "cli-1", *args)
+        assert code == 2 and says in err and err.count("\n") == 1, (args, err)
+    assert run("create", "cli-1", "--variant", "control=learned", "--variant", "weak=popularity")[0] == 0
+    code, _, err = run("create", "cli-2", "--variant", "a=prior", "--variant", "b=learned")
+    assert code == 2 and "stop it first" in err and err.count("\n") == 1
+    code, out, _ = run("report", "cli-1")
+    assert code == 0 and "weak − control" in out and "no decision yet" in out, out
+    assert run("stop", "cli-1")[0] == 0
+    assert run("list")[1].startswith("cli-1\tstopped\tcontrol=learned:0.5, weak=popularity:0.5")
+    assert run("delete", "cli-1")[0] == 0
+    code, _, err = run("report", "cli-1")
+    assert code == 2 and "no experiment 'cli-1'" in err

@@ -52,6 +52,9 @@ def test_one_experiment_runs_at_a_time_and_a_stopped_one_keeps_its_place(redis_c
     assert [e.experiment_id for e in stored.load_all(redis_client, keys)] == ["first", "second"]
     stored.delete(redis_client, keys, "first")
     assert [e.experiment_id for e in stored.load_all(redis_client, keys)] == ["second"]
+    stored.stop(redis_client, keys, "second", NOW + timedelta(hours=3))
+    with pytest.raises(stored.ExperimentError, match="used by a deleted experiment"):
+        stored.create(redis_client, keys, _spec("first"), NOW + timedelta(hours=4))
     with pytest.raises(stored.ExperimentError, match="experiments list"):
         stored.load(redis_client, keys, "first")
 
@@ -114,9 +117,12 @@ def test_the_sums_are_those_of_each_shoppers_own_totals(redis_client, keys, sett
 
 @pytest.mark.redis
 def test_the_running_minimum_of_the_p_values_is_kept(redis_client, keys):
-    assert stored.record_reading(redis_client, keys, "e3", "b|clicks", 0.4) == 0.4
-    assert stored.record_reading(redis_client, keys, "e3", "b|clicks", 0.02) == 0.02
-    assert stored.record_reading(redis_client, keys, "e3", "b|clicks", 0.9) == 0.02
+    assert stored.record_reading(redis_client, keys, "e3", "b|clicks", 0.4, 1) == (0.4, 1)
+    assert stored.record_reading(redis_client, keys, "e3", "b|clicks", 0.02, -1) == (0.02, -1)
+    assert stored.record_reading(redis_client, keys, "e3", "b|clicks", 0.9, 1) == (0.02, -1), "the sign is the minimum's"
+    assert stored.fixed(redis_client, keys, "e3", "b|clicks", None) is None
+    assert stored.fixed(redis_client, keys, "e3", "b|clicks", 0.3) == 0.3
+    assert stored.fixed(redis_client, keys, "e3", "b|clicks", 0.7) == 0.3, "fixed at its first reading"
 
 
 def test_the_batch_carries_experiment_additions_as_one_command():
@@ -124,3 +130,23 @@ def test_the_batch_carries_experiment_additions_as_one_command():
     batch.experiment_add("shopper", "totals", "b", "clicks", 1)
     words = msgpack.unpackb(msgpack.packb(batch.args(), use_bin_type=False), raw=False)
     assert words[words.index("_experiment_add") - 1] == 7
+
+
+@pytest.mark.redis
+def test_an_interleaved_list_counts_once_by_its_latest_outcome(redis_client, keys, settings):
+    choices = {"l1": ["a", "b", "b"], "l2": ["a"], "l3": ["b", "a"], "l4": []}  # won by b, by a, tied, no choice
+
+    async def write() -> None:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            for list_id, teams in choices.items():
+                for team in teams:
+                    batch = WriteBatch()
+                    batch.interleave_win(keys.drafted("u", list_id), keys.experiment_totals("i1"), team, "b" if team == "a" else "a", 60)
+                    assert await batch.execute(client, keys.routing)
+        finally:
+            await client.aclose()
+
+    asyncio.run(write())
+    summed = stored.totals(redis_client, keys, "i1")
+    assert (summed.get("wins|a"), summed.get("wins|b"), summed.get("ties")) == (1, 1, 1), summed

@@ -49,6 +49,11 @@ class Gate:
             raise HTTPException(401 if not token else 403, problem)
         return tokens.expiry(token or "")
 
+    def acts_for_shopper(self, api_key: str | None) -> bool:
+        """After :meth:`as_shopper` passed: whether the caller proved it acts for the shopper (a secret
+        key, or the shopper's token when tokens are on), not merely named them."""
+        return self.token_secret is not None or self.keys.access(api_key) is Access.ALL
+
     def limit_requests(self, request: Request, x_api_key: Annotated[str | None, Header()] = None) -> None:
         """A dependency of the GET routes: SHELFSIGHT_API_CLIENT_REQUESTS_PER_S per address."""
         if self.keys.access(x_api_key) is Access.ALL:

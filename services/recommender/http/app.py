@@ -60,6 +60,7 @@ def build_api(parts: ApiParts) -> FastAPI:
     app.include_router(events.router(parts, gate))
     if parts.experiment_report is not None:
         app.include_router(experiments.router(parts.experiment_report, parts.experiments, gate.keys))
+        app.include_router(experiments.dashboard())
     app.include_router(ops.health_router(parts, full=on_api_port))
     if on_api_port:
         app.include_router(ops.metrics_router(parts))

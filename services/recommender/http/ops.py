@@ -57,8 +57,12 @@ def build_ops_api(parts: ApiParts, public: FastAPI) -> FastAPI:
     ops.include_router(metrics_router(parts))
     if parts.experiment_report is not None:
         from services.recommender.http import experiments
+        from services.recommender.http.guards import ApiKeys
 
-        ops.include_router(experiments.router(parts.experiment_report, parts.experiments, None))
+        settings = parts.settings
+        keys = ApiKeys.parse(settings.api_keys.get_secret_value(), settings.publishable_keys)
+        ops.include_router(experiments.router(parts.experiment_report, parts.experiments, keys))
+        ops.include_router(experiments.dashboard())
     ops.openapi = public.openapi  # type: ignore[method-assign]  # /docs here describes the public API
     return ops
 

@@ -36,11 +36,13 @@ def router(parts: ApiParts, gate: Gate) -> APIRouter:
 
 
 def _recommend(
-    parts: ApiParts, user_id: str, k: int, filters: SearchFilters, context: str | None, interface: str
+    parts: ApiParts, user_id: str, k: int, filters: SearchFilters, context: str | None, interface: str, known: bool
 ) -> RecommendationResponse:
+    """``known``: the caller proved it acts for the shopper (their token, or a secret key); only then
+    does the list enter an experiment, so nobody can count lists in another shopper's name."""
     started = time.perf_counter()
     request_id = f"http-{uuid.uuid4().hex}"
-    result = parts.engine.recommend(EngineQuery(user_id, k, filters, context, request_id))
+    result = parts.engine.recommend(EngineQuery(user_id, k, filters, context, request_id, experiments=known))
     parts.metrics.requests.labels(interface, "ok").inc()
     parts.metrics.latency.labels(interface).observe(time.perf_counter() - started)
     return answers.response(request_id, user_id, result.items, parts.model_version(), result.experiment)
@@ -61,7 +63,7 @@ def _add_recommendations(routes: APIRouter, parts: ApiParts, gate: Gate) -> None
         With shopper tokens on (`SHELFSIGHT_SHOPPER_TOKEN_SECRET`), send the shopper's token in
         `X-Shopper-Token`, or a secret key in `X-API-Key`."""
         gate.as_shopper(user_id, x_api_key, x_shopper_token)
-        return _recommend(parts, user_id, k, filters, context_product_id, "http")
+        return _recommend(parts, user_id, k, filters, context_product_id, "http", gate.acts_for_shopper(x_api_key))
 
 
 def _add_stream(routes: APIRouter, parts: ApiParts, gate: Gate) -> None:
@@ -88,8 +90,10 @@ def _add_stream(routes: APIRouter, parts: ApiParts, gate: Gate) -> None:
             raise HTTPException(503, "too many open streams; retry later")
         parts.metrics.streams.inc()
 
+        known = gate.acts_for_shopper(x_api_key)
+
         def answer() -> RecommendationResponse:
-            return _recommend(parts, user_id, k, filters, None, "sse")
+            return _recommend(parts, user_id, k, filters, None, "sse", known)
 
         async def events() -> AsyncIterator[str]:
             try:

@@ -6,24 +6,14 @@ import json
 import pytest
 
 from services.cli.main import main
-from tests.services.evaluation.shops import synthetic_shop
+from tests.services.evaluation.shops import live_services_env, synthetic_shop
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 
 
 def test_the_live_run_and_the_in_process_replay_answer_the_same_question(tmp_path, monkeypatch, small_checkpoint, kafka):
     synthetic_shop(tmp_path / "shop", 120, 30, 40, 8, 3)
-    for name, value in {
-        "MODEL_DIR": str(small_checkpoint),
-        "DEVICE": "cpu",
-        "TOPIC_PREFIX": kafka.topic_prefix,
-        "LEARNERS_CHECKPOINT_S": "2",
-        "LEARNERS_REFRESH_S": "1",
-        "ITEM_MODEL_REFIT_S": "2",
-        "REDIS_URL": kafka.redis_url,
-        "LOG_LEVEL": "WARNING",
-    }.items():
-        monkeypatch.setenv(f"SHELFSIGHT_{name}", value)
+    live_services_env(monkeypatch, small_checkpoint, kafka, ITEM_MODEL_REFIT_S="2")
     common = ["evaluate-recs", str(tmp_path / "shop"), "--eval-size", "80", "--warmup-size", "60", "--rate", "25"]
     assert main([*common, "--out", str(tmp_path / "in-process")]) == 0
     assert main([*common, "--live", "--out", str(tmp_path / "live")]) == 0

@@ -66,7 +66,7 @@ class Shop:
     clock: float = field(default_factory=time.time)
     counter: int = 0
 
-    def engine(self, log_served: bool = False, store: ProductStore | None = None, assign=None, **tuning) -> Recommender:
+    def engine(self, log_served: bool = False, store: ProductStore | None = None, assign=None, guard=None, **tuning) -> Recommender:
         """``log_served``: served lists reach Redis the way the profiles worker's `served` agent keeps them;
         ``assign``: experiments' assignment (``RunningExperiments.assign``)."""
         sink = self.remember_served if log_served else None
@@ -80,6 +80,7 @@ class Shop:
             on_served=sink,
             pictures=self.pictures,
             assign=assign or (lambda _user: None),
+            guard=guard or (lambda _user, _tag, _seconds, _ok: None),
         )
 
     def remember_served(self, served: RecommendationServed) -> None:

@@ -13,10 +13,12 @@ from schemas.experiments import ExperimentSpec, VariantSpec
 from services.experiments.assignment import variant_of
 from services.experiments.report import read_report
 from services.experiments.running import RunningExperiments
+from services.recommender.service import guardrails
 from state import experiments as stored
 from tests.services.recommender.conftest import SECRET_KEY
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
+STORE = {"X-API-Key": SECRET_KEY}  # the store's back end, acting for its shoppers
 
 SPEC = ExperimentSpec(
     experiment_id="ab-1",
@@ -24,20 +26,18 @@ SPEC = ExperimentSpec(
 )
 
 
-@pytest.fixture
-def experiment_api(api_settings, shop, redis_client):
+def _app(api_settings, shop, redis_client, now: list[float]):
     from services.bus.config import producer_config
     from services.bus.producer import Producer
     from services.recommender.http.app import ApiParts, build_api
     from services.recommender.http.live import LiveUpdates
     from services.recommender.metrics import RecommenderMetrics
 
-    now = [datetime.now(UTC).timestamp()]
     running = RunningExperiments(redis_client, shop.keys, poll_s=1.0, clock=lambda: now[0])
     live = LiveUpdates(aioredis.Redis.from_url(api_settings.redis_url), shop.keys.updates_channel)
     parts = ApiParts(
         api_settings,
-        shop.engine(log_served=True, assign=running.assign),
+        shop.engine(log_served=True, assign=running.assign, guard=guardrails(redis_client, shop.keys)),
         shop.store,
         Producer(producer_config(api_settings)),
         live,
@@ -45,7 +45,13 @@ def experiment_api(api_settings, shop, redis_client):
         experiment_report=lambda experiment_id, metric: read_report(redis_client, shop.keys, experiment_id, metric),
         experiments=lambda: stored.load_all(redis_client, shop.keys),
     )
-    with TestClient(build_api(parts)) as client:
+    return build_api(parts)
+
+
+@pytest.fixture
+def experiment_api(api_settings, shop, redis_client):
+    now = [datetime.now(UTC).timestamp()]
+    with TestClient(_app(api_settings, shop, redis_client, now)) as client:
         yield client, now
 
 
@@ -54,14 +60,16 @@ def test_shoppers_keep_their_variant_and_their_choices_count_for_it(experiment_a
     shoppers = [f"shopper-{n}" for n in range(24)]
     for n, shopper in enumerate(shoppers):
         shop.click(shopper, f"{['Bag', 'Coat', 'Dress'][n % 3].lower()}-{n % 5}")
-    assert client.get("/v1/users/shopper-0/recommendations").json()["experiment"] is None, "no experiment yet"
+    assert client.get("/v1/users/shopper-0/recommendations", headers=STORE).json()["experiment"] is None, "no experiment yet"
     stored.create(redis_client, shop.keys, SPEC, datetime.fromtimestamp(now[0], UTC) - timedelta(seconds=1))
     now[0] += 1.5  # past the poll: every process reads the new experiment within SHELFSIGHT_EXPERIMENTS_POLL_S
 
+    anonymous = client.get("/v1/users/shopper-1/recommendations").json()
+    assert anonymous["experiment"] is None, "without tokens, a caller who only names a shopper is kept out of experiments"
     answers = {}
     for shopper in shoppers:
-        first = client.get(f"/v1/users/{shopper}/recommendations", params={"k": 4}).json()
-        again = client.get(f"/v1/users/{shopper}/recommendations", params={"k": 4}).json()
+        first = client.get(f"/v1/users/{shopper}/recommendations", params={"k": 4}, headers=STORE).json()
+        again = client.get(f"/v1/users/{shopper}/recommendations", params={"k": 4}, headers=STORE).json()
         assert first["experiment"] == again["experiment"] == {"experiment_id": "ab-1", "variant": variant_of(SPEC, shopper).name}
         answers[shopper] = first
         served = json.loads(redis_client.lindex(shop.keys.served(shopper), 0))
@@ -80,11 +88,84 @@ def test_shoppers_keep_their_variant_and_their_choices_count_for_it(experiment_a
         assert by_name[name]["shoppers"] == len(members)
         assert by_name[name]["per_shopper"]["lists"]["mean"] == pytest.approx(2.0), "two lists each, counted once"
         assert by_name[name]["per_shopper"]["clicks"]["mean"] == pytest.approx(sum(v == name for v in clicked.values()) / len(members))
+        guard = by_name[name]["guardrails"]
+        assert guard["requests"] == 2 * len(members) and guard["error_rate"]["mean"] == 0 and guard["latency_ms_mean"] > 0
     assert report["status"] == "running" and report["comparisons"][0]["variant"] == "prior"
     assert client.get("/v1/experiments/nope", headers={"X-API-Key": SECRET_KEY}).status_code == 404
 
     stored.stop(redis_client, shop.keys, "ab-1", datetime.fromtimestamp(now[0], UTC))
     now[0] += 1.5
-    assert client.get("/v1/users/shopper-0/recommendations").json()["experiment"] is None, "stopped: nobody is assigned"
+    assert client.get("/v1/users/shopper-0/recommendations", headers=STORE).json()["experiment"] is None, "stopped: nobody is assigned"
     listed = client.get("/v1/experiments", headers={"X-API-Key": SECRET_KEY}).json()
     assert [e["experiment_id"] for e in listed] == ["ab-1"] and listed[0]["stopped_at"] is not None
+
+
+def test_interleaving_merges_both_rankings_and_credits_the_team_that_placed_a_product(experiment_api, shop, redis_client):
+    client, now = experiment_api
+    spec = ExperimentSpec(
+        experiment_id="il-1",
+        mode="interleave",
+        variants=[VariantSpec(name="prior", share=0.5, ranking="prior"), VariantSpec(name="popular", share=0.5, ranking="popularity")],
+    )
+    shoppers = [f"il-shopper-{n}" for n in range(8)]
+    for n, shopper in enumerate(shoppers):
+        shop.click(shopper, f"{['Bag', 'Coat', 'Dress'][n % 3].lower()}-{n % 5}")
+        shop.click(f"crowd-{n}", "coat-7")  # a popular product the popularity ranking puts first
+    stored.create(redis_client, shop.keys, spec, datetime.fromtimestamp(now[0], UTC) - timedelta(seconds=1))
+    now[0] += 1.5
+    expected = {"prior": 0, "popular": 0}
+    for shopper in shoppers:
+        answer = client.get(f"/v1/users/{shopper}/recommendations", params={"k": 6}, headers=STORE).json()
+        assert answer["experiment"] == {"experiment_id": "il-1", "variant": "interleaved"}
+        served = json.loads(redis_client.lindex(shop.keys.served(shopper), 0))
+        teams = served["interleaving"]["teams"]
+        assert len(teams) == len(answer["items"]) == 6 and {teams.count("prior"), teams.count("popular")} == {3}, teams
+        placed = dict(zip(served["products"], teams, strict=False))
+        chosen = answer["items"][0]["product_id"]
+        shop.click(shopper, chosen, request_id=answer["request_id"])
+        expected[placed[chosen]] += 1
+    report = client.get("/v1/experiments/il-1", headers={"X-API-Key": SECRET_KEY}).json()["interleaving"]
+    assert report["lists"] == len(shoppers) and report["shoppers"] == len(shoppers)
+    assert report["wins"] == expected, "each list won by the team whose product was chosen"
+    assert report["preference_per_shopper"]["mean"] == pytest.approx((expected["popular"] - expected["prior"]) / len(shoppers))
+
+
+@pytest.mark.slow
+def test_the_dashboard_shows_the_decision_the_variants_and_the_curves_in_chromium(api_settings, shop, redis_client):
+    """Readings half a minute apart make the curves; the page asks for them with the key typed in."""
+    from tests.services.recommender.conftest import uvicorn_serving
+    from tests.services.recommender.test_widget import SCREENSHOT_DIR, _browser, _wait
+
+    now = [datetime.now(UTC).timestamp()]
+    app = _app(api_settings, shop, redis_client, now)
+    stored.create(redis_client, shop.keys, SPEC, datetime.fromtimestamp(now[0], UTC) - timedelta(seconds=1))
+    with TestClient(app) as client:
+        for n in range(16):
+            answer = client.get(f"/v1/users/dash-{n}/recommendations", params={"k": 4}, headers=STORE).json()
+            if answer["experiment"]["variant"] == "prior":
+                shop.click(f"dash-{n}", answer["items"][0]["product_id"], request_id=answer["request_id"])
+            if n % 4 == 3:  # a reading, as an operator's would be, 30 s of shop time apart
+                read_report(redis_client, shop.keys, "ab-1", now=datetime.fromtimestamp(now[0] + 30 * n, UTC))
+    with uvicorn_serving(app) as base:
+        browser = _browser()
+        try:
+            browser.get(f"{base}/experiments?experiment=ab-1")
+            assert "403" in _wait(
+                lambda: browser.find_element("id", "status").text if "403" in browser.find_element("id", "status").text else None
+            )
+            browser.find_element("id", "key").send_keys(SECRET_KEY)
+            browser.find_element("id", "load").click()
+            decision = _wait(lambda: browser.find_element("id", "decision").text)
+            assert decision.startswith("prior: "), decision
+            rows = browser.execute_script(
+                "return Array.from(document.querySelectorAll('#variants tbody tr')).map(r => r.cells[0].textContent)"
+            )
+            assert rows == ["control", "prior"]
+            curves = _wait(lambda: browser.execute_script("return document.querySelectorAll('svg path.curve').length") == 2)
+            assert curves
+            points = browser.execute_script("return document.querySelector('#difference path.curve').getAttribute('d').split('L').length")
+            assert points >= 4, "one point per reading kept"
+            SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+            browser.save_screenshot(str(SCREENSHOT_DIR / "experiments-dashboard.png"))
+        finally:
+            browser.quit()
