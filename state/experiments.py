@@ -215,16 +215,6 @@ def record_reading(client: redis.Redis, keys: Keys, experiment_id: str, comparis
     return float(p), int(at)
 
 
-def fixed(client: redis.Redis, keys: Keys, experiment_id: str, name: str, value: float | None) -> float | None:
-    """A value fixed at its first reading (the sequential test's mixture spread): the stored one, or
-    ``value`` stored now; None while there is neither."""
-    field = f"{name}|tau"
-    if value is not None:
-        client.hsetnx(keys.experiment_readings(experiment_id), field, repr(float(value)))
-    stored = client.hget(keys.experiment_readings(experiment_id), field)
-    return float(stored) if stored is not None else None
-
-
 SLOW_S = 0.1  # a request slower than this counts as slow in its variant's guardrails
 
 

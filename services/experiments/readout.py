@@ -158,8 +158,10 @@ def msprt_p_value(difference: float, variance: float, tau: float) -> float:
 
 def comparison_tau(control: VariantFigures, variant: VariantFigures, metric: str) -> float | None:
     """The mixture's spread for this comparison, once both sides have MIN_SHOPPERS (else None): 10 %
-    of the control's mean then. The report fixes it at that first reading: the always-valid
-    guarantee holds for a mixture chosen before the data that follow."""
+    of the control's mean at this reading. Per-shopper totals grow as shoppers come back, and so
+    does any difference between variants: a spread fixed at the first reading was measured to cost
+    much power (docs/experiments.md), so it follows the control's level, an approximation the A/A
+    runs check."""
     a, b = control.moments[metric], variant.moments[metric]
     if min(a.n, b.n) < MIN_SHOPPERS:
         return None

@@ -26,13 +26,11 @@ from services.experiments.readout import (
     Estimate,
     VariantFigures,
     compare,
-    comparison_tau,
     drafted,
-    drafted_tau,
     sample_ratio_p,
     variant_figures,
 )
-from state.experiments import fixed, history, load, record_point, record_reading, totals
+from state.experiments import history, load, record_point, record_reading, totals
 from state.keys import Keys
 
 METRICS = ("clicks", "carts", "purchases", "revenue")
@@ -84,8 +82,7 @@ def _ab_report(
     comparisons = []
     for variant in figures[1:]:
         name = f"{variant.name}|{metric}"
-        tau = fixed(client, keys, experiment_id, name, comparison_tau(figures[0], variant, metric))
-        found = compare(figures[0], variant, metric, tau)
+        found = compare(figures[0], variant, metric)
         running, sign = record_reading(client, keys, experiment_id, name, found.p_value, _sign(found.difference.mean))
         comparisons.append(_comparison(found, running, sign))
     srm = sample_ratio_p(experiment, figures)
@@ -157,7 +154,7 @@ def _interleaving_report(
 ) -> ExperimentReport:
     control, challenger = (v.name for v in experiment.variants)
     name = f"{INTERLEAVED}|preference"
-    found = drafted(control, challenger, summed, tau=fixed(client, keys, experiment.experiment_id, name, drafted_tau(summed)))
+    found = drafted(control, challenger, summed)
     running, sign = record_reading(client, keys, experiment.experiment_id, name, found.p_value, _sign(found.preference.mean))
     return ExperimentReport(
         experiment=experiment,

@@ -120,9 +120,6 @@ def test_the_running_minimum_of_the_p_values_is_kept(redis_client, keys):
     assert stored.record_reading(redis_client, keys, "e3", "b|clicks", 0.4, 1) == (0.4, 1)
     assert stored.record_reading(redis_client, keys, "e3", "b|clicks", 0.02, -1) == (0.02, -1)
     assert stored.record_reading(redis_client, keys, "e3", "b|clicks", 0.9, 1) == (0.02, -1), "the sign is the minimum's"
-    assert stored.fixed(redis_client, keys, "e3", "b|clicks", None) is None
-    assert stored.fixed(redis_client, keys, "e3", "b|clicks", 0.3) == 0.3
-    assert stored.fixed(redis_client, keys, "e3", "b|clicks", 0.7) == 0.3, "fixed at its first reading"
 
 
 def test_the_batch_carries_experiment_additions_as_one_command():

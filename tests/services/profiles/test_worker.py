@@ -17,6 +17,7 @@ from services.bus.config import producer_config
 from services.bus.consume import group_lag, read_all
 from services.bus.producer import Producer
 from services.profiles.app import GROUP_ID
+from state.experiments import totals
 from state.keys import Keys
 from state.values import decode_profile
 from tests.cleanup import delete_prefixed
@@ -47,20 +48,47 @@ def _item(i: int) -> ProductIndexed:
     )
 
 
+def _at(i: int) -> datetime:
+    return NOW - timedelta(seconds=6000 - i)
+
+
 def _click(i: int, users: int = 20) -> ClickEvent:
-    return decode(
-        ClickEvent,
-        json.dumps(
-            {
-                "event_id": f"e{i}",
-                "user_id": f"u{i % users}",
-                "product_id": f"p{i % 16}",
-                "kind": "click",
-                "occurred_at": (NOW - timedelta(seconds=6000 - i)).isoformat(),
-                "session_id": f"s{i % 7}",
-            }
-        ),
-    )
+    body: dict[str, object] = {
+        "event_id": f"e{i}",
+        "user_id": f"u{i % users}",
+        "product_id": f"p{i % 16}",
+        "kind": "click",
+        "occurred_at": _at(i).isoformat(),
+        "session_id": f"s{i % 7}",
+    }
+    if i in CREDITED:
+        body["context"] = {"widget": "drill", "request_id": f"r{i}"}  # chosen from an experiment's list
+    return decode(ClickEvent, json.dumps(body))
+
+
+CREDITED = {101 * k for k in range(60)}  # spread over the stream, so some fall around the kill; three per shopper
+
+
+def _experiment_lists(redis_client, keys: Keys) -> None:
+    """The list each credited click was chosen from, as `serve` keeps it: one per click, tagged."""
+    from schemas import RecommendationServed
+    from schemas.experiments import ExperimentTag
+    from state.served import remember
+
+    tag = ExperimentTag(experiment_id="drill", variant="b")
+    for i in sorted(CREDITED):
+        served = RecommendationServed(
+            request_id=f"r{i}",
+            user_id=f"u{i % 20}",
+            served_at=_at(i) - timedelta(seconds=60),
+            shown=2,
+            products=[f"p{i % 16}", f"p{(i + 1) % 16}"],
+            feature_names=["x"],
+            features=np.zeros(2, dtype="<f4").tobytes(),
+            ranker="prior",
+            experiment=tag,
+        )
+        remember(redis_client, keys, served.user_id, encode(served).value, request_id=served.request_id, experiment=tag)
 
 
 def _env(settings, prefix):
@@ -111,6 +139,7 @@ def test_kill_and_restart_counts_every_distinct_valid_event_once(kafka, redis_cl
         producer.send(topic, encode(c))
     assert producer.flush(30) == 0
     total = 6000 + len(bad) + 1 + 200 + 1
+    _experiment_lists(redis_client, keys)
 
     command = [sys.executable, "-m", "services.cli", "profiles"]
     group = kafka.group(GROUP_ID)
@@ -151,6 +180,9 @@ def test_kill_and_restart_counts_every_distinct_valid_event_once(kafka, redis_cl
             profile = decode_profile(redis_client.hgetall(keys.user(f"u{u}")))
             counted += sum(profile.counts.values())
         assert counted == 6001, "6000 distinct clicks, and the one that came before its product"
+        summed = totals(redis_client, keys, "drill")
+        assert (summed["b|shoppers"], summed["b|lists"], summed["b|clicks"]) == (20, 60, 60), "each list and its click credited once"
+        assert summed["b|clicks|sq"] == 20 * 3**2 and summed["b|clicks|x"] == 20 * 3 * 3, "three lists and three clicks a shopper"
         workers = [w.decode() for w in redis_client.zrange(keys.learners_workers, 0, -1)]
         assert workers and all(redis_client.exists(keys.learners(w)) for w in workers), (
             "each run of the worker checkpoints its learners under its own name"
