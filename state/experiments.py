@@ -19,7 +19,6 @@ fences).
 import json
 import logging
 import time
-from collections.abc import Iterable
 from datetime import datetime
 
 import redis
@@ -246,7 +245,3 @@ def history(client: redis.Redis, keys: Keys, experiment_id: str) -> list[dict[st
 def _overlap(other: Experiment, start: datetime, end: datetime | None) -> bool:
     other_start = other.starts_at or other.created_at
     return (end is None or other_start < end) and (other.ends_at is None or start < other.ends_at)
-
-
-def as_json(experiments: Iterable[Experiment]) -> str:
-    return json.dumps([json.loads(e.model_dump_json()) for e in experiments], indent=2)

@@ -90,14 +90,14 @@ class Plan:
 class ExperimentRun:
     """The simulated shoppers of one deployment, across scenarios."""
 
-    def __init__(self, dataset: Dataset, api: Api, client: redis.Redis, keys: Keys, seed: int, plan_eager: bool = True) -> None:
+    def __init__(self, dataset: Dataset, api: Api, client: redis.Redis, keys: Keys, seed: int, eager: bool = True) -> None:
         assert dataset.truth is not None
         self.tastes = dict(dataset.truth.tastes)
         self.categories = dict(dataset.truth.categories)
         rng = random.Random(seed)
         self.appeal = {p.product_id: rng.betavariate(2, 6) for p in dataset.products}
         self.shoppers = sorted(self.tastes)
-        self.eagerness = {s: rng.gammavariate(0.5, 2.0) if plan_eager else 1.0 for s in self.shoppers}
+        self.eagerness = {s: rng.gammavariate(0.5, 2.0) if eager else 1.0 for s in self.shoppers}
         self.api, self.client, self.keys = api, client, keys
 
     def run(self, scenario: Scenario, seed: int, plan: Plan, report: Callable[[str], dict[str, object]]) -> Outcome:
