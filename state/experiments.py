@@ -33,7 +33,8 @@ MAX_EXPERIMENTS = 100  # declarations kept; `shelfsight experiments delete` remo
 MAX_RETIRED = 1000  # deleted ids remembered, so none is reused while its shoppers' totals live
 HISTORY_POINTS = 500  # the dashboard's curves: at most this many readings …
 HISTORY_GAP_S = 30.0  # … at least this far apart
-METRICS = ("lists", "clicks", "carts", "purchases", "revenue")
+METRICS = ("lists", "clicks", "carts", "purchases", "revenue")  # a shopper's totals (the Lua below names the last four too)
+COMPARED = METRICS[1:]  # what variants are compared on, per shopper
 KIND_METRIC = {"click": "clicks", "add_to_cart": "carts", "purchase": "purchases"}
 SHOPPER_TTL_S = 180 * 86400  # a shopper's totals outlive any experiment that still reads them
 

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from services.cli import Commands
 from services.errors import UserError
 from services.settings import Settings
+from state.experiments import COMPARED
 
 if TYPE_CHECKING:
     import redis
@@ -47,7 +48,7 @@ def register(commands: Commands) -> None:
             action.add_argument("experiment_id")
     report = actions.add_parser("report", help="per variant: shoppers, rates with 95 %% intervals, the sequential test")
     report.add_argument("experiment_id")
-    report.add_argument("--metric", default="clicks", choices=("clicks", "carts", "purchases", "revenue"), help="compared per shopper")
+    report.add_argument("--metric", default="clicks", choices=COMPARED, help="compared per shopper")
     report.add_argument("--json", action="store_true", help="the report as JSON (as GET /v1/experiments/{id} returns it)")
     delete = actions.add_parser("delete", help="remove a stopped experiment and its totals")
     delete.add_argument("experiment_id")

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from scipy import stats
 
 from schemas.experiments import Experiment
+from state.experiments import METRICS
 
-PER_SHOPPER = ("lists", "clicks", "carts", "purchases", "revenue")
 ALPHA = 0.05  # the false-positive rate the decision allows, however often it is read
 SRM_ALPHA = 0.001  # a sample-ratio mismatch this unlikely by chance means the assignment or the logging is broken
 TAU_SHARE = 0.1  # the mixture's spread, as a share of the control's mean
@@ -105,9 +105,9 @@ def moments(variant: str, metric: str, totals: dict[str, float]) -> Moments:
 
 
 def variant_figures(name: str, totals: dict[str, float]) -> VariantFigures:
-    found = {metric: moments(name, metric, totals) for metric in PER_SHOPPER}
+    found = {metric: moments(name, metric, totals) for metric in METRICS}
     n = int(totals.get(f"{name}|shoppers", 0))
-    per_shopper = {m: Estimate.of(found[m].mean, math.sqrt(found[m].variance / n) if n else 0.0) for m in PER_SHOPPER}
+    per_shopper = {m: Estimate.of(found[m].mean, math.sqrt(found[m].variance / n) if n else 0.0) for m in METRICS}
     share_with = {metric: _share(totals.get(f"{name}|{metric}|any", 0.0), n) for metric in ("clicks", "carts", "purchases")}
     requests = int(totals.get(f"{name}|requests", 0))
     return VariantFigures(

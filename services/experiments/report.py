@@ -30,18 +30,16 @@ from services.experiments.readout import (
     sample_ratio_p,
     variant_figures,
 )
-from state.experiments import history, load, record_point, record_reading, totals
+from state.experiments import COMPARED, history, load, record_point, record_reading, totals
 from state.keys import Keys
-
-METRICS = ("clicks", "carts", "purchases", "revenue")
 
 
 def read_report(
     client: redis.Redis, keys: Keys, experiment_id: str, metric: str = "clicks", now: datetime | None = None
 ) -> ExperimentReport:
     """The report of ``experiment_id`` now, compared on ``metric`` per shopper."""
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")
+    if metric not in COMPARED:
+        raise ValueError(f"unknown metric {metric!r}: choose one of {', '.join(COMPARED)}")
     experiment = load(client, keys, experiment_id)
     read_at = now or datetime.now(UTC)
     summed = totals(client, keys, experiment_id)

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse
 
 from schemas.experiments import Experiment, ExperimentReport
 from services.recommender.http.guards import Access, ApiKeys
+from state.experiments import COMPARED
 
 Reports = Callable[[str, str], ExperimentReport]
 Listing = Callable[[], list[Experiment]]
@@ -32,7 +33,7 @@ def router(report: Reports, listing: Listing, keys: ApiKeys) -> APIRouter:
     @routes.get("/v1/experiments/{experiment_id}", response_model=ExperimentReport, responses={403: {}, 404: {}})
     async def experiment_report(
         experiment_id: Annotated[str, Path(max_length=48)],
-        metric: Annotated[str, Query(pattern="^(clicks|carts|purchases|revenue)$")] = "clicks",
+        metric: Annotated[str, Query(pattern=f"^({'|'.join(COMPARED)})$")] = "clicks",
     ) -> ExperimentReport:
         """Per variant: shoppers, rates with 95 % intervals; each variant against the control with an
         always-valid p-value; the sample-ratio check. Reading it counts as a reading of the sequential test."""
