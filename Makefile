@@ -37,16 +37,18 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11+"; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "error: Python 3.11+ needed"; exit 1; }
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	@# pip's cache (~/.cache/pip) keeps the ~3 GB of torch wheels for every later clone.
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --upgrade pip uv
+	@# uv installs what pip would, from the same index, in seconds rather than two minutes: its cache
+	@# (~/.cache/uv) keeps the ~3 GB of torch wheels and links them into every later clone's venv.
+	@# --native-tls: the machine's certificates, as pip uses them.
+	$(BIN)/uv pip install -q --native-tls --python $(BIN)/python -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 # MovieLens-100k ships inside the recbole wheel. Only its data files are read, so it is installed
 # without its dependencies (torch, ray, …); it is never imported, and its data never enters the repo.
 eval-deps: setup
 	@$(BIN)/python -c 'import importlib.metadata as m; m.distribution("recbole")' 2>/dev/null || \
-	  $(BIN)/python -m pip install -q --no-deps recbole==1.2.1
+	  $(BIN)/uv pip install -q --native-tls --python $(BIN)/python --no-deps recbole==1.2.1
 
 # Real product photos from Debian's dataset-fashion-mnist (installed when missing, as root).
 fashion-mnist:

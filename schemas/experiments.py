@@ -3,8 +3,9 @@
 
 An experiment splits shoppers between variants by a hash of the shopper id and the experiment
 id (``services.experiments.assignment``), so a shopper sees the same variant in every process
-and after every restart. A variant is a way to rank: the learned ranker, the hand-set prior, or
-popularity alone (a deliberately weak control, to check that an experiment can see a loss).
+and after every restart. A variant is a way to make lists: a ranking (the learned ranker, the
+hand-set prior, or popularity alone, a deliberately weak control to check that an experiment can
+see a loss), optionally with ranking knobs of its own and candidate sources left out.
 
 >>> spec = ExperimentSpec(experiment_id="ranking-1", variants=[
 ...     VariantSpec(name="learned", share=0.5, ranking="learned"), VariantSpec(name="prior", share=0.5, ranking="prior")])
@@ -19,7 +20,7 @@ Value error, the variants' shares add up to 1.4: they must add up to 1
 """
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -27,13 +28,20 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 ExperimentId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,47}$", description="Lower-case letters, digits, - and _.")]
 VariantName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", description="Lower-case letters, digits, - and _.")]
 Ranking = Literal["learned", "prior", "popularity"]
+# Where candidates come from (services.recommender.features.SOURCES less the catalogue fallback,
+# which a list cannot do without): a variant may leave some out.
+CandidateSource = Literal[
+    "covisit", "history", "items", "trending", "trending_in", "affinity", "taste", "recent", "context", "new", "looks"
+]
 
 MAX_VARIANTS = 4
 INTERLEAVED = "interleaved"  # the variant an interleaving experiment's merged lists are tagged with
 
 
 class VariantSpec(BaseModel):
-    """One arm: a share of the shoppers and how their lists are ranked."""
+    """One arm: a share of the shoppers and how their lists are made. Besides its ranking, a
+    variant may set its own ranking knobs and leave candidate sources out; what it leaves unset is
+    the shop's (its ``SHELFSIGHT_`` settings)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -43,6 +51,25 @@ class VariantSpec(BaseModel):
         description="`learned`: the pairwise ranker once it has learned enough (else the prior); "
         "`prior`: the hand-set weights; `popularity`: the shop's decayed popularity alone."
     )
+    mmr_lambda: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Relevance against variety within a list (1: relevance alone). Unset: the shop's."
+    )
+    explore_slots: int | None = Field(
+        default=None, ge=0, le=5, description="Places of a list that may go to new products nobody has clicked yet. Unset: the shop's."
+    )
+    without: list[CandidateSource] = Field(
+        default_factory=list, max_length=len(get_args(CandidateSource)), description="Candidate sources this variant does not use."
+    )
+
+    @property
+    def knobs(self) -> dict[str, float]:
+        """The ranking settings this variant sets itself."""
+        return {k: v for k, v in (("mmr_lambda", self.mmr_lambda), ("explore_slots", self.explore_slots)) if v is not None}
+
+    def describe(self) -> str:
+        """``prior``, ``prior,mmr_lambda=0.4,without=looks+new``: as `experiments create --variant` reads it."""
+        parts = [self.ranking, *(f"{k}={v:g}" for k, v in self.knobs.items())]
+        return ",".join(parts + ([f"without={'+'.join(self.without)}"] if self.without else []))
 
 
 class ExperimentSpec(BaseModel):
@@ -73,6 +100,8 @@ class ExperimentSpec(BaseModel):
             raise ValueError(f"{INTERLEAVED!r} names the merged list of an interleaving experiment: choose another variant name")
         if self.mode == "interleave" and len(self.variants) != 2:
             raise ValueError(f"interleaving merges two rankings: give two variants, not {len(self.variants)}")
+        if self.mode == "interleave" and len({frozenset(v.without) for v in self.variants}) != 1:
+            raise ValueError("interleaving drafts both lists from the same candidates: give both variants the same without=")
         if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
             raise ValueError("ends_at is not after starts_at")
         return self
@@ -139,6 +168,7 @@ class VariantReport(BaseModel):
     name: str
     share: float
     ranking: Ranking
+    settings: str = Field(description="The ranking and what else the variant sets, as `experiments create` reads it.")
     shoppers: int = Field(description="Shoppers served at least one list of this variant, or credited a choice.")
     per_shopper: dict[str, Interval] = Field(description="Per shopper: lists, clicks, carts, purchases, revenue (price sum).")
     share_with: dict[str, Interval] = Field(description="Share of shoppers with at least one click, cart, purchase.")

@@ -33,9 +33,6 @@ def register(commands: Commands) -> None:
 
 def _reembed(settings: Settings, args: argparse.Namespace) -> int:
     from services.bus.broker import require_broker
-    from services.embedder.reembed import bring_live
-    from services.embedder.service import load_predictor
-    from services.embedder.versions import base_version, new_version
     from services.redis_clients import redis_client
     from state.catalogue import AliasChanged, read_alias
     from state.keys import Keys
@@ -47,6 +44,11 @@ def _reembed(settings: Settings, args: argparse.Namespace) -> int:
     alias = read_alias(client, Keys.of(settings))
     if args.rollback and (alias is None or alias.previous is None):
         raise UserError("there is nothing to roll back to: `shelfsight reembed --model …` has not switched the catalogue yet")
+    # The model's modules load torch (seconds): only once the arguments have been checked.
+    from services.embedder.reembed import bring_live
+    from services.embedder.service import load_predictor
+    from services.embedder.versions import base_version, new_version
+
     base = base_version(settings)
     if args.status:
         return _status(settings, alias.live if alias else base, alias.previous if alias else None)

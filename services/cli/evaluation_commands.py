@@ -94,10 +94,13 @@ def register(commands: Commands) -> None:
         "Needs Kafka and Redis (`shelfsight stack up`).",
     )
     experiments.add_argument("dataset", type=Path, help="a synthetic shop folder (with truth.json)")
-    experiments.add_argument("--lists", type=int, default=1500, help="lists per run, at most")
+    experiments.add_argument("--lists", type=int, default=1500, help="lists per A/B or interleaving run, at most")
+    experiments.add_argument("--aa-lists", type=int, default=600, help="lists per A/A run (it should never decide, so it runs this long)")
     experiments.add_argument("--every", type=int, default=25, help="lists between two readings of the report")
     experiments.add_argument("--aa-runs", type=int, default=5, help="A/A runs (no winner expected)")
-    experiments.add_argument("--runs", type=int, default=3, help="runs of A/B and of interleaving (popularity alone should lose)")
+    experiments.add_argument(
+        "--runs", type=int, default=3, help="runs of each A/B and interleaving scenario (popularity alone, and a wider mix, should lose)"
+    )
     experiments.add_argument("--seed", type=int, default=0)
     experiments.add_argument("--alike", action="store_true", help="shoppers all click as readily (default: their eagerness varies)")
     experiments.add_argument("--out", type=Path, default=None, help="write the table (markdown) and every reading (JSON) here")
@@ -244,9 +247,17 @@ def _experiments(settings: Settings, args: argparse.Namespace) -> int:
     dataset = read_dataset(args.dataset)
     if dataset.truth is None:
         raise UserError(f"{args.dataset} has no truth.json: make a synthetic shop with `shelfsight datasets synthetic-shop DIR`")
-    if min(args.lists, args.every) < 1 or min(args.aa_runs, args.runs) < 0:
-        raise UserError("--lists and --every must be at least 1, --aa-runs and --runs at least 0")
-    plan = Plan(lists=args.lists, every=args.every, aa_runs=args.aa_runs, runs=args.runs, seed=args.seed, eager=not args.alike)
+    if min(args.lists, args.aa_lists, args.every) < 1 or min(args.aa_runs, args.runs) < 0:
+        raise UserError("--lists, --aa-lists and --every must be at least 1, --aa-runs and --runs at least 0")
+    plan = Plan(
+        lists=args.lists,
+        aa_lists=args.aa_lists,
+        every=args.every,
+        aa_runs=args.aa_runs,
+        runs=args.runs,
+        seed=args.seed,
+        eager=not args.alike,
+    )
     outcomes = run_experiments(settings, ensure_model(settings), dataset, plan, progress=sys.stderr.isatty())
     table = summary(outcomes, plan)
     print(table)

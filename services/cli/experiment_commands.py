@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 def register(commands: Commands) -> None:
     experiments = commands.add_parser(
         "experiments",
-        help="A/B tests between rankings on live traffic: create, list, stop, report, delete",
+        help="A/B tests and interleaving between rankings on live traffic: create, list, stop, report, delete",
         description="Every `serve` reads the experiments from Redis within SHELFSIGHT_EXPERIMENTS_POLL_S and assigns each "
         "shopper to a variant by a hash of their id; the profiles worker credits each variant with the clicks, carts "
         "and purchases on the lists it ranked. See docs/experiments.md.",
@@ -31,8 +31,9 @@ def register(commands: Commands) -> None:
         "--variant",
         action="append",
         required=True,
-        metavar="NAME=RANKING[:SHARE]",
-        help="a variant: its name, its ranking (learned, prior or popularity) and its share of shoppers "
+        metavar="NAME=RANKING[,KEY=VALUE…][:SHARE]",
+        help="a variant: its name, its ranking (learned, prior or popularity), optionally its own mmr_lambda, "
+        "explore_slots, or candidate sources left out (without=looks+new), and its share of shoppers "
         "(default: equal shares); the first is the control. Give two to four.",
     )
     create.add_argument(
@@ -55,25 +56,42 @@ def register(commands: Commands) -> None:
     experiments.set_defaults(run=_experiments)
 
 
+_KNOBS = ("mmr_lambda", "explore_slots", "without")
+
+
 def parse_variants(texts: list[str]) -> "list[VariantSpec]":
-    """``NAME=RANKING[:SHARE]`` each; shares not given split what the given ones leave equally."""
+    """``NAME=RANKING[,KEY=VALUE…][:SHARE]`` each; shares not given split what the given ones leave
+    equally. KEY: mmr_lambda, explore_slots, or without (candidate sources joined by +).
+
+    >>> [v.describe() for v in parse_variants(["a=prior", "b=prior,mmr_lambda=0.4,without=looks+new:0.5"])]
+    ['prior', 'prior,mmr_lambda=0.4,without=looks+new']
+    """
     from schemas.experiments import VariantSpec
 
-    parsed: list[tuple[str, str, float | None]] = []
+    parsed: list[tuple[dict[str, object], float | None]] = []
     for text in texts:
         name, _, rest = text.partition("=")
-        ranking, _, share = rest.partition(":")
+        how, _, share = rest.partition(":")
+        ranking, *knobs = how.split(",")
         if not name or not ranking:
-            raise UserError(f"--variant {text!r}: write NAME=RANKING or NAME=RANKING:SHARE, e.g. control=prior:0.5")
+            raise UserError(
+                f"--variant {text!r}: write NAME=RANKING[,KEY=VALUE…][:SHARE], e.g. control=prior:0.5 or wide=prior,mmr_lambda=0.4"
+            )
+        fields: dict[str, object] = {"name": name, "ranking": ranking}
+        for knob in knobs:
+            key, _, value = knob.partition("=")
+            if key not in _KNOBS or not value:
+                raise UserError(f"--variant {text!r}: {knob!r} is not KEY=VALUE with KEY one of {', '.join(_KNOBS)}")
+            fields[key] = value.split("+") if key == "without" else value
         try:
-            parsed.append((name, ranking, float(share) if share else None))
+            parsed.append((fields, float(share) if share else None))
         except ValueError:
             raise UserError(f"--variant {text!r}: the share {share!r} is not a number (e.g. 0.5)") from None
-    given = sum(s for _, _, s in parsed if s is not None)
-    missing = [p for p in parsed if p[2] is None]
+    given = sum(s for _, s in parsed if s is not None)
+    missing = [p for p in parsed if p[1] is None]
     left = (1.0 - given) / len(missing) if missing else 0.0
     try:
-        return [VariantSpec(name=n, ranking=r, share=s if s is not None else left) for n, r, s in parsed]  # type: ignore[arg-type]
+        return [VariantSpec.model_validate({**f, "share": s if s is not None else left}) for f, s in parsed]
     except ValueError as exc:
         raise UserError(f"--variant: {_first_error(exc)}") from None
 
@@ -99,7 +117,7 @@ def _experiments(settings: Settings, args: argparse.Namespace) -> int:
             return _create(client, keys, args, now)
         if args.action == "list":
             for experiment in stored.load_all(client, keys):
-                variants = ", ".join(f"{v.name}={v.ranking}:{v.share:g}" for v in experiment.variants)
+                variants = "; ".join(f"{v.name}={v.describe()}:{v.share:g}" for v in experiment.variants)
                 state = "stopped" if experiment.stopped_at else ("running" if experiment.running(now) else "not running")
                 print(f"{experiment.experiment_id}\t{state}\t{variants}\tcreated {experiment.created_at.isoformat(timespec='seconds')}")
             return 0
@@ -153,11 +171,11 @@ def render(report: "ExperimentReport") -> str:
     lines = [f"{e.experiment_id} ({report.status}), read {report.read_at.isoformat(timespec='seconds')}; {e.description}".rstrip("; ")]
     if report.interleaving is not None:
         return "\n".join(lines + _render_interleaving(report))
-    lines.append(f"{'variant':<14}{'ranking':<12}{'shoppers':>9}  {'lists/shopper':>14}  {'CTR':>22}  {report.metric + '/shopper':>26}")
+    lines.append(f"{'variant':<14}{'made by':<12}{'shoppers':>9}  {'lists/shopper':>14}  {'CTR':>22}  {report.metric + '/shopper':>26}")
     for v in report.variants:
         m, ctr = v.per_shopper[report.metric], v.ctr
         lines.append(
-            f"{v.name:<14}{v.ranking:<12}{v.shoppers:>9}  {v.per_shopper['lists'].mean:>14.2f}  "
+            f"{v.name:<14}{v.settings:<12}{v.shoppers:>9}  {v.per_shopper['lists'].mean:>14.2f}  "
             f"{ctr.mean:>7.4f} [{ctr.low:.4f}, {ctr.high:.4f}]  {m.mean:>9.4f} [{m.low:.4f}, {m.high:.4f}]"
         )
     for v in report.variants:

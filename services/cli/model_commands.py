@@ -119,14 +119,16 @@ def _catalogue(_settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _train(settings: Settings, args: argparse.Namespace) -> int:
+    text = {
+        name: getattr(args, name) for name in ("modality_dropout", "text_weight", "text_only_weight") if getattr(args, name) is not None
+    }  # unset: TrainConfig's defaults
+    _check_training_arguments(args, text)
+    # Training loads torch (seconds): only once the arguments have been checked.
     from models.checkpoint import CheckpointError
     from models.data.folder import DatasetError
     from models.encoders.registry import UnknownBackbone
     from models.training import TrainConfig, train
 
-    text = {
-        name: getattr(args, name) for name in ("modality_dropout", "text_weight", "text_only_weight") if getattr(args, name) is not None
-    }  # unset: TrainConfig's defaults
     config = TrainConfig(
         backbone=args.backbone,
         weights=args.weights,
@@ -147,14 +149,6 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         use_text=not args.no_texts,
         **text,
     )
-    if not 0 <= args.val_fraction < 1:
-        raise UserError("--val-fraction must be at least 0 and below 1")
-    if args.shift_cells < 0:
-        raise UserError("--shift-cells must be 0 or more")
-    if not 0 <= args.erase <= 1:
-        raise UserError("--erase must be between 0 and 1")
-    if not 0 <= config.modality_dropout <= 1 or config.text_weight < 0 or config.text_only_weight < 0:
-        raise UserError("--modality-dropout must be between 0 and 1, and the text weights at least 0")
     try:
         result = train(args.data, config, out=args.out, texts=args.texts, per_class=args.per_class, progress=sys.stderr.isatty())
     except (DatasetError, UnknownBackbone, CheckpointError) as exc:
@@ -164,6 +158,17 @@ def _train(settings: Settings, args: argparse.Namespace) -> int:
         f"in {result.seconds:.0f} s; checkpoint {result.card.model_version} written to {args.out}"
     )
     return 0
+
+
+def _check_training_arguments(args: argparse.Namespace, text: dict[str, float]) -> None:
+    if not 0 <= args.val_fraction < 1:
+        raise UserError("--val-fraction must be at least 0 and below 1")
+    if args.shift_cells < 0:
+        raise UserError("--shift-cells must be 0 or more")
+    if not 0 <= args.erase <= 1:
+        raise UserError("--erase must be between 0 and 1")
+    if not 0 <= text.get("modality_dropout", 0.0) <= 1 or text.get("text_weight", 0.0) < 0 or text.get("text_only_weight", 0.0) < 0:
+        raise UserError("--modality-dropout must be between 0 and 1, and the text weights at least 0")
 
 
 def _choose_views(_settings: Settings, args: argparse.Namespace) -> int:

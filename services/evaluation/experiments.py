@@ -17,8 +17,9 @@ Redis as `shelfsight experiments create` would, and simulated shoppers shop:
   and the run stops at the first decision or after ``lists``.
 
 Scenarios: A/A (the same ranking twice: no winner should be declared), A/B and interleaving of
-the shipped ranking against popularity alone (a ranking that ignores the shopper: it should lose).
-The figure of merit is the lists each needed to decide.
+the prior ranking against popularity alone (a ranking that ignores the shopper: a large loss), and
+against the prior with more variety in each list (a small loss). The figure of merit is the lists
+each needed to decide.
 """
 
 import json
@@ -53,12 +54,24 @@ class Scenario:
     control: Ranking
     challenger: Ranking
     expect: str  # "no decision yet" (A/A) or "worse"
+    knobs: tuple[tuple[str, float], ...] = ()  # the challenger's own ranking settings
+
+    def variants(self) -> list[VariantSpec]:
+        return [
+            VariantSpec(name="control", share=0.5, ranking=self.control),
+            VariantSpec.model_validate({"name": "challenger", "share": 0.5, "ranking": self.challenger, **dict(self.knobs)}),
+        ]
 
 
+# A small loss as well as a large one: a list that trades relevance for variety (MMR's λ at 0.3,
+# against the shop's 0.75) shows fewer products of the shopper's favourite category.
+WIDER = (("mmr_lambda", 0.3),)
 SCENARIOS = (
     Scenario("A/A: prior against prior", "ab", "prior", "prior", "no decision yet"),
     Scenario("A/B: popularity alone against prior", "ab", "prior", "popularity", "worse"),
     Scenario("interleaving: popularity alone against prior", "interleave", "prior", "popularity", "worse"),
+    Scenario("A/B: a wider mix (mmr_lambda 0.3) against prior", "ab", "prior", "prior", "worse", WIDER),
+    Scenario("interleaving: a wider mix (mmr_lambda 0.3) against prior", "interleave", "prior", "prior", "worse", WIDER),
 )
 
 
@@ -79,7 +92,8 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Plan:
-    lists: int = 1500  # per run, at most
+    lists: int = 1500  # per run that should decide, at most
+    aa_lists: int = 600  # per A/A run: it never should, so it runs this long
     every: int = 25  # lists between two readings of the report
     aa_runs: int = 5
     runs: int = 3  # of each of the other scenarios
@@ -102,21 +116,15 @@ class ExperimentRun:
 
     def run(self, scenario: Scenario, seed: int, plan: Plan, report: Callable[[str], dict[str, object]]) -> Outcome:
         experiment_id = f"sim-{uuid.uuid4().hex[:10]}"
-        spec = ExperimentSpec(
-            experiment_id=experiment_id,
-            mode=scenario.mode,
-            variants=[
-                VariantSpec(name="control", share=0.5, ranking=scenario.control),
-                VariantSpec(name="challenger", share=0.5, ranking=scenario.challenger),
-            ],
-        )
+        spec = ExperimentSpec(experiment_id=experiment_id, mode=scenario.mode, variants=scenario.variants())
         client = self.client
         stored.create(client, self.keys, spec, datetime.now(UTC))
         outcome = Outcome(scenario, seed)
         rng = random.Random(seed)
         try:
             self._wait_assigned(experiment_id)
-            while outcome.lists < plan.lists:
+            cap = plan.aa_lists if scenario.expect == "no decision yet" else plan.lists
+            while outcome.lists < cap:
                 outcome.clicks += self._one_list(rng)
                 outcome.lists += 1
                 if outcome.lists % plan.every == 0 and self._read(outcome, report(experiment_id)):
@@ -198,7 +206,8 @@ def run_experiments(settings: Settings, checkpoint: Path, dataset: Dataset, plan
 def summary(outcomes: list[Outcome], plan: Plan) -> str:
     """A markdown table: per scenario, runs that decided as expected and the lists they needed."""
     lines = [
-        f"Through `serve` and `profiles` as processes; at most {plan.lists} lists a run, the report read every {plan.every}.",
+        f"Through `serve` and `profiles` as processes; at most {plan.lists} lists a run ({plan.aa_lists} for A/A), "
+        f"the report read every {plan.every}.",
         "",
         "| scenario | runs | as expected | lists to decide (each run) |",
         "| --- | --- | --- | --- |",

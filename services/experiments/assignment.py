@@ -23,11 +23,11 @@ from schemas.experiments import INTERLEAVED, ExperimentSpec, ExperimentTag, Vari
 
 @dataclass(frozen=True)
 class Assignment:
-    """What a shopper's list is, in the running experiment: its tag and how it is ranked."""
+    """What a shopper's list is, in the running experiment: its tag and the variant that makes it."""
 
     tag: ExperimentTag
-    ranking: str  # the variant's; with interleaving, the first (control) variant's
-    against: tuple[str, str, str] | None = None  # interleaving: (control's name, challenger's name, challenger's ranking)
+    arm: VariantSpec  # the shopper's variant; with interleaving, the control
+    challenger: VariantSpec | None = None  # interleaving: the variant team-drafted against the control
 
 
 def bucket(experiment_id: str, user_id: str) -> float:
@@ -52,12 +52,13 @@ def assignment_of(spec: ExperimentSpec, user_id: str) -> Assignment:
     >>> from schemas.experiments import ExperimentSpec, VariantSpec
     >>> spec = ExperimentSpec(experiment_id="i1", mode="interleave", variants=[
     ...     VariantSpec(name="a", share=0.5, ranking="prior"), VariantSpec(name="b", share=0.5, ranking="popularity")])
-    >>> assignment_of(spec, "anyone").against
-    ('a', 'b', 'popularity')
+    >>> found = assignment_of(spec, "anyone")
+    >>> found.arm.name, found.challenger.ranking
+    ('a', 'popularity')
     """
     if spec.mode == "interleave":
         control, challenger = spec.variants
         tag = ExperimentTag(experiment_id=spec.experiment_id, variant=INTERLEAVED)
-        return Assignment(tag, control.ranking, (control.name, challenger.name, challenger.ranking))
+        return Assignment(tag, control, challenger)
     variant = variant_of(spec, user_id)
-    return Assignment(ExperimentTag(experiment_id=spec.experiment_id, variant=variant.name), variant.ranking)
+    return Assignment(ExperimentTag(experiment_id=spec.experiment_id, variant=variant.name), variant)

@@ -114,6 +114,7 @@ def _variant(experiment: Experiment, figures: VariantFigures) -> VariantReport:
         name=figures.name,
         share=spec.share,
         ranking=spec.ranking,
+        settings=spec.describe(),
         shoppers=figures.shoppers,
         per_shopper={m: _interval(e) for m, e in figures.per_shopper.items()},
         share_with={m: _interval(e) for m, e in figures.share_with.items()},

@@ -26,7 +26,7 @@ evidence it is (a cosine, a co-visitation count, a popularity) and the ranking w
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,23 @@ class Candidate:
     @property
     def sources(self) -> set[str]:
         return set(self.evidence)
+
+
+def without_sources(candidates: list[Candidate], left_out: frozenset[str]) -> list[Candidate]:
+    """The candidates as if the sources ``left_out`` had proposed nothing (an experiment's variant
+    that does without them): their evidence dropped, and the products no other source proposed gone.
+
+    >>> kept = without_sources([Candidate("a", {"looks": (0.9, None), "taste": (0.5, None)}), Candidate("b", {"looks": (0.8, None)})],
+    ...                        frozenset({"looks"}))
+    >>> [(c.product_id, c.sources) for c in kept]
+    [('a', {'taste'})]
+    """
+    kept = []
+    for candidate in candidates:
+        evidence = {source: found for source, found in candidate.evidence.items() if source not in left_out}
+        if evidence:
+            kept.append(replace(candidate, evidence=evidence))
+    return kept
 
 
 class CandidatePool:

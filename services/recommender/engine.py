@@ -20,10 +20,10 @@ import numpy as np
 
 from models.ranking import LinearScorer
 from schemas import RecommendationServed
-from schemas.experiments import ExperimentTag, Teams
+from schemas.experiments import ExperimentTag, Teams, VariantSpec
 from services.experiments.assignment import Assignment
 from services.experiments.interleaving import team_draft
-from services.recommender.candidates import Candidate, CandidatePool, CoVisits, unit
+from services.recommender.candidates import Candidate, CandidatePool, CoVisits, unit, without_sources
 from services.recommender.features import FEATURES, SOURCE_OF, Evidence, feature_matrix, popularity_scorer, position_value, prior_scorer
 from services.recommender.just_posted import JustPosted
 from services.recommender.learned import Learned
@@ -49,8 +49,8 @@ class Query:
     context_product_id: str | None = None
     request_id: str | None = None  # echoed in the served log; made up when None
     experiment: ExperimentTag | None = None  # the variant the shopper is in: named on the served list
-    ranking: str | None = None  # the variant's ranking ("learned", "prior", "popularity"); None: the tuning's
-    interleave: tuple[str, str, str] | None = None  # (first team, second team, second's ranking): team-draft with ``ranking``
+    arm: VariantSpec | None = None  # the variant whose list this is (its ranking, knobs, sources); None: the tuning's
+    challenger: VariantSpec | None = None  # interleaving: the variant team-drafted against ``arm``
     experiments: bool = True  # False: never assigned (a caller not known to act for the shopper)
 
 
@@ -143,7 +143,7 @@ class Recommender:
         if query.experiment is None and query.experiments:
             assigned = self._assign(query.user_id)
             if assigned is not None:
-                query = replace(query, experiment=assigned.tag, ranking=assigned.ranking, interleave=assigned.against)
+                query = replace(query, experiment=assigned.tag, arm=assigned.arm, challenger=assigned.challenger)
         if query.experiment is None:
             return self._recommend(query, started)
         try:
@@ -173,20 +173,23 @@ class Recommender:
         self._from_behaviour(pool, shopper, signals, covisits, learned)
         self._complete(pool, filters)
         candidates = [c for c in pool.all() if c.payload is not None and not c.payload.get("delisted") and matches(c.payload, filters)]
+        if query.arm is not None and query.arm.without:
+            candidates = without_sources(candidates, frozenset(query.arm.without))
         if not candidates:
             return Recommendations([], len(pool), time.perf_counter() - started, query.request_id or "")
-        scorer = self._scorer(learned, query.ranking or self.tuning.ranking)
+        tuning = self._tuning_of(query.arm)
+        scorer = self._scorer(learned, tuning.ranking)
         vectors = self._unit_vectors(candidates)
         evidence = self._evidence(candidates, vectors, shopper, signals, covisits, learned, now)
         features = feature_matrix(evidence)
         scores = scorer.score(features)
         request_id = query.request_id or f"r-{uuid.uuid4().hex}"
-        order = self._choose(candidates, vectors, features, scores, query.k, evidence, request_id)
+        order = self._choose(candidates, vectors, features, scores, query.k, evidence, request_id, tuning)
         credit = _credit_by_source(scorer, features[order])
         teams = None
-        if query.interleave is not None:
+        if query.arm is not None and query.challenger is not None:
             order, credit, teams = self._interleave(
-                query.interleave, order, scorer, learned, candidates, vectors, features, evidence, request_id
+                (query.arm.name, query.challenger), order, scorer, learned, candidates, vectors, features, evidence, request_id
             )
         picks = self._explain(order, candidates, vectors, scores, credit, shopper, signals, context_id, now)
         ranked = [candidates[i].product_id for i in np.argsort(-scores, kind="stable")]
@@ -195,7 +198,9 @@ class Recommender:
             served = self._served(request_id, query.user_id, order, candidates, features, scores, ranker, now)
             if query.experiment is not None:
                 drafted = (
-                    Teams(control=query.interleave[0], challenger=query.interleave[1], teams=teams) if query.interleave and teams else None
+                    Teams(control=query.arm.name, challenger=query.challenger.name, teams=teams)
+                    if query.arm and query.challenger and teams
+                    else None
                 )
                 served = served.model_copy(update={"experiment": query.experiment, "interleaving": drafted})
             self._on_served(served)
@@ -204,7 +209,7 @@ class Recommender:
 
     def _interleave(
         self,
-        against: tuple[str, str, str],
+        against: tuple[str, VariantSpec],
         first: list[int],
         scorer: LinearScorer,
         learned: Learned,
@@ -214,12 +219,13 @@ class Recommender:
         evidence: Evidence,
         request_id: str,
     ) -> tuple[list[int], list[dict[str, float]], list[str]]:
-        """Team-draft the first ranking's list with the second's (same candidates, same features,
-        the same diversity and exploration): (merged order, each place's credit by the scorer of
-        the team that placed it, the teams)."""
-        first_team, second_team, second_ranking = against
-        other = self._scorer(learned, second_ranking)
-        second = self._choose(candidates, vectors, features, other.score(features), len(first), evidence, request_id)
+        """Team-draft the first variant's list with the second's (same candidates, same features;
+        each its own ranking and knobs): (merged order, each place's credit by the scorer of the team
+        that placed it, the teams)."""
+        first_team, challenger = against
+        second_team, tuning = challenger.name, self._tuning_of(challenger)
+        other = self._scorer(learned, tuning.ranking)
+        second = self._choose(candidates, vectors, features, other.score(features), len(first), evidence, request_id, tuning)
         merged, teams = team_draft(
             first, second, len(first), random.Random(zlib.crc32(f"{request_id}/teams".encode())), (first_team, second_team)
         )
@@ -364,6 +370,12 @@ class Recommender:
 
     # -- ranking --------------------------------------------------------------------------
 
+    def _tuning_of(self, arm: VariantSpec | None) -> Tuning:
+        """The shop's tuning, with what an experiment's variant sets for itself."""
+        if arm is None:
+            return self.tuning
+        return replace(self.tuning, ranking=arm.ranking, **arm.knobs)  # type: ignore[arg-type]
+
     def _scorer(self, learned: Learned, ranking: str) -> LinearScorer:
         if ranking == "learned" and learned.ranker is not None and learned.ranker.learned:
             return learned.ranker
@@ -431,30 +443,31 @@ class Recommender:
         k: int,
         evidence: Evidence,
         request_id: str,
+        tuning: Tuning,
     ) -> list[int]:
         """Indexes into ``candidates``: MMR over the best-scored, then the exploration budget."""
-        shortlist = np.argsort(-scores, kind="stable")[: max(k * self.tuning.diversify_from, 20)]
-        order = [int(shortlist[i]) for i in mmr(spread(scores[shortlist]), vectors[shortlist], k, self.tuning.mmr_lambda)]
+        shortlist = np.argsort(-scores, kind="stable")[: max(k * tuning.diversify_from, 20)]
+        order = [int(shortlist[i]) for i in mmr(spread(scores[shortlist]), vectors[shortlist], k, tuning.mmr_lambda)]
         # A new product earns a place by looking like the shopper's taste, in the fused space or by
         # its picture alone (a listing whose title says nothing is placed by its picture).
         taste = features[:, FEATURES.index("taste")]
         looks = features[:, FEATURES.index("looks")]
         unclicked = features[:, FEATURES.index("unclicked_new")] > 0
         typical = float(taste[~unclicked].mean()) if (~unclicked).any() else float(taste.mean())
-        fit = np.maximum(taste - typical - self.tuning.explore_margin, looks - self.tuning.looks_alike)
+        fit = np.maximum(taste - typical - tuning.explore_margin, looks - tuning.looks_alike)
         # The bandit needs click-through: without a widget reporting impressions, the fixed places.
-        if self.tuning.exploration == "bandit" and evidence.impressions.sum() > 0:
-            young = _listed_within(evidence, self.tuning.new_for_s)
+        if tuning.exploration == "bandit" and evidence.impressions.sum() > 0:
+            young = _listed_within(evidence, tuning.new_for_s)
             return explore_by_sampling(
                 order,
                 [int(i) for i in np.flatnonzero(young & (fit >= 0))],
                 evidence.choices,
                 evidence.impressions,
                 k // 2,
-                self.tuning.explore_prior,
+                tuning.explore_prior,
                 _rng(request_id),
             )
-        slots = min(self.tuning.explore_slots, k // 4)
+        slots = min(tuning.explore_slots, k // 4)
         if not slots:
             return order
         # Products nobody has clicked yet cannot earn behavioural evidence unless they are shown:

@@ -125,17 +125,21 @@ def test_experiments_say_what_is_wrong_in_one_line_and_report_what_they_hold(mon
         ("--interleave", "--variant", "a=prior", "--variant", "b=learned", "--variant", "c=popularity"): "give two variants",
         ("--days", "nan", "--variant", "a=prior", "--variant", "b=learned"): "--days nan",
         ("--days", "0", "--variant", "a=prior", "--variant", "b=learned"): "more than 0",
+        ("--variant", "a=prior", "--variant", "b=prior,mmr=1"): "is not KEY=VALUE",
+        ("--variant", "a=prior", "--variant", "b=prior,mmr_lambda=2"): "mmr_lambda: Input should be less than or equal to 1",
+        ("--variant", "a=prior", "--variant", "b=prior,without=nope"): "without.0: Input should be",
+        ("--interleave", "--variant", "a=prior", "--variant", "b=prior,without=looks"): "same without=",
     }
     for args, says in mistakes.items():
         code, _, err = run("create", "cli-1", *args)
         assert code == 2 and says in err and err.count("\n") == 1, (args, err)
-    assert run("create", "cli-1", "--variant", "control=learned", "--variant", "weak=popularity")[0] == 0
+    assert run("create", "cli-1", "--variant", "control=learned", "--variant", "weak=popularity,explore_slots=0")[0] == 0
     code, _, err = run("create", "cli-2", "--variant", "a=prior", "--variant", "b=learned")
     assert code == 2 and "stop it first" in err and err.count("\n") == 1
     code, out, _ = run("report", "cli-1")
     assert code == 0 and "weak − control" in out and "no decision yet" in out, out
     assert run("stop", "cli-1")[0] == 0
-    assert run("list")[1].startswith("cli-1\tstopped\tcontrol=learned:0.5, weak=popularity:0.5")
+    assert run("list")[1].startswith("cli-1\tstopped\tcontrol=learned:0.5; weak=popularity,explore_slots=0:0.5")
     assert run("delete", "cli-1")[0] == 0
     code, _, err = run("report", "cli-1")
     assert code == 2 and "no experiment 'cli-1'" in err

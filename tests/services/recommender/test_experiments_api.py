@@ -2,9 +2,11 @@
 experiment in Redis, answers and served lists name the variant, choices on those lists are
 credited by the profiles worker's handler, and the report reads it all back."""
 
+import base64
 import json
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 import redis.asyncio as aioredis
 from fastapi.testclient import TestClient
@@ -128,6 +130,42 @@ def test_interleaving_merges_both_rankings_and_credits_the_team_that_placed_a_pr
     assert report["lists"] == len(shoppers) and report["shoppers"] == len(shoppers)
     assert report["wins"] == expected, "each list won by the team whose product was chosen"
     assert report["preference_per_shopper"]["mean"] == pytest.approx((expected["popular"] - expected["prior"]) / len(shoppers))
+
+
+def _served_features(redis_client, shop, shopper: str) -> dict[str, np.ndarray]:
+    served = json.loads(redis_client.lindex(shop.keys.served(shopper), 0))
+    names = served["feature_names"]
+    rows = np.frombuffer(base64.urlsafe_b64decode(served["features"]), dtype="<f4").reshape(len(served["products"]), len(names))
+    return {name: rows[:, n] for n, name in enumerate(names)}
+
+
+def test_a_variant_sets_its_own_knobs_and_does_without_candidate_sources(experiment_api, shop, redis_client):
+    client, now = experiment_api
+    spec = ExperimentSpec(
+        experiment_id="knobs-1",
+        variants=[
+            VariantSpec(name="control", share=0.5, ranking="prior"),
+            VariantSpec(name="narrow", share=0.5, ranking="prior", mmr_lambda=1.0, without=["covisit", "history"]),
+        ],
+    )
+    shoppers = [f"k-shopper-{n}" for n in range(16)]
+    for n, shopper in enumerate(shoppers):  # shoppers who viewed what others viewed: co-visitation proposes
+        shop.click(shopper, f"{['bag', 'coat', 'dress'][n % 3]}-{n % 5}")
+        shop.click(shopper, f"{['bag', 'coat', 'dress'][n % 3]}-{(n + 1) % 5}")
+    stored.create(redis_client, shop.keys, spec, datetime.fromtimestamp(now[0], UTC) - timedelta(seconds=1))
+    now[0] += 1.5
+    proposed = {"control": 0.0, "narrow": 0.0}
+    for shopper in shoppers:
+        answer = client.get(f"/v1/users/{shopper}/recommendations", params={"k": 6}, headers=STORE).json()
+        variant = answer["experiment"]["variant"]
+        features = _served_features(redis_client, shop, shopper)
+        proposed[variant] += float(features["from_covisit"].sum() + features["from_history"].sum())
+        if variant == "narrow":
+            assert not any("viewed with" in item["reason"] for item in answer["items"]), "no reason names a source left out"
+    assert proposed["control"] > 0, "the control's lists draw on co-visitation (else the test proves nothing)"
+    assert proposed["narrow"] == 0, "the variant's lists never do"
+    report = client.get("/v1/experiments/knobs-1", headers={"X-API-Key": SECRET_KEY}).json()
+    assert [v["settings"] for v in report["variants"]] == ["prior", "prior,mmr_lambda=1,without=covisit+history"]
 
 
 @pytest.mark.slow
