@@ -27,6 +27,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 # Names go into Redis keys and Prometheus labels: short and plain.
 ExperimentId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,47}$", description="Lower-case letters, digits, - and _.")]
 VariantName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", description="Lower-case letters, digits, - and _.")]
+SavedName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,47}$", description="Lower-case letters, digits, ., - and _.")]
 Ranking = Literal["learned", "prior", "popularity"]
 # Where candidates come from (services.recommender.features.SOURCES less the catalogue fallback,
 # which a list cannot do without): a variant may leave some out.
@@ -57,6 +58,11 @@ class VariantSpec(BaseModel):
     explore_slots: int | None = Field(
         default=None, ge=0, le=5, description="Places of a list that may go to new products nobody has clicked yet. Unset: the shop's."
     )
+    learners: SavedName | None = Field(
+        default=None,
+        description="Rank with the learners saved under this name (`shelfsight learners save NAME`) instead of the "
+        "live ones: the learned ranker, the item-to-item model and the factorisation as they were then.",
+    )
     without: list[CandidateSource] = Field(
         default_factory=list, max_length=len(get_args(CandidateSource)), description="Candidate sources this variant does not use."
     )
@@ -69,6 +75,7 @@ class VariantSpec(BaseModel):
     def describe(self) -> str:
         """``prior``, ``prior,mmr_lambda=0.4,without=looks+new``: as `experiments create --variant` reads it."""
         parts = [self.ranking, *(f"{k}={v:g}" for k, v in self.knobs.items())]
+        parts += [f"learners={self.learners}"] if self.learners else []
         return ",".join(parts + ([f"without={'+'.join(self.without)}"] if self.without else []))
 
 

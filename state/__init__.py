@@ -4,7 +4,7 @@ as ``schemas/`` is the contract of the Kafka topics.
 - ``keys``        — every key name, ids escaped so no two things share a key
 - ``values``      — the stored values (a shopper's profile, a product's item hash) and their codecs
 - ``bounds``      — how much is kept under each key: the most a reader can find there
-- ``checkpoints`` — the learners checkpoint format (signed), its names and how long they are kept
+- ``checkpoints`` — the learners checkpoint format (signed), its names, how long they are kept, and copies saved by name
 - ``layout``      — the key-group layout Redis holds, checked at start
 - ``secret``      — the key that signs the checkpoints
 

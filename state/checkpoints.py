@@ -24,6 +24,7 @@ state.checkpoints.CheckpointRejected: checkpoint signature does not match: refus
 import hashlib
 import hmac
 import io
+import json
 import pickle
 import struct
 
@@ -84,3 +85,54 @@ def checkpoint_names(client: redis.Redis, keys: Keys, now: float, keep_s: float 
     """The workers whose learners checkpoints are current, then ``main`` (a single-process replay's)."""
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in client.zrangebyscore(keys.learners_workers, now - keep_s, "+inf")]
     return list(dict.fromkeys([*names, "main"]))
+
+
+# Saved learners: every worker's checkpoint copied, as it is, under a name an experiment's variant
+# can rank with (``VariantSpec.learners``). The copies stay signed; they are kept until deleted.
+MAX_SAVED = 20  # names at a time: each holds a copy of every worker's checkpoint
+
+
+class SavedLearnersError(ValueError):
+    """A saved-learners name that cannot be used as asked; the message is one line."""
+
+
+def save_learners(client: redis.Redis, keys: Keys, name: str, now: float, keep_s: float = CHECKPOINT_KEEP_S) -> list[str]:
+    """Copy every current worker checkpoint under ``name``; the workers copied."""
+    index = client.hgetall(keys.learners_saved_index)
+    if name.encode() in index or name in index:
+        raise SavedLearnersError(f"learners are already saved as {name!r}: choose another name, or delete it first")
+    if len(index) >= MAX_SAVED:
+        raise SavedLearnersError(f"{MAX_SAVED} learners are saved already: delete one (`shelfsight learners delete NAME`) first")
+    names = checkpoint_names(client, keys, now, keep_s)
+    found = zip(names, client.mget([keys.learners(n) for n in names]), strict=True)
+    blobs: dict[str, bytes] = {worker: blob for worker, blob in found if isinstance(blob, bytes)}
+    if not blobs:
+        raise SavedLearnersError("no profiles worker has checkpointed learners yet: run `shelfsight profiles` first")
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hset(keys.learners_saved(name), mapping=blobs)  # type: ignore[arg-type]  # redis-py types the mapping invariantly
+        pipe.hset(keys.learners_saved_index, name, json.dumps({"saved_at": now, "workers": sorted(blobs)}))
+        pipe.execute()
+    return sorted(blobs)
+
+
+def saved_learners(client: redis.Redis, keys: Keys) -> dict[str, dict[str, object]]:
+    """Every saved name, with when it was saved and its workers."""
+    found = client.hgetall(keys.learners_saved_index)
+    return {(k.decode() if isinstance(k, bytes) else k): json.loads(v) for k, v in sorted(found.items())}
+
+
+def load_saved(client: redis.Redis, keys: Keys, name: str, secret: bytes) -> list[Learners] | None:
+    """The learners saved under ``name`` (one per worker); None when there is no such name.
+    A copy that does not load is :class:`CheckpointRejected`, as a live checkpoint would be."""
+    blobs = client.hgetall(keys.learners_saved(name))
+    if not blobs:
+        return None
+    return [load(blob, secret) for _worker, blob in sorted(blobs.items()) if isinstance(blob, bytes)]
+
+
+def delete_saved(client: redis.Redis, keys: Keys, name: str) -> bool:
+    with client.pipeline(transaction=True) as pipe:
+        pipe.delete(keys.learners_saved(name))
+        pipe.hdel(keys.learners_saved_index, name)
+        deleted = pipe.execute()
+    return bool(deleted[1])

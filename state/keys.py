@@ -286,3 +286,13 @@ class Keys:
     def learners_digest(self, worker: str) -> str:
         """A digest of the checkpoint, written with it: readers skip downloading an unchanged one."""
         return f"{self._learners_tag()}learners:{escape(worker)}:digest"
+
+    def learners_saved(self, name: str) -> str:
+        """Learners saved under a name (`shelfsight learners save`): every worker's checkpoint as it
+        was then (hash: worker → signed blob), for an experiment's variant to rank with."""
+        return f"{self._learners_tag()}learners-saved:{escape(name)}"
+
+    @property
+    def learners_saved_index(self) -> str:
+        """The saved learners' names, each with when it was saved and its workers (hash: name → JSON)."""
+        return f"{self._learners_tag()}learners-saved"

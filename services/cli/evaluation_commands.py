@@ -237,7 +237,7 @@ def _meta_int(meta: dict[str, object], name: str, default: int = 10_000) -> int:
 
 def _experiments(settings: Settings, args: argparse.Namespace) -> int:
     from services.bus.broker import require_broker
-    from services.evaluation.experiments import Plan, as_json, run_experiments, summary
+    from services.evaluation.experiments import Outcome, Plan, as_json, run_experiments, summary
     from services.evaluation.logs import read_dataset
     from services.redis_clients import redis_client
     from services.stack.model import ensure_model
@@ -258,11 +258,14 @@ def _experiments(settings: Settings, args: argparse.Namespace) -> int:
         seed=args.seed,
         eager=not args.alike,
     )
-    outcomes = run_experiments(settings, ensure_model(settings), dataset, plan, progress=sys.stderr.isatty())
-    table = summary(outcomes, plan)
-    print(table)
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "experiments.md").write_text(table + "\n")
-        (args.out / "experiments.json").write_text(as_json(outcomes) + "\n")
+
+    def write(outcomes: "list[Outcome]") -> None:
+        if args.out is not None:  # after every run: a long evaluation keeps what it has if stopped
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "experiments.md").write_text(summary(outcomes, plan) + "\n")
+            (args.out / "experiments.json").write_text(as_json(outcomes) + "\n")
+
+    outcomes = run_experiments(settings, ensure_model(settings), dataset, plan, progress=sys.stderr.isatty(), each=write)
+    write(outcomes)
+    print(summary(outcomes, plan))
     return 0

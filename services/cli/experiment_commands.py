@@ -33,7 +33,8 @@ def register(commands: Commands) -> None:
         required=True,
         metavar="NAME=RANKING[,KEY=VALUE…][:SHARE]",
         help="a variant: its name, its ranking (learned, prior or popularity), optionally its own mmr_lambda, "
-        "explore_slots, or candidate sources left out (without=looks+new), and its share of shoppers "
+        "explore_slots, saved learners (learners=NAME, see `shelfsight learners`) or candidate sources left out "
+        "(without=looks+new), and its share of shoppers "
         "(default: equal shares); the first is the control. Give two to four.",
     )
     create.add_argument(
@@ -56,12 +57,12 @@ def register(commands: Commands) -> None:
     experiments.set_defaults(run=_experiments)
 
 
-_KNOBS = ("mmr_lambda", "explore_slots", "without")
+_KNOBS = ("mmr_lambda", "explore_slots", "learners", "without")
 
 
 def parse_variants(texts: list[str]) -> "list[VariantSpec]":
     """``NAME=RANKING[,KEY=VALUE…][:SHARE]`` each; shares not given split what the given ones leave
-    equally. KEY: mmr_lambda, explore_slots, or without (candidate sources joined by +).
+    equally. KEY: mmr_lambda, explore_slots, learners (a saved name), or without (candidate sources joined by +).
 
     >>> [v.describe() for v in parse_variants(["a=prior", "b=prior,mmr_lambda=0.4,without=looks+new:0.5"])]
     ['prior', 'prior,mmr_lambda=0.4,without=looks+new']
@@ -136,9 +137,16 @@ def _experiments(settings: Settings, args: argparse.Namespace) -> int:
 
 def _create(client: "redis.Redis", keys: "Keys", args: argparse.Namespace, now: datetime) -> int:
     from schemas.experiments import ExperimentSpec
+    from state.checkpoints import saved_learners
     from state.experiments import create
 
     variants = parse_variants(args.variant)
+    saved = saved_learners(client, keys)
+    for variant in variants:
+        if variant.learners is not None and variant.learners not in saved:
+            raise UserError(
+                f"--variant {variant.name}: no learners are saved as {variant.learners!r}: `shelfsight learners save NAME` saves them"
+            )
     if args.days is not None and not 0 < args.days <= 3650:
         raise UserError(f"--days {args.days:g}: give a number of days from more than 0 to 3650, or leave it out to run until stopped")
     ends = now + timedelta(days=args.days) if args.days is not None else None

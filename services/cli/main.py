@@ -13,6 +13,7 @@ from services.cli import (
     evaluation_commands,
     event_commands,
     experiment_commands,
+    learners_commands,
     model_commands,
     service_commands,
     stack_commands,
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     service_commands.register(commands)
     catalogue_commands.register(commands)
     experiment_commands.register(commands)
+    learners_commands.register(commands)
     evaluation_commands.register(commands)
     demo = commands.add_parser(
         "demo", help="the main job: the whole system with simulated shoppers and a live storefront (Ctrl-C stops it)"

@@ -21,8 +21,11 @@ import http.client
 import json
 import os
 import secrets
+import signal
 import socket
+import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -145,9 +148,23 @@ class Api:
 
 
 @contextmanager
+def _terminated_as_interrupted() -> Iterator[None]:
+    """SIGTERM ends the run as Ctrl-C does, through the clauses that stop the services it started
+    and remove their topics and keys (the default would leave them running)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(128 + signal.SIGTERM))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
 def running(settings: Settings, checkpoint: Path, rate: float) -> Iterator[tuple[Deployment, list[Service]]]:
     """`serve` and `profiles` on this run's own topics, keys and shard; everything removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="shelfsight-live-") as folder:
+    with _terminated_as_interrupted(), tempfile.TemporaryDirectory(prefix="shelfsight-live-") as folder:
         where = deployment(settings, checkpoint, rate, Path(folder))
         create_topics(where.settings)
         services = [

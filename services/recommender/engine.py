@@ -114,11 +114,13 @@ class Recommender:
         model_version: Callable[[], str | None] = lambda: None,
         assign: Callable[[str], Assignment | None] = lambda _user: None,
         guard: Callable[[str, ExperimentTag, float, bool], None] = lambda _user, _tag, _seconds, _ok: None,
+        saved: Callable[[str], Learned | None] = lambda _name: None,
     ) -> None:
         """``pictures``: whether the store has a picture space (``image`` vectors) to search;
         ``posted``: what this process's API accepted a moment ago (read over Redis); ``assign``:
         a shopper's variant in the running experiment and its ranking (``RunningExperiments``);
-        ``guard``: told each experiment request's time and success, for the variants' guardrails."""
+        ``guard``: told each experiment request's time and success, for the variants' guardrails;
+        ``saved``: the learners saved under a name, for a variant that ranks with them."""
         self._store = store
         self._reader = reader
         self._learned = learned
@@ -131,6 +133,7 @@ class Recommender:
         self._model_version = model_version  # the live one, named on every served list
         self._assign = assign
         self._guard = guard
+        self._saved = saved
         self._prior = prior_scorer()
         self._popularity = popularity_scorer()  # an experiment's deliberately weak variant
 
@@ -159,7 +162,7 @@ class Recommender:
         # Time is measured by the shop's clock (the latest event applied), not the wall: ages, what is
         # new, popularity and the served list's time then agree with the events, however far behind.
         now = signals.as_of
-        learned = self._learned()
+        learned = self._learned_of(query.arm)
         context_id = query.context_product_id
         filters = query.filters.excluding(
             [*shopper.purchased, *shopper.recent, *shopper.seen, *shopper.dismissed, *([context_id] if context_id else [])]
@@ -189,7 +192,7 @@ class Recommender:
         teams = None
         if query.arm is not None and query.challenger is not None:
             order, credit, teams = self._interleave(
-                (query.arm.name, query.challenger), order, scorer, learned, candidates, vectors, features, evidence, request_id
+                (query.arm.name, query.challenger), order, scorer, candidates, vectors, features, evidence, request_id
             )
         picks = self._explain(order, candidates, vectors, scores, credit, shopper, signals, context_id, now)
         ranked = [candidates[i].product_id for i in np.argsort(-scores, kind="stable")]
@@ -212,7 +215,6 @@ class Recommender:
         against: tuple[str, VariantSpec],
         first: list[int],
         scorer: LinearScorer,
-        learned: Learned,
         candidates: list[Candidate],
         vectors: np.ndarray,
         features: np.ndarray,
@@ -220,11 +222,11 @@ class Recommender:
         request_id: str,
     ) -> tuple[list[int], list[dict[str, float]], list[str]]:
         """Team-draft the first variant's list with the second's (same candidates, same features;
-        each its own ranking and knobs): (merged order, each place's credit by the scorer of the team
-        that placed it, the teams)."""
+        each its own ranking, knobs and ranker, from its saved learners if it names some): (merged
+        order, each place's credit by the scorer of the team that placed it, the teams)."""
         first_team, challenger = against
         second_team, tuning = challenger.name, self._tuning_of(challenger)
-        other = self._scorer(learned, tuning.ranking)
+        other = self._scorer(self._learned_of(challenger), tuning.ranking)  # the same features: its own ranker
         second = self._choose(candidates, vectors, features, other.score(features), len(first), evidence, request_id, tuning)
         merged, teams = team_draft(
             first, second, len(first), random.Random(zlib.crc32(f"{request_id}/teams".encode())), (first_team, second_team)
@@ -369,6 +371,11 @@ class Recommender:
             candidate.vector = product.vectors.get("fused")
 
     # -- ranking --------------------------------------------------------------------------
+
+    def _learned_of(self, arm: VariantSpec | None) -> Learned:
+        """The live learners, or those a variant ranks with (saved under a name)."""
+        saved = self._saved(arm.learners) if arm is not None and arm.learners else None
+        return saved if saved is not None else self._learned()
 
     def _tuning_of(self, arm: VariantSpec | None) -> Tuning:
         """The shop's tuning, with what an experiment's variant sets for itself."""

@@ -28,12 +28,14 @@ import redis
 
 from models.ranking import ItemModel, LinearScorer, fit_item_model, merge_counts
 from models.ranking.learners import Learners
+from schemas.experiments import MAX_VARIANTS
 from services.recommender.features import FEATURES
 from state.checkpoints import (
     CHECKPOINT_KEEP_S,
     CheckpointRejected,
     checkpoint_names,
     load,
+    load_saved,
 )
 from state.keys import Keys
 
@@ -220,10 +222,43 @@ class LearnedCache:
         self._parts: dict[str, tuple[bytes | None, Learned]] = {}  # worker → (digest, its learners)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._saved: dict[str, tuple[bytes | str, Learned]] = {}  # name → (its index entry, its learners)
+        self._saved_lock = threading.Lock()
+        self._missing: set[str] = set()
 
     @property
     def current(self) -> Learned:
         return self._current
+
+    def saved(self, name: str) -> Learned | None:
+        """The learners saved under ``name`` (`shelfsight learners save`), merged and fitted on first
+        use and kept while the name holds the same copy; None when nothing is saved under it (the
+        variant then ranks with the live learners, and the warning says so). The first request
+        that names them pays for the load: their variant's guardrails show it."""
+        try:
+            about = self._redis.hget(self._keys.learners_saved_index, name)
+            if about is None:
+                if name not in self._missing:  # once per name, not once per request
+                    self._missing.add(name)
+                    log.warning("no learners saved under this name; the live ones rank instead", extra={"saved": name})
+                return None
+            self._missing.discard(name)
+            with self._saved_lock:
+                known = self._saved.get(name)
+                if known is not None and known[0] == about:
+                    return known[1]
+                found = load_saved(self._redis, self._keys, name, self._secret)
+                if not found:
+                    return None
+                learned = Learned.merge([Learned.from_learners(part, self._shape) for part in found])
+                learned.item_model  # noqa: B018 - fitted once, here, for every request that follows
+                self._saved[name] = (about, learned)
+                while len(self._saved) > MAX_VARIANTS:
+                    self._saved.pop(next(iter(self._saved)))
+                return learned
+        except (CheckpointRejected, redis.RedisError) as exc:
+            log.warning("saved learners not read; the live ones rank instead", extra={"saved": name, "reason": str(exc)[:200]})
+            return None
 
     def refresh(self) -> bool:
         """Reload the checkpoints that changed; True when the merged learners changed. Each

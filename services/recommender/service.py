@@ -99,6 +99,7 @@ def build_recommender(
         model_version=model_version,
         assign=experiments.assign,
         guard=guardrails(client, keys),
+        saved=learned.saved,
     )
     return engine, learned
 

@@ -143,3 +143,48 @@ def test_experiments_say_what_is_wrong_in_one_line_and_report_what_they_hold(mon
     assert run("delete", "cli-1")[0] == 0
     code, _, err = run("report", "cli-1")
     assert code == 2 and "no experiment 'cli-1'" in err
+
+
+@pytest.mark.redis
+def test_learners_are_saved_listed_and_deleted_by_name_and_mistakes_say_so(monkeypatch, capsys):
+    import uuid
+
+    from services.cli.main import main
+
+    prefix = f"cli-saved-{uuid.uuid4().hex[:8]}:"
+    monkeypatch.setenv("SHELFSIGHT_REDIS_PREFIX", prefix)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, _, err = run("learners", "save", "nov")
+    assert code == 2 and "no profiles worker has checkpointed learners yet" in err and err.count("\n") == 1
+    import redis as redis_lib
+
+    from models.ranking.learners import Learners
+    from services.settings import load_settings
+    from state.checkpoints import dump
+    from state.keys import Keys
+    from state.secret import state_secret
+
+    settings = load_settings()
+    client = redis_lib.Redis.from_url(settings.redis_url)
+    client.set(Keys.of(settings).learners("main"), dump(Learners(), state_secret(settings)))
+    assert run("learners", "save", "Bad Name")[0] == 2
+    assert run("learners", "save", "nov")[0] == 0
+    code, _, err = run("learners", "save", "nov")
+    assert code == 2 and "already saved as 'nov'" in err
+    assert run("learners", "list")[1].startswith("nov\tsaved ")
+    code, _, err = run("experiments", "create", "cli-saved", "--variant", "a=learned", "--variant", "b=learned,learners=dec")
+    assert code == 2 and "no learners are saved as 'dec'" in err and err.count("\n") == 1
+    assert run("experiments", "create", "cli-saved", "--variant", "a=learned", "--variant", "b=learned,learners=nov")[0] == 0
+    code, _, err = run("learners", "delete", "nov")
+    assert code == 2 and "experiment cli-saved ranks with the learners saved as 'nov': stop it first" in err
+    assert run("experiments", "stop", "cli-saved")[0] == 0
+    assert run("learners", "delete", "nov")[0] == 0
+    code, _, err = run("learners", "delete", "nov")
+    assert code == 2 and "no learners are saved as 'nov'" in err
+    for key in client.scan_iter(f"{Keys.of(settings).prefix}*"):
+        client.delete(key)

@@ -66,7 +66,9 @@ class Shop:
     clock: float = field(default_factory=time.time)
     counter: int = 0
 
-    def engine(self, log_served: bool = False, store: ProductStore | None = None, assign=None, guard=None, **tuning) -> Recommender:
+    def engine(
+        self, log_served: bool = False, store: ProductStore | None = None, assign=None, guard=None, saved=None, **tuning
+    ) -> Recommender:
         """``log_served``: served lists reach Redis the way the profiles worker's `served` agent keeps them;
         ``assign``: experiments' assignment (``RunningExperiments.assign``)."""
         sink = self.remember_served if log_served else None
@@ -81,6 +83,7 @@ class Shop:
             pictures=self.pictures,
             assign=assign or (lambda _user: None),
             guard=guard or (lambda _user, _tag, _seconds, _ok: None),
+            saved=saved or (lambda _name: None),
         )
 
     def remember_served(self, served: RecommendationServed) -> None:

@@ -4,6 +4,7 @@ credited by the profiles worker's handler, and the report reads it all back."""
 
 import base64
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -166,6 +167,51 @@ def test_a_variant_sets_its_own_knobs_and_does_without_candidate_sources(experim
     assert proposed["narrow"] == 0, "the variant's lists never do"
     report = client.get("/v1/experiments/knobs-1", headers={"X-API-Key": SECRET_KEY}).json()
     assert [v["settings"] for v in report["variants"]] == ["prior", "prior,mmr_lambda=1,without=covisit+history"]
+
+
+def test_a_variant_ranks_with_learners_saved_under_a_name(shop, redis_client):
+    """Saved learners (`shelfsight learners save`) rank one variant while the live ones rank the other."""
+    from models.ranking.learners import Learners
+    from services.recommender.engine import Query
+    from services.recommender.features import FEATURES
+    from services.recommender.learned import LearnedCache
+    from state.checkpoints import SavedLearnersError, delete_saved, dump, save_learners
+
+    secret = b"saved-learners-secret-0001"
+    trained = Learners(ranker_warmup=2)
+    for _ in range(3):
+        trained.learn_choice(FEATURES, {"popularity": 1.0}, [{"popularity": 0.0}])
+    with pytest.raises(SavedLearnersError, match="no profiles worker has checkpointed"):
+        save_learners(redis_client, shop.keys, "before", time.time())
+    redis_client.set(shop.keys.learners("main"), dump(trained, secret))
+    assert save_learners(redis_client, shop.keys, "before", time.time()) == ["main"]
+    with pytest.raises(SavedLearnersError, match="already saved"):
+        save_learners(redis_client, shop.keys, "before", time.time())
+    redis_client.set(shop.keys.learners("main"), dump(Learners(), secret))  # the live learners start over
+
+    cache = LearnedCache(redis_client, shop.keys, secret)
+    cache.refresh()
+    spec = ExperimentSpec(
+        experiment_id="saved-1",
+        variants=[
+            VariantSpec(name="live", share=0.5, ranking="learned"),
+            VariantSpec(name="before", share=0.5, ranking="learned", learners="before"),
+        ],
+    )
+    now = datetime.now(UTC)
+    stored.create(redis_client, shop.keys, spec, now - timedelta(seconds=1))
+    running = RunningExperiments(redis_client, shop.keys, poll_s=60.0)
+    engine = shop.engine(assign=running.assign, saved=cache.saved)
+    engine._learned = lambda: cache.current  # the live learners as `serve` reads them
+    shoppers = [f"saved-shopper-{n}" for n in range(12)]
+    for n, shopper in enumerate(shoppers):
+        shop.click(shopper, f"{['bag', 'coat', 'dress'][n % 3]}-{n % 5}")
+    rankers = {(r := engine.recommend(Query(user_id=s, k=4))).experiment.variant: r.ranker for s in shoppers}  # type: ignore[union-attr]
+    assert rankers == {"live": "prior", "before": "learned"}, "the live learners have not learned yet; the saved ones had"
+    assert cache.saved("nothing-saved") is None
+    assert delete_saved(redis_client, shop.keys, "before")
+    after = {(r := engine.recommend(Query(user_id=s, k=4))).experiment.variant: r.ranker for s in shoppers}  # type: ignore[union-attr]
+    assert after == {"live": "prior", "before": "prior"}, "deleted: the variant ranks with the live learners"
 
 
 @pytest.mark.slow
