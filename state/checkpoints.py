@@ -97,21 +97,28 @@ class SavedLearnersError(ValueError):
 
 
 def save_learners(client: redis.Redis, keys: Keys, name: str, now: float, keep_s: float = CHECKPOINT_KEEP_S) -> list[str]:
-    """Copy every current worker checkpoint under ``name``; the workers copied."""
-    index = client.hgetall(keys.learners_saved_index)
-    if name.encode() in index or name in index:
-        raise SavedLearnersError(f"learners are already saved as {name!r}: choose another name, or delete it first")
-    if len(index) >= MAX_SAVED:
-        raise SavedLearnersError(f"{MAX_SAVED} learners are saved already: delete one (`shelfsight learners delete NAME`) first")
+    """Copy every current worker checkpoint under ``name`` (the checkpoints `serve` merges now);
+    the workers copied. The name is checked and taken in one transaction: two saves at once
+    cannot both have it."""
     names = checkpoint_names(client, keys, now, keep_s)
     found = zip(names, client.mget([keys.learners(n) for n in names]), strict=True)
     blobs: dict[str, bytes] = {worker: blob for worker, blob in found if isinstance(blob, bytes)}
     if not blobs:
         raise SavedLearnersError("no profiles worker has checkpointed learners yet: run `shelfsight profiles` first")
     with client.pipeline(transaction=True) as pipe:
-        pipe.hset(keys.learners_saved(name), mapping=blobs)  # type: ignore[arg-type]  # redis-py types the mapping invariantly
-        pipe.hset(keys.learners_saved_index, name, json.dumps({"saved_at": now, "workers": sorted(blobs)}))
-        pipe.execute()
+        try:
+            pipe.watch(keys.learners_saved_index)
+            if pipe.hexists(keys.learners_saved_index, name):
+                raise SavedLearnersError(f"learners are already saved as {name!r}: choose another name, or delete it first")
+            if pipe.hlen(keys.learners_saved_index) >= MAX_SAVED:
+                raise SavedLearnersError(f"{MAX_SAVED} learners are saved already: delete one (`shelfsight learners delete NAME`) first")
+            pipe.multi()
+            pipe.delete(keys.learners_saved(name))
+            pipe.hset(keys.learners_saved(name), mapping=blobs)  # type: ignore[arg-type]  # redis-py types the mapping invariantly
+            pipe.hset(keys.learners_saved_index, name, json.dumps({"saved_at": now, "workers": sorted(blobs)}))
+            pipe.execute()
+        except redis.WatchError:
+            raise SavedLearnersError("the saved learners changed meanwhile (another save or delete): run the command again") from None
     return sorted(blobs)
 
 

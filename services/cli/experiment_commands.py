@@ -83,6 +83,8 @@ def parse_variants(texts: list[str]) -> "list[VariantSpec]":
             key, _, value = knob.partition("=")
             if key not in _KNOBS or not value:
                 raise UserError(f"--variant {text!r}: {knob!r} is not KEY=VALUE with KEY one of {', '.join(_KNOBS)}")
+            if key in fields:
+                raise UserError(f"--variant {text!r}: {key} is given twice")
             fields[key] = value.split("+") if key == "without" else value
         try:
             parsed.append((fields, float(share) if share else None))

@@ -163,6 +163,7 @@ class Recommender:
         # new, popularity and the served list's time then agree with the events, however far behind.
         now = signals.as_of
         learned = self._learned_of(query.arm)
+        tuning = self._tuning_of(query.arm)
         context_id = query.context_product_id
         filters = query.filters.excluding(
             [*shopper.purchased, *shopper.recent, *shopper.seen, *shopper.dismissed, *([context_id] if context_id else [])]
@@ -172,7 +173,7 @@ class Recommender:
         covisits = CoVisits.gather(
             shopper.recent[: self._reader.limits.covisit_anchors], signals.neighbours, signals.history, signals.anchor_interactions
         )
-        self._from_qdrant(pool, shopper, signals, filters, context, context_id, now)
+        self._from_qdrant(pool, shopper, signals, filters, context, context_id, now, tuning.explore_slots > 0)
         self._from_behaviour(pool, shopper, signals, covisits, learned)
         self._complete(pool, filters)
         candidates = [c for c in pool.all() if c.payload is not None and not c.payload.get("delisted") and matches(c.payload, filters)]
@@ -180,7 +181,6 @@ class Recommender:
             candidates = without_sources(candidates, frozenset(query.arm.without))
         if not candidates:
             return Recommendations([], len(pool), time.perf_counter() - started, query.request_id or "")
-        tuning = self._tuning_of(query.arm)
         scorer = self._scorer(learned, tuning.ranking)
         vectors = self._unit_vectors(candidates)
         evidence = self._evidence(candidates, vectors, shopper, signals, covisits, learned, now)
@@ -279,7 +279,9 @@ class Recommender:
         context: np.ndarray | None,
         context_id: str | None,
         now: float,
+        explore: bool,
     ) -> None:
+        """``explore``: whether the list has places for new products (the "new" source is asked)."""
         limit = self.tuning.per_source
         queries: list[tuple[str, VectorQuery, str | None]] = []  # (source, query, the anchor its hits are like)
         common = {"limit": limit, "filters": filters, "fields": CARD_FIELDS, "with_vector": True}
@@ -287,7 +289,7 @@ class Recommender:
         taste = shopper.vector if shopper.vector is not None and shopper.vector.size == self._dims else None
         if taste is not None:
             queries.append(("taste", VectorQuery(vector=taste.tolist(), **common), None))  # type: ignore[arg-type]
-            if self.tuning.explore_slots:
+            if explore:
                 fresh = {**common, "filters": SearchFilters(**{**filters.__dict__, "listed_after": now - self.tuning.new_for_s})}
                 queries.append(("new", VectorQuery(vector=taste.tolist(), **fresh), None))  # type: ignore[arg-type]
         usable = {i: v for i, v in signals.vectors.items() if v.size == self._dims}

@@ -222,7 +222,7 @@ class LearnedCache:
         self._parts: dict[str, tuple[bytes | None, Learned]] = {}  # worker → (digest, its learners)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._saved: dict[str, tuple[bytes | str, Learned]] = {}  # name → (its index entry, its learners)
+        self._saved: dict[str, tuple[bytes | str, Learned | None]] = {}  # name → (its index entry, its learners; None: unusable)
         self._saved_lock = threading.Lock()
         self._missing: set[str] = set()
 
@@ -247,16 +247,19 @@ class LearnedCache:
                 known = self._saved.get(name)
                 if known is not None and known[0] == about:
                     return known[1]
-                found = load_saved(self._redis, self._keys, name, self._secret)
-                if not found:
-                    return None
-                learned = Learned.merge([Learned.from_learners(part, self._shape) for part in found])
-                learned.item_model  # noqa: B018 - fitted once, here, for every request that follows
+                try:
+                    found = load_saved(self._redis, self._keys, name, self._secret)
+                except CheckpointRejected as exc:  # kept as unusable until the name holds another copy: logged once
+                    log.warning("saved learners rejected; the live ones rank instead", extra={"saved": name, "reason": str(exc)[:200]})
+                    found = None
+                learned = Learned.merge([Learned.from_learners(part, self._shape) for part in found]) if found else None
+                if learned is not None:
+                    learned.item_model  # noqa: B018 - fitted once, here, for every request that follows
                 self._saved[name] = (about, learned)
                 while len(self._saved) > MAX_VARIANTS:
                     self._saved.pop(next(iter(self._saved)))
                 return learned
-        except (CheckpointRejected, redis.RedisError) as exc:
+        except redis.RedisError as exc:
             log.warning("saved learners not read; the live ones rank instead", extra={"saved": name, "reason": str(exc)[:200]})
             return None
 

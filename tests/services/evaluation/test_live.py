@@ -30,3 +30,27 @@ def test_the_live_run_and_the_in_process_replay_answer_the_same_question(tmp_pat
     ours, theirs = live["recommenders"]["Shelfsight"], replayed["recommenders"]["Shelfsight"]
     assert abs(ours["hr"] - theirs["hr"]) <= max(ours["hr_ci"], theirs["hr_ci"]), (ours, theirs)
     assert ours["hr"] > 0 and replayed["sources"], "the replay also says which sources found the choices"
+
+
+def test_a_sigterm_unwinds_a_live_run_as_ctrl_c_does():
+    """`running()` stops the services it started on the way out: a SIGTERM must take that way
+    too (by default it ends the process at once, and `serve` and `profiles` were left running)."""
+    import os
+    import signal
+    import time
+
+    from services.evaluation.live import _terminated_as_interrupted
+
+    before = signal.getsignal(signal.SIGTERM)
+    unwound = []
+    with pytest.raises(SystemExit) as stopped:
+        with _terminated_as_interrupted():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline:  # the handler runs between two bytecodes of this loop
+                    time.sleep(0.01)
+            finally:
+                unwound.append(True)
+    assert unwound and stopped.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before, "the previous handler is back"
