@@ -25,6 +25,7 @@ each needed to decide.
 import json
 import math
 import random
+import statistics
 import time
 import uuid
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Literal
 
 import redis
+from scipy import stats
 
 from schemas.experiments import ExperimentSpec, Ranking, VariantSpec
 from services.evaluation.live import Api, LiveRun, running
@@ -214,21 +216,72 @@ def run_experiments(
 
 
 def summary(outcomes: list[Outcome], plan: Plan) -> str:
-    """A markdown table: per scenario, runs that decided as expected and the lists they needed."""
+    """A markdown table: per scenario, runs that decided as expected and the lists they needed;
+    then the A/A false-positive rate and, per loss, interleaving's lists against A/B's."""
     lines = [
         f"Through `serve` and `profiles` as processes; at most {plan.lists} lists a run ({plan.aa_lists} for A/A), "
         f"the report read every {plan.every}.",
         "",
-        "| scenario | runs | as expected | lists to decide (each run) |",
-        "| --- | --- | --- | --- |",
+        "| scenario | runs | as expected | lists to decide (each run) | mean [95 % interval] |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for scenario in SCENARIOS:
         mine = [o for o in outcomes if o.scenario == scenario]
         if not mine:
             continue
         needed = ", ".join(str(o.decided_at) if o.decided_at is not None else f">{o.lists}" for o in mine)
-        lines.append(f"| {scenario.name} | {len(mine)} | {sum(o.right for o in mine)} | {needed} |")
-    return "\n".join(lines)
+        mean = _mean_interval([o.decided_at or o.lists for o in mine]) if scenario.expect != "no decision yet" else "–"
+        censored = " (undecided runs at their cap)" if any(o.decided_at is None for o in mine) and mean != "–" else ""
+        lines.append(f"| {scenario.name} | {len(mine)} | {sum(o.right for o in mine)} | {needed} | {mean}{censored} |")
+    return "\n".join([*lines, "", *_false_positives(outcomes), *_traffic_ratios(outcomes, plan.seed)])
+
+
+def _mean_interval(values: list[int]) -> str:
+    """Mean ± 1.96 standard errors over the runs."""
+    mean = statistics.fmean(values)
+    se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+    return f"{mean:.0f} [{mean - 1.96 * se:.0f}, {mean + 1.96 * se:.0f}]"
+
+
+def _false_positives(outcomes: list[Outcome]) -> list[str]:
+    runs = [o for o in outcomes if o.scenario.expect == "no decision yet"]
+    if not runs:
+        return []
+    wrong = sum(not o.right for o in runs)
+    low = float(stats.beta.ppf(0.025, wrong, len(runs) - wrong + 1)) if wrong else 0.0
+    high = float(stats.beta.ppf(0.975, wrong + 1, len(runs) - wrong)) if wrong < len(runs) else 1.0
+    return [
+        f"- A/A: {wrong} of {len(runs)} runs declared a winner: false-positive rate {wrong / len(runs):.3f} [{low:.3f}, {high:.3f}] (Clopper–Pearson)."
+    ]
+
+
+def _traffic_ratios(outcomes: list[Outcome], seed: int) -> list[str]:
+    """Per loss, interleaving's mean lists to decide over A/B's, with a bootstrap interval over the
+    runs. A run that did not decide counts at its cap: an undecided A/B run makes the ratio an
+    upper bound."""
+    lines = []
+    for ab in (s for s in SCENARIOS if s.mode == "ab" and s.expect == "worse"):
+        il = next(
+            (
+                s
+                for s in SCENARIOS
+                if s.mode == "interleave" and (s.control, s.challenger, s.knobs) == (ab.control, ab.challenger, ab.knobs)
+            ),
+            None,
+        )
+        a = [o.decided_at or o.lists for o in outcomes if o.scenario == ab]
+        b = [o.decided_at or o.lists for o in outcomes if o.scenario == il]
+        if not a or not b:
+            continue
+        rng = random.Random(seed)
+        draws = sorted(statistics.fmean(rng.choices(b, k=len(b))) / statistics.fmean(rng.choices(a, k=len(a))) for _ in range(2000))
+        capped = any(o.decided_at is None for o in outcomes if o.scenario == ab)
+        lines.append(
+            f"- {ab.name.split(': ', 1)[1]}: interleaving needed {'at most ' if capped else ''}"
+            f"{statistics.fmean(b) / statistics.fmean(a):.2f}× the lists of A/B [{draws[50]:.2f}, {draws[1949]:.2f}] (bootstrap over runs)"
+            + (": A/B runs that did not decide count at their cap." if capped else ".")
+        )
+    return lines
 
 
 def as_json(outcomes: list[Outcome]) -> str:

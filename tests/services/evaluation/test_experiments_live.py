@@ -41,3 +41,5 @@ def test_experiments_run_through_the_services_and_report_the_traffic_each_needed
         assert run["decided_at"] in (None, run["lists"])
     table = (out / "experiments.md").read_text()
     assert "| A/A: prior against prior | 1 |" in table
+    assert "- A/A: " in table and "runs declared a winner" in table
+    assert table.count("interleaving needed") == 2, "interleaving's traffic against A/B's, for each loss"
