@@ -98,7 +98,8 @@ eval-synthetic: setup fashion-mnist up
 	done
 
 # Live experiments (docs/experiments.md): A/A, A/B and interleaving through `serve` and `profiles`
-# on the mixed synthetic shop, with simulated shoppers of known taste; EXPERIMENT_ARGS: e.g. --aa-runs 20.
+# on the mixed synthetic shop, with simulated shoppers of known taste. The defaults (5 A/A runs, 3 of
+# each other scenario) take 20-30 min on two cores; docs/benchmarks.md's figures: EXPERIMENT_ARGS="--aa-runs 100".
 EXPERIMENT_ARGS ?=
 eval-experiments: setup fashion-mnist up
 	@[ -f $(EVAL_DATA)/synthetic-shop-mixed/clicks.jsonl ] || \

@@ -78,6 +78,12 @@ class VariantSpec(BaseModel):
         parts += [f"learners={self.learners}"] if self.learners else []
         return ",".join(parts + ([f"without={'+'.join(self.without)}"] if self.without else []))
 
+    @model_validator(mode="after")
+    def _some_source(self) -> "VariantSpec":
+        if set(self.without) >= set(get_args(CandidateSource)):
+            raise ValueError("without= leaves out every candidate source: keep at least one")
+        return self
+
 
 class ExperimentSpec(BaseModel):
     """What an operator declares. The first variant is the control the others are compared with."""

@@ -160,7 +160,7 @@ def create(client: redis.Redis, keys: Keys, spec: ExperimentSpec, now: datetime)
             raise ExperimentError(
                 f"experiment {other.experiment_id!r} runs at the same time: stop it first (`shelfsight experiments stop {other.experiment_id}`)"
             )
-    stored = int(client.eval(_CREATE, 1, keys.experiments, experiment.model_dump_json(), experiment.experiment_id, MAX_EXPERIMENTS))
+    stored = int(client.eval(_CREATE, 1, keys.experiments, _stored(experiment), experiment.experiment_id, MAX_EXPERIMENTS))
     if stored == 0:
         raise ExperimentError(f"experiment {experiment.experiment_id!r} exists: choose another id")
     if stored < 0:
@@ -174,7 +174,7 @@ def stop(client: redis.Redis, keys: Keys, experiment_id: str, now: datetime) -> 
     if experiment.stopped_at is not None:
         raise ExperimentError(f"experiment {experiment_id!r} was stopped at {experiment.stopped_at.isoformat()}")
     stopped = experiment.model_copy(update={"stopped_at": now})
-    client.hset(keys.experiments, experiment_id, stopped.model_dump_json())
+    client.hset(keys.experiments, experiment_id, _stored(stopped))
     return stopped
 
 
@@ -241,6 +241,12 @@ def record_point(client: redis.Redis, keys: Keys, experiment_id: str, point: dic
 def history(client: redis.Redis, keys: Keys, experiment_id: str) -> list[dict[str, object]]:
     """The kept headlines, oldest first."""
     return [json.loads(raw) for raw in reversed(client.lrange(keys.experiment_history(experiment_id), 0, -1))]
+
+
+def _stored(experiment: Experiment) -> str:
+    """The document as stored: fields left at their defaults are left out, so a `serve` of the
+    version before a field was added still reads the experiments that do not use it."""
+    return experiment.model_dump_json(exclude_defaults=True)
 
 
 def _overlap(other: Experiment, start: datetime, end: datetime | None) -> bool:

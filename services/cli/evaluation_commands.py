@@ -94,9 +94,9 @@ def register(commands: Commands) -> None:
         "Needs Kafka and Redis (`shelfsight stack up`).",
     )
     experiments.add_argument("dataset", type=Path, help="a synthetic shop folder (with truth.json)")
-    experiments.add_argument("--lists", type=int, default=1500, help="lists per A/B or interleaving run, at most")
-    experiments.add_argument("--aa-lists", type=int, default=600, help="lists per A/A run (it should never decide, so it runs this long)")
-    experiments.add_argument("--every", type=int, default=25, help="lists between two readings of the report")
+    experiments.add_argument("--lists", type=int, default=6000, help="lists per A/B or interleaving run, at most")
+    experiments.add_argument("--aa-lists", type=int, default=400, help="lists per A/A run (it should never decide, so it runs this long)")
+    experiments.add_argument("--every", type=int, default=5, help="lists between two readings of the report")
     experiments.add_argument("--aa-runs", type=int, default=5, help="A/A runs (no winner expected)")
     experiments.add_argument(
         "--runs", type=int, default=3, help="runs of each A/B and interleaving scenario (popularity alone, and a wider mix, should lose)"

@@ -4,9 +4,13 @@ experiment's variant can rank with (`--variant before=learned,learners=NAME`).""
 import argparse
 import time
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from services.errors import UserError
 from services.settings import Settings
+
+if TYPE_CHECKING:
+    from schemas.experiments import Experiment
 
 
 def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -42,7 +46,7 @@ def _learners(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     if args.action == "delete":
         now = datetime.now(UTC)
-        using = [e.experiment_id for e in load_all(client, keys) if e.running(now) and any(v.learners == args.name for v in e.variants)]
+        using = [e.experiment_id for e in load_all(client, keys) if not _over(e, now) and any(v.learners == args.name for v in e.variants)]
         if using:
             raise UserError(f"experiment {using[0]} ranks with the learners saved as {args.name!r}: stop it first")
         if not delete_saved(client, keys, args.name):
@@ -59,3 +63,8 @@ def _learners(settings: Settings, args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
     print(f"saved the learners of {len(workers)} worker(s) as {args.name}; rank with them by --variant NAME=learned,learners={args.name}")
     return 0
+
+
+def _over(experiment: "Experiment", now: datetime) -> bool:
+    """Stopped, or past its end: it will not rank again (a scheduled one will)."""
+    return experiment.stopped_at is not None or (experiment.ends_at is not None and experiment.ends_at <= now)

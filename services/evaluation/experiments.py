@@ -95,9 +95,9 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Plan:
-    lists: int = 1500  # per run that should decide, at most
-    aa_lists: int = 600  # per A/A run: it never should, so it runs this long
-    every: int = 25  # lists between two readings of the report
+    lists: int = 6000  # per run that should decide, at most
+    aa_lists: int = 400  # per A/A run: it never should, so it runs this long
+    every: int = 5  # lists between two readings of the report
     aa_runs: int = 5
     runs: int = 3  # of each of the other scenarios
     seed: int = 0

@@ -154,7 +154,12 @@ def _terminated_as_interrupted() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(128 + signal.SIGTERM))
+
+    def interrupted(_signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the clean-up short
+        sys.exit(128 + signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, interrupted)
     try:
         yield
     finally:
@@ -167,11 +172,10 @@ def running(settings: Settings, checkpoint: Path, rate: float) -> Iterator[tuple
     with _terminated_as_interrupted(), tempfile.TemporaryDirectory(prefix="shelfsight-live-") as folder:
         where = deployment(settings, checkpoint, rate, Path(folder))
         create_topics(where.settings)
-        services = [
-            start_service("serve", ["serve"], where.env, where.logs),
-            start_service("profiles", ["profiles"], where.env, where.logs),
-        ]
+        services: list[Service] = []
         try:
+            services.append(start_service("serve", ["serve"], where.env, where.logs))
+            services.append(start_service("profiles", ["profiles"], where.env, where.logs))
             wait_healthy(f"{where.base}/healthz", services[0])
             yield where, services
         finally:

@@ -222,9 +222,10 @@ class LearnedCache:
         self._parts: dict[str, tuple[bytes | None, Learned]] = {}  # worker → (digest, its learners)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._saved: dict[str, tuple[bytes | str, Learned | None]] = {}  # name → (its index entry, its learners; None: unusable)
-        self._saved_lock = threading.Lock()
-        self._missing: set[str] = set()
+        # name → (its index entry, its learners or None if unusable, until when that holds)
+        self._saved: dict[str, tuple[bytes | str, Learned | None, float]] = {}
+        self._saved_locks: dict[str, threading.Lock] = {}
+        self._warned: set[tuple[str, str]] = set()  # bounded: by the names experiments give and a few messages
 
     @property
     def current(self) -> Learned:
@@ -232,36 +233,51 @@ class LearnedCache:
 
     def saved(self, name: str) -> Learned | None:
         """The learners saved under ``name`` (`shelfsight learners save`), merged and fitted on first
-        use and kept while the name holds the same copy; None when nothing is saved under it (the
-        variant then ranks with the live learners, and the warning says so). The first request
-        that names them pays for the load: their variant's guardrails show it."""
+        use and kept while the name holds the same copy; None when nothing usable is saved under it
+        (the variant then ranks with the live learners, and the warning says so, once). The first
+        request that names them pays for the load (their variant's guardrails show it); requests
+        for other names and for the live learners do not wait for it."""
         try:
             about = self._redis.hget(self._keys.learners_saved_index, name)
-            if about is None:
-                if name not in self._missing:  # once per name, not once per request
-                    self._missing.add(name)
-                    log.warning("no learners saved under this name; the live ones rank instead", extra={"saved": name})
-                return None
-            self._missing.discard(name)
-            with self._saved_lock:
-                known = self._saved.get(name)
-                if known is not None and known[0] == about:
-                    return known[1]
-                try:
-                    found = load_saved(self._redis, self._keys, name, self._secret)
-                except CheckpointRejected as exc:  # kept as unusable until the name holds another copy: logged once
-                    log.warning("saved learners rejected; the live ones rank instead", extra={"saved": name, "reason": str(exc)[:200]})
-                    found = None
-                learned = Learned.merge([Learned.from_learners(part, self._shape) for part in found]) if found else None
-                if learned is not None:
-                    learned.item_model  # noqa: B018 - fitted once, here, for every request that follows
-                self._saved[name] = (about, learned)
-                while len(self._saved) > MAX_VARIANTS:
-                    self._saved.pop(next(iter(self._saved)))
-                return learned
         except redis.RedisError as exc:
-            log.warning("saved learners not read; the live ones rank instead", extra={"saved": name, "reason": str(exc)[:200]})
+            self._warn_once(name, "saved learners not read; the live ones rank instead", str(exc))
             return None
+        if about is None:
+            self._warn_once(name, "no learners saved under this name; the live ones rank instead", "")
+            return None
+        known = self._saved.get(name)
+        if known is not None and known[0] == about and time.monotonic() < known[2]:
+            return known[1]
+        with self._saved_locks.setdefault(name, threading.Lock()):  # one load per name at a time
+            known = self._saved.get(name)
+            if known is not None and known[0] == about and time.monotonic() < known[2]:
+                return known[1]
+            learned, retry_at = self._load_saved(name)
+            self._saved[name] = (about, learned, retry_at)
+            while len(self._saved) > MAX_VARIANTS:
+                self._saved.pop(next(iter(self._saved)))
+            return learned
+
+    def _load_saved(self, name: str) -> tuple[Learned | None, float]:
+        """(the learners, or None; until when this answer holds). Learners, and a copy that does not
+        verify, hold while the name holds the same copy; any other failure is tried again in 30 s."""
+        try:
+            found = load_saved(self._redis, self._keys, name, self._secret)
+            learned = Learned.merge([Learned.from_learners(part, self._shape) for part in found]) if found else None
+            if learned is not None:
+                learned.item_model  # noqa: B018 - fitted once, here, for every request that follows
+            return learned, math.inf
+        except CheckpointRejected as exc:
+            self._warn_once(name, "saved learners rejected; the live ones rank instead", str(exc))
+            return None, math.inf
+        except Exception as exc:  # Redis away, a fit that failed: the request goes on with the live learners
+            self._warn_once(name, "saved learners not loaded; the live ones rank instead", f"{type(exc).__name__}: {exc}")
+            return None, time.monotonic() + 30.0
+
+    def _warn_once(self, name: str, message: str, reason: str) -> None:
+        if (name, message) not in self._warned:
+            self._warned.add((name, message))
+            log.warning(message, extra={"saved": name, "reason": reason[:200]})
 
     def refresh(self) -> bool:
         """Reload the checkpoints that changed; True when the merged learners changed. Each

@@ -129,6 +129,13 @@ def test_experiments_say_what_is_wrong_in_one_line_and_report_what_they_hold(mon
         ("--variant", "a=prior", "--variant", "b=prior,mmr_lambda=2"): "mmr_lambda: Input should be less than or equal to 1",
         ("--variant", "a=prior", "--variant", "b=prior,without=nope"): "without.0: Input should be",
         ("--interleave", "--variant", "a=prior", "--variant", "b=prior,without=looks"): "same without=",
+        ("--variant", "a=prior", "--variant", "b=prior,mmr_lambda=0.5,mmr_lambda=0.6"): "mmr_lambda is given twice",
+        (
+            "--variant",
+            "a=prior",
+            "--variant",
+            "b=prior,without=covisit+history+items+trending+trending_in+affinity+taste+recent+context+new+looks",
+        ): "leaves out every candidate source",
     }
     for args, says in mistakes.items():
         code, _, err = run("create", "cli-1", *args)
