@@ -101,6 +101,14 @@ def register(commands: Commands) -> None:
     experiments.add_argument(
         "--runs", type=int, default=3, help="runs of each A/B and interleaving scenario (popularity alone, and a wider mix, should lose)"
     )
+    experiments.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="SCENARIO",
+        help="run only this scenario (repeat for several): aa, aa-interleaved, ab-popularity, interleaved-popularity, "
+        "ab-variety, interleaved-variety",
+    )
     experiments.add_argument("--seed", type=int, default=0)
     experiments.add_argument("--alike", action="store_true", help="shoppers all click as readily (default: their eagerness varies)")
     experiments.add_argument("--out", type=Path, default=None, help="write the table (markdown) and every reading (JSON) here")
@@ -237,18 +245,21 @@ def _meta_int(meta: dict[str, object], name: str, default: int = 10_000) -> int:
 
 def _experiments(settings: Settings, args: argparse.Namespace) -> int:
     from services.bus.broker import require_broker
-    from services.evaluation.experiments import Outcome, Plan, as_json, run_experiments, summary
+    from services.evaluation.experiments import SCENARIOS, Outcome, Plan, as_json, run_experiments, summary
     from services.evaluation.logs import read_dataset
     from services.redis_clients import redis_client
     from services.stack.model import ensure_model
 
+    unknown = sorted(set(args.only) - {s.key for s in SCENARIOS})
+    if unknown:
+        raise UserError(f"--only {unknown[0]}: no such scenario; choose from {', '.join(s.key for s in SCENARIOS)}")
+    if min(args.lists, args.aa_lists, args.every) < 1 or min(args.aa_runs, args.runs) < 0:
+        raise UserError("--lists, --aa-lists and --every must be at least 1, --aa-runs and --runs at least 0")
     require_broker(settings)
     redis_client(settings).close()  # a one-line error when Redis is not there
     dataset = read_dataset(args.dataset)
     if dataset.truth is None:
         raise UserError(f"{args.dataset} has no truth.json: make a synthetic shop with `shelfsight datasets synthetic-shop DIR`")
-    if min(args.lists, args.aa_lists, args.every) < 1 or min(args.aa_runs, args.runs) < 0:
-        raise UserError("--lists, --aa-lists and --every must be at least 1, --aa-runs and --runs at least 0")
     plan = Plan(
         lists=args.lists,
         aa_lists=args.aa_lists,
@@ -257,6 +268,7 @@ def _experiments(settings: Settings, args: argparse.Namespace) -> int:
         runs=args.runs,
         seed=args.seed,
         eager=not args.alike,
+        only=tuple(args.only),
     )
 
     def write(outcomes: "list[Outcome]") -> None:

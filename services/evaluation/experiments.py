@@ -51,6 +51,7 @@ OTHER_CATEGORY = 0.01
 
 @dataclass(frozen=True)
 class Scenario:
+    key: str  # what `--only` names
     name: str
     mode: Literal["ab", "interleave"]
     control: Ranking
@@ -70,11 +71,14 @@ class Scenario:
 # λ 0.3 and 0.1 the loss was too small for either test to find within 2,400 lists (one run each).
 WIDER = (("mmr_lambda", 0.0),)
 SCENARIOS = (
-    Scenario("A/A: prior against prior", "ab", "prior", "prior", "no decision yet"),
-    Scenario("A/B: popularity alone against prior", "ab", "prior", "popularity", "worse"),
-    Scenario("interleaving: popularity alone against prior", "interleave", "prior", "popularity", "worse"),
-    Scenario("A/B: variety alone (mmr_lambda 0) against prior", "ab", "prior", "prior", "worse", WIDER),
-    Scenario("interleaving: variety alone (mmr_lambda 0) against prior", "interleave", "prior", "prior", "worse", WIDER),
+    Scenario("aa", "A/A: prior against prior", "ab", "prior", "prior", "no decision yet"),
+    Scenario("aa-interleaved", "A/A: prior against prior, interleaved", "interleave", "prior", "prior", "no decision yet"),
+    Scenario("ab-popularity", "A/B: popularity alone against prior", "ab", "prior", "popularity", "worse"),
+    Scenario("interleaved-popularity", "interleaving: popularity alone against prior", "interleave", "prior", "popularity", "worse"),
+    Scenario("ab-variety", "A/B: variety alone (mmr_lambda 0) against prior", "ab", "prior", "prior", "worse", WIDER),
+    Scenario(
+        "interleaved-variety", "interleaving: variety alone (mmr_lambda 0) against prior", "interleave", "prior", "prior", "worse", WIDER
+    ),
 )
 
 
@@ -102,6 +106,7 @@ class Plan:
     runs: int = 3  # of each of the other scenarios
     seed: int = 0
     eager: bool = True  # shoppers differ in how readily they click (False: all alike)
+    only: tuple[str, ...] = ()  # the scenarios' keys to run (empty: all)
 
 
 class ExperimentRun:
@@ -204,7 +209,7 @@ def run_experiments(
             return loader.api.get_json(f"/v1/experiments/{experiment_id}")
 
         outcomes = []
-        for scenario in SCENARIOS:
+        for scenario in (s for s in SCENARIOS if not plan.only or s.key in plan.only):
             for n in range(plan.aa_runs if scenario.expect == "no decision yet" else plan.runs):
                 outcome = run.run(scenario, plan.seed * 1000 + n, plan, report)
                 outcomes.append(outcome)
@@ -244,15 +249,19 @@ def _mean_interval(values: list[int]) -> str:
 
 
 def _false_positives(outcomes: list[Outcome]) -> list[str]:
-    runs = [o for o in outcomes if o.scenario.expect == "no decision yet"]
-    if not runs:
-        return []
-    wrong = sum(not o.right for o in runs)
-    low = float(stats.beta.ppf(0.025, wrong, len(runs) - wrong + 1)) if wrong else 0.0
-    high = float(stats.beta.ppf(0.975, wrong + 1, len(runs) - wrong)) if wrong < len(runs) else 1.0
-    return [
-        f"- A/A: {wrong} of {len(runs)} runs declared a winner: false-positive rate {wrong / len(runs):.3f} [{low:.3f}, {high:.3f}] (Clopper–Pearson)."
-    ]
+    lines = []
+    for scenario in (s for s in SCENARIOS if s.expect == "no decision yet"):
+        runs = [o for o in outcomes if o.scenario == scenario]
+        if not runs:
+            continue
+        wrong = sum(not o.right for o in runs)
+        low = float(stats.beta.ppf(0.025, wrong, len(runs) - wrong + 1)) if wrong else 0.0
+        high = float(stats.beta.ppf(0.975, wrong + 1, len(runs) - wrong)) if wrong < len(runs) else 1.0
+        lines.append(
+            f"- {scenario.name}: {wrong} of {len(runs)} runs declared a winner: "
+            f"false-positive rate {wrong / len(runs):.3f} [{low:.3f}, {high:.3f}] (Clopper–Pearson)."
+        )
+    return lines
 
 
 def _traffic_ratios(outcomes: list[Outcome], seed: int) -> list[str]:

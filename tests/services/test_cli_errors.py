@@ -195,3 +195,16 @@ def test_learners_are_saved_listed_and_deleted_by_name_and_mistakes_say_so(monke
     assert code == 2 and "no learners are saved as 'nov'" in err
     for key in client.scan_iter(f"{Keys.of(settings).prefix}*"):
         client.delete(key)
+
+
+def test_evaluate_experiments_names_its_scenarios_when_one_is_unknown(tmp_path, capsys):
+    from services.cli.main import main
+    from services.evaluation.experiments import SCENARIOS
+
+    assert main(["evaluate-experiments", str(tmp_path), "--only", "aa", "--only", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "--only nope: no such scenario" in err and err.count("\n") == 1
+    assert all(s.key in err for s in SCENARIOS), "the error lists every scenario"
+    with pytest.raises(SystemExit):
+        main(["evaluate-experiments", "--help"])
+    assert all(s.key in capsys.readouterr().out for s in SCENARIOS), "and so does the help"

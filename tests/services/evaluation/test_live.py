@@ -43,14 +43,13 @@ def test_a_sigterm_unwinds_a_live_run_as_ctrl_c_does():
 
     before = signal.getsignal(signal.SIGTERM)
     unwound = []
-    with pytest.raises(SystemExit) as stopped:
-        with _terminated_as_interrupted():
-            try:
-                os.kill(os.getpid(), signal.SIGTERM)
-                deadline = time.monotonic() + 5
-                while time.monotonic() < deadline:  # the handler runs between two bytecodes of this loop
-                    time.sleep(0.01)
-            finally:
-                unwound.append(True)
+    with pytest.raises(SystemExit) as stopped, _terminated_as_interrupted():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # the handler runs between two bytecodes of this loop
+                time.sleep(0.01)
+        finally:
+            unwound.append(True)
     assert unwound and stopped.value.code == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is before, "the previous handler is back"
