@@ -236,8 +236,9 @@ def summary(outcomes: list[Outcome], plan: Plan) -> str:
             continue
         needed = ", ".join(str(o.decided_at) if o.decided_at is not None else f">{o.lists}" for o in mine)
         mean = _mean_interval([o.decided_at or o.lists for o in mine]) if scenario.expect != "no decision yet" else "–"
-        censored = " (undecided runs at their cap)" if any(o.decided_at is None for o in mine) and mean != "–" else ""
-        lines.append(f"| {scenario.name} | {len(mine)} | {sum(o.right for o in mine)} | {needed} | {mean}{censored} |")
+        if mean != "–" and any(o.decided_at is None for o in mine):
+            mean = f"at least {mean}"  # undecided runs count at their cap
+        lines.append(f"| {scenario.name} | {len(mine)} | {sum(o.right for o in mine)} | {needed} | {mean} |")
     return "\n".join([*lines, "", *_false_positives(outcomes), *_traffic_ratios(outcomes, plan.seed)])
 
 

@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 def test_the_live_run_and_the_in_process_replay_answer_the_same_question(tmp_path, monkeypatch, small_checkpoint, kafka):
     synthetic_shop(tmp_path / "shop", 120, 30, 40, 8, 3)
     live_services_env(monkeypatch, small_checkpoint, kafka, ITEM_MODEL_REFIT_S="2")
-    common = ["evaluate-recs", str(tmp_path / "shop"), "--eval-size", "80", "--warmup-size", "60", "--rate", "50"]
+    common = ["evaluate-recs", str(tmp_path / "shop"), "--eval-size", "80", "--warmup-size", "60", "--rate", "25"]
     assert main([*common, "--out", str(tmp_path / "in-process")]) == 0
     assert main([*common, "--live", "--out", str(tmp_path / "live")]) == 0
     replayed = json.loads((tmp_path / "in-process" / "metrics.json").read_text())
@@ -22,7 +22,7 @@ def test_the_live_run_and_the_in_process_replay_answer_the_same_question(tmp_pat
 
     assert live["mode"].startswith("live") and not replayed["mode"].startswith("live")
     assert live["served_lists"] == replayed["served_lists"] == 140 and live["events"] == replayed["events"]
-    assert live["settings"]["achieved_rate"] > 40, "the run keeps the rate it was asked for"
+    assert live["settings"]["achieved_rate"] > 20, "the run keeps the rate it was asked for"
     for name, baseline in replayed["recommenders"].items():
         assert live["recommenders"][name]["questions"] == 80, name
         if name != "Shelfsight":  # the same events, learned in the same order: the very same answers
