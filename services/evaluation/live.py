@@ -183,8 +183,14 @@ def running(settings: Settings, checkpoint: Path, rate: float) -> Iterator[tuple
                 service.stop()
             delete_topics(where.settings, [spec.name for spec in topic_specs(where.settings)])
             client = sync_redis(settings.redis_url, settings.redis_cluster)
+            batch: list[bytes] = []
             for key in client.scan_iter(f"{where.settings.redis_prefix}*", count=1000):
-                client.unlink(key)
+                batch.append(key)
+                if len(batch) == 1000:  # one round trip a thousand keys: a long run leaves 100,000s
+                    client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                client.unlink(*batch)
             client.close()
 
 
