@@ -3,6 +3,7 @@
 Each test session works on its own topic prefix, so runs never see each other's messages.
 """
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,8 +37,27 @@ def kafka(broker: Settings) -> Iterator[Settings]:
     """Settings whose topics are this test's own: created now, deleted afterwards."""
     own = broker.model_copy(update={"topic_prefix": f"{broker.topic_prefix}{uuid.uuid4().hex[:6]}."})
     create_topics(own)
+    _wait_visible(own)
     yield own
     delete_topics(own, [spec.name for spec in topic_specs(own)])
+
+
+def _wait_visible(settings: Settings, timeout: float = 15.0) -> None:
+    """Until a client's metadata shows every topic just created: the creation is acknowledged by
+    the controller a moment before every metadata answer has it (a test once tailed too soon)."""
+    from confluent_kafka.admin import AdminClient
+
+    from services.bus.config import client_config
+
+    names = {spec.name for spec in topic_specs(settings)}
+    admin = AdminClient(client_config(settings))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        topics = admin.list_topics(timeout=5).topics
+        if all(n in topics and topics[n].error is None and topics[n].partitions for n in names):
+            return
+        time.sleep(0.1)
+    pytest.fail(f"topics of {settings.topic_prefix} not visible within {timeout:.0f} s", pytrace=False)
 
 
 @pytest.fixture(scope="session")
