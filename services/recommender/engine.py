@@ -30,7 +30,7 @@ from services.recommender.learned import Learned
 from services.recommender.ranking import mmr, spread
 from services.recommender.reasons import credited, explain
 from services.recommender.shopper import Shopper, ShopperReader, Signals
-from services.vectors.store import ProductStore, SearchFilters, VectorQuery, matches
+from services.vectors.store import ProductStore, SearchFilters, VectorQuery, matcher
 
 # What a product card and the ranking need from the payload (the thumbnail stays behind).
 CARD_FIELDS = ("title", "category", "category_source", "price", "currency", "in_stock", "delisted", "listed_ts", "image_url", "has_image")
@@ -176,7 +176,8 @@ class Recommender:
         self._from_qdrant(pool, shopper, signals, filters, context, context_id, now, tuning.explore_slots > 0)
         self._from_behaviour(pool, shopper, signals, covisits, learned)
         self._complete(pool, filters)
-        candidates = [c for c in pool.all() if c.payload is not None and not c.payload.get("delisted") and matches(c.payload, filters)]
+        passes = matcher(filters)
+        candidates = [c for c in pool.all() if c.payload is not None and not c.payload.get("delisted") and passes(c.payload)]
         if query.arm is not None and query.arm.without:
             candidates = without_sources(candidates, frozenset(query.arm.without))
         if not candidates:

@@ -212,7 +212,10 @@ class LearnedCache:
         refit_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         shape: ItemModelShape | None = None,
+        saved_check_s: float = 5.0,
     ) -> None:
+        """``saved_check_s``: how often the copy saved under a name is looked up again (a request
+        naming saved learners reads nothing from Redis in between)."""
         self._redis, self._keys, self._secret, self._refresh_s, self._keep_s = client, keys, secret, refresh_s, keep_s
         self._shape = shape or ItemModelShape()
         self._refit_s = refit_s
@@ -225,6 +228,8 @@ class LearnedCache:
         # name → (its index entry, its learners or None if unusable, until when that holds)
         self._saved: dict[str, tuple[bytes | str, Learned | None, float]] = {}
         self._saved_locks: dict[str, threading.Lock] = {}
+        self._saved_check_s = saved_check_s
+        self._saved_index: dict[str, tuple[float, bytes | str | None]] = {}  # name → (looked up at, its index entry)
         self._warned: set[tuple[str, str]] = set()  # bounded: by the names experiments give and a few messages
 
     @property
@@ -238,7 +243,7 @@ class LearnedCache:
         request that names them pays for the load (their variant's guardrails show it); requests
         for other names and for the live learners do not wait for it."""
         try:
-            about = self._redis.hget(self._keys.learners_saved_index, name)
+            about = self._index_entry(name)
         except redis.RedisError as exc:
             self._warn_once(name, "saved learners not read; the live ones rank instead", str(exc))
             return None
@@ -257,6 +262,19 @@ class LearnedCache:
             while len(self._saved) > MAX_VARIANTS:
                 self._saved.pop(next(iter(self._saved)))
             return learned
+
+    def _index_entry(self, name: str) -> bytes | str | None:
+        """Which copy ``name`` holds, looked up at most every ``saved_check_s``: a new copy or a
+        deletion is followed within that, and requests in between read nothing from Redis."""
+        now = time.monotonic()
+        checked = self._saved_index.get(name)
+        if checked is not None and now - checked[0] < self._saved_check_s:
+            return checked[1]
+        about = self._redis.hget(self._keys.learners_saved_index, name)
+        self._saved_index[name] = (now, about)
+        while len(self._saved_index) > MAX_VARIANTS:
+            self._saved_index.pop(next(iter(self._saved_index)))
+        return about
 
     def _load_saved(self, name: str) -> tuple[Learned | None, float]:
         """(the learners, or None; until when this answer holds). Learners, and a copy that does not

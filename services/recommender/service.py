@@ -86,6 +86,7 @@ def build_recommender(
         settings.learners_refresh_s,
         refit_s=settings.item_model_refit_s,
         shape=item_model_shape(settings),
+        saved_check_s=settings.experiments_poll_s,  # saved learners serve experiments: followed at their cadence
     )
     reader = ShopperReader(client, keys, model_version=model_version, unversioned=unversioned)
     experiments = RunningExperiments(client, keys, settings.experiments_poll_s)

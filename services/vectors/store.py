@@ -2,7 +2,7 @@
 
 import functools
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -143,7 +143,10 @@ def conditions(filters: SearchFilters) -> list[Condition]:
 
 
 def _holds(condition: Condition, payload: dict[str, Any]) -> bool:
-    value = payload.get(condition.field)
+    if condition.field == "availability" and "in_stock" in payload:  # as with_availability() would store it
+        value: Any = availability(bool(payload["in_stock"]))
+    else:
+        value = payload.get(condition.field)
     if isinstance(condition, Match):
         return value == condition.value
     if value is None:
@@ -159,10 +162,17 @@ def matches(payload: dict[str, Any], filters: SearchFilters) -> bool:
     >>> matches({"category": "Bag", "price": 20.0, "in_stock": False}, SearchFilters(in_stock=True))
     False
     """
-    if payload.get("product_id") in filters.exclude:
-        return False
-    stored = with_availability(payload)
-    return all(_holds(c, stored) for c in conditions(filters))
+    return matcher(filters)(payload)
+
+
+def matcher(filters: SearchFilters) -> Callable[[dict[str, Any]], bool]:
+    """:func:`matches` for many payloads: the conditions are worked out once, not per payload."""
+    rules, exclude = conditions(filters), filters.exclude
+
+    def passes(payload: dict[str, Any]) -> bool:
+        return payload.get("product_id") not in exclude and all(_holds(c, payload) for c in rules)
+
+    return passes
 
 
 @dataclass(frozen=True)

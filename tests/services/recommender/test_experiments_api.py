@@ -189,7 +189,7 @@ def test_a_variant_ranks_with_learners_saved_under_a_name(shop, redis_client):
         save_learners(redis_client, shop.keys, "before", time.time())
     redis_client.set(shop.keys.learners("main"), dump(Learners(), secret))  # the live learners start over
 
-    cache = LearnedCache(redis_client, shop.keys, secret)
+    cache = LearnedCache(redis_client, shop.keys, secret, saved_check_s=0.0)  # every request looks the copy up
     cache.refresh()
     spec = ExperimentSpec(
         experiment_id="saved-1",
@@ -212,6 +212,24 @@ def test_a_variant_ranks_with_learners_saved_under_a_name(shop, redis_client):
     assert delete_saved(redis_client, shop.keys, "before")
     after = {(r := engine.recommend(Query(user_id=s, k=4))).experiment.variant: r.ranker for s in shoppers}  # type: ignore[union-attr]
     assert after == {"live": "prior", "before": "prior"}, "deleted: the variant ranks with the live learners"
+
+
+def test_saved_learners_are_looked_up_at_most_once_per_interval(shop, redis_client):
+    """Between two look-ups a request naming saved learners reads nothing from Redis: a deletion
+    is followed at the next look-up, not at once."""
+    from models.ranking.learners import Learners
+    from services.recommender.learned import LearnedCache
+    from state.checkpoints import delete_saved, dump, save_learners
+
+    secret = b"saved-learners-secret-0002"
+    redis_client.set(shop.keys.learners("main"), dump(Learners(), secret))
+    save_learners(redis_client, shop.keys, "nightly", time.time())
+    throttled = LearnedCache(redis_client, shop.keys, secret, saved_check_s=3600.0)
+    eager = LearnedCache(redis_client, shop.keys, secret, saved_check_s=0.0)
+    assert throttled.saved("nightly") is not None and eager.saved("nightly") is not None
+    assert delete_saved(redis_client, shop.keys, "nightly")
+    assert throttled.saved("nightly") is not None, "looked up an hour ago at most: the copy it holds still ranks"
+    assert eager.saved("nightly") is None, "looked up again: nothing is saved under the name any more"
 
 
 @pytest.mark.slow
