@@ -58,6 +58,16 @@ class Settings(BaseSettings):
         le=10_000_000,
         description="Embedded shard, set when it is created: vectors (KB per segment) above which a segment gets an HNSW index. Unset: Qdrant's default.",
     )
+    qdrant_quantization: Literal["none", "int8"] = Field(
+        default="int8",
+        description="Embedded shard, set when it is created: `int8` keeps a scalar-quantised copy of each vector in memory and searches it, the originals rescoring the best (`SHELFSIGHT_QDRANT_OVERSAMPLING`): the index builds in under half the time and searches find more of the exact answer (docs/benchmarks.md); `none`: float32 vectors alone. An existing shard keeps its own: `shelfsight reindex` to change it.",
+    )
+    qdrant_oversampling: float = Field(
+        default=1.5,
+        ge=1.0,
+        le=8.0,
+        description="A quantised shard's searches take this many times the limit by the int8 vectors, then rescore them with the originals.",
+    )
     qdrant_search_threads: int = Field(
         default=1,
         ge=0,

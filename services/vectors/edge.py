@@ -10,6 +10,7 @@ from typing import Any
 
 import qdrant_edge as q
 
+from services.vectors.edge_config import Quantization
 from services.vectors.edge_shard import IndexBuilder, PendingWrites, ShardKeeper, ShardLocked
 from services.vectors.index_build import build_offline
 from services.vectors.store import (
@@ -31,8 +32,19 @@ __all__ = ["EdgeProductStore", "PendingWrites", "ShardLocked"]
 
 
 class EdgeProductStore:
-    def __init__(self, path: Path, indexing_threshold_kb: int | None = None, search_threads: int | None = None) -> None:
-        self._shards = ShardKeeper(path, indexing_threshold_kb, search_threads)
+    def __init__(
+        self,
+        path: Path,
+        indexing_threshold_kb: int | None = None,
+        search_threads: int | None = None,
+        quantization: Quantization = "int8",
+        oversampling: float = 1.5,
+    ) -> None:
+        """``quantization``: for a shard created here (one that exists keeps its own). A quantised
+        shard's searches take ``oversampling`` × limit by the int8 vectors and rescore them with the
+        originals (docs/benchmarks.md)."""
+        self._shards = ShardKeeper(path, indexing_threshold_kb, search_threads, quantization)
+        self._rescored = q.SearchParams(quantization=q.QuantizationSearchParams(rescore=True, oversampling=oversampling))
 
     def ensure_collection(self, dims: dict[str, int]) -> None:
         self._shards.open(dims)
@@ -101,6 +113,7 @@ class EdgeProductStore:
     def query_many(self, queries: list[VectorQuery]) -> list[list[SearchHit]]:
         if not queries:
             return []
+        params = self._rescored if self._shards.quantised else None
         requests = [
             q.QueryRequest(
                 limit=x.limit,
@@ -108,6 +121,7 @@ class EdgeProductStore:
                 with_payload=_payload(x.fields),
                 with_vector=[x.using] if x.with_vector else False,
                 filter=_filter(x.filters),
+                params=params,
             )
             for x in queries
         ]

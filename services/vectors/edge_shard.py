@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import qdrant_edge as q
 
+from services.vectors.edge_config import Quantization, new_vector_params, quantised, stored_vectors, vector_params
 from services.vectors.index_build import IndexBuildFailed, build_offline
 from services.vectors.store import INDEXED_FIELDS, VECTOR_NAMES, StoreMismatch
 
@@ -64,8 +64,12 @@ class PendingWrites:
 class ShardKeeper:
     """The current shard of one collection folder: opened or created, lent to calls, rebuilt and swapped."""
 
-    def __init__(self, path: Path, indexing_threshold_kb: int | None = None, search_threads: int | None = None) -> None:
+    def __init__(
+        self, path: Path, indexing_threshold_kb: int | None = None, search_threads: int | None = None, quantization: Quantization = "int8"
+    ) -> None:
         self._path = path
+        self._quantization = quantization  # for a shard created here; one that exists keeps its own
+        self.quantised = False  # whether the current shard searches quantised vectors
         # Qdrant's own rule for when a segment outgrows plain search (None: Qdrant's default);
         # set when the shard is created and kept with it. Tests lower it to index small shards.
         self._indexing_threshold_kb = indexing_threshold_kb
@@ -97,7 +101,9 @@ class ShardKeeper:
             self.optimize()
             return
         optimizers = None if self._indexing_threshold_kb is None else q.EdgeOptimizersConfig(indexing_threshold=self._indexing_threshold_kb)
-        config = self._config(wanted, optimizers=optimizers)
+        config = q.EdgeConfig(
+            vectors=new_vector_params(wanted, self._quantization), max_search_threads=self._search_threads, optimizers=optimizers
+        )
         self._path.mkdir(parents=True, exist_ok=True)
         shard = self._open(lambda: q.EdgeShard.create(str(self._path / _FIRST_SHARD), config))
         for name, kind in INDEXED_FIELDS.items():
@@ -105,19 +111,19 @@ class ShardKeeper:
         shard.flush()
         self._current = _Open(shard, _FIRST_SHARD)
         self._dims = wanted
+        self.quantised = self._quantization != "none"
         self._write_meta(_FIRST_SHARD)
 
-    def _config(self, dims: dict[str, int], **settings: Any) -> q.EdgeConfig:
-        """The shard's vectors, and the settings this process opens it with (the rest stay as stored)."""
-        return q.EdgeConfig(
-            vectors={n: q.EdgeVectorParams(size, q.Distance.Cosine) for n, size in dims.items()},
-            max_search_threads=self._search_threads,
-            **settings,
-        )
-
     def _load(self, folder: Path) -> q.EdgeShard:
-        config = self._config(self._dims) if self._search_threads is not None else None
-        return self._open(lambda: q.EdgeShard.load(str(folder), config))
+        """The shard in ``folder``, with this process's search threads. A load writes the config it
+        is given over the stored one: the vectors, quantisation included, are handed back as stored."""
+        stored = stored_vectors(folder)
+        config = None
+        if self._search_threads is not None:
+            config = q.EdgeConfig(vectors=vector_params(stored), max_search_threads=self._search_threads)
+        shard = self._open(lambda: q.EdgeShard.load(str(folder), config))
+        self.quantised = quantised(stored)
+        return shard
 
     def _open(self, opener: Callable[[], q.EdgeShard]) -> q.EdgeShard:
         try:

@@ -24,6 +24,8 @@ def open_store(settings: Settings, dims: dict[str, int]) -> ProductStore:
             Path(settings.qdrant_path or settings.cache_dir / "qdrant" / settings.qdrant_collection),
             indexing_threshold_kb=settings.qdrant_indexing_threshold_kb,
             search_threads=settings.qdrant_search_threads or os.cpu_count(),
+            quantization=settings.qdrant_quantization,
+            oversampling=settings.qdrant_oversampling,
         )
     store.ensure_collection(dims)
     return store

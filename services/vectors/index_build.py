@@ -72,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     stored = json.loads((args.shard_dir / "edge_config.json").read_text())
     hnsw = stored.get("hnsw_config") or {}
     threads = args.threads or max(1, (os.cpu_count() or 2) // 2)
-    vectors = {name: q.EdgeVectorParams(v["size"], getattr(q.Distance, v["distance"])) for name, v in stored["vectors"].items()}
+    from services.vectors.edge_config import vector_params
+
     config = q.EdgeConfig(
-        vectors=vectors,
+        vectors=vector_params(stored["vectors"]),  # quantisation included: a load writes its config over the stored one
         hnsw_config=q.HnswIndexConfig(
             m=hnsw.get("m", 16),
             ef_construct=hnsw.get("ef_construct", 100),

@@ -166,3 +166,45 @@ def test_upkeep_rebuilds_once_a_burst_is_over(tmp_path):
         stop.set()
         worker.join(30)
         store.close()
+
+
+def _segment_quantisation(shard_dir) -> list[object]:
+    """What each of the shard's segments says of its quantisation (None: it has none)."""
+    configs = [json.loads(p.read_text())["config"]["vector_data"]["fused"] for p in shard_dir.glob("segments/*/segment.json")]
+    return [c.get("quantization_config") for c in configs]
+
+
+def test_an_int8_shard_keeps_its_quantisation_through_rebuilds_and_reopens_and_finds_what_a_plain_one_finds(tmp_path):
+    """A shard created with SHELFSIGHT_QDRANT_QUANTIZATION=int8 keeps it: Qdrant Edge writes the
+    config it is loaded with over the stored one, so each load and each index build hands it back."""
+    plain = EdgeProductStore(tmp_path / "plain", indexing_threshold_kb=SMALL_SEGMENTS_KB, quantization="none")
+    int8 = EdgeProductStore(tmp_path / "int8", indexing_threshold_kb=SMALL_SEGMENTS_KB, quantization="int8")
+    for store in (plain, int8):
+        store.ensure_collection(DIMS)
+    products = _products(0, 600, seed=7)
+    rng = np.random.default_rng(8)
+    queries = [q / np.linalg.norm(q) for q in rng.normal(size=(20, 64))]
+    try:
+        for store in (plain, int8):
+            store.upsert(products)
+            assert store.rebuild_index() is True
+        shard = tmp_path / "int8" / _meta(tmp_path / "int8")["shard"]
+        assert any(_segment_quantisation(shard)), "the indexed segment holds int8 vectors"
+        assert not any(_segment_quantisation(tmp_path / "plain" / _meta(tmp_path / "plain")["shard"]))
+        found = [[[h.product_id for h in s.search(v.tolist(), limit=10)] for v in queries] for s in (plain, int8)]
+        overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(*found, strict=True)])
+        assert overlap >= 0.95, f"rescored int8 searches found {overlap:.0%} of what plain ones found"
+    finally:
+        plain.close()
+        int8.close()
+    reopened = EdgeProductStore(tmp_path / "int8", indexing_threshold_kb=SMALL_SEGMENTS_KB, search_threads=1, quantization="none")
+    try:
+        reopened.ensure_collection(DIMS)
+        assert reopened._shards.quantised, "an existing shard keeps the quantisation it was created with, whatever the setting says now"
+        reopened.upsert(_products(600, 300, seed=9))
+        assert reopened.rebuild_index() is True
+        shard = tmp_path / "int8" / _meta(tmp_path / "int8")["shard"]
+        assert any(_segment_quantisation(shard)), "rebuilt after a reopen: still int8"
+        assert reopened.search(queries[0].tolist(), limit=10)
+    finally:
+        reopened.close()
