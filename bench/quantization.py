@@ -1,7 +1,8 @@
 """int8 vectors on the embedded shard against float32 ones: index build, search latency, recall.
 
 Two shards of the same N products (256-d fused vectors in 200 clusters, one in ten out of
-stock), written through `EdgeProductStore` as the embedder writes them: one as shipped
+stock), written through `EdgeProductStore` (the fused vector alone: the embedder also stores a
+picture and a text vector a product, so a shop's shard is about three times this one): one as shipped
 (`SHELFSIGHT_QDRANT_QUANTIZATION=int8`, searches rescored from `SHELFSIGHT_QDRANT_OVERSAMPLING`
 × the limit), the baseline with float32 vectors alone (`none`). For each:
 
@@ -14,7 +15,7 @@ stock), written through `EdgeProductStore` as the embedder writes them: one as s
 
 Prints each figure and the int8 / float32 ratio from the same run. Needs no stack.
 
-    .venv/bin/python bench/quantization.py [--products 100000] [--queries 400] [--oversampling 1.5]
+    .venv/bin/python bench/quantization.py [--products 100000] [--queries 400] [--oversampling 1.5] [--ef 256]
 """
 
 import argparse
@@ -100,6 +101,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=400)
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--oversampling", type=float, default=1.5)
+    parser.add_argument(
+        "--ef", type=int, default=None, help="the HNSW beam of a search, as SHELFSIGHT_QDRANT_SEARCH_EF (default: Qdrant's)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="measurement rounds, the two shards alternating")
     args = parser.parse_args()
     vectors, cluster, centres = _world(args.products)
@@ -111,7 +115,7 @@ def main() -> None:
         for kind in ("none", "int8"):
             written = _fill(root / kind, vectors, cluster, kind, args.oversampling)
             started = time.perf_counter()
-            store = EdgeProductStore(root / kind, search_threads=1, oversampling=args.oversampling)
+            store = EdgeProductStore(root / kind, search_threads=1, oversampling=args.oversampling, search_ef=args.ef)
             store.ensure_collection({"fused": DIMS})  # builds the index, as `serve` does at start
             built[kind] = time.perf_counter() - started
             stores[kind] = store
@@ -129,7 +133,7 @@ def main() -> None:
                 p99[kind].append(batches[min(len(batches) - 1, int(0.99 * len(batches)))])
                 recall = statistics.mean(len(f & e) / args.limit for f, e in zip(found, exact, strict=True))
                 print(
-                    f"{kind:5s} batch of 10 searches p50 {p50[kind][-1]:6.2f} ms  p99 {p99[kind][-1]:6.2f} ms  recall@{args.limit} {recall:.4f}"
+                    f"{kind:5s} ef {args.ef or 'default'}: batch of 10 searches p50 {p50[kind][-1]:6.2f} ms  p99 {p99[kind][-1]:6.2f} ms  recall@{args.limit} {recall:.4f}"
                 )
         for store in stores.values():
             store.close()

@@ -60,13 +60,19 @@ class Settings(BaseSettings):
     )
     qdrant_quantization: Literal["none", "int8"] = Field(
         default="int8",
-        description="Embedded shard, set when it is created: `int8` keeps a scalar-quantised copy of each vector in memory and searches it, the originals rescoring the best (`SHELFSIGHT_QDRANT_OVERSAMPLING`): the index builds in under half the time and searches find more of the exact answer (docs/benchmarks.md); `none`: float32 vectors alone. An existing shard keeps its own: `shelfsight reindex` to change it.",
+        description="Embedded shard, set when it is created: `int8` keeps a scalar-quantised copy of each vector in memory, which searches of its HNSW-indexed segments walk, the originals rescoring the best (`SHELFSIGHT_QDRANT_OVERSAMPLING`): the index builds in under half the time and searches find more of the exact answer (docs/benchmarks.md); `none`: float32 vectors alone. An existing shard keeps its own: `shelfsight reindex` (or `reembed`, where it manages the catalogue) to change it.",
     )
     qdrant_oversampling: float = Field(
         default=1.5,
         ge=1.0,
         le=8.0,
         description="A quantised shard's searches take this many times the limit by the int8 vectors, then rescore them with the originals.",
+    )
+    qdrant_search_ef: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description="Embedded shard: the HNSW beam of a search; larger finds more of the exact neighbours and takes longer. Unset: Qdrant's default (docs/benchmarks.md).",
     )
     qdrant_search_threads: int = Field(
         default=1,
@@ -127,7 +133,7 @@ class Settings(BaseSettings):
         default=5.0,
         ge=0.1,
         le=600.0,
-        description="How often `serve` reads the experiments (`shelfsight experiments`): a new or stopped one takes effect within this time.",
+        description="How often `serve` reads the experiments (`shelfsight experiments`) and which copy each saved-learners name holds: a new or stopped experiment, or a new copy, takes effect within this time.",
     )
     attribution_window_s: float = Field(
         default=1800.0,

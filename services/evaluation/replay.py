@@ -103,7 +103,10 @@ class Replay:
         sync = sync_redis(s.redis_url, s.redis_cluster)
         loop = asyncio.new_event_loop()
         aclient = async_redis(s.redis_url, s.redis_cluster)
-        store = EdgeProductStore(workdir / "qdrant")
+        # The shard as `serve` would create it (a replay's own folder, so nothing else of the settings').
+        store = EdgeProductStore(
+            workdir / "qdrant", quantization=s.qdrant_quantization, oversampling=s.qdrant_oversampling, search_ef=s.qdrant_search_ef
+        )
         pool = ThreadPoolExecutor(self.settings.embedder_decode_threads, thread_name_prefix="decode")
         try:
             store.ensure_collection(self.predictor.dims)

@@ -230,6 +230,7 @@ class LearnedCache:
         self._saved_locks: dict[str, threading.Lock] = {}
         self._saved_check_s = saved_check_s
         self._saved_index: dict[str, tuple[float, bytes | str | None]] = {}  # name → (looked up at, its index entry)
+        self._saved_index_lock = threading.Lock()
         self._warned: set[tuple[str, str]] = set()  # bounded: by the names experiments give and a few messages
 
     @property
@@ -271,9 +272,10 @@ class LearnedCache:
         if checked is not None and now - checked[0] < self._saved_check_s:
             return checked[1]
         about = self._redis.hget(self._keys.learners_saved_index, name)
-        self._saved_index[name] = (now, about)
-        while len(self._saved_index) > MAX_VARIANTS:
-            self._saved_index.pop(next(iter(self._saved_index)))
+        with self._saved_index_lock:  # request threads share it
+            self._saved_index[name] = (now, about)
+            while len(self._saved_index) > MAX_VARIANTS:
+                self._saved_index.pop(next(iter(self._saved_index)))
         return about
 
     def _load_saved(self, name: str) -> tuple[Learned | None, float]:

@@ -1,4 +1,5 @@
-"""What Redis knows about one shopper and the candidates around them, in three pipelined round trips.
+"""What Redis knows about one shopper and the candidates around them, in three round trips (two
+pipelines, then a script per key group for the candidates' counts).
 
 The profiles worker writes these keys (the Redis contract, ``state``); the recommender
 only reads them, so a click is reflected in the very next recommendation. With the state
@@ -213,10 +214,14 @@ class ShopperReader:
         groups = self._keys.groups()
         # One script a group with the ids as one packed argument and one packed reply: four
         # ZMSCOREs of a few hundred ids each cost redis-py more to pack and parse than Redis to run.
-        # A script per group, each in its own slot (a cluster pipeline cannot carry scripts): one
-        # round trip on a single Redis.
         packed = msgpack.packb(product_ids, use_bin_type=False)
-        raws = [self._redis.eval(_STATS_SCRIPT, 4, g.trending(), g.interactions, g.choices, g.impressions, packed) for g in groups]
+        if isinstance(self._redis, redis.RedisCluster):  # a cluster pipeline cannot carry scripts: one per group's slot
+            raws = [self._redis.eval(_STATS_SCRIPT, 4, g.trending(), g.interactions, g.choices, g.impressions, packed) for g in groups]
+        else:  # one round trip, however many groups
+            pipe = self._redis.pipeline(transaction=False)
+            for g in groups:
+                pipe.eval(_STATS_SCRIPT, 4, g.trending(), g.interactions, g.choices, g.impressions, packed)
+            raws = pipe.execute()
         rows = [[float(s) if s else 0.0 for s in reply] for raw in raws for reply in msgpack.unpackb(raw, raw=True)]
         replies = np.array(rows).reshape(len(groups), 4, len(product_ids))
         trending = (replies[:, 0, :] * np.asarray(decay_now)[:, None]).sum(axis=0)

@@ -39,12 +39,14 @@ class EdgeProductStore:
         search_threads: int | None = None,
         quantization: Quantization = "int8",
         oversampling: float = 1.5,
+        search_ef: int | None = None,
     ) -> None:
         """``quantization``: for a shard created here (one that exists keeps its own). A quantised
         shard's searches take ``oversampling`` × limit by the int8 vectors and rescore them with the
-        originals (docs/benchmarks.md)."""
+        originals (docs/benchmarks.md). ``search_ef``: the HNSW beam of a search (None: Qdrant's)."""
         self._shards = ShardKeeper(path, indexing_threshold_kb, search_threads, quantization)
-        self._rescored = q.SearchParams(quantization=q.QuantizationSearchParams(rescore=True, oversampling=oversampling))
+        self._rescored = q.SearchParams(hnsw_ef=search_ef, quantization=q.QuantizationSearchParams(rescore=True, oversampling=oversampling))
+        self._plain = q.SearchParams(hnsw_ef=search_ef) if search_ef else None
 
     def ensure_collection(self, dims: dict[str, int]) -> None:
         self._shards.open(dims)
@@ -113,7 +115,7 @@ class EdgeProductStore:
     def query_many(self, queries: list[VectorQuery]) -> list[list[SearchHit]]:
         if not queries:
             return []
-        params = self._rescored if self._shards.quantised else None
+        params = self._rescored if self._shards.quantised else self._plain
         requests = [
             q.QueryRequest(
                 limit=x.limit,

@@ -111,7 +111,7 @@ class ShardKeeper:
         shard.flush()
         self._current = _Open(shard, _FIRST_SHARD)
         self._dims = wanted
-        self.quantised = self._quantization != "none"
+        self.quantised = quantised(stored_vectors(self._path / _FIRST_SHARD))  # as a later load will read it
         self._write_meta(_FIRST_SHARD)
 
     def _load(self, folder: Path) -> q.EdgeShard:

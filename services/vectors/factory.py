@@ -26,6 +26,7 @@ def open_store(settings: Settings, dims: dict[str, int]) -> ProductStore:
             search_threads=settings.qdrant_search_threads or os.cpu_count(),
             quantization=settings.qdrant_quantization,
             oversampling=settings.qdrant_oversampling,
+            search_ef=settings.qdrant_search_ef,
         )
     store.ensure_collection(dims)
     return store

@@ -208,3 +208,29 @@ def test_an_int8_shard_keeps_its_quantisation_through_rebuilds_and_reopens_and_f
         assert reopened.search(queries[0].tolist(), limit=10)
     finally:
         reopened.close()
+
+
+def test_a_wider_search_beam_finds_more_of_the_exact_neighbours(tmp_path):
+    """SHELFSIGHT_QDRANT_SEARCH_EF reaches the HNSW search: a wide beam finds (nearly) the exact
+    neighbours, where the narrowest Qdrant allows finds fewer. The segment's vectors are over
+    Qdrant's full-scan threshold (10,000 KB), below which a search is exact anyway."""
+    rng = np.random.default_rng(11)
+    vectors = rng.normal(size=(6000, 512)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = [q / np.linalg.norm(q) for q in rng.normal(size=(40, 512))]
+    exact = [{f"p{i}" for i in np.argsort(-(vectors @ q))[:10]} for q in queries]
+    writer = EdgeProductStore(tmp_path / "s", quantization="none")
+    writer.ensure_collection({"fused": 512})
+    for at in range(0, len(vectors), 1000):
+        writer.upsert([StoredProduct(f"p{n}", {"fused": vectors[n].tolist()}, {"title": f"p{n}"}) for n in range(at, at + 1000)])
+    writer.close()
+    recall = {}
+    for ef in (1, 512):
+        store = EdgeProductStore(tmp_path / "s", search_ef=ef)
+        store.ensure_collection({"fused": 512})  # builds the index on open
+        try:
+            found = [{h.product_id for h in store.search(q.tolist(), limit=10)} for q in queries]
+        finally:
+            store.close()
+        recall[ef] = np.mean([len(f & e) / 10 for f, e in zip(found, exact, strict=True)])
+    assert recall[512] >= 0.99 and recall[1] < recall[512], recall
