@@ -212,7 +212,7 @@ def test_an_int8_shard_keeps_its_quantisation_through_rebuilds_and_reopens_and_f
 
 def test_a_wider_search_beam_finds_more_of_the_exact_neighbours(tmp_path):
     """SHELFSIGHT_QDRANT_SEARCH_EF reaches the HNSW search: a wide beam finds (nearly) the exact
-    neighbours, where the narrowest Qdrant allows finds fewer. The segment's vectors are over
+    neighbours, where the narrowest Qdrant allows finds far fewer. The segment's vectors are over
     Qdrant's full-scan threshold (10,000 KB), below which a search is exact anyway."""
     rng = np.random.default_rng(11)
     vectors = rng.normal(size=(6000, 512)).astype(np.float32)
@@ -233,4 +233,6 @@ def test_a_wider_search_beam_finds_more_of_the_exact_neighbours(tmp_path):
         finally:
             store.close()
         recall[ef] = np.mean([len(f & e) / 10 for f, e in zip(found, exact, strict=True)])
-    assert recall[512] >= 0.99 and recall[1] < recall[512], recall
+    # The build is multi-threaded, so the graph (and recall) varies a little from run to run; the
+    # narrow beam found 16 % where the wide one found 99 % in the runs seen.
+    assert recall[512] >= 0.9 and recall[1] <= recall[512] - 0.3, recall
