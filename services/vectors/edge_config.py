@@ -47,7 +47,8 @@ def vector_params(stored: dict[str, Any]) -> dict[str, q.EdgeVectorParams]:
 
 
 def quantised(stored: dict[str, Any]) -> bool:
-    return any((v.get("quantization_config") or {}).get("scalar") for v in stored.values())
+    """Whether the vectors a load hands back (:func:`vector_params`) are quantised."""
+    return any(p.quantization_config is not None for p in vector_params(stored).values())
 
 
 def stored_vectors(shard_dir: Path) -> dict[str, Any]:

@@ -24,6 +24,13 @@ def with_availability(payload: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
+def stored_field(payload: dict[str, Any], field: str) -> Any:
+    """``field`` of ``payload`` as :func:`with_availability` would store it, without copying the payload."""
+    if field == "availability" and "in_stock" in payload:
+        return availability(bool(payload["in_stock"]))
+    return payload.get(field)
+
+
 # Point ids are derived from product ids, so a redelivered or re-listed product overwrites
 # its point instead of adding a duplicate.
 _NAMESPACE = uuid.UUID("6f1c1f2e-6a55-4b59-9d4a-5e1f3c2b7a10")
@@ -143,10 +150,7 @@ def conditions(filters: SearchFilters) -> list[Condition]:
 
 
 def _holds(condition: Condition, payload: dict[str, Any]) -> bool:
-    if condition.field == "availability" and "in_stock" in payload:  # as with_availability() would store it
-        value: Any = availability(bool(payload["in_stock"]))
-    else:
-        value = payload.get(condition.field)
+    value = stored_field(payload, condition.field)
     if isinstance(condition, Match):
         return value == condition.value
     if value is None:
