@@ -5,7 +5,8 @@ An experiment splits shoppers between variants by a hash of the shopper id and t
 id (``services.experiments.assignment``), so a shopper sees the same variant in every process
 and after every restart. A variant is a way to make lists: a ranking (the learned ranker, the
 hand-set prior, or popularity alone, a deliberately weak control to check that an experiment can
-see a loss), optionally with ranking knobs of its own and candidate sources left out.
+see a loss), optionally with ranking knobs of its own, candidate sources left out, saved learners,
+or another model version of the catalogue (one ``shelfsight reembed --stage`` prepared).
 
 >>> spec = ExperimentSpec(experiment_id="ranking-1", variants=[
 ...     VariantSpec(name="learned", share=0.5, ranking="learned"), VariantSpec(name="prior", share=0.5, ranking="prior")])
@@ -28,6 +29,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 ExperimentId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,47}$", description="Lower-case letters, digits, - and _.")]
 VariantName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", description="Lower-case letters, digits, - and _.")]
 SavedName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,47}$", description="Lower-case letters, digits, ., - and _.")]
+# A catalogue model version's name (``state.catalogue``'s own rule): a checkpoint's model_version.
+ModelVersion = Annotated[
+    str, Field(pattern=r"^[A-Za-z0-9_.+-]{1,200}$", description="A model version, as `shelfsight reembed --status` names it.")
+]
 Ranking = Literal["learned", "prior", "popularity"]
 # Where candidates come from (services.recommender.features.SOURCES less the catalogue fallback,
 # which a list cannot do without): a variant may leave some out.
@@ -66,6 +71,11 @@ class VariantSpec(BaseModel):
     without: list[CandidateSource] = Field(
         default_factory=list, max_length=len(get_args(CandidateSource)), description="Candidate sources this variant does not use."
     )
+    model: ModelVersion | None = Field(
+        default=None,
+        description="Serve this variant from another model version's collection (one `shelfsight reembed --stage` "
+        "prepared, or the one before the live one) instead of the live one. Unset: the live version.",
+    )
 
     @property
     def knobs(self) -> dict[str, float]:
@@ -76,6 +86,7 @@ class VariantSpec(BaseModel):
         """``prior``, ``prior,mmr_lambda=0.4,without=looks+new``: as `experiments create --variant` reads it."""
         parts = [self.ranking, *(f"{k}={v:g}" for k, v in self.knobs.items())]
         parts += [f"learners={self.learners}"] if self.learners else []
+        parts += [f"model={self.model}"] if self.model else []
         return ",".join(parts + ([f"without={'+'.join(self.without)}"] if self.without else []))
 
     @model_validator(mode="after")
@@ -115,6 +126,8 @@ class ExperimentSpec(BaseModel):
             raise ValueError(f"interleaving merges two rankings: give two variants, not {len(self.variants)}")
         if self.mode == "interleave" and len({frozenset(v.without) for v in self.variants}) != 1:
             raise ValueError("interleaving drafts both lists from the same candidates: give both variants the same without=")
+        if self.mode == "interleave" and len({v.model for v in self.variants}) != 1:
+            raise ValueError("interleaving drafts both lists from one catalogue: compare model versions with an A/B experiment")
         if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
             raise ValueError("ends_at is not after starts_at")
         return self
@@ -125,6 +138,10 @@ class Experiment(ExperimentSpec):
 
     created_at: AwareDatetime
     stopped_at: AwareDatetime | None = None
+
+    def over(self, at: datetime) -> bool:
+        """Stopped, or past its end: it assigns nobody any more, now or later."""
+        return any(t is not None and t <= at for t in (self.ends_at, self.stopped_at))
 
     def running(self, at: datetime) -> bool:
         start = self.starts_at or self.created_at

@@ -116,3 +116,56 @@ def write_alias(client: "redis.Redis", keys: Keys, alias: CatalogueAlias) -> Non
     done = client.eval(_COMPARE_AND_SET, 1, keys.catalogue, alias.revision - 1, encode_alias(alias))
     if not done:
         raise AliasChanged("the catalogue was switched by someone else meanwhile; look with `shelfsight reembed --status` and try again")
+
+
+# -- staged versions: filled and checked, not switched to (``shelfsight reembed --stage``) ---------
+
+MAX_STAGED = 8  # each holds a collection on disk and, while an experiment names it, a model in `serve`
+
+
+def room_to_stage(client: "redis.Redis", keys: Keys, name: str) -> None:
+    """ValueError when ``MAX_STAGED`` other versions are staged already (asked before hours of filling)."""
+    known = client.hkeys(keys.catalogue_staged)
+    if len(known) >= MAX_STAGED and name.encode() not in known:
+        raise ValueError(
+            f"{MAX_STAGED} versions are staged already: switch to one, or unstage one with `shelfsight reembed --unstage NAME`"
+        )
+
+
+def stage(client: "redis.Redis", keys: Keys, version: CatalogueVersion) -> None:
+    """Record ``version`` as staged: experiments may name it (``VariantSpec.model``)."""
+    room_to_stage(client, keys, version.name)
+    client.hset(keys.catalogue_staged, version.name, json.dumps(asdict(version), sort_keys=True))
+
+
+def unstage(client: "redis.Redis", keys: Keys, name: str) -> bool:
+    return bool(client.hdel(keys.catalogue_staged, name))
+
+
+def staged(client: "redis.Redis", keys: Keys) -> dict[str, CatalogueVersion]:
+    """The staged versions by name; an entry that could lead anywhere unexpected is left out."""
+    out = {}
+    for name, raw in client.hgetall(keys.catalogue_staged).items():
+        try:
+            version = _version(json.loads(raw))
+        except (ValueError, KeyError, TypeError):
+            continue
+        if version.name == (
+            name.decode(errors="replace") if isinstance(name, bytes) else name
+        ):  # as `stage` writes it, so `--unstage NAME` finds it
+            out[version.name] = version
+    return out
+
+
+def servable(client: "redis.Redis", keys: Keys, base: CatalogueVersion | None) -> dict[str, CatalogueVersion]:
+    """Every version a request may be served from, by name: the live one (``base`` until the first
+    switch; None: not known here), the one before it, and the staged ones."""
+    alias = read_alias(client, keys)
+    live = alias.live if alias is not None else base
+    kept = [v for v in (live, alias.previous if alias is not None else None) if v is not None]
+    # A staged entry must not write into a kept version's collection, nor read as its consumer group.
+    taken = {v.collection for v in kept} | {v.group for v in kept}
+    found = {n: v for n, v in staged(client, keys).items() if not {v.collection, v.group} & taken}
+    for version in reversed(kept):
+        found[version.name] = version
+    return found

@@ -251,6 +251,11 @@ class Keys:
         return f"{self.prefix}catalogue:alias"
 
     @property
+    def catalogue_staged(self) -> str:
+        """Model versions filled and checked but not switched to, by name (``state.catalogue``): what experiments may serve from."""
+        return f"{self.prefix}catalogue:staged"
+
+    @property
     def experiments(self) -> str:
         """Every experiment, by id (``schemas.experiments.Experiment`` JSON): what each ``serve`` assigns by."""
         return f"{self.prefix}experiments"

@@ -33,8 +33,8 @@ def register(commands: Commands) -> None:
         required=True,
         metavar="NAME=RANKING[,KEY=VALUE…][:SHARE]",
         help="a variant: its name, its ranking (learned, prior or popularity), optionally its own mmr_lambda, "
-        "explore_slots, saved learners (learners=NAME, see `shelfsight learners`) or candidate sources left out "
-        "(without=looks+new), and its share of shoppers "
+        "explore_slots, saved learners (learners=NAME, see `shelfsight learners`), candidate sources left out "
+        "(without=looks+new) or a staged model version (model=VERSION, see `shelfsight reembed --stage`), and its share of shoppers "
         "(default: equal shares); the first is the control. Give two to four.",
     )
     create.add_argument(
@@ -57,12 +57,13 @@ def register(commands: Commands) -> None:
     experiments.set_defaults(run=_experiments)
 
 
-_KNOBS = ("mmr_lambda", "explore_slots", "learners", "without")
+_KNOBS = ("mmr_lambda", "explore_slots", "learners", "without", "model")
 
 
 def parse_variants(texts: list[str]) -> "list[VariantSpec]":
     """``NAME=RANKING[,KEY=VALUE…][:SHARE]`` each; shares not given split what the given ones leave
-    equally. KEY: mmr_lambda, explore_slots, learners (a saved name), or without (candidate sources joined by +).
+    equally. KEY: mmr_lambda, explore_slots, learners (a saved name), without (candidate sources joined by +),
+    or model (a model version of the catalogue).
 
     >>> [v.describe() for v in parse_variants(["a=prior", "b=prior,mmr_lambda=0.4,without=looks+new:0.5"])]
     ['prior', 'prior,mmr_lambda=0.4,without=looks+new']
@@ -117,7 +118,7 @@ def _experiments(settings: Settings, args: argparse.Namespace) -> int:
     client, keys, now = redis_client(settings), Keys.of(settings), datetime.now(UTC)
     try:
         if args.action == "create":
-            return _create(client, keys, args, now)
+            return _create(settings, client, keys, args, now)
         if args.action == "list":
             for experiment in stored.load_all(client, keys):
                 variants = "; ".join(f"{v.name}={v.describe()}:{v.share:g}" for v in experiment.variants)
@@ -137,7 +138,7 @@ def _experiments(settings: Settings, args: argparse.Namespace) -> int:
         raise UserError(str(exc)) from None
 
 
-def _create(client: "redis.Redis", keys: "Keys", args: argparse.Namespace, now: datetime) -> int:
+def _create(settings: Settings, client: "redis.Redis", keys: "Keys", args: argparse.Namespace, now: datetime) -> int:
     from schemas.experiments import ExperimentSpec
     from state.checkpoints import saved_learners
     from state.experiments import create
@@ -162,9 +163,31 @@ def _create(client: "redis.Redis", keys: "Keys", args: argparse.Namespace, now: 
         )
     except ValueError as exc:
         raise UserError(f"experiment {args.experiment_id!r}: {_first_error(exc)}") from None
+    _check_models(settings, client, keys, variants)
     experiment = create(client, keys, spec, now)
     print(f"created {experiment.experiment_id}: every `serve` assigns shoppers to it within its experiments poll")
     return 0
+
+
+def _check_models(settings: Settings, client: "redis.Redis", keys: "Keys", variants: "list[VariantSpec]") -> None:
+    """Each model a variant names must be one `serve` can open: live, previous or staged."""
+    named = [v for v in variants if v.model is not None]
+    if not named:
+        return
+    from services.embedder.versions import base_version  # reads the model card (and loads torch): only when needed
+    from state.catalogue import servable
+
+    try:
+        base = base_version(settings)
+    except UserError:  # no checkpoint where the settings say: the staged and switched versions are still known
+        base = None
+    known = servable(client, keys, base)
+    for variant in named:
+        if variant.model not in known:
+            raise UserError(
+                f"--variant {variant.name}: no collection holds model version {variant.model!r}: "
+                f"stage it with `shelfsight reembed --model CHECKPOINT --stage` (known: {', '.join(sorted(known)) or 'none'})"
+            )
 
 
 def _report(client: "redis.Redis", keys: "Keys", args: argparse.Namespace) -> int:

@@ -50,7 +50,7 @@ from services.settings import Settings
 from services.vectors.edge import ShardLocked
 from services.vectors.factory import open_store
 from services.vectors.store import ProductStore, SearchFilters, StoreMismatch
-from state.catalogue import AliasChanged, CatalogueAlias, CatalogueVersion, read_alias, write_alias
+from state.catalogue import AliasChanged, CatalogueAlias, CatalogueVersion, read_alias, room_to_stage, stage, unstage, write_alias
 from state.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -265,20 +265,61 @@ def bring_live(
     before = read_alias(client, keys)
     store = _open_when_free(settings_for(settings, version), predictor, say)
     try:
-        started = time.monotonic()
-        catch_up(settings, version, predictor, store, progress)
-        say(f"{version.collection} is up to date with products.listed ({time.monotonic() - started:.1f} s)")
-        listing = read_listing(settings, settings.group(version.group))
-        report = check(store, listing)
-        say(
-            f"checked: {report.stored} products stored of {report.listed} listed; {report.self_found:.0%} of a sample find "
-            f"themselves first; neighbours share a category {report.same_category:.0%} of the time (chance {report.chance:.0%})"
-        )
-        if report.problems:
-            raise UserError(f"{version.name} was not switched to: {'; '.join(report.problems)}")
+        listing = _caught_up_and_checked(settings, version, predictor, store, progress, say, "switched to")
         _unchanged(client, keys, before)  # publishing for a switch that cannot happen would move the copies for nothing
         sent = publish(settings, store, listing.live)
         say(f"published {sent} products.indexed events with {version.name}'s vectors")
     finally:
         store.close()  # before the switch: the embedded shard opens in one process at a time
-    return switch(client, keys, before, base, version)
+    alias = switch(client, keys, before, base, version)
+    unstage(client, keys, version.name)  # live now: no longer waiting
+    return alias
+
+
+def bring_staged(
+    settings: Settings,
+    client: "redis.Redis",
+    version: CatalogueVersion,
+    predictor: Predictor,
+    progress: Progress,
+    say: Callable[[str], None],
+) -> None:
+    """Steps 1 and 2 for ``version``, then record it as staged (``state.catalogue.stage``): an
+    experiment's variant may be served from it; the live version, the profiles worker's copies and
+    the alias stay as they are."""
+    try:
+        room_to_stage(client, Keys.of(settings), version.name)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    store = _open_when_free(settings_for(settings, version), predictor, say)
+    try:
+        _caught_up_and_checked(settings, version, predictor, store, progress, say, "staged")
+    finally:
+        store.close()  # `serve` opens it when an experiment names it
+    try:
+        stage(client, Keys.of(settings), version)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _caught_up_and_checked(
+    settings: Settings,
+    version: CatalogueVersion,
+    predictor: Predictor,
+    store: ProductStore,
+    progress: Progress,
+    say: Callable[[str], None],
+    outcome: str,
+) -> Listing:
+    started = time.monotonic()
+    catch_up(settings, version, predictor, store, progress)
+    say(f"{version.collection} is up to date with products.listed ({time.monotonic() - started:.1f} s)")
+    listing = read_listing(settings, settings.group(version.group))
+    report = check(store, listing)
+    say(
+        f"checked: {report.stored} products stored of {report.listed} listed; {report.self_found:.0%} of a sample find "
+        f"themselves first; neighbours share a category {report.same_category:.0%} of the time (chance {report.chance:.0%})"
+    )
+    if report.problems:
+        raise UserError(f"{version.name} was not {outcome}: {'; '.join(report.problems)}")
+    return listing

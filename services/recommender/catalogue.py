@@ -58,9 +58,12 @@ def open_version(
     upkeep: UpkeepPolicy,
     metrics: EmbedderMetrics | None,
     stop: threading.Event | None = None,
+    publish_indexed: bool = True,
 ) -> Version | None:
     """``settings``' version, with an embedder when ``metrics`` is given; waits while another process
-    holds its embedded shard (None if ``stop`` is set meanwhile)."""
+    holds its embedded shard (None if ``stop`` is set meanwhile). ``publish_indexed``: whether its
+    embedder tells the profiles worker (the live version's does; a staged one's must not, or the
+    copies would move to its space)."""
     predictor = load_predictor(settings)
     while True:
         try:
@@ -76,13 +79,17 @@ def open_version(
         return None
     reads = cached_store(settings, store)
     version = Version(predictor.model_version, revision, settings, group, predictor, store, reads)
-    if metrics is not None:
-        # Its metrics join the API's /metrics instead of a port of their own.
-        version.embedder = build_embedder(
-            settings.model_copy(update={"embedder_metrics_port": 0}), predictor, reads, group, metrics=metrics
-        )
-    if isinstance(store, EdgeProductStore):  # a Qdrant server indexes by itself
-        version.upkeep = IndexUpkeep(store, upkeep)
+    try:
+        if metrics is not None:
+            # Its metrics join the API's /metrics instead of a port of their own.
+            version.embedder = build_embedder(
+                settings.model_copy(update={"embedder_metrics_port": 0}), predictor, reads, group, publish_indexed, metrics=metrics
+            )
+        if isinstance(store, EdgeProductStore):  # a Qdrant server indexes by itself
+            version.upkeep = IndexUpkeep(store, upkeep)
+    except BaseException:
+        store.close()  # an embedded shard left open would stay locked to this process
+        raise
     return version
 
 

@@ -12,6 +12,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -73,6 +74,7 @@ class Recommendations:
     ranker: str = "prior"
     sources: dict[str, frozenset[str]] = field(default_factory=dict)  # candidate → the sources that proposed it
     experiment: ExperimentTag | None = None
+    model_version: str | None = None  # the catalogue version it was made from (None: the engine was given none)
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,8 @@ class Tuning:
 
 
 Sink = Callable[[RecommendationServed], None]
+# The engine of a model version by name, held while the request runs on it (None: not open).
+Versions = Callable[[str], AbstractContextManager["Recommender | None"]]
 
 
 class Recommender:
@@ -115,12 +119,18 @@ class Recommender:
         assign: Callable[[str], Assignment | None] = lambda _user: None,
         guard: Callable[[str, ExperimentTag, float, bool], None] = lambda _user, _tag, _seconds, _ok: None,
         saved: Callable[[str], Learned | None] = lambda _name: None,
+        versions: "Versions" = lambda _name: nullcontext(None),
+        copies: bool = True,
     ) -> None:
         """``pictures``: whether the store has a picture space (``image`` vectors) to search;
         ``posted``: what this process's API accepted a moment ago (read over Redis); ``assign``:
         a shopper's variant in the running experiment and its ranking (``RunningExperiments``);
         ``guard``: told each experiment request's time and success, for the variants' guardrails;
-        ``saved``: the learners saved under a name, for a variant that ranks with them."""
+        ``saved``: the learners saved under a name, for a variant that ranks with them;
+        ``versions``: the engine of another model version, for a variant served from it, held while
+        the request uses it (None: not open);
+        ``copies``: whether the tastes and product copies in Redis are in ``store``'s space (False
+        for a staged version: they are worked out from the store at each request)."""
         self._store = store
         self._reader = reader
         self._learned = learned
@@ -134,12 +144,33 @@ class Recommender:
         self._assign = assign
         self._guard = guard
         self._saved = saved
+        self._versions = versions
+        self._copies = copies
         self._prior = prior_scorer()
         self._popularity = popularity_scorer()  # an experiment's deliberately weak variant
 
     def follow_model(self, dims: int) -> None:
         """The live model version changed (``shelfsight reembed``): fused vectors now have ``dims`` values."""
         self._dims = dims
+
+    def serving_from(self, store: ProductStore, dims: int, model_version: str, reader: ShopperReader) -> "Recommender":
+        """An engine like this one, for a staged model version's collection: its lists are this
+        shop's (learners, tuning, served log), made from ``store``'s vectors. It assigns nobody: the
+        engine that assigned the shopper calls it (``versions``)."""
+        return Recommender(
+            store,
+            reader,
+            self._learned,
+            dims,
+            self.tuning,
+            self._clock,
+            self._on_served,
+            self._pictures,
+            self.posted,
+            model_version=lambda: model_version,
+            saved=self._saved,
+            copies=False,
+        )
 
     def recommend(self, query: Query) -> Recommendations:
         started = time.perf_counter()
@@ -149,16 +180,25 @@ class Recommender:
                 query = replace(query, experiment=assigned.tag, arm=assigned.arm, challenger=assigned.challenger)
         if query.experiment is None:
             return self._recommend(query, started)
-        try:
-            result = self._recommend(query, started)
-        except Exception:
-            self._guard(query.user_id, query.experiment, time.perf_counter() - started, False)  # the variant's error rate
-            raise
+        wanted = query.arm.model if query.arm is not None else None
+        with nullcontext(self) if wanted is None or wanted == self._model_version() else self._versions(wanted) as engine:
+            if engine is None:
+                # Not open here (yet, or it could not be): the shopper still gets a list, the live
+                # version's, credited to no variant; the variant's error rate shows what it missed.
+                self._guard(query.user_id, query.experiment, time.perf_counter() - started, False)
+                return self._recommend(replace(query, experiment=None, arm=None, challenger=None), started)
+            try:
+                result = engine._recommend(query, started)
+            except Exception:
+                self._guard(query.user_id, query.experiment, time.perf_counter() - started, False)  # the variant's error rate
+                raise
         self._guard(query.user_id, query.experiment, result.seconds, True)
         return result
 
     def _recommend(self, query: Query, started: float) -> Recommendations:
         shopper, signals = self._reader.read(query.user_id, self._clock(), self.posted.of(query.user_id))
+        if not self._copies:
+            shopper, signals = self._in_own_space(shopper, signals)
         # Time is measured by the shop's clock (the latest event applied), not the wall: ages, what is
         # new, popularity and the served list's time then agree with the events, however far behind.
         now = signals.as_of
@@ -181,7 +221,9 @@ class Recommender:
         if query.arm is not None and query.arm.without:
             candidates = without_sources(candidates, frozenset(query.arm.without))
         if not candidates:
-            return Recommendations([], len(pool), time.perf_counter() - started, query.request_id or "")
+            return Recommendations(
+                [], len(pool), time.perf_counter() - started, query.request_id or "", model_version=self._model_version()
+            )
         scorer = self._scorer(learned, tuning.ranking)
         vectors = self._unit_vectors(candidates)
         evidence = self._evidence(candidates, vectors, shopper, signals, covisits, learned, now)
@@ -209,7 +251,30 @@ class Recommender:
                 served = served.model_copy(update={"experiment": query.experiment, "interleaving": drafted})
             self._on_served(served)
         sources = {c.product_id: frozenset(c.evidence) for c in candidates}
-        return Recommendations(picks, len(pool), time.perf_counter() - started, request_id, ranked, ranker, sources, query.experiment)
+        return Recommendations(
+            picks, len(pool), time.perf_counter() - started, request_id, ranked, ranker, sources, query.experiment, self._model_version()
+        )
+
+    def _in_own_space(self, shopper: Shopper, signals: Signals) -> tuple[Shopper, Signals]:
+        """A staged version's space has no tastes or product copies in Redis (the profiles worker keeps
+        the live version's): the vectors of the shopper's recent and dismissed products come from its
+        store, and the taste is their sum: each recent product counted as a click, each dismissed one
+        against it as the profile weighs a dismissal (-3 to a click's 2), without the profile's decay
+        over days."""
+        wanted = list(dict.fromkeys([*shopper.recent, *shopper.dismissed]))
+        if not wanted:
+            return replace(shopper, vector=None), replace(signals, vectors={})
+        found = {
+            p.product_id: unit(np.asarray(p.vectors["fused"], dtype=np.float32))
+            for p in self._store.get(wanted, with_vectors=("fused",), fields=())
+            if "fused" in p.vectors
+        }
+        taste = None
+        liked = [found[i] for i in shopper.recent if i in found]
+        if liked:
+            disliked = [found[i] for i in shopper.dismissed if i in found]
+            taste = unit(np.sum(liked, axis=0) - (1.5 * np.sum(disliked, axis=0) if disliked else 0.0)).astype(np.float32)
+        return replace(shopper, vector=taste), replace(signals, vectors=found)
 
     def _interleave(
         self,

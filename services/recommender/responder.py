@@ -256,7 +256,12 @@ class Responder:
             result = self._engine.recommend(
                 Query(request.user_id, request.k, answers.search_filters(request.filters), request.context_product_id, request.request_id)
             )
-            return answers.response(request.request_id, request.user_id, result.items, self._model_version(), result.experiment), "ok"
+            return (
+                answers.response(
+                    request.request_id, request.user_id, result.items, result.model_version or self._model_version(), result.experiment
+                ),
+                "ok",
+            )
         except Exception:  # a failing store or Redis must not stop the responder; the details are for the log only
             log.exception("recommendation failed", extra={"request_id": request.request_id})
             return answers.error(request.request_id, request.user_id, "unavailable", UNAVAILABLE), "error"

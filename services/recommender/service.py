@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,11 +25,13 @@ from schemas.topics import RECOMMENDATIONS_SERVED
 from services.bus.broker import require_broker
 from services.bus.config import consumer_config, producer_config
 from services.bus.producer import Producer
+from services.embedder.metrics import EmbedderMetrics
+from services.embedder.versions import base_version
 from services.errors import UserError
 from services.experiments.report import read_report
 from services.experiments.running import RunningExperiments
-from services.recommender.catalogue import LiveCatalogue, first_version
-from services.recommender.engine import Recommender, Sink, Tuning
+from services.recommender.catalogue import LiveCatalogue, Version, first_version
+from services.recommender.engine import Recommender, Sink, Tuning, Versions
 from services.recommender.http.app import ApiParts, build_api
 from services.recommender.http.live import LiveUpdates
 from services.recommender.http.timeouts import server_config
@@ -36,6 +39,7 @@ from services.recommender.learned import ItemModelShape, LearnedCache
 from services.recommender.metrics import RecommenderMetrics
 from services.recommender.responder import GROUP_ID, Responder
 from services.recommender.shopper import ShopperReader
+from services.recommender.staged import StagedVersions
 from services.redis_clients import async_redis, redis_client
 from services.settings import Settings
 from services.vectors.store import ProductStore
@@ -77,6 +81,7 @@ def build_recommender(
     on_served: Sink | None = None,
     model_version: Callable[[], str | None] = lambda: None,
     unversioned: Callable[[], str | None] = lambda: None,
+    versions: Versions = lambda _name: nullcontext(None),
 ) -> tuple[Recommender, LearnedCache]:
     keys = Keys.of(settings)
     learned = LearnedCache(
@@ -101,6 +106,7 @@ def build_recommender(
         assign=experiments.assign,
         guard=guardrails(client, keys),
         saved=learned.saved,
+        versions=versions,
     )
     return engine, learned
 
@@ -159,6 +165,7 @@ class Serving:
 
     settings: Settings
     catalogue: LiveCatalogue  # the model version served, its store and writers
+    staged: StagedVersions  # the versions experiments' variants are served from besides it
     engine: Recommender
     learned: LearnedCache
     responder: Responder
@@ -178,6 +185,8 @@ class Serving:
         self.catalogue.start_writers(running.supervised)
         running.follower = running.supervised("catalogue", self.catalogue.follow(running.supervised), running.stop_follower)
         running.follower.start()
+        running.staged = running.supervised("experiment-versions", self.staged.follow, running.stop_staged)
+        running.staged.start()
         return running
 
     def health(self) -> dict[str, object]:
@@ -203,6 +212,10 @@ class Serving:
             report["index_upkeep"] = version.upkeep.report()
         if self.catalogue.problem:
             report["catalogue_problem"] = self.catalogue.problem  # still serving: the current version
+        if self.staged.names:
+            report["experiment_versions"] = self.staged.names
+        if self.staged.problem:
+            report["experiment_versions_problem"] = self.staged.problem  # those variants' shoppers get the live version's lists
         if self.failures:
             healthy = False
             report["failed"] = self.failures[0]
@@ -219,6 +232,8 @@ class Running:
     responder: threading.Thread | None = None
     follower: threading.Thread | None = None
     stop_follower: threading.Event = field(default_factory=threading.Event)
+    staged: threading.Thread | None = None
+    stop_staged: threading.Event = field(default_factory=threading.Event)
 
     def supervised(self, name: str, run: Callable[[threading.Event], None], stop: threading.Event) -> threading.Thread:
         def guarded() -> None:
@@ -244,6 +259,9 @@ class Running:
         self.stop_follower.set()
         if self.follower is not None:
             self.follower.join(300)  # a switch in hand waits for the old embedder's batch
+        self.stop_staged.set()
+        if self.staged is not None:
+            self.staged.join(300)  # it closes the versions it opened, their embedders committed
         self.stop_responder.set()
         if self.responder is not None:
             self.responder.join(30)
@@ -251,6 +269,20 @@ class Running:
         self.serving.served_log.flush(5)
         self.serving.catalogue.stop_writers()
         self.serving.catalogue.close()
+
+
+def staged_versions(settings: Settings, client: redis.Redis, engine: Recommender, live: Version) -> StagedVersions:
+    """The versions experiments serve variants from: each with an engine like ``engine`` on its own
+    collection, and an embedder whose metrics join the live one's."""
+    keys = Keys.of(settings)
+
+    def make_engine(version: Version, reads: ProductStore) -> Recommender:
+        reader = ShopperReader(client, keys, model_version=lambda: version.name)  # the profiles worker's copies are not of its space
+        return engine.serving_from(reads, version.predictor.dims["fused"], version.name, reader)
+
+    metrics = live.embedder.worker.metrics if live.embedder is not None else EmbedderMetrics()
+    base = base_version(settings)
+    return StagedVersions(settings, client, base, make_engine, upkeep_policy(settings), metrics)
 
 
 def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
@@ -272,9 +304,11 @@ def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
         served_publisher(settings, served_log, metrics, client, Keys.of(settings)),
         lambda: catalogue.model_version,  # read at request time, once the catalogue below exists
         lambda: catalogue.unversioned,
+        lambda name: staged.lease(name),
     )
     alias = read_alias(client, Keys.of(settings))
     catalogue = LiveCatalogue(settings, client, version, engine, reads, upkeep_policy(settings), alias.unversioned if alias else None)
+    staged = staged_versions(settings, client, engine, version)
     registries: tuple[CollectorRegistry, ...] = (version.embedder.worker.metrics.registry,) if version.embedder else ()
     responder = Responder(
         settings,
@@ -299,7 +333,7 @@ def build_serving(settings: Settings, with_embedder: bool = True) -> Serving:
         experiment_report=lambda experiment_id, metric: read_report(client, keys, experiment_id, metric),
         experiments=lambda: load_all(client, keys),
     )
-    serving = Serving(settings, catalogue, engine, learned, responder, parts, served_log, [], client)
+    serving = Serving(settings, catalogue, staged, engine, learned, responder, parts, served_log, [], client)
     parts.health = serving.health
     return serving
 

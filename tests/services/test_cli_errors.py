@@ -94,7 +94,11 @@ def test_choosing_views_for_a_folder_that_is_no_checkpoint_is_a_clear_error(tmp_
 def test_reembed_says_what_it_needs(kafka, small_checkpoint):
     env = {"SHELFSIGHT_TOPIC_PREFIX": kafka.topic_prefix, "SHELFSIGHT_REDIS_PREFIX": f"cli-{kafka.topic_prefix}"}
     neither = _run("reembed", env=env)
-    assert neither.returncode == 2 and "--model CHECKPOINT, --rollback or --status" in neither.stderr
+    assert neither.returncode == 2 and "--model CHECKPOINT, --rollback, --status or --unstage VERSION" in neither.stderr
+    stage_what = _run("reembed", "--status", "--stage", env=env)
+    assert stage_what.returncode == 2 and "--stage prepares a new version: give it with --model" in stage_what.stderr
+    not_staged = _run("reembed", "--unstage", "m-9", env=env)
+    assert not_staged.returncode == 2 and "m-9 is not staged" in not_staged.stderr and not_staged.stderr.count("\n") == 1
     nothing_before = _run("reembed", "--rollback", env=env)
     assert nothing_before.returncode == 2 and "nothing to roll back to" in nothing_before.stderr
     no_model = _run("reembed", "--model", str(small_checkpoint / "missing"), env={**env, "SHELFSIGHT_MODEL_DIR": str(small_checkpoint)})
@@ -130,6 +134,9 @@ def test_experiments_say_what_is_wrong_in_one_line_and_report_what_they_hold(mon
         ("--variant", "a=prior", "--variant", "b=prior,mmr_lambda=2"): "mmr_lambda: Input should be less than or equal to 1",
         ("--variant", "a=prior", "--variant", "b=prior,without=nope"): "without.0: Input should be",
         ("--interleave", "--variant", "a=prior", "--variant", "b=prior,without=looks"): "same without=",
+        ("--interleave", "--variant", "a=prior", "--variant", "b=prior,model=m-2"): "compare model versions with an A/B experiment",
+        ("--variant", "a=prior", "--variant", "b=prior,model=../x"): "model: String should match pattern",
+        ("--variant", "a=prior", "--variant", "b=prior,model=m-never-staged"): "no collection holds model version 'm-never-staged'",
         ("--variant", "a=prior", "--variant", "b=prior,mmr_lambda=0.5,mmr_lambda=0.6"): "mmr_lambda is given twice",
         (
             "--variant",
@@ -142,6 +149,8 @@ def test_experiments_say_what_is_wrong_in_one_line_and_report_what_they_hold(mon
         code, _, err = run("create", "cli-1", *args)
         assert code == 2 and says in err and err.count("\n") == 1, (args, err)
     assert run("create", "cli-1", "--variant", "control=learned", "--variant", "weak=popularity,explore_slots=0")[0] == 0
+    code, _, err = run("create", "cli-1", "--variant", "a=prior", "--variant", "b=prior,model=m-never-staged")
+    assert code == 2 and "stage it with `shelfsight reembed --model CHECKPOINT --stage`" in err, err
     code, _, err = run("create", "cli-2", "--variant", "a=prior", "--variant", "b=learned")
     assert code == 2 and "stop it first" in err and err.count("\n") == 1
     code, out, _ = run("report", "cli-1")

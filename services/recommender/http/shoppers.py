@@ -45,7 +45,7 @@ def _recommend(
     result = parts.engine.recommend(EngineQuery(user_id, k, filters, context, request_id, experiments=known))
     parts.metrics.requests.labels(interface, "ok").inc()
     parts.metrics.latency.labels(interface).observe(time.perf_counter() - started)
-    return answers.response(request_id, user_id, result.items, parts.model_version(), result.experiment)
+    return answers.response(request_id, user_id, result.items, result.model_version or parts.model_version(), result.experiment)
 
 
 def _add_recommendations(routes: APIRouter, parts: ApiParts, gate: Gate) -> None:

@@ -21,13 +21,15 @@ import pytest
 
 from models.checkpoint import read_card
 from schemas import ClickEvent, ClickKind, encode
+from schemas.experiments import ExperimentSpec, VariantSpec
 from schemas.topics import CLICKS, PRODUCTS_INDEXED, PRODUCTS_LISTED
 from services.bus.config import producer_config
-from services.bus.consume import committed_offsets, read_all
+from services.bus.consume import committed_offsets, read_all, wait_caught_up
 from services.bus.producer import Producer
 from services.demo.catalogue import catalogue
 from services.embedder.versions import slug
 from services.embedder.worker import GROUP_ID
+from services.experiments.assignment import variant_of
 from services.vectors.edge import EdgeProductStore
 from state.catalogue import read_alias, write_alias
 from state.keys import Keys
@@ -39,9 +41,12 @@ pytestmark = [pytest.mark.kafka, pytest.mark.redis, pytest.mark.slow]
 DIMS = {"image": 256, "text": 256, "fused": 256}  # the small checkpoint's
 
 
+SECRET_KEY = "sk-reembed-test-key-0001"  # the store's back end: its lists enter experiments
+
+
 def _get(url: str) -> tuple[int, dict]:
     try:
-        with urllib.request.urlopen(url, timeout=10) as answer:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"X-API-Key": SECRET_KEY}), timeout=10) as answer:
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as error:
         return error.code, {}
@@ -69,7 +74,8 @@ class Traffic:
     def __init__(self, url: str, settings, product_ids: list[str]) -> None:  # type: ignore[no-untyped-def]
         self.url, self.ids = url, product_ids
         self.producer, self.clicks = Producer(producer_config(settings)), settings.topic(CLICKS.name)
-        self.answers: list[tuple[int, str | None]] = []
+        self.answers: list[tuple[int, str | None, str | None]] = []  # (status, model version, phase)
+        self.phase: str | None = None  # set while an experiment runs: those answers may be of either version
         self.stop = threading.Event()
         self.error: BaseException | None = None  # a traffic thread that dies must fail the test, not go quiet
         self.thread = threading.Thread(target=self._guarded, daemon=True)
@@ -87,7 +93,7 @@ class Traffic:
             shopper, product = SHOPPERS[i % len(SHOPPERS)], self.ids[(i * 7) % len(self.ids)]
             path = f"/v1/users/{shopper}/recommendations" if i % 2 else f"/v1/products/{product}/similar"
             status, body = _get(self.url + path)
-            self.answers.append((status, body.get("model_version")))
+            self.answers.append((status, body.get("model_version"), self.phase if i % 2 else None))
             if i % 3 == 0:
                 self.producer.send(self.clicks, encode(_click(shopper, product, i)))
                 self.producer.flush(10)
@@ -120,6 +126,51 @@ def _delist(product_id: str) -> dict:
     return {"event": "product.updated", "product_id": product_id, "delisted": True, "updated_at": "2026-11-30T10:00:00Z"}
 
 
+def _experiments(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "experiments", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def _serve_a_variant_from_the_staged_version(env, kafka, url, traffic: Traffic, staged: str, live: str, serve, log) -> list[dict]:  # type: ignore[no-untyped-def]
+    """An A/B test of the staged model version against the live one: `serve` opens the staged
+    collection (with an embedder of its own), the variant's shoppers get lists made from it and
+    the control's from the live one; stopped, `serve` lets go of it for the switch."""
+    spec = ExperimentSpec(
+        experiment_id="models-1",
+        variants=[
+            VariantSpec(name="live", share=0.5, ranking="prior"),
+            VariantSpec(name="mirror", share=0.5, ranking="prior", model=staged),
+        ],
+    )
+    on_staged = {s for s in SHOPPERS if variant_of(spec, s).name == "mirror"}
+    assert on_staged and on_staged != set(SHOPPERS), "the test's shoppers should fall in both variants"
+    _experiments(env, "create", "models-1", "--variant", "live=prior", "--variant", f"mirror=prior,model={staged}")
+    _wait(
+        lambda: _get(f"{url}/healthz")[1].get("experiment_versions") == [staged], 120, "serve did not open the staged version", serve, log
+    )
+    traffic.phase = "experiment"
+    _wait(lambda: _get(f"{url}/v1/users/{SHOPPERS[0]}/recommendations")[1].get("experiment") is not None, 30, "not assigned")
+    for shopper in SHOPPERS:  # each shopper's list from their variant's version
+        status, body = _get(f"{url}/v1/users/{shopper}/recommendations")
+        assert status == 200 and body["experiment"]["variant"] == ("mirror" if shopper in on_staged else "live"), body
+        assert body["model_version"] == (staged if shopper in on_staged else live), (shopper, body["model_version"])
+    listed = _more(3, "trial")  # listed during the experiment: the staged version's embedder in serve takes them too
+    publish_lines(kafka, listed)
+    # the staged version's embedder in serve takes them (its group's commits reach the end)
+    wait_caught_up(kafka, kafka.topic(PRODUCTS_LISTED.name), kafka.group(f"{GROUP_ID}-{slug(staged)}"), 120)
+    refused = subprocess.run(
+        [sys.executable, "-m", "services.cli", "reembed", "--model", "/nowhere"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert refused.returncode == 2 and "stop it (`shelfsight experiments stop models-1`)" in refused.stderr, refused.stderr
+    _experiments(env, "stop", "models-1")
+    _wait(lambda: "experiment_versions" not in _get(f"{url}/healthz")[1], 120, "serve did not let go of the staged version", serve, log)
+    traffic.phase = None
+    return listed
+
+
 def test_reembed_switches_rolls_back_and_switches_again_while_serving(kafka, small_checkpoint, tmp_path, redis_client):
     port = free_port()
     env = {
@@ -129,6 +180,7 @@ def test_reembed_switches_rolls_back_and_switches_again_while_serving(kafka, sma
         "SHELFSIGHT_MIRROR_AVERAGE": "false",
         "SHELFSIGHT_QDRANT_PATH": str(tmp_path / "qdrant" / "products"),
         "SHELFSIGHT_API_PORT": str(port),
+        "SHELFSIGHT_API_KEYS": SECRET_KEY,
         "SHELFSIGHT_DEVICE": "cpu",
         "SHELFSIGHT_LOG_LEVEL": "WARNING",
         "SHELFSIGHT_STATE_SECRET": "test-state-secret-0001",
@@ -174,8 +226,9 @@ def test_reembed_switches_rolls_back_and_switches_again_while_serving(kafka, sma
         wait_committed(kafka, timeout=120)
         traffic.thread.start()
 
-        # Re-embed; killed once it has done some of the catalogue, and resumed.
-        first = subprocess.Popen([*reembed, "--model", str(small_checkpoint), "--mirror-average"], env=env, stderr=log.open("ab"))
+        # Staged first (filled and checked, not switched to); killed once it has done some of the catalogue, and resumed.
+        stage = [*reembed, "--model", str(small_checkpoint), "--mirror-average", "--stage"]
+        first = subprocess.Popen(stage, env=env, stderr=log.open("ab"))
         _wait(lambda: sum(done for done, _ in committed_offsets(kafka, listed_topic, new_group).values()) >= 16, 180, "no progress")
         os.kill(first.pid, signal.SIGKILL)
         first.wait(10)
@@ -183,6 +236,10 @@ def test_reembed_switches_rolls_back_and_switches_again_while_serving(kafka, sma
         assert resumed_at < len(products) + len(gone), "the kill should land mid-way"
         during = _more(6, "during")  # listed while the re-embed runs: both versions get them
         publish_lines(kafka, during)
+        run(*stage[len(reembed) :])
+        assert serving(base), "staging switches nothing"
+        trial = _serve_a_variant_from_the_staged_version(env, kafka, url, traffic, new, base, serve, log)
+        assert versions_in_redis(keys.item, live) <= {base, None}, "a staged version's embedder leaves the profiles worker's copies be"
         run("--model", str(small_checkpoint), "--mirror-average")
         _wait(lambda: serving(new), 60, "serve did not follow the switch", serve, log)
 
@@ -216,10 +273,11 @@ def test_reembed_switches_rolls_back_and_switches_again_while_serving(kafka, sma
 
     failed = [a for a in traffic.answers if a[0] != 200]
     assert not failed, f"{len(failed)} of {len(traffic.answers)} requests failed: {failed[:3]}"
-    runs = [v for i, (_, v) in enumerate(traffic.answers) if i == 0 or v != traffic.answers[i - 1][1]]
+    versions = [v for _, v, phase in traffic.answers if phase is None]
+    runs = [v for i, v in enumerate(versions) if i == 0 or v != versions[i - 1]]
     assert set(runs) <= {base, new} and len(runs) <= 4, f"each answer from one version, in switch order: {runs}"
 
-    everything = [p["product_id"] for p in [*products, *during, *after]]
+    everything = [p["product_id"] for p in [*products, *during, *trial, *after]]
     for collection, version in (("products", base), (f"products-{slug(new)}", new)):
         store = _store(tmp_path / "qdrant" / collection)
         try:

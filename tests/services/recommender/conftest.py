@@ -67,7 +67,15 @@ class Shop:
     counter: int = 0
 
     def engine(
-        self, log_served: bool = False, store: ProductStore | None = None, assign=None, guard=None, saved=None, **tuning
+        self,
+        log_served: bool = False,
+        store: ProductStore | None = None,
+        assign=None,
+        guard=None,
+        saved=None,
+        versions=None,
+        model_version=None,
+        **tuning,
     ) -> Recommender:
         """``log_served``: served lists reach Redis the way the profiles worker's `served` agent keeps them;
         ``assign``: experiments' assignment (``RunningExperiments.assign``)."""
@@ -84,6 +92,8 @@ class Shop:
             assign=assign or (lambda _user: None),
             guard=guard or (lambda _user, _tag, _seconds, _ok: None),
             saved=saved or (lambda _name: None),
+            versions=versions or (lambda _name: contextlib.nullcontext(None)),
+            model_version=lambda: model_version,
         )
 
     def remember_served(self, served: RecommendationServed) -> None:

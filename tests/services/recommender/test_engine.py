@@ -1,11 +1,16 @@
 """The recommender against real Qdrant Edge and Redis, with profiles written by the real click handler."""
 
+from contextlib import nullcontext
+
 import numpy as np
 import pytest
 
+from schemas.experiments import ExperimentTag, VariantSpec
+from services.experiments.assignment import Assignment
 from services.recommender.engine import Query, Recommender, Tuning, UnknownProduct
 from services.recommender.learned import Learned
 from services.recommender.shopper import ShopperReader
+from services.vectors.edge import EdgeProductStore
 from services.vectors.store import SearchFilters, StoredProduct
 from tests.services.recommender.conftest import DIMS
 
@@ -300,3 +305,52 @@ def test_a_taste_and_item_vectors_of_another_model_version_are_set_aside(shop):
     for unversioned, usable in (("m-1", False), ("m-2", True)):
         reader = ShopperReader(shop.sync, shop.keys, model_version=lambda: "m-2", unversioned=lambda u=unversioned: u)
         assert (reader.read("ivy", shop.clock)[0].vector is not None) is usable, unversioned
+
+
+def test_a_variant_on_a_staged_model_version_makes_its_lists_from_that_version(shop, tmp_path):
+    """An experiment's variant named with ``model=``: its shoppers' lists come from that version's
+    collection, their taste worked out there from what they viewed (the profiles worker keeps only
+    the live version's); the list and the served log name the version. Not open: the shopper gets
+    the live list, credited to no variant, and the variant's error rate counts it."""
+    staged = EdgeProductStore(tmp_path / "staged")
+    staged.ensure_collection({"fused": DIMS})
+    # The staged model sees dress-5 as the very picture of bags 0 to 2; everything else as the live one does.
+    fields = ("title", "category", "price", "currency", "in_stock", "delisted", "listed_ts")
+    like_the_bags = sum(shop.vectors[f"bag-{n}"] for n in (0, 1, 2))
+    staged.upsert(
+        [
+            StoredProduct(
+                p.product_id, {"fused": (like_the_bags if p.product_id == "dress-5" else shop.vectors[p.product_id]).tolist()}, p.payload
+            )
+            for p in shop.store.get(list(shop.vectors), fields=fields)
+        ]
+    )
+    for n in (0, 1, 2):
+        shop.click("vic", f"bag-{n}", "click")
+    arm = VariantSpec(name="new-model", share=0.5, ranking="prior", model="m-staged")
+    tag = ExperimentTag(experiment_id="models-1", variant="new-model")
+    served, guarded = [], []
+    opened: dict[str, Recommender] = {}
+    live = shop.engine(
+        assign=lambda _user: Assignment(tag, arm),
+        guard=lambda _user, _tag, _seconds, ok: guarded.append(ok),
+        versions=lambda name: nullcontext(opened.get(name)),
+        model_version="test-model",
+    )
+    live._on_served = served.append
+    before = live.recommend(Query("vic", k=6))
+    assert before.experiment is None and before.model_version == "test-model" and guarded == [False], "not open: the live list, unassigned"
+    assert served[-1].experiment is None
+    opened["m-staged"] = live.serving_from(staged, DIMS, "m-staged", ShopperReader(shop.sync, shop.keys, model_version=lambda: "m-staged"))
+    result = live.recommend(Query("vic", k=6))
+    assert result.experiment == tag and result.model_version == "m-staged" and guarded == [False, True]
+    assert served[-1].model_version == "m-staged" and served[-1].experiment == tag
+    # Its taste and recent products were looked up in the staged space: there dress-5 is their nearest.
+    assert {"taste", "recent"} <= result.sources.get("dress-5", frozenset()), result.sources.get("dress-5")
+
+    def taste_of_dress_5(logged) -> float:
+        rows = np.frombuffer(logged.features, dtype="<f4").reshape(len(logged.products), len(logged.feature_names))
+        return float(rows[logged.products.index("dress-5"), logged.feature_names.index("taste")])
+
+    assert taste_of_dress_5(served[-1]) > 0.99 and taste_of_dress_5(served[0]) < 0.5
+    staged.close()
