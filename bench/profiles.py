@@ -14,7 +14,8 @@ Needs the local stack (`shelfsight stack up`). With `--redis-cluster N`, Redis i
 3-node Redis Cluster (services/stack/redis_cluster.py, on the same cores) and the workers run
 with `SHELFSIGHT_REDIS_CLUSTER=true SHELFSIGHT_REDIS_SHARDS=N`, as a clustered deployment would.
 
-    .venv/bin/python bench/profiles.py [--events 50000] [--shoppers 5000] [--rate 200] [--seconds 10] [--workers 1] [--partitions 4] [--redis-cluster 4]
+    .venv/bin/python bench/profiles.py [--events 50000] [--shoppers 5000] [--items 2000] [--rate 200] [--seconds 10] [--workers 1]
+                                       [--partitions 4] [--redis-cluster 4] [--json PATH]
 """
 
 import argparse
@@ -28,6 +29,7 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import redis
@@ -47,15 +49,13 @@ from services.settings import load_settings
 from services.stack.redis_cluster import LocalRedisCluster
 from state.keys import Keys
 
-ITEMS = 2000
 
-
-def _click(i: int, now: datetime, users: int, user: str | None = None) -> bytes:
+def _click(i: int, now: datetime, users: int, items: int, user: str | None = None) -> bytes:
     return json.dumps(
         {
             "event_id": f"e{i}",
             "user_id": user or f"u{i % users}",
-            "product_id": f"p{(i * 7919) % ITEMS}",
+            "product_id": f"p{(i * 7919) % items}",
             "kind": ("view", "view", "click", "add_to_cart", "purchase", "dismiss")[i % 6],
             "occurred_at": (now - timedelta(milliseconds=i)).isoformat(),
             "session_id": f"s{i % 900}",
@@ -63,13 +63,16 @@ def _click(i: int, now: datetime, users: int, user: str | None = None) -> bytes:
     ).encode()
 
 
-async def _items(settings, keys: Keys) -> None:  # type: ignore[no-untyped-def]
+async def _items(settings, keys: Keys, items: int) -> None:  # type: ignore[no-untyped-def]
     client = async_redis(settings.redis_url, settings.redis_cluster)
     state = ProfileState(client, keys, ClickParams())
     rng = np.random.default_rng(0)
-    for i in range(ITEMS):
-        v = rng.normal(size=256).astype(np.float32)
-        await state.put_item(f"p{i}", (v / np.linalg.norm(v)).tolist(), f"c{i % 10}", float(10 + i % 90), True)
+    for start in range(0, items, 32):  # a few in flight at a time: the client's pool is bounded
+        vectors = rng.normal(size=(min(items, start + 32) - start, 256)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        await asyncio.gather(
+            *(state.put_item(f"p{i}", v.tolist(), f"c{i % 10}", float(10 + i % 90), True) for i, v in enumerate(vectors, start))
+        )
     await client.aclose()
 
 
@@ -100,6 +103,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--shoppers", type=int, default=5000, help="distinct shoppers among the events")
+    parser.add_argument("--items", type=int, default=2000, help="products clicked among the events (their copies written first)")
+    parser.add_argument("--json", type=Path, help="also write the figures here (bench/growth.py reads them)")
     parser.add_argument("--workers", type=int, default=1, help="profiles processes in the consumer group")
     parser.add_argument("--partitions", type=int, default=None, help="partitions per topic (default: the settings')")
     parser.add_argument(
@@ -133,11 +138,11 @@ def main() -> None:
     # per node: Redis's own counters, and PUBLISH reaching every node's subscribers
     nodes = [redis.Redis(host="127.0.0.1", port=p) for p in cluster.ports] if cluster else [r]
     try:
-        asyncio.run(_items(settings, keys))
+        asyncio.run(_items(settings, keys, args.items))
         producer = Producer(producer_config(settings))
         now = datetime.now(UTC)
         for i in range(args.events):
-            producer.client.produce(topic, key=f"u{i % args.shoppers}".encode(), value=_click(i, now, args.shoppers))
+            producer.client.produce(topic, key=f"u{i % args.shoppers}".encode(), value=_click(i, now, args.shoppers, args.items))
             if i % 10_000 == 0:
                 producer.client.flush(60)  # the local queue holds 100,000 messages
         producer.flush(120)
@@ -172,12 +177,12 @@ def main() -> None:
         scripts_s = (redis_after[0] - redis_before[0]) / 1e6
         commands = redis_after[1] - redis_before[1]
 
-        latencies = _latency(settings, nodes[0], keys, producer, args.rate, args.seconds)
-        shopper, item = _memory(r, keys, args.shoppers)
+        latencies = _latency(settings, nodes[0], keys, producer, args.rate, args.seconds, args.items)
+        shopper, item = _memory(r, keys, min(args.shoppers, args.events), args.items)
         peak_mb = max(peak_rss_mb(w.pid) for w in workers)
         p50, p95 = statistics.median(latencies), statistics.quantiles(latencies, n=20)[18]
         where = f"a local 3-node Redis Cluster, {args.redis_cluster} key groups" if cluster else "one Redis"
-        print(f"{args.events} click events, {args.shoppers} shoppers, {ITEMS} items (256-d vectors), on {where}")
+        print(f"{args.events} click events, {args.shoppers} shoppers, {args.items} items (256-d vectors), on {where}")
         print(f"bare aiokafka consume loop  {bare:9.0f} events/s")
         print(f"profiles workers ({args.workers}, {settings.topic_partitions} partitions) {rate:9.0f} events/s   ratio {rate / bare:.3f}")
         print(
@@ -188,6 +193,10 @@ def main() -> None:
         print(f"click → profile in Redis at {args.rate:g}/s: p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms over {len(latencies)} clicks")
         print(f"peak resident memory of a worker: {peak_mb:.0f} MB")
         print(f"Redis memory: {shopper:.0f} bytes per shopper, {item:.0f} bytes per item (item hash + session and history neighbours)")
+        if args.json:
+            figures = {"events": args.events, "shoppers": args.shoppers, "items": args.items, "events_per_s": rate, "bare_per_s": bare}
+            figures |= {"redis_bytes_per_shopper": shopper, "redis_bytes_per_item": item, "worker_peak_rss_mb": peak_mb}
+            args.json.write_text(json.dumps(figures, indent=2))
     finally:
         for worker in workers:
             worker.send_signal(signal.SIGTERM)
@@ -211,7 +220,7 @@ def _redis_busy(nodes: list[redis.Redis]) -> tuple[int, int]:
     return scripts, commands
 
 
-def _latency(settings, r: redis.Redis, keys: Keys, producer: Producer, rate: float, seconds: float) -> list[float]:  # type: ignore[no-untyped-def]
+def _latency(settings, r: redis.Redis, keys: Keys, producer: Producer, rate: float, seconds: float, items: int) -> list[float]:  # type: ignore[no-untyped-def]
     listener = r.pubsub()
     listener.subscribe(keys.updates_channel)
     listener.get_message(timeout=2)
@@ -226,7 +235,7 @@ def _latency(settings, r: redis.Redis, keys: Keys, producer: Producer, rate: flo
             if message and message["type"] == "message":
                 got.setdefault(message["data"].decode(), time.perf_counter())
         sent[user] = time.perf_counter()
-        producer.client.produce(settings.topic("clicks"), key=user.encode(), value=_click(10_000_000 + i, now, 1, user))
+        producer.client.produce(settings.topic("clicks"), key=user.encode(), value=_click(10_000_000 + i, now, 1, items, user))
         producer.client.poll(0)
         next_send += 1.0 / rate
     producer.flush(10)
@@ -239,9 +248,10 @@ def _latency(settings, r: redis.Redis, keys: Keys, producer: Producer, rate: flo
     return [got[u] - sent[u] for u in sent if u in got]
 
 
-def _memory(r: redis.Redis, keys: Keys, users: int) -> tuple[float, float]:
+def _memory(r: redis.Redis, keys: Keys, users: int, items_in_all: int) -> tuple[float, float]:
+    """Mean MEMORY USAGE of 100 shoppers the events reached and of 100 items."""
     shoppers = [f"u{i}" for i in range(0, users, max(1, users // 100))]
-    items = [f"p{i}" for i in range(0, ITEMS, ITEMS // 100)]
+    items = [f"p{i}" for i in range(0, items_in_all, max(1, items_in_all // 100))]
 
     def usage(key: str) -> int:
         return int(r.memory_usage(key) or 0)

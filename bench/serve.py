@@ -22,8 +22,12 @@ with `open_store` and the settings, as `shelfsight serve` opens it.
 The ratio printed is in-process p50 / HTTP p50: the share of the HTTP time that is the
 recommender itself. Needs the local stack (`shelfsight stack up`).
 
+With `--json PATH` the embedded shard's figures are also written there, with Redis's memory for
+the world (INFO's used_memory before and after it was written, and MEMORY USAGE of a sample of
+shoppers' and products' keys): `bench/growth.py` reads them.
+
     .venv/bin/python bench/serve.py [--products 50000] [--profiles 10000] [--rate 50] [--seconds 20] [--rising]
-                                    [--qdrant-url http://127.0.0.1:6333 [--qdrant-pid PID]]
+                                    [--qdrant-url http://127.0.0.1:6333 [--qdrant-pid PID]] [--json PATH]
 """
 
 import argparse
@@ -374,6 +378,7 @@ def main() -> int:
     parser.add_argument("--rising", action="store_true", help="then raise the rate until p99 passes 50 ms")
     parser.add_argument("--qdrant-url", help="also measure against this Qdrant server, with one and two API processes")
     parser.add_argument("--qdrant-pid", type=int, help="the server's process id, when local: its CPU time per request is shown")
+    parser.add_argument("--json", type=Path, help="also write the embedded shard's figures and Redis's memory here")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -387,7 +392,10 @@ def main() -> int:
         print(f"== setting up {args.products} products and {args.profiles} profiles")
         stores = [world.store()] + ([world.store(args.qdrant_url, collection)] if args.qdrant_url else [])
         try:
+            redis_before = int(world.client.info("memory")["used_memory"])
             build_world(stores, world.keys, world.client, args.products, args.profiles, model_items=world.settings.item_model_items)
+            figures: dict[str, float] = {"products": args.products, "shoppers": args.profiles, "rate": args.rate}
+            figures |= redis_memory(world, args.products, redis_before)
 
             print(
                 f"== in-process: Recommender.recommend, one request after another "
@@ -395,7 +403,8 @@ def main() -> int:
             )
             started = time.perf_counter()
             store = world.store()
-            print(f"   shard opened as serve opens it, HNSW index built, in {time.perf_counter() - started:.1f} s")
+            figures["index_build_s"] = time.perf_counter() - started
+            print(f"   shard opened as serve opens it, HNSW index built, in {figures['index_build_s']:.1f} s")
             in_p50, in_p99 = in_process(store, world.settings_for(), world)
             store.close()
 
@@ -403,7 +412,8 @@ def main() -> int:
             with api_processes(world.env(), 1) as (ports, pids):
                 http_p50, http_p99 = at_fixed_rate(ports, pids, world.users, args.rate, args.seconds)
                 sustainable = rising(ports, world.users) if args.rising else None
-                print(f"   peak resident memory of the API process: {peak_rss_mb(pids[0]):.0f} MB")
+                figures["api_peak_rss_mb"] = peak_rss_mb(pids[0])
+                print(f"   peak resident memory of the API process: {figures['api_peak_rss_mb']:.0f} MB")
             if sustainable is not None:
                 print(f"== sustainable rate of one API process at p99 < 50 ms: {sustainable:.0f} requests/s")
             print(
@@ -411,6 +421,9 @@ def main() -> int:
                 f"(HTTP adds {http_p50 - in_p50:.2f} ms at p50, {http_p99 - in_p99:.2f} ms at p99)"
             )
             rows.append(("embedded shard, 1 API process", in_p99, http_p99, sustainable))
+            figures |= {"in_p50_ms": in_p50, "in_p99_ms": in_p99, "http_p50_ms": http_p50, "http_p99_ms": http_p99}
+            if args.json:
+                args.json.write_text(json.dumps(figures, indent=2))
 
             if args.qdrant_url:
                 rows += on_server(args, world, collection)
@@ -423,6 +436,25 @@ def main() -> int:
     for name, p99_in, p99_http, rate in rows:
         print(f"{name:<36} {p99_in:12.2f} ms {p99_http:15.2f} ms {'' if rate is None else f'{rate:.0f}/s':>27}")
     return 0
+
+
+def redis_memory(world: World, products: int, before: int) -> dict[str, float]:
+    """Redis's memory for the world: all of it (INFO's used_memory, after less before), and the mean
+    MEMORY USAGE of 200 sampled shoppers' keys and of 200 products' keys (copy and neighbours)."""
+    r, keys = world.client, world.keys
+
+    def usage(key: str) -> int:
+        return int(r.memory_usage(key) or 0)
+
+    shoppers = world.users[:: max(1, len(world.users) // 200)]
+    sampled = [f"p{n:06d}" for n in range(0, products, max(1, products // 200))]
+    per_shopper = statistics.mean(
+        usage(keys.user(u)) + usage(keys.recent(u)) + usage(keys.seen_items(u)) + usage(keys.purchased(u)) for u in shoppers
+    )
+    per_product = statistics.mean(usage(keys.item(p)) + usage(keys.neighbours(p)) for p in sampled)
+    total_mb = (int(r.info("memory")["used_memory"]) - before) / 2**20
+    print(f"   Redis: {total_mb:.0f} MB for the world; {per_shopper:.0f} bytes a shopper, {per_product:.0f} bytes a product (sampled)")
+    return {"redis_world_mb": total_mb, "redis_bytes_per_shopper": per_shopper, "redis_bytes_per_product": per_product}
 
 
 def on_server(args: argparse.Namespace, world: World, collection: str) -> list[tuple[str, float, float, float | None]]:
