@@ -18,6 +18,7 @@ Prints a markdown table and draws the curves (`--out`, PNG). Needs the local sta
 (`shelfsight stack up`) and, at a million, about 12 GB of memory and 8 GB of disk.
 
     .venv/bin/python bench/growth.py [--sizes 10000,100000,1000000] [--events 50000] [--rate 10] [--out docs/img/growth.png]
+                                     [--keep FOLDER [--only 1000000]]
 """
 
 import argparse
@@ -32,23 +33,30 @@ from pathlib import Path
 from PIL import Image
 
 from models.evaluation.charts import line_chart
-from services.errors import run_script
+from services.errors import UserError, run_script
 
 BENCH = Path(__file__).resolve().parent
+PROFILES_FIGURES = ("events_per_s", "bare_per_s", "redis_bytes_per_shopper", "redis_bytes_per_item", "worker_peak_rss_mb")
 
 
-def measure(size: int, events: int, rate: float, folder: Path) -> dict[str, float]:
-    """Both benches at ``size`` products and shoppers; their figures, merged."""
-    serve_json, profiles_json = folder / f"serve-{size}.json", folder / f"profiles-{size}.json"
+def measure(size: int, events: int, rate: float, folder: Path) -> None:
+    """Both benches at ``size`` products and shoppers, their figures written into ``folder``."""
     started = time.perf_counter()
     for command in (
-        [BENCH / "serve.py", "--products", size, "--profiles", size, "--rate", rate, "--json", serve_json],
-        [BENCH / "profiles.py", "--shoppers", size, "--items", size, "--events", events, "--json", profiles_json],
+        [BENCH / "serve.py", "--products", size, "--profiles", size, "--rate", rate, "--json", folder / f"serve-{size}.json"],
+        [BENCH / "profiles.py", "--shoppers", size, "--items", size, "--events", events, "--json", folder / f"profiles-{size}.json"],
     ):
         print(f"== {' '.join(str(part) for part in command[:1])} at {size:,}", flush=True)
         subprocess.run([sys.executable, "-u", *(str(part) for part in command)], check=True)
-    served, worked = json.loads(serve_json.read_text()), json.loads(profiles_json.read_text())
     print(f"== {size:,} measured in {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def figures(size: int, folder: Path) -> dict[str, float]:
+    """The two benches' figures at ``size``, merged."""
+    served = json.loads((folder / f"serve-{size}.json").read_text())
+    kept = folder / f"profiles-{size}.json"
+    nan = float("nan")
+    worked = json.loads(kept.read_text()) if kept.exists() else dict.fromkeys(PROFILES_FIGURES, nan)  # not measured at this size
     return {
         **served,
         "events_per_s": worked["events_per_s"],
@@ -116,11 +124,18 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=10.0, help="HTTP requests a second (one API process sustains about 20)")
     parser.add_argument("--out", type=Path, default=Path("docs/img/growth.png"), help="the chart (PNG)")
     parser.add_argument("--keep", type=Path, help="a folder to keep each bench's JSON in")
+    parser.add_argument(
+        "--only", help="sizes to measure now (comma-separated; empty: none, only draw); the others' figures are read from --keep"
+    )
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
+    if args.only is not None and not args.keep:
+        raise UserError("--only reads the other sizes' figures from an earlier run: give its folder with --keep")
     folder = args.keep or Path(tempfile.mkdtemp(prefix="shelfsight-growth-"))
     folder.mkdir(parents=True, exist_ok=True)
-    rows = [measure(size, args.events, args.rate, folder) for size in sizes]
+    for size in [int(size) for size in args.only.split(",") if size] if args.only is not None else sizes:
+        measure(size, args.events, args.rate, folder)
+    rows = [figures(size, folder) for size in sizes]
     (folder / "growth.json").write_text(json.dumps(rows, indent=2))
     chart(rows, args.rate, args.out)
     print(table(rows, args.rate))
