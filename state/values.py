@@ -19,6 +19,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# What each kind of event adds to a shopper's profile vector (times the product's vector): the
+# worker moves profiles by them, and the recommender weighs a shopper's recent and dismissed
+# products by them where it builds a taste without a stored profile.
+KIND_WEIGHTS: dict[str, float] = {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0, "dismiss": -3.0, "impression": 0.0}
+
 
 @dataclass
 class Profile:

@@ -9,28 +9,36 @@
 
 import math
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from state.bounds import BOUNDS
-from state.values import Profile
+from state.values import KIND_WEIGHTS, Profile
 
 __all__ = ["RESCALE_AFTER_HALF_LIVES", "ClickParams", "Profile", "apply", "decay", "forward_decay_score"]
+
+
+class _ClickSettings(Protocol):
+    covisit_neighbours: int
+    covisit_max_pairs: int
+    profiles_park_s: float
+    profiles_park_max: int
+    attribution_window_s: float
 
 
 @dataclass(frozen=True)
 class ClickParams:
     """How much each kind of event says, and how fast it is forgotten."""
 
-    weights: dict[str, float] = field(
-        default_factory=lambda: {"view": 1.0, "click": 2.0, "add_to_cart": 4.0, "purchase": 8.0, "dismiss": -3.0, "impression": 0.0}
-    )
+    weights: dict[str, float] = field(default_factory=lambda: dict(KIND_WEIGHTS))
     half_life_s: float = BOUNDS.half_life_s
     recent_items: int = BOUNDS.recent_items
     purchased_items: int = BOUNDS.purchased_items
     session_items: int = BOUNDS.session_items
     covisit_window: int = 5  # each event is paired with this many of the session's latest items
-    neighbours: int = BOUNDS.neighbours  # per item, in each co-visitation set: small caps evict pairs before they can add up
+    neighbours: int = BOUNDS.neighbours  # per item, in each pair set (a SpaceSaving top-k: state.pairs)
+    pair_members: int = BOUNDS.pair_members  # in all pair sets; the stalest sets go beyond it
     history_items: int = 20  # each event is paired with this many of the shopper's latest distinct items
     history_decay: float = 0.9  # ... the n-th latest weighing history_decay ** n
     seen_items: int = BOUNDS.seen_items  # remembered per shopper, never recommended again
@@ -47,6 +55,17 @@ class ClickParams:
     park_s: float = 600.0  # a click whose product is not indexed yet waits this long before it is dead-lettered …
     park_max: int = 10_000  # … and at most this many wait per partition (more are dead-lettered at once)
     park_retry: int = 500  # parked clicks looked at per partition and batch, oldest first
+
+    @classmethod
+    def of(cls, settings: "_ClickSettings") -> "ClickParams":
+        """The defaults, with what the settings (``SHELFSIGHT_…``) change: the worker's and the evaluation's."""
+        return cls(
+            neighbours=settings.covisit_neighbours,
+            pair_members=settings.covisit_max_pairs,
+            park_s=settings.profiles_park_s,
+            park_max=settings.profiles_park_max,
+            attribution_window_s=settings.attribution_window_s,
+        )
 
 
 def decay(params: ClickParams, elapsed_s: float) -> float:

@@ -32,10 +32,13 @@ from services.recommender.ranking import mmr, spread
 from services.recommender.reasons import credited, explain
 from services.recommender.shopper import Shopper, ShopperReader, Signals
 from services.vectors.store import ProductStore, SearchFilters, VectorQuery, matcher
+from state.values import KIND_WEIGHTS
 
 # What a product card and the ranking need from the payload (the thumbnail stays behind).
 CARD_FIELDS = ("title", "category", "category_source", "price", "currency", "in_stock", "delisted", "listed_ts", "image_url", "has_image")
 POSITION = FEATURES.index("position")
+# A dismissed product against a recent one, as the profile weighs a dismissal against a click.
+_DISMISSED = -KIND_WEIGHTS["dismiss"] / KIND_WEIGHTS["click"]
 
 
 class UnknownProduct(LookupError):
@@ -273,7 +276,7 @@ class Recommender:
         liked = [found[i] for i in shopper.recent if i in found]
         if liked:
             disliked = [found[i] for i in shopper.dismissed if i in found]
-            taste = unit(np.sum(liked, axis=0) - (1.5 * np.sum(disliked, axis=0) if disliked else 0.0)).astype(np.float32)
+            taste = unit(np.sum(liked, axis=0) - (_DISMISSED * np.sum(disliked, axis=0) if disliked else 0.0)).astype(np.float32)
         return replace(shopper, vector=taste), replace(signals, vectors=found)
 
     def _interleave(
