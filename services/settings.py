@@ -336,6 +336,12 @@ class Settings(BaseSettings):
         le=5000,
         description="Products kept per product in each co-visitation set (session and history). 500 costs about 50 KB of Redis per well-connected product and set; 128 about 4 KB.",
     )
+    covisit_max_pairs: int = Field(
+        default=50_000_000,
+        ge=1_000,
+        le=2_000_000_000,
+        description="Members kept in all co-visitation and history sets together (split evenly among Redis key groups); beyond it the sets that grew longest ago are dropped. About 100 bytes each in full sets: 50,000,000 is at most about 5 GB.",
+    )
     explore_slots: int = Field(
         default=2,
         ge=0,

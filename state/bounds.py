@@ -19,6 +19,7 @@ class Bounds:
     session_items: int = 20
     served_lists: int = 3  # latest served lists kept per shopper, to join with choices
     neighbours: int = 500  # per item, in each co-visitation set
+    pair_members: int = 50_000_000  # in all co-visitation and history sets together (state.pairs)
     trending: int = 1000  # per trending set (overall and per category)
     half_life_s: float = 7 * 24 * 3600.0  # how fast profiles and trending scores fade
     profile_ttl_s: int = 90 * 24 * 3600

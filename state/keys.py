@@ -183,6 +183,16 @@ class Keys:
         return f"{self._tag()}ch:{escape(i)}"
 
     @property
+    def pair_sets(self) -> str:
+        """This group's co-visitation and history sets, each scored by when it last grew (``state.pairs``)."""
+        return f"{self._tag()}pairs:sets"
+
+    @property
+    def pair_count(self) -> str:
+        """How many members this group's pair sets hold in all (``state.pairs``)."""
+        return f"{self._tag()}pairs:count"
+
+    @property
     def interactions(self) -> str:
         """Interactions per item (not decayed): how much evidence there is about it."""
         return f"{self._tag()}stats:interactions"

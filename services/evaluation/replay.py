@@ -138,7 +138,7 @@ class _Run:
         settings, config = replay.settings, replay.config
         self.replay, self.config, self.loop, self.sync, self.keys = replay, config, loop, sync, keys
         self.now = 0.0
-        params = ClickParams(neighbours=settings.covisit_neighbours)
+        params = ClickParams.of(settings)
         self.state = ProfileState(aclient, keys, params)
         self.learners = Learners(
             seed=config.seed,
@@ -326,6 +326,7 @@ def _settings_used(settings: Settings) -> dict[str, object]:
         "ranking",
         "ranking_warmup_pairs",
         "covisit_neighbours",
+        "covisit_max_pairs",
         "item_model_items",
         "item_model_rank",
         "item_model_refit_s",

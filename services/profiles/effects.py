@@ -10,7 +10,8 @@ Per applied event: a dedupe marker; an impression marks its served list (under t
 keys) and nothing else; any other kind moves the shopper's profile, recent items, seen set and
 counters, a choice is joined with the list it was made from, and everything but a dismissal
 counts for trending, co-visitation (same session) and history pairs (across sessions). Trims,
-TTLs, the shop's clock and the update announcements come once per key and write.
+TTLs, pair sets (their amounts summed), the shop's clock and the update announcements come once
+per key and write.
 """
 
 import random
@@ -146,8 +147,10 @@ class _Batch:
     sessions: dict[str, list[str]] = field(default_factory=dict)  # newest first, as this write leaves them
     histories: dict[str, list[str]] = field(default_factory=dict)  # newest first, distinct, as this write leaves them
     choices: list[tuple[str, ServedList, str]] = field(default_factory=list)  # (shopper, list, chosen product)
-    neighbours: set[str] = field(default_factory=set)  # items whose co-visitation set grew
-    history: set[str] = field(default_factory=set)  # items whose history set grew
+    # item → the products paired with it by this write, and by how much: each pair set is grown
+    # once per write, its members' amounts summed (state.pairs)
+    co: dict[str, dict[str, float]] = field(default_factory=dict)  # in sessions (co-visitation)
+    ch: dict[str, dict[str, float]] = field(default_factory=dict)  # in histories, nearer ones weighing more
     trending: set[str | None] = field(default_factory=set)  # categories whose trending set grew (None: all)
     session_ids: set[str] = field(default_factory=set)
     purchasers: set[str] = field(default_factory=set)
@@ -161,6 +164,7 @@ class _Batch:
         self.lot = ParkingLot(self.writes, self.keys, self.params, self.held, self.snapshot.now)
         self.sessions = {session: list(items) for session, items in self.snapshot.loaded.sessions.items()}
         self.histories = {user: list(items) for user, items in self.snapshot.loaded.recent.items()}
+        self.history_weights = [round(self.params.history_decay**distance, 6) for distance in range(self.params.history_items)]
 
     def event(self, message: RawMessage, event: ClickEvent, origin: ParkedAt | None) -> None:
         """One event: skipped as a duplicate, parked (or refused) for want of its product, or applied."""
@@ -260,12 +264,13 @@ class _Batch:
 
     def _covisit(self, session: list[str], product: str, session_id: str) -> None:
         """Pairs with the session's latest items: what is looked at together."""
-        keys, params = self.keys, self.params
+        keys, params, co = self.keys, self.params, self.co
+        mine = co.setdefault(product, {})
         for other in list(dict.fromkeys(session))[: params.covisit_window]:
             if other != product:
-                self.writes.call("ZINCRBY", keys.neighbours(product), 1, other)
-                self.writes.call("ZINCRBY", keys.neighbours(other), 1, product)
-                self.neighbours.update({product, other})
+                mine[other] = mine.get(other, 0.0) + 1.0
+                theirs = co.setdefault(other, {})
+                theirs[product] = theirs.get(product, 0.0) + 1.0
         session.insert(0, product)
         del session[params.session_items :]
         self.writes.call("LPUSH", keys.session(session_id), product)
@@ -273,13 +278,13 @@ class _Batch:
 
     def _pair_with_history(self, recent: list[str], product: str) -> None:
         """Pairs with the shopper's latest distinct items across sessions, nearer ones weighing more."""
-        keys, params = self.keys, self.params
-        for distance, other in enumerate(recent[: params.history_items]):
+        params, ch = self.params, self.ch
+        mine = ch.setdefault(product, {})
+        for other, weight in zip(recent[: params.history_items], self.history_weights, strict=False):
             if other != product:
-                weight = round(params.history_decay**distance, 6)
-                self.writes.call("ZINCRBY", keys.history(product), weight, other)
-                self.writes.call("ZINCRBY", keys.history(other), weight, product)
-                self.history.update({product, other})
+                mine[other] = mine.get(other, 0.0) + weight
+                theirs = ch.setdefault(other, {})
+                theirs[product] = theirs.get(product, 0.0) + weight
         recent[:] = [product, *(item for item in recent if item != product)][: 2 * params.history_items]
 
     def join_choices(self, rng: random.Random) -> None:
@@ -298,6 +303,18 @@ class _Batch:
             if example is not None:
                 self.learn.append(ChoiceLesson(served.names, *example))
                 self.result.choices_learned += 1
+
+    def _grow_pairs(self) -> None:
+        """Each pair set once, then the bound on them all (state.pairs); stale after the profile TTL."""
+        keys, params, writes, stamp = self.keys, self.params, self.writes, self.snapshot.now
+        grown = False
+        for key_of, paired in ((keys.neighbours, self.co), (keys.history, self.ch)):
+            for item_id, members in paired.items():
+                if members:
+                    writes.pairs(key_of(item_id), keys.pair_sets, stamp, params.neighbours, members)
+                    grown = True
+        if grown:
+            writes.pairs_bound(keys.pair_count, keys.pair_sets, params.pair_members // keys.shards, stamp - params.profile_ttl_s)
 
     def trims(self) -> None:
         """Trims and TTLs once per key and write, not once per event; then the clock and the announcements."""
@@ -319,10 +336,7 @@ class _Batch:
         for user, profile in self.profiles.items():
             writes.call("HSET", keys.user(user), *[word for pair in encode_profile(profile).items() for word in pair])
             writes.call("EXPIRE", keys.user(user), params.profile_ttl_s)
-        for key_of, items in ((keys.neighbours, self.neighbours), (keys.history, self.history)):
-            for item_id in items:
-                writes.call("ZREMRANGEBYRANK", key_of(item_id), 0, -(params.neighbours + 1))
-                writes.call("EXPIRE", key_of(item_id), params.profile_ttl_s)
+        self._grow_pairs()
         for category in self.trending:
             writes.call("ZREMRANGEBYRANK", keys.trending(category), 0, -(params.trending + 1))
         if self.trending:

@@ -89,12 +89,7 @@ def run_profiles(settings: Settings) -> int:
     keys = Keys.of(settings)
     secret = state_secret(settings)
     learners = restore_learners(settings, keys, secret)
-    params = ClickParams(
-        neighbours=settings.covisit_neighbours,
-        park_s=settings.profiles_park_s,
-        park_max=settings.profiles_park_max,
-        attribution_window_s=settings.attribution_window_s,
-    )
+    params = ClickParams.of(settings)
     state = ProfileState(async_redis(settings.redis_url, settings.redis_cluster), keys, params)
     metrics = ProfilesMetrics()
     producer = Producer(producer_config(settings))

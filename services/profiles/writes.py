@@ -24,6 +24,7 @@ import msgpack
 import redis.asyncio as aioredis
 
 from state.experiments import EXPERIMENT_ADD_LUA, SHOPPER_TTL_S
+from state.pairs import PAIRS_LUA
 
 # ARGV[1], unpacked: the number of guards g; g guards (key, field, expected value or '', new value); the number
 # of required members r; r pairs (sorted set, member); then a flat list of commands: a count n,
@@ -33,6 +34,7 @@ from state.experiments import EXPERIMENT_ADD_LUA, SHOPPER_TTL_S
 # share it — the handler builds one batch per key group.
 _SCRIPT = (
     EXPERIMENT_ADD_LUA
+    + PAIRS_LUA
     + """
 local ARGV = cmsgpack.unpack(ARGV[1])
 local g = tonumber(ARGV[1])
@@ -48,6 +50,7 @@ end
 local i = first
 local n = #ARGV
 local skip = 0
+local pairs_delta = 0
 while i <= n do
   local count = tonumber(ARGV[i])
   local name = ARGV[i + 1]
@@ -60,6 +63,11 @@ while i <= n do
     experiment_add(unpack(ARGV, i + 2, i + count))
   elseif name == '_interleave_win' then
     interleave_win(unpack(ARGV, i + 2, i + count))
+  elseif name == '_pairs' then
+    pairs_delta = pairs_delta + pairs_add(ARGV, i + 2, i + count)
+  elseif name == '_pairs_bound' then
+    pairs_bound(pairs_delta, ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5])
+    pairs_delta = 0
   else
     redis.call(unpack(ARGV, i + 1, i + count))
   end
@@ -99,6 +107,19 @@ class WriteBatch:
     def interleave_win(self, list_key: str, totals_key: str, team: str, other: str, ttl_s: int) -> None:
         """One more choice for ``team`` on an interleaved list, and the list's outcome moved in the totals."""
         self.call("_interleave_win", list_key, totals_key, team, other, ttl_s, SHOPPER_TTL_S)
+
+    def pairs(self, key: str, ledger: str, stamp: float, cap: int, members: dict[str, float]) -> None:
+        """Grow the pair set ``key`` by each member's amount (positive), kept to ``cap`` members
+        and listed in ``ledger`` at ``stamp`` (``state.pairs``)."""
+        args = self._args
+        args += (5 + 2 * len(members), "_pairs", key, ledger, repr(float(stamp)), cap)
+        for member, amount in members.items():
+            args += (member, repr(float(amount)))
+        self._count += 1
+
+    def pairs_bound(self, counter: str, ledger: str, limit: int, stale_before: float) -> None:
+        """After this write's ``pairs``: the member count and the ledger's stale or surplus sets (``state.pairs``)."""
+        self.call("_pairs_bound", counter, ledger, limit, repr(float(stale_before)))
 
     def guard(self, key: str, field: str, expected: str | None, new: str) -> None:
         """Apply only if ``key``'s ``field`` holds ``expected`` (None: absent), and set it to ``new``."""

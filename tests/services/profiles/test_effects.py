@@ -28,6 +28,7 @@ from state.values import Item, Profile, decode_profile
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 KEYS = Keys("t:")
 PARAMS = ClickParams(half_life_s=3600.0, recent_items=5, neighbours=3, trending=4, session_items=4, park_s=60.0, park_max=2)
+WRITTEN = NOW.timestamp() + 1000  # when the write is computed (the snapshot's clock)
 ITEMS = {f"p{i}": Item(np.eye(4, dtype=np.float32)[i % 4], f"cat{i % 2}", 10.0 + i, True) for i in range(8)}
 
 
@@ -68,9 +69,7 @@ def _snapshot(events: list[tuple[RawMessage, ClickEvent]], items: dict[str, Item
         sessions=state.get("sessions", {}),
         recent=state.get("recent", {}),
     )
-    return Snapshot(
-        loaded, state.get("served", {}), state.get("impressed", {}), epoch=NOW.timestamp(), now=state.get("now", NOW.timestamp() + 1000)
-    )
+    return Snapshot(loaded, state.get("served", {}), state.get("impressed", {}), epoch=NOW.timestamp(), now=state.get("now", WRITTEN))
 
 
 def _run(fresh: list[tuple[RawMessage, ClickEvent]], snapshot: Snapshot, parked: ParkedClicks | None = None, seed: int = 0) -> Effects:
@@ -94,6 +93,15 @@ def _named(commands: list[tuple[Any, ...]], name: str) -> list[tuple[Any, ...]]:
     return [c for c in commands if c[0] == name]
 
 
+def _pairs(commands: list[tuple[Any, ...]]) -> dict[str, dict[str, float]]:
+    """Each pair set the write grows (one ``_pairs`` per set): its members and their summed amounts."""
+    grown: dict[str, dict[str, float]] = {}
+    for _, key, ledger, _stamp, cap, *flat in _named(commands, "_pairs"):
+        assert key not in grown and ledger == KEYS.pair_sets and cap == PARAMS.neighbours
+        grown[key] = {member: float(amount) for member, amount in zip(flat[::2], flat[1::2], strict=True)}
+    return grown
+
+
 def test_a_click_moves_profile_counters_trending_sessions_and_announces_it():
     events = _events(_message(0, "p1"), _message(1, "p2", kind="purchase"))
     out = _run(events, _snapshot(events))
@@ -102,7 +110,7 @@ def test_a_click_moves_profile_counters_trending_sessions_and_announces_it():
     assert out.learn == [EventLesson("u1", "p1", "click", 2.0), EventLesson("u1", "p2", "purchase", 8.0)]
     assert commands[0] == ("SET", KEYS.seen("e0"), 1, "EX", PARAMS.dedupe_ttl_s)
     assert _named(commands, "LPUSH")[:2] == [("LPUSH", KEYS.recent("u1"), "p1"), ("LPUSH", KEYS.session("s1"), "p1")]
-    assert ("ZINCRBY", KEYS.neighbours("p2"), 1, "p1") in commands and ("ZINCRBY", KEYS.neighbours("p1"), 1, "p2") in commands
+    assert _pairs(commands)[KEYS.neighbours("p2")] == {"p1": 1.0} and _pairs(commands)[KEYS.neighbours("p1")] == {"p2": 1.0}
     assert ("ZADD", KEYS.purchased("u1"), repr(NOW.timestamp() + 1), "p2") in commands
     assert [c[1] for c in _named(commands, "ZINCRBY") if c[1].startswith("t:pop:")] == [
         KEYS.trending(),
@@ -141,7 +149,7 @@ def test_a_dismissal_pushes_away_but_counts_for_no_trending_and_no_pairs():
     out = _run(events, _snapshot(events, recent={"u1": ["p2"]}, sessions={"s1": ["p2"]}))
     commands = _commands(out.writes)
     assert ("ZADD", KEYS.dismissed("u1"), repr(NOW.timestamp()), "p1") in commands
-    assert not [c for c in commands if c[0] == "ZINCRBY" and c[1] != KEYS.interactions]
+    assert not [c for c in commands if c[0] == "ZINCRBY" and c[1] != KEYS.interactions] and not _pairs(commands)
     assert _named(commands, "HSET"), "the profile moves, away from p1"
 
 
@@ -149,9 +157,32 @@ def test_history_pairs_weigh_nearer_items_more_and_sessions_pair_within_the_wind
     events = _events(_message(0, "p3", session="new"))
     out = _run(events, _snapshot(events, recent={"u1": ["p2", "p1"]}, sessions={"new": []}))
     commands = _commands(out.writes)
-    assert ("ZINCRBY", KEYS.history("p3"), "1.0", "p2") in commands  # floats travel as their shortest exact text
-    assert ("ZINCRBY", KEYS.history("p3"), repr(PARAMS.history_decay), "p1") in commands
-    assert not [c for c in commands if c[0] == "ZINCRBY" and c[1].startswith("t:co:")], "a fresh session pairs nothing"
+    assert (
+        "_pairs",
+        KEYS.history("p3"),
+        KEYS.pair_sets,
+        repr(WRITTEN),
+        PARAMS.neighbours,
+        "p2",
+        "1.0",
+        "p1",
+        repr(PARAMS.history_decay),
+    ) in commands
+    assert _pairs(commands)[KEYS.history("p1")] == {"p3": PARAMS.history_decay}
+    assert not [key for key in _pairs(commands) if key.startswith("t:co:")], "a fresh session pairs nothing"
+    # the bound comes once, after every set, stale after the profile TTL
+    assert _named(commands, "_pairs_bound") == [
+        ("_pairs_bound", KEYS.pair_count, KEYS.pair_sets, PARAMS.pair_members, repr(WRITTEN - PARAMS.profile_ttl_s))
+    ]
+
+
+def test_a_pair_seen_twice_in_a_write_grows_its_set_once_by_the_sum():
+    events = _events(_message(0, "p1"), _message(1, "p2"), _message(2, "p1", session="s2"), _message(3, "p2", session="s2"))
+    commands = _commands(_run(events, _snapshot(events)).writes)
+    grown = _pairs(commands)
+    assert grown[KEYS.neighbours("p2")] == {"p1": 2.0} and grown[KEYS.neighbours("p1")] == {"p2": 2.0}
+    # p1, p2, p1, p2: the last three each pair with the other, the newest before them, both ways
+    assert grown[KEYS.history("p1")] == {"p2": 3.0} and grown[KEYS.history("p2")] == {"p1": 3.0}
 
 
 def test_a_choice_is_joined_with_its_list_and_skips_only_shown_items_reported_as_seen():

@@ -4,6 +4,7 @@ import asyncio
 import json
 import socket
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -217,6 +218,28 @@ def test_profile_updates_are_announced(setup, settings):
     message = listener.get_message(timeout=5)
     assert message["type"] == "message" and message["data"] == b"shopper-9"
     listener.close()
+
+
+def test_pair_sets_stay_within_their_member_budget_and_the_count_is_true(setup, settings):
+    _loop, _state, _handler, _letters, keys, r = setup
+    budget = replace(SMALL, pair_members=12)
+    loop = asyncio.new_event_loop()
+    client = aioredis.Redis.from_url(settings.redis_url)
+    handler = ClickHandler(ProfileState(client, keys, budget), Learners(), budget, lambda m, reason: None, clock=lambda: NOW.timestamp())
+    clicks = [_click(i, user=f"u{i % 3}", product=f"p{(i * 5) % 12}", session=f"s{i % 4}") for i in range(120)]
+    try:
+        for start in range(0, 120, 10):
+            loop.run_until_complete(handler.handle(clicks[start : start + 10]))
+            sets = [key.decode() for key in r.zrange(keys.pair_sets, 0, -1)]
+            held = sum(r.zcard(key) for key in sets)
+            assert held == int(r.get(keys.pair_count)) <= budget.pair_members
+            assert all(r.zcard(key) <= SMALL.neighbours for key in sets)
+        # the budget held the state to a few sets, the latest grown ones; the rest were dropped
+        every = [keys.neighbours(f"p{i}") for i in range(12)] + [keys.history(f"p{i}") for i in range(12)]
+        assert 0 < sum(bool(r.exists(key)) for key in every) < len(every)
+    finally:
+        loop.run_until_complete(client.aclose())
+        loop.close()
 
 
 def test_history_pairs_the_seen_set_and_item_counts(setup):
