@@ -193,9 +193,12 @@ def main() -> None:
         print(f"click → profile in Redis at {args.rate:g}/s: p50 {p50 * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms over {len(latencies)} clicks")
         print(f"peak resident memory of a worker: {peak_mb:.0f} MB")
         print(f"Redis memory: {shopper:.0f} bytes per shopper, {item:.0f} bytes per item (item hash + session and history neighbours)")
+        pair_members, pair_sets = _pair_sets(r, keys)
+        print(f"pair sets: {pair_members} members in {pair_sets} sets (bound: SHELFSIGHT_COVISIT_MAX_PAIRS members in all)")
         if args.json:
             figures = {"events": args.events, "shoppers": args.shoppers, "items": args.items, "events_per_s": rate, "bare_per_s": bare}
             figures |= {"redis_bytes_per_shopper": shopper, "redis_bytes_per_item": item, "worker_peak_rss_mb": peak_mb}
+            figures |= {"pair_members": pair_members, "pair_sets": pair_sets}
             args.json.write_text(json.dumps(figures, indent=2))
     finally:
         for worker in workers:
@@ -246,6 +249,11 @@ def _latency(settings, r: redis.Redis, keys: Keys, producer: Producer, rate: flo
             got.setdefault(message["data"].decode(), time.perf_counter())
     listener.close()
     return [got[u] - sent[u] for u in sent if u in got]
+
+
+def _pair_sets(r: redis.Redis, keys: Keys) -> tuple[int, int]:
+    """Members counted in all pair sets, and the sets the ledgers list, over every key group (state/pairs.py)."""
+    return sum(int(r.get(g.pair_count) or 0) for g in keys.groups()), sum(int(r.zcard(g.pair_sets)) for g in keys.groups())
 
 
 def _memory(r: redis.Redis, keys: Keys, users: int, items_in_all: int) -> tuple[float, float]:

@@ -160,12 +160,18 @@ def staged(client: "redis.Redis", keys: Keys) -> dict[str, CatalogueVersion]:
 def servable(client: "redis.Redis", keys: Keys, base: CatalogueVersion | None) -> dict[str, CatalogueVersion]:
     """Every version a request may be served from, by name: the live one (``base`` until the first
     switch; None: not known here), the one before it, and the staged ones."""
-    alias = read_alias(client, keys)
+    return servable_under(read_alias(client, keys), staged(client, keys), base)
+
+
+def servable_under(
+    alias: CatalogueAlias | None, staged_versions: dict[str, CatalogueVersion], base: CatalogueVersion | None
+) -> dict[str, CatalogueVersion]:
+    """:func:`servable`, from an alias and staged versions already read."""
     live = alias.live if alias is not None else base
     kept = [v for v in (live, alias.previous if alias is not None else None) if v is not None]
     # A staged entry must not write into a kept version's collection, nor read as its consumer group.
     taken = {v.collection for v in kept} | {v.group for v in kept}
-    found = {n: v for n, v in staged(client, keys).items() if not {v.collection, v.group} & taken}
+    found = {n: v for n, v in staged_versions.items() if not {v.collection, v.group} & taken}
     for version in reversed(kept):
         found[version.name] = version
     return found

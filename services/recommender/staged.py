@@ -29,7 +29,7 @@ from services.recommender.engine import Recommender
 from services.settings import Settings
 from services.vectors.store import ProductStore
 from services.vectors.upkeep import UpkeepPolicy
-from state.catalogue import CatalogueVersion, read_alias, servable
+from state.catalogue import CatalogueVersion, read_alias, servable_under, staged
 from state.experiments import load_all
 from state.keys import Keys
 
@@ -131,7 +131,7 @@ class StagedVersions:
         if not named:
             self.problem = None
             return {}
-        known = servable(self._client, self._keys, self._base)
+        known = servable_under(alias, staged(self._client, self._keys), self._base)  # the alias read once
         chosen = sorted(named & known.keys())[:MAX_OPEN]
         left = sorted(named - set(chosen))
         self.problem = (
