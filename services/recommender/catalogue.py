@@ -59,12 +59,13 @@ def open_version(
     metrics: EmbedderMetrics | None,
     stop: threading.Event | None = None,
     publish_indexed: bool = True,
+    predictor: Predictor | None = None,
 ) -> Version | None:
     """``settings``' version, with an embedder when ``metrics`` is given; waits while another process
     holds its embedded shard (None if ``stop`` is set meanwhile). ``publish_indexed``: whether its
     embedder tells the profiles worker (the live version's does; a staged one's must not, or the
-    copies would move to its space)."""
-    predictor = load_predictor(settings)
+    copies would move to its space). ``predictor``: the version's model, if already loaded."""
+    predictor = predictor or load_predictor(settings)
     while True:
         try:
             store = open_store(settings, predictor.dims)

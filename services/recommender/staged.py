@@ -21,8 +21,10 @@ from datetime import UTC, datetime
 
 import redis
 
+from models.predictor import Predictor
 from schemas.experiments import MAX_VARIANTS
 from services.embedder.metrics import EmbedderMetrics
+from services.embedder.service import load_predictor
 from services.embedder.versions import settings_for
 from services.recommender.catalogue import Version, open_version
 from services.recommender.engine import Recommender
@@ -67,6 +69,9 @@ class StagedVersions:
         self._base, self._make_engine = base, make_engine
         self._upkeep, self._metrics, self._clock = upkeep, metrics, clock
         self._open: dict[str, _Opened] = {}
+        # Models loaded for versions not open yet (their shard held by a `reembed`): not loaded
+        # again at every poll while it is.
+        self._models: dict[str, Predictor] = {}
         self._changed = threading.Condition()
         self.problem: str | None = None  # why a version an experiment names is not served
 
@@ -119,6 +124,8 @@ class StagedVersions:
                 closed.add(name)
                 if failed:
                     self.problem = f"{name} was closed: {failed}; opened again at the next poll"[:300]
+        for name in set(self._models) - set(wanted):
+            del self._models[name]
         for name, version in wanted.items():
             if name not in self._open and name not in closed:
                 self._start(version)
@@ -140,11 +147,15 @@ class StagedVersions:
         return {name: known[name] for name in chosen}
 
     def _start(self, version: CatalogueVersion) -> None:
+        settings = settings_for(self._settings, version)
         try:
+            if version.name not in self._models:
+                self._models[version.name] = load_predictor(settings)
             # Never waits for a shard another process holds (a `reembed`): tried again at the next poll.
             opened = open_version(
-                settings_for(self._settings, version), 0, version.group, self._upkeep, self._metrics, publish_indexed=False
+                settings, 0, version.group, self._upkeep, self._metrics, publish_indexed=False, predictor=self._models[version.name]
             )
+            del self._models[version.name]
         except Exception as error:
             self.problem = f"could not open {version.name} for an experiment: {error}"[:300]
             log.warning("could not open an experiment's model version; tried again at the next poll", extra={"error": self.problem})

@@ -1,8 +1,11 @@
 """`serve`'s staged model versions, on a real embedded shard: a version is closed only once the
 requests holding it are done, and a writer that fails closes its version instead of `serve`."""
 
+import subprocess
+import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,6 +17,9 @@ from services.vectors.upkeep import UpkeepPolicy
 from state.catalogue import CatalogueVersion
 
 pytestmark = pytest.mark.redis
+
+# Opens an embedded shard, says so, and holds it until its input closes.
+_HOLD = "import sys; from pathlib import Path; from services.vectors.edge import EdgeProductStore; s = EdgeProductStore(Path(sys.argv[1])); s.ensure_collection({'fused': 8}); print('held', flush=True); sys.stdin.read(); s.close()"
 
 
 def _versions(settings, redis_client) -> StagedVersions:  # type: ignore[no-untyped-def]
@@ -69,3 +75,30 @@ def test_a_failed_writer_closes_its_version_and_not_serve(settings, redis_client
     assert entry.failed and "disk full" in entry.failed
     staged.update()  # no experiment names m-2 here either: closed, whatever the reason
     assert staged.names == [] and _closed(store)
+
+
+def test_a_version_whose_shard_is_held_is_tried_again_without_loading_its_model_again(settings, redis_client, tmp_path, monkeypatch):
+    settings = settings.model_copy(update={"qdrant_path": tmp_path / "products", "qdrant_url": None})
+    staged = _versions(settings, redis_client)
+    version = CatalogueVersion("m-2", "products-m-2", "/ckpt-2", False, "shelfsight-embedder-m-2")
+    loads: list[str] = []
+
+    def load(run: object) -> SimpleNamespace:
+        loads.append(str(getattr(run, "model_dir", "")))
+        return SimpleNamespace(dims={"fused": 8}, model_version="m-2")
+
+    monkeypatch.setattr("services.recommender.staged.load_predictor", load)
+    # another process (a `reembed`) holding the version's shard
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(tmp_path / "products-m-2")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        for _ in range(3):
+            staged._start(version)
+            assert staged.names == [] and staged.problem and "m-2" in staged.problem
+    finally:
+        holder.communicate("", timeout=30)
+    assert loads == ["/ckpt-2"], "the model is loaded once, not at every poll"
+    staged.update()  # no experiment names m-2 any more: the model loaded for it is let go
+    assert staged._models == {}
