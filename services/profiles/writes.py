@@ -21,6 +21,7 @@ out first applies it).
 from typing import Any
 
 import msgpack
+import numpy as np
 import redis.asyncio as aioredis
 
 from state.experiments import EXPERIMENT_ADD_LUA, SHOPPER_TTL_S
@@ -81,6 +82,9 @@ return 1
 )
 
 
+_FLOATS = frozenset({float, np.float64})  # numpy's is a float too, and would travel as a Lua number
+
+
 class WriteBatch:
     def __init__(self) -> None:
         self._guards: list[str] = []
@@ -92,8 +96,12 @@ class WriteBatch:
         self._count += 1
         self._args.append(len(command))
         # As redis-py would send them: a float's shortest exact decimal (a Lua number would be
-        # rounded to 14 digits when the script hands it to a command).
-        self._args.extend(repr(float(word)) if isinstance(word, float) else word for word in command)
+        # rounded to 14 digits when the script hands it to a command). Most commands hold none:
+        # looking for one at C speed first halves the cost of a call.
+        if not _FLOATS.isdisjoint(map(type, command)):
+            self._args.extend([repr(float(word)) if isinstance(word, float) else word for word in command])
+        else:
+            self._args.extend(command)
 
     def experiment_add(self, shopper_key: str, totals_key: str, variant: str, metric: str, amount: float) -> None:
         """Add ``amount`` to a shopper's ``metric`` in an experiment, and to the variant's sums
