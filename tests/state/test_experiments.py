@@ -1,6 +1,5 @@
 """Experiments on a real redis-server: declarations, and the per-shopper sums both writers keep."""
 
-import asyncio
 import json
 import random
 import uuid
@@ -8,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import msgpack
 import pytest
-import redis.asyncio as aioredis
 
 from schemas.experiments import ExperimentSpec, ExperimentTag, VariantSpec
 from services.experiments.readout import moments
@@ -17,6 +15,7 @@ from state import experiments as stored
 from state.keys import Keys
 from state.served import remember
 from tests.cleanup import delete_prefixed
+from tests.write_batches import execute
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
@@ -94,15 +93,7 @@ def test_the_sums_are_those_of_each_shoppers_own_totals(redis_client, keys, sett
         amount = round(rng.uniform(1, 90), 2) if metric == "revenue" else 1.0
         batch.experiment_add(keys.in_experiment(shopper, "e2"), keys.experiment_totals("e2"), "b", metric, amount)
         own[shopper][metric] = own[shopper].get(metric, 0.0) + amount
-
-    async def write() -> bool:
-        client = aioredis.Redis.from_url(settings.redis_url)
-        try:
-            return await batch.execute(client, keys.routing)
-        finally:
-            await client.aclose()
-
-    assert asyncio.run(write())
+    assert execute(settings.redis_url, batch, keys.routing)
     summed = stored.totals(redis_client, keys, "e2")
     for metric in ("lists", "clicks", "purchases", "revenue"):
         found = moments("b", metric, summed)
@@ -132,18 +123,10 @@ def test_the_batch_carries_experiment_additions_as_one_command():
 @pytest.mark.redis
 def test_an_interleaved_list_counts_once_by_its_latest_outcome(redis_client, keys, settings):
     choices = {"l1": ["a", "b", "b"], "l2": ["a"], "l3": ["b", "a"], "l4": []}  # won by b, by a, tied, no choice
-
-    async def write() -> None:
-        client = aioredis.Redis.from_url(settings.redis_url)
-        try:
-            for list_id, teams in choices.items():
-                for team in teams:
-                    batch = WriteBatch()
-                    batch.interleave_win(keys.drafted("u", list_id), keys.experiment_totals("i1"), team, "b" if team == "a" else "a", 60)
-                    assert await batch.execute(client, keys.routing)
-        finally:
-            await client.aclose()
-
-    asyncio.run(write())
+    for list_id, teams in choices.items():
+        for team in teams:
+            batch = WriteBatch()
+            batch.interleave_win(keys.drafted("u", list_id), keys.experiment_totals("i1"), team, "b" if team == "a" else "a", 60)
+            assert execute(settings.redis_url, batch, keys.routing)
     summed = stored.totals(redis_client, keys, "i1")
     assert (summed.get("wins|a"), summed.get("wins|b"), summed.get("ties")) == (1, 1, 1), summed

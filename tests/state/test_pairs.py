@@ -1,15 +1,14 @@
 """The pair sets' bounds (state/pairs.py), run by the worker's write script on a real redis-server."""
 
-import asyncio
 import uuid
 from collections.abc import Iterator
 
 import pytest
-import redis.asyncio as aioredis
 
 from services.profiles.writes import WriteBatch
 from state.keys import Keys
 from tests.cleanup import delete_prefixed
+from tests.write_batches import execute
 
 pytestmark = pytest.mark.redis
 
@@ -27,15 +26,7 @@ def _grow(settings, keys: Keys, sets: dict[str, dict[str, float]], cap: int, at:
     for item, members in sets.items():
         batch.pairs(keys.neighbours(item), keys.pair_sets, at, cap, members)
     batch.pairs_bound(keys.pair_count, keys.pair_sets, limit, at - ttl)
-
-    async def run() -> None:
-        client = aioredis.Redis.from_url(settings.redis_url)
-        try:
-            assert await batch.execute(client, keys.routing)
-        finally:
-            await client.aclose()
-
-    asyncio.run(run())
+    assert execute(settings.redis_url, batch, keys.routing)
 
 
 def _set(r, keys: Keys, item: str) -> dict[str, float]:
