@@ -302,6 +302,10 @@ class Keys:
         """A digest of the checkpoint, written with it: readers skip downloading an unchanged one."""
         return f"{self._learners_tag()}learners:{escape(worker)}:digest"
 
+    def learners_staging(self, worker: str) -> str:
+        """A checkpoint being written, piece by piece, before it is renamed into place."""
+        return f"{self._learners_tag()}learners:{escape(worker)}:staging"
+
     def learners_saved(self, name: str) -> str:
         """Learners saved under a name (`shelfsight learners save`): every worker's checkpoint as it
         was then (hash: worker → signed blob), for an experiment's variant to rank with."""

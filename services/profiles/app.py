@@ -254,6 +254,9 @@ class _ClickBatches:
         metrics.events.labels("duplicate").inc(result.duplicates)
 
 
+CHECKPOINT_PIECE = 1 << 20  # bytes of a learners checkpoint sent a command
+
+
 async def checkpoint_learners(
     state: ProfileState, learners: Learners, secret: bytes, worker: str = "main", keep_s: float = CHECKPOINT_KEEP_S
 ) -> bool:
@@ -262,9 +265,16 @@ async def checkpoint_learners(
     again next interval) instead of letting the error stop the timer and, with it, the worker."""
     blob = dump(learners, secret)
     keys = state.keys
+    staging, piece = keys.learners_staging(worker), memoryview(blob)
     try:
+        # In pieces, renamed into place with its digest: one command of tens of MB stalls the
+        # event loop for seconds (asyncio copies what the socket has not taken yet at every send).
+        await state.redis.set(staging, piece[:CHECKPOINT_PIECE], ex=int(keep_s))
+        for start in range(CHECKPOINT_PIECE, len(blob), CHECKPOINT_PIECE):
+            await state.redis.append(staging, piece[start : start + CHECKPOINT_PIECE])
         pipe = state.redis.pipeline(transaction=True)
-        pipe.set(keys.learners(worker), blob, ex=int(keep_s))
+        pipe.rename(staging, keys.learners(worker))
+        pipe.expire(keys.learners(worker), int(keep_s))
         pipe.set(keys.learners_digest(worker), hashlib.sha256(blob).hexdigest(), ex=int(keep_s))
         now = time.time()
         pipe.zadd(keys.learners_workers, {worker: now})

@@ -1,6 +1,7 @@
 """Click batches against a real redis-server: joins, dedupe, caps, TTLs, dead letters."""
 
 import asyncio
+import hashlib
 import json
 import socket
 import uuid
@@ -16,7 +17,7 @@ from services.profiles.app import checkpoint_learners
 from services.profiles.handler import ClickHandler, RawMessage
 from services.profiles.profile import ClickParams
 from services.profiles.state import ProfileState
-from state.checkpoints import CheckpointRejected, dump, load
+from state.checkpoints import CHECKPOINT_KEEP_S, CheckpointRejected, dump, load
 from state.keys import Keys
 from tests.cleanup import delete_prefixed
 
@@ -374,6 +375,20 @@ def test_learners_checkpoint_survives_redis_being_away(setup):
     away = aioredis.Redis(host="127.0.0.1", port=dead_port, socket_connect_timeout=0.5)
     assert loop.run_until_complete(checkpoint_learners(ProfileState(away, keys, SMALL), learners, b"secret")) is False
     loop.run_until_complete(away.aclose())
+
+
+def test_a_checkpoint_larger_than_a_piece_is_written_in_pieces_and_renamed_whole(setup, monkeypatch):
+    loop, state, _handler, _letters, keys, r = setup
+    learners = Learners()
+    for i in range(200):
+        learners.learn_event(f"u{i}", f"p{i % 12}", "click", 1.0)
+    monkeypatch.setattr("services.profiles.app.CHECKPOINT_PIECE", 1000)
+    assert loop.run_until_complete(checkpoint_learners(state, learners, b"secret")) is True
+    blob = r.get(keys.learners("main"))
+    assert len(blob) > 10 * 1000, "several pieces"
+    assert load(blob, b"secret").events == 200
+    assert r.get(keys.learners_digest("main")).decode() == hashlib.sha256(blob).hexdigest()
+    assert not r.exists(keys.learners_staging("main")) and 0 < r.ttl(keys.learners("main")) <= CHECKPOINT_KEEP_S
 
 
 def test_the_recommender_downloads_a_checkpoint_only_when_it_changed(setup):
