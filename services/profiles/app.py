@@ -255,6 +255,7 @@ class _ClickBatches:
 
 
 CHECKPOINT_PIECE = 1 << 20  # bytes of a learners checkpoint sent a command
+STAGING_TTL_S = 3600  # a checkpoint left half-written by a worker that died goes within the hour
 
 
 async def checkpoint_learners(
@@ -269,7 +270,7 @@ async def checkpoint_learners(
     try:
         # In pieces, renamed into place with its digest: one command of tens of MB stalls the
         # event loop for seconds (asyncio copies what the socket has not taken yet at every send).
-        await state.redis.set(staging, piece[:CHECKPOINT_PIECE], ex=int(keep_s))
+        await state.redis.set(staging, piece[:CHECKPOINT_PIECE], ex=STAGING_TTL_S)
         for start in range(CHECKPOINT_PIECE, len(blob), CHECKPOINT_PIECE):
             await state.redis.append(staging, piece[start : start + CHECKPOINT_PIECE])
         pipe = state.redis.pipeline(transaction=True)

@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from models.ranking.learners import Learners
-from services.profiles.app import checkpoint_learners
+from services.profiles.app import STAGING_TTL_S, checkpoint_learners
 from services.profiles.handler import ClickHandler, RawMessage
 from services.profiles.profile import ClickParams
 from services.profiles.state import ProfileState
@@ -389,6 +389,16 @@ def test_a_checkpoint_larger_than_a_piece_is_written_in_pieces_and_renamed_whole
     assert load(blob, b"secret").events == 200
     assert r.get(keys.learners_digest("main")).decode() == hashlib.sha256(blob).hexdigest()
     assert not r.exists(keys.learners_staging("main")) and 0 < r.ttl(keys.learners("main")) <= CHECKPOINT_KEEP_S
+
+    # Redis gone half-way: the checkpoint before stays whole, and the half-written one goes within the hour
+    async def away(*_args):
+        raise aioredis.ConnectionError("gone")
+
+    monkeypatch.setattr(state.redis, "append", away)
+    learners.learn_event("u0", "p1", "click", 1.0)
+    assert loop.run_until_complete(checkpoint_learners(state, learners, b"secret")) is False
+    assert r.get(keys.learners("main")) == blob
+    assert r.exists(keys.learners_staging("main")) and 0 < r.ttl(keys.learners_staging("main")) <= STAGING_TTL_S
 
 
 def test_the_recommender_downloads_a_checkpoint_only_when_it_changed(setup):
