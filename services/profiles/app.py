@@ -285,6 +285,9 @@ async def checkpoint_learners(
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         log.warning("learners checkpoint skipped: redis unavailable", extra={"error": str(exc)})
         return False
+    except redis.ResponseError as exc:  # the staging key lost on the way (a Redis restarted without it)
+        log.warning("learners checkpoint skipped: its pieces were lost", extra={"error": str(exc)})
+        return False
 
 
 class DeadLettersUndelivered(ConnectionError):
