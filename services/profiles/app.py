@@ -255,6 +255,15 @@ class _ClickBatches:
 
 
 CHECKPOINT_PIECE = 1 << 20  # bytes of a learners checkpoint sent a command
+# KEYS: staging, checkpoint, digest, workers; ARGV: digest, ttl, worker, now, gone before (restarts
+# name new workers: the registry drops those that stopped checkpointing).
+_PUT_CHECKPOINT = """
+redis.call('RENAME', KEYS[1], KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[5])
+"""
 STAGING_TTL_S = 3600  # a checkpoint left half-written by a worker that died goes within the hour
 
 
@@ -273,14 +282,10 @@ async def checkpoint_learners(
         await state.redis.set(staging, piece[:CHECKPOINT_PIECE], ex=STAGING_TTL_S)
         for start in range(CHECKPOINT_PIECE, len(blob), CHECKPOINT_PIECE):
             await state.redis.append(staging, piece[start : start + CHECKPOINT_PIECE])
-        pipe = state.redis.pipeline(transaction=True)
-        pipe.rename(staging, keys.learners(worker))
-        pipe.expire(keys.learners(worker), int(keep_s))
-        pipe.set(keys.learners_digest(worker), hashlib.sha256(blob).hexdigest(), ex=int(keep_s))
-        now = time.time()
-        pipe.zadd(keys.learners_workers, {worker: now})
-        pipe.zremrangebyscore(keys.learners_workers, "-inf", now - keep_s)  # restarts name new workers: drop the gone
-        await pipe.execute()
+        # One script (the keys share the {learners} tag): a cluster client refuses RENAME in a pipeline.
+        digest, now = hashlib.sha256(blob).hexdigest(), time.time()
+        learners_keys = (staging, keys.learners(worker), keys.learners_digest(worker), keys.learners_workers)
+        await state.redis.eval(_PUT_CHECKPOINT, 4, *learners_keys, digest, int(keep_s), worker, repr(now), repr(now - keep_s))
         return True
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         log.warning("learners checkpoint skipped: redis unavailable", extra={"error": str(exc)})
