@@ -44,6 +44,10 @@ class TaxonomyConfig:
     min_examples: int = 10  # labelled listings before the head is used at all
     refit_share: float = 0.1  # refit once this share of new examples arrived since the last fit …
     refit_min: int = 20  # … and at least this many
+    # Calibrating the head's confidence costs three fits more than the fit itself; the temperature
+    # moves little between refits, so it is chosen again once as many new examples arrived as it
+    # was chosen on (or the categories changed), not at every refit.
+    recalibrate_share: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,8 @@ class StoreTaxonomy:
         self._examples: OrderedDict[str, tuple[np.ndarray, str]] = OrderedDict()
         self._head: StoreHead | None = None
         self._new_since_fit = 0
+        self._new_since_calibration = 0
+        self._calibrated_on = 0
         self._lock = threading.Lock()
 
     @property
@@ -73,6 +79,7 @@ class StoreTaxonomy:
             for product_id, vector, category in examples:
                 if self._examples.get(product_id, (None, None))[1] != category:
                     self._new_since_fit += 1
+                    self._new_since_calibration += 1
                 self._examples[product_id] = (np.asarray(vector, dtype=np.float32), category)
                 self._examples.move_to_end(product_id)
                 while len(self._examples) > self.config.max_examples:
@@ -103,11 +110,27 @@ class StoreTaxonomy:
         if len(set(labels)) < 2:
             return
         started = time.perf_counter()
-        self._head = StoreHead.fit(np.stack([v for v, _ in self._examples.values()]), labels)
+        previous = self._head
+        recalibrate = (
+            previous is None
+            or previous.classes != tuple(sorted(set(labels)))
+            or self._new_since_calibration >= self.config.recalibrate_share * self._calibrated_on
+        )
+        vectors = np.stack([v for v, _ in self._examples.values()])
+        self._head = StoreHead.fit(
+            vectors, labels, start=previous, temperature=None if recalibrate or previous is None else previous.temperature
+        )
         self._new_since_fit = 0
+        if recalibrate:
+            self._new_since_calibration, self._calibrated_on = 0, len(labels)
         log.debug(
             "store head refitted",
-            extra={"examples": len(labels), "categories": len(self._head.classes), "seconds": round(time.perf_counter() - started, 3)},
+            extra={
+                "examples": len(labels),
+                "categories": len(self._head.classes),
+                "calibrated": recalibrate,
+                "seconds": round(time.perf_counter() - started, 3),
+            },
         )
 
 

@@ -30,3 +30,23 @@ def test_no_head_until_enough_listings_of_two_categories():
     assert taxonomy.head is None and taxonomy.classify(np.eye(4, dtype=np.float32)) is None
     taxonomy.learn([_example("d", 1, "Bags")])
     assert taxonomy.head is not None
+
+
+def test_confidence_is_calibrated_again_once_as_many_new_listings_arrived_or_the_categories_change():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 8))
+
+    def listings(start: int, n: int, classes: int = 2) -> list[tuple[str, np.ndarray, str]]:
+        return [(f"p{i}", centres[i % classes] + rng.normal(size=8), f"c{i % classes}") for i in range(start, start + n)]
+
+    taxonomy = StoreTaxonomy(TaxonomyConfig(min_examples=10, refit_min=10, refit_share=0.1))
+    taxonomy.learn(listings(0, 40))
+    first = taxonomy.head
+    assert first is not None
+    taxonomy.learn(listings(40, 20))  # refitted, on the temperature chosen on 40
+    assert taxonomy.head is not first and taxonomy.head.temperature == first.temperature
+    taxonomy.learn(listings(60, 20))  # 40 new since: as many as it was calibrated on
+    calibrated = taxonomy.head
+    assert calibrated.temperature != first.temperature
+    taxonomy.learn(listings(80, 10, classes=3))  # a new category: calibrated at once
+    assert taxonomy.head.classes == ("c0", "c1", "c2") and taxonomy.head.temperature != calibrated.temperature
