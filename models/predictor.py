@@ -44,6 +44,15 @@ def version_name(card: ModelCard, mirror_average: bool) -> str:
     return card.model_version + ("+mirror" if mirror_average else "")
 
 
+@dataclass(frozen=True)
+class LoadedFrom:
+    """How a Predictor was loaded, so another process can load the same one."""
+
+    checkpoint: Path
+    input_size: int | None = None
+    text: bool = True
+
+
 @dataclass
 class Predictor:
     """Thread-safe, batched inference with one loaded checkpoint."""
@@ -54,6 +63,7 @@ class Predictor:
     text_encoder: TextEncoder | None
     image_policy: ImagePolicy = field(default_factory=ImagePolicy)
     mirror_average: bool = False  # see ModelCard.mirror_average: about twice the vision cost
+    origin: LoadedFrom | None = None  # None: built from a model in memory
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -83,7 +93,8 @@ class Predictor:
         model.fusion.to(where).eval()
         text_encoder = TextEncoder(device=where) if card.text_model and text else None
         mirror = card.mirror_average if mirror_average is None else mirror_average
-        return cls(model, card, where, text_encoder, image_policy or ImagePolicy(), mirror)
+        origin = LoadedFrom(checkpoint, input_size, text)
+        return cls(model, card, where, text_encoder, image_policy or ImagePolicy(), mirror, origin)
 
     @property
     def model_version(self) -> str:
@@ -123,10 +134,15 @@ class Predictor:
         decoded = [self.decode(p) for p in products]
         return self.predict_decoded(products, decoded)
 
+    def resize(self, picture: Image.Image) -> torch.Tensor:
+        """A decoded picture at the model's input size (uint8 ``[3, H, W]``), as predict_decoded takes it."""
+        return self._resize(picture)
+
     def predict_decoded(
-        self, products: Sequence[ProductInput], decoded: Sequence[tuple[Image.Image | None, str | None]]
+        self, products: Sequence[ProductInput], decoded: Sequence[tuple[Image.Image | torch.Tensor | None, str | None]]
     ) -> list[Prediction]:
-        """Like :meth:`predict`, with pictures already decoded (e.g. in a thread pool)."""
+        """Like :meth:`predict`, with pictures already decoded (e.g. in a thread pool), or already
+        resized by :meth:`resize` (in another process)."""
         if not products:
             return []
         n = len(products)
@@ -137,7 +153,7 @@ class Predictor:
             text, text_mask = self.text_encoder.embed(texts)
         else:
             text, text_mask = torch.zeros(n, TEXT_DIM), torch.zeros(n, dtype=torch.bool)
-        present = [self._resize(p) for p in pictures if p is not None]
+        present = [p if isinstance(p, torch.Tensor) else self._resize(p) for p in pictures if p is not None]
         with self._lock, torch.inference_mode():
             features = torch.zeros(n, self.model.encoder.dim, device=self.device)
             if present:

@@ -123,6 +123,13 @@ class Settings(BaseSettings):
         description="How long the embedder waits for Kafka to take a batch's output before it stops (the batch is redone after a restart).",
     )
     embedder_decode_threads: int = Field(default=4, ge=1, le=64, description="Threads that fetch and decode images.")
+    embedder_processes: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="Processes that run the model on a CPU, one torch thread each (about 500 MB of memory each). Default: one per "
+        "core, at most 4; 1: the model runs in the embedder's own process. With a GPU the model always runs in-process.",
+    )
     catalogue_poll_s: float = Field(
         default=5.0,
         ge=0.1,

@@ -3,6 +3,7 @@
 Each test session works on its own topic prefix, so runs never see each other's messages.
 """
 
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -10,6 +11,10 @@ from pathlib import Path
 
 import pytest
 import redis
+
+# Each embedder a test starts runs its model in-process: with model processes every one of them
+# would load the model twice more. tests/services/embedder/test_inference.py runs the processes.
+os.environ.setdefault("SHELFSIGHT_EMBEDDER_PROCESSES", "1")
 
 from models.data import fashion_mnist
 from services.bus.topics import create_topics, delete_topics, topic_specs

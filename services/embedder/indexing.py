@@ -3,7 +3,7 @@
 import base64
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,12 +17,22 @@ from models.predictor import Prediction, Predictor, ProductInput
 from schemas import ProductIndexed, ProductListed, ProductUpdated
 from schemas.products import CategorySource
 from services.embedder.fetch import FetchError, ImageFetcher
+from services.embedder.inference import PredictorPool
 from services.embedder.taxonomy import Classification, StoreTaxonomy
 from services.vectors.store import ProductStore, StoredProduct
 
 log = logging.getLogger(__name__)
 
 Decoded = tuple[Image.Image | None, str | None]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A batch's listings made ready: pictures decoded, and with model processes, their
+    predictions already under way (None: predicted when the batch is embedded)."""
+
+    decoded: list[Decoded]
+    predicting: "Future[list[Prediction]] | None" = None
 
 
 @dataclass(frozen=True)
@@ -103,8 +113,10 @@ class Indexer:
         image_policy: ImagePolicy,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         taxonomy: StoreTaxonomy | None = None,
+        models: PredictorPool | None = None,
     ) -> None:
         self._predictor = predictor
+        self._models = models
         self._taxonomy = taxonomy
         self._store = store
         self._fetcher = fetcher
@@ -115,6 +127,18 @@ class Indexer:
     def decode_all(self, products: Sequence[ProductListed]) -> list[Decoded]:
         """Fetch and decode every picture in parallel; failures become reasons, never exceptions."""
         return list(self._pool.map(self.decode_one, products))
+
+    def prepare(self, products: Sequence[ProductListed]) -> Prepared:
+        """Decode every picture; with model processes, start predicting at once, so the model
+        works on this batch while the one before is filed and written."""
+        decoded = self.decode_all(products)
+        if self._models is None or not products:
+            return Prepared(decoded)
+        try:
+            return Prepared(decoded, self._models.submit(self._inputs(products), decoded))
+        except Exception:  # the pool could not take it (a process died): embed() predicts again
+            log.exception("could not start predicting a batch early")
+            return Prepared(decoded)
 
     def decode_one(self, product: ProductListed) -> Decoded:
         try:
@@ -134,15 +158,19 @@ class Indexer:
         self.write(stored)
         return outcomes
 
-    def embed(self, products: Sequence[ProductListed], decoded: Sequence[Decoded]) -> tuple[list[StoredProduct], list[Outcome]]:
-        """One Predictor call for the batch: what to store, and the outcomes once it is stored.
+    def embed(
+        self, products: Sequence[ProductListed], decoded: Sequence[Decoded], predicted: Sequence[Prediction] | None = None
+    ) -> tuple[list[StoredProduct], list[Outcome]]:
+        """One Predictor call for the batch (none when ``predicted`` is given, from :meth:`prepare`):
+        what to store, and the outcomes once it is stored.
 
         Nothing is written here, so a worker can embed one batch while another is written.
         """
         if not products:
             return [], []
-        inputs = [ProductInput(title=p.title, description=p.description) for p in products]
-        predictions = self._predictor.predict_decoded(inputs, decoded)
+        if predicted is None:
+            predicted = self._predict(products, decoded)
+        predictions = predicted
         filed = self._categorise(products, predictions)
         now = self._clock()
         version = self._predictor.model_version
@@ -174,6 +202,26 @@ class Indexer:
                 )
             )
         return stored, outcomes
+
+    @staticmethod
+    def _inputs(products: Sequence[ProductListed]) -> list[ProductInput]:
+        return [ProductInput(title=p.title, description=p.description) for p in products]
+
+    def _predict(self, products: Sequence[ProductListed], decoded: Sequence[Decoded]) -> Sequence[Prediction]:
+        if self._models is not None:
+            return self._models.predict_decoded(self._inputs(products), decoded)
+        return self._predictor.predict_decoded(self._inputs(products), decoded)
+
+    def predicted(self, prepared: Prepared) -> list[Prediction] | None:
+        """The predictions :meth:`prepare` started, or None where there are none to use (none
+        started, or they failed: each listing is then predicted again, and a fault isolated)."""
+        if prepared.predicting is None:
+            return None
+        try:
+            return self._models.collect(prepared.predicting) if self._models is not None else None
+        except Exception:
+            log.exception("a batch's early predictions failed; predicting it again")
+            return None
 
     def _categorise(self, products: Sequence[ProductListed], predictions: Sequence[Prediction]) -> list[Categorised]:
         """Labelled listings teach the store head first, so the batch's others already benefit."""

@@ -17,6 +17,7 @@ from services.bus.config import consumer_config, producer_config
 from services.bus.producer import Producer
 from services.embedder.fetch import ImageFetcher, UrlPolicy
 from services.embedder.indexing import Indexer
+from services.embedder.inference import PredictorPool, predictor_pool
 from services.embedder.metrics import EmbedderMetrics
 from services.embedder.taxonomy import StoreTaxonomy, TaxonomyConfig, restore_taxonomy
 from services.embedder.worker import GROUP_ID, EmbedderWorker
@@ -94,12 +95,15 @@ class Embedder:
     pool: ThreadPoolExecutor
     ops: OpsServer | None
     owns_store: bool = True  # inside `serve` the store is shared with the API, which closes it
+    models: PredictorPool | None = None  # the model processes; None: the model runs in this process
 
     def run(self, stop: threading.Event) -> None:
         try:
             self.worker.run(stop)
         finally:
             self.pool.shutdown(wait=True)
+            if self.models is not None:
+                self.models.close()
             if self.owns_store:
                 self.store.close()
             if self.ops:
@@ -121,8 +125,15 @@ def build_embedder(
     owns_store = store is None
     store = store or open_product_store(settings, predictor)
     pool = ThreadPoolExecutor(settings.embedder_decode_threads, thread_name_prefix="decode")
+    models = predictor_pool(predictor, settings.embedder_processes)
     indexer = Indexer(
-        predictor, store, ImageFetcher(url_policy(settings)), pool, image_policy(settings), taxonomy=store_taxonomy(settings, store)
+        predictor,
+        store,
+        ImageFetcher(url_policy(settings)),
+        pool,
+        image_policy(settings),
+        taxonomy=store_taxonomy(settings, store),
+        models=models,
     )
     consumer = Consumer(consumer_config(settings, settings.group(group)))
     metrics = metrics or EmbedderMetrics()
@@ -138,7 +149,7 @@ def build_embedder(
         }
 
     ops = start_ops(settings.embedder_metrics_port, settings.metrics_host, metrics.registry, health, "SHELFSIGHT_EMBEDDER_METRICS_PORT")
-    return Embedder(worker, predictor, store, pool, ops, owns_store)
+    return Embedder(worker, predictor, store, pool, ops, owns_store, models)
 
 
 def run_until_signalled(settings: Settings) -> int:

@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
+from models.predictor import Prediction
 from schemas import ContractError, ProductListed, ProductUpdated, decode, encode
 from schemas.serde import EncodedMessage
 from schemas.topics import PRODUCTS_INDEXED, PRODUCTS_LISTED
 from services.bus.dead_letters import dead_letter
 from services.bus.messages import position
 from services.bus.producer import Producer
-from services.embedder.indexing import Decoded, Indexer, Outcome
+from services.embedder.indexing import Decoded, Indexer, Outcome, Prepared
 from services.embedder.metrics import EmbedderMetrics
 from services.settings import Settings
 from services.vectors.store import StoredProduct
@@ -40,7 +41,7 @@ GROUP_ID = "shelfsight-embedder"
 class _Batch:
     messages: list[Message]
     events: list[ProductListed | ProductUpdated | ContractError]
-    decoded: Future[list[Decoded]]
+    prepared: Future[Prepared]
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -135,7 +136,7 @@ class EmbedderWorker:
             except ContractError as exc:
                 events.append(exc)
         listed = [e for e in events if isinstance(e, ProductListed)]
-        return _Batch(kept, events, self._prefetch.submit(self._indexer.decode_all, listed))
+        return _Batch(kept, events, self._prefetch.submit(self._indexer.prepare, listed))
 
     def _on_revoke(self, _consumer: Consumer, _partitions: list[TopicPartition]) -> None:
         # Finish what we hold before the partitions move, so the next owner starts after it.
@@ -168,13 +169,18 @@ class EmbedderWorker:
 
     def _embed(self, batch: _Batch) -> list[_Step]:
         """The batch's store operations in message order; runs of listings are embedded together."""
-        decoded = iter(batch.decoded.result())
+        prepared = batch.prepared.result()
+        decoded = iter(prepared.decoded)
+        # Predictions started early are used run by run; without them each run is predicted alone.
+        whole = self._indexer.predicted(prepared)
+        predicted = iter(whole) if whole is not None else None
         steps: list[_Step] = []
         run: list[ProductListed] = []
 
         def flush_run() -> None:
             if run:
-                stored, outcomes = self._embed_run(run, [next(decoded) for _ in run])
+                ready = [next(predicted) for _ in run] if predicted is not None else None
+                stored, outcomes = self._embed_run(run, [next(decoded) for _ in run], ready)
                 steps.append(_Step(stored=stored, outcomes=outcomes))
                 run.clear()
 
@@ -190,11 +196,13 @@ class EmbedderWorker:
         flush_run()
         return steps
 
-    def _embed_run(self, run: list[ProductListed], decoded: list[Decoded]) -> tuple[list[StoredProduct], list[Outcome]]:
+    def _embed_run(
+        self, run: list[ProductListed], decoded: list[Decoded], predicted: list[Prediction] | None = None
+    ) -> tuple[list[StoredProduct], list[Outcome]]:
         """Embed listings together; when that fails, one by one, so a listing that breaks the model
         is dead-lettered alone and the rest are indexed."""
         try:
-            return self._indexer.embed(run, decoded)
+            return self._indexer.embed(run, decoded, predicted)
         except Exception:
             log.exception("a batch of listings failed to embed; embedding them one by one", extra={"listings": len(run)})
         stored: list[StoredProduct] = []
