@@ -34,6 +34,7 @@ class StoreHead:
     weight: np.ndarray  # [classes, dims], divided by the calibration temperature
     bias: np.ndarray  # [classes], likewise
     temperature: float = 1.0
+    calibrated: bool = False  # whether the temperature was chosen out of fold (not 1.0 for want of examples)
 
     @classmethod
     def fit(
@@ -62,9 +63,11 @@ class StoreHead:
         usable = start is not None and start.weight.shape[1] == x.shape[1]
         weight, bias = _fit(x, y, len(classes), l2, max_iter, start._raw(classes) if usable and start else None)
         if temperature is None:
-            enough = len(y) >= 10 * folds
-            temperature = _temperature(x, y, len(classes), l2, max_iter, folds, (weight, bias)) if enough else 1.0
-        return cls(classes, weight / temperature, bias / temperature, temperature)
+            calibrated = len(y) >= 10 * folds
+            temperature = _temperature(x, y, len(classes), l2, max_iter, folds) if calibrated else 1.0
+        else:
+            calibrated = start is not None and start.calibrated
+        return cls(classes, weight / temperature, bias / temperature, temperature, calibrated)
 
     def _raw(self, classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         """Uncalibrated weights laid out for ``classes``: a class new to this head starts at zero."""
@@ -114,16 +117,15 @@ def _fit(
     return linear.weight.detach().numpy().copy(), linear.bias.detach().numpy().copy()
 
 
-def _temperature(
-    x: torch.Tensor, y: torch.Tensor, classes: int, l2: float, max_iter: int, folds: int, start: tuple[np.ndarray, np.ndarray]
-) -> float:
+def _temperature(x: torch.Tensor, y: torch.Tensor, classes: int, l2: float, max_iter: int, folds: int) -> float:
     """The temperature that minimises the log loss of out-of-fold logits (1-D, by golden section).
-    Each fold's fit starts from the fit on all examples (``start``), which is close to its own."""
+    Each fold's fit starts from zero: one started from the fit on all examples, which has seen the
+    held-out part, would score it too well whenever L-BFGS stops short of the optimum."""
     fold = torch.arange(len(y)) % folds
     logits = torch.zeros(len(y), classes)
     for k in range(folds):
         held = fold == k
-        weight, bias = _fit(x[~held], y[~held], classes, l2, max_iter, start)
+        weight, bias = _fit(x[~held], y[~held], classes, l2, max_iter)
         logits[held] = x[held] @ torch.as_tensor(weight).T + torch.as_tensor(bias)
 
     def nll(t: float) -> float:

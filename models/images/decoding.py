@@ -25,7 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 class ImageError(ValueError):
     """An image that cannot be used. ``code`` is one of :data:`ImageError.CODES`."""
 
-    CODES = ("empty", "too_many_bytes", "undecodable", "truncated", "format_not_allowed", "too_many_pixels", "zero_size")
+    CODES = ("empty", "too_many_bytes", "undecodable", "truncated", "format_not_allowed", "too_many_pixels", "zero_size", "too_elongated")
 
     def __init__(self, code: str, detail: str) -> None:
         assert code in self.CODES, code
@@ -41,6 +41,9 @@ class ImagePolicy:
     max_bytes: int = 10 * 1024 * 1024
     # A 24 MP photo is the largest a shop needs; a decompression bomb claims far more.
     max_pixels: int = 24_000_000
+    # A banner is 8:1; a picture far longer than that is no product photo, and resizing its
+    # shorter side to the model's would blow its longer side up to gigabytes.
+    max_aspect: float = 20.0
     formats: frozenset[str] = field(default_factory=lambda: frozenset({"JPEG", "PNG", "WEBP"}))
 
 
@@ -67,6 +70,8 @@ def decode_image(data: bytes, policy: ImagePolicy = ImagePolicy()) -> Image.Imag
         raise ImageError("zero_size", f"{width}x{height}")
     if width * height > policy.max_pixels:
         raise ImageError("too_many_pixels", f"{width}x{height}; the limit is {policy.max_pixels} pixels")
+    if max(width, height) > policy.max_aspect * min(width, height):
+        raise ImageError("too_elongated", f"{width}x{height}; the longer side may be at most {policy.max_aspect:g} times the shorter")
     try:
         image.load()
         image = ImageOps.exif_transpose(image) or image

@@ -17,7 +17,7 @@ from models.predictor import Prediction, Predictor, ProductInput
 from schemas import ProductIndexed, ProductListed, ProductUpdated
 from schemas.products import CategorySource
 from services.embedder.fetch import FetchError, ImageFetcher
-from services.embedder.inference import PredictorPool
+from services.embedder.inference import InferenceLost, InferenceUnavailable, PredictorPool
 from services.embedder.taxonomy import Classification, StoreTaxonomy
 from services.vectors.store import ProductStore, StoredProduct
 
@@ -214,14 +214,19 @@ class Indexer:
 
     def predicted(self, prepared: Prepared) -> list[Prediction] | None:
         """The predictions :meth:`prepare` started, or None where there are none to use (none
-        started, or they failed: each listing is then predicted again, and a fault isolated)."""
-        if prepared.predicting is None:
+        started, or the model raised: each run is then predicted again, and a fault isolated).
+        Raises InferenceLost when a model process died with them (the caller then goes one by
+        one at once) and InferenceUnavailable when the processes cannot be started again."""
+        if prepared.predicting is None or self._models is None:
             return None
         try:
-            return self._models.collect(prepared.predicting) if self._models is not None else None
+            predicted = self._models.collect(prepared.predicting)
+        except (InferenceLost, InferenceUnavailable):
+            raise
         except Exception:
             log.exception("a batch's early predictions failed; predicting it again")
             return None
+        return predicted if len(predicted) == len(prepared.decoded) else None
 
     def _categorise(self, products: Sequence[ProductListed], predictions: Sequence[Prediction]) -> list[Categorised]:
         """Labelled listings teach the store head first, so the batch's others already benefit."""

@@ -15,8 +15,9 @@ listings one by one, so a listing that kills the model every time is dead-letter
 import logging
 import multiprocessing
 import os
+import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -34,6 +35,11 @@ Decoded = tuple[Image.Image | None, str | None]
 
 class InferenceLost(RuntimeError):
     """A model process died with the batch in hand; the pool has been started afresh."""
+
+
+class InferenceUnavailable(RuntimeError):
+    """The model processes could not be started (memory, the checkpoint gone): no listing's fault,
+    so the batch is not refused but redone once the embedder is restarted."""
 
 
 class _Broken(Exception):
@@ -87,6 +93,10 @@ _model: Predictor | None = None
 
 def _load(spec: ModelSpec) -> None:
     global _model
+    # Ctrl-C reaches the whole process group: the embedder finishes its batch in hand with these
+    # processes and then closes them itself. SIGTERM still ends one: a broken pool's survivors
+    # are ended with it, and one that ignored it would live on, holding its model.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # One thread: the processes share the cores, none waits on a team of its own.
     torch.set_num_threads(1)
     o = spec.origin
@@ -111,11 +121,13 @@ class PredictorPool:
     ``predictor``'s, which is the same checkpoint loaded with the same options.
     """
 
-    def __init__(self, predictor: Predictor, spec: ModelSpec, processes: int) -> None:
+    def __init__(self, predictor: Predictor, spec: ModelSpec, processes: int, load: Callable[[ModelSpec], None] = _load) -> None:
+        """``load`` runs in each model process before its first batch (tests wrap the model there)."""
         if processes < 1:
             raise ValueError("a predictor pool needs at least one process")
         self.predictor = predictor
         self._spec = spec
+        self._load = load
         self.processes = processes
         self._lock = threading.Lock()
         side = predictor.model.encoder.preprocessing.resize_size
@@ -124,12 +136,15 @@ class PredictorPool:
 
     def _start(self) -> ProcessPoolExecutor:
         # spawn, not fork: a forked child inherits torch's thread pools half-initialised.
-        pool = ProcessPoolExecutor(
-            self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=_load, initargs=(self._spec,)
-        )
-        # Load every model now (each process takes one task), so the first batch does not wait.
-        for f in [pool.submit(_pid) for _ in range(self.processes)]:
-            f.result()
+        context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(self.processes, mp_context=context, initializer=self._load, initargs=(self._spec,))
+        try:
+            # Load every model now (each process takes one task), so the first batch does not wait.
+            for f in [pool.submit(_pid) for _ in range(self.processes)]:
+                f.result()
+        except Exception as exc:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise InferenceUnavailable(f"the model processes could not be started: {type(exc).__name__}: {exc}"[:300]) from exc
         log.info("model processes ready", extra={"processes": self.processes})
         return pool
 
@@ -172,8 +187,10 @@ class PredictorPool:
                 gathered.set_result([p for f in futures for p in f.result()])
             except BrokenProcessPool as exc:
                 gathered.set_exception(_Broken(pool, exc))
-            except BaseException as exc:  # the model's own error, raised as in-process
+            except Exception as exc:  # the model's own error, raised as in-process
                 gathered.set_exception(exc)
+            except BaseException as exc:  # e.g. a KeyboardInterrupt in a model process: not the caller's to receive raw
+                gathered.set_exception(RuntimeError(f"a model process stopped: {type(exc).__name__}"))
 
         for f in futures:
             f.add_done_callback(one_done)

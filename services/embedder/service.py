@@ -4,6 +4,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -97,48 +98,24 @@ class Embedder:
     owns_store: bool = True  # inside `serve` the store is shared with the API, which closes it
     models: PredictorPool | None = None  # the model processes; None: the model runs in this process
 
+    def release(self) -> None:
+        """Close the decode threads and the model processes (also for an embedder never run)."""
+        self.pool.shutdown(wait=True)
+        if self.models is not None:
+            self.models.close()
+
     def run(self, stop: threading.Event) -> None:
         try:
             self.worker.run(stop)
         finally:
-            self.pool.shutdown(wait=True)
-            if self.models is not None:
-                self.models.close()
+            self.release()
             if self.owns_store:
                 self.store.close()
             if self.ops:
                 self.ops.stop()
 
 
-def build_embedder(
-    settings: Settings,
-    predictor: Predictor | None = None,
-    store: ProductStore | None = None,
-    group: str = GROUP_ID,
-    publish_indexed: bool = True,
-    metrics: EmbedderMetrics | None = None,
-) -> Embedder:
-    """An embedder of ``predictor``'s version into ``store``, following products.listed as consumer
-    group ``group`` (logical: the settings add their prefix); see EmbedderWorker for ``publish_indexed``."""
-    require_broker(settings)
-    predictor = predictor or load_predictor(settings)
-    owns_store = store is None
-    store = store or open_product_store(settings, predictor)
-    pool = ThreadPoolExecutor(settings.embedder_decode_threads, thread_name_prefix="decode")
-    models = predictor_pool(predictor, settings.embedder_processes)
-    indexer = Indexer(
-        predictor,
-        store,
-        ImageFetcher(url_policy(settings)),
-        pool,
-        image_policy(settings),
-        taxonomy=store_taxonomy(settings, store),
-        models=models,
-    )
-    consumer = Consumer(consumer_config(settings, settings.group(group)))
-    metrics = metrics or EmbedderMetrics()
-    worker = EmbedderWorker(settings, indexer, consumer, Producer(producer_config(settings)), metrics, group, publish_indexed)
-
+def _health(worker: EmbedderWorker, predictor: Predictor) -> Callable[[], dict[str, object]]:
     def health() -> dict[str, object]:
         idle = time.monotonic() - worker.last_progress
         return {
@@ -148,7 +125,53 @@ def build_embedder(
             "model_version": predictor.model_version,
         }
 
-    ops = start_ops(settings.embedder_metrics_port, settings.metrics_host, metrics.registry, health, "SHELFSIGHT_EMBEDDER_METRICS_PORT")
+    return health
+
+
+def build_embedder(
+    settings: Settings,
+    predictor: Predictor | None = None,
+    store: ProductStore | None = None,
+    group: str = GROUP_ID,
+    publish_indexed: bool = True,
+    metrics: EmbedderMetrics | None = None,
+    models: PredictorPool | None = None,
+) -> Embedder:
+    """An embedder of ``predictor``'s version into ``store``, following products.listed as consumer
+    group ``group`` (logical: the settings add their prefix); see EmbedderWorker for ``publish_indexed``.
+    ``models``: model processes to run ``predictor`` (default: as SHELFSIGHT_EMBEDDER_PROCESSES says)."""
+    require_broker(settings)
+    predictor = predictor or load_predictor(settings)
+    owns_store = store is None
+    store = store or open_product_store(settings, predictor)
+    pool = ThreadPoolExecutor(settings.embedder_decode_threads, thread_name_prefix="decode")
+    if models is None:
+        models = predictor_pool(predictor, settings.embedder_processes)
+    try:
+        indexer = Indexer(
+            predictor,
+            store,
+            ImageFetcher(url_policy(settings)),
+            pool,
+            image_policy(settings),
+            taxonomy=store_taxonomy(settings, store),
+            models=models,
+        )
+        consumer = Consumer(consumer_config(settings, settings.group(group)))
+        metrics = metrics or EmbedderMetrics()
+        worker = EmbedderWorker(settings, indexer, consumer, Producer(producer_config(settings)), metrics, group, publish_indexed)
+        ops = start_ops(
+            settings.embedder_metrics_port,
+            settings.metrics_host,
+            metrics.registry,
+            _health(worker, predictor),
+            "SHELFSIGHT_EMBEDDER_METRICS_PORT",
+        )
+    except BaseException:
+        pool.shutdown(wait=False)
+        if models is not None:
+            models.close()  # model processes left running would outlive this embedder
+        raise
     return Embedder(worker, predictor, store, pool, ops, owns_store, models)
 
 

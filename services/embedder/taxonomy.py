@@ -113,6 +113,7 @@ class StoreTaxonomy:
         previous = self._head
         recalibrate = (
             previous is None
+            or not previous.calibrated
             or previous.classes != tuple(sorted(set(labels)))
             or self._new_since_calibration >= self.config.recalibrate_share * self._calibrated_on
         )

@@ -28,6 +28,7 @@ from services.bus.dead_letters import dead_letter
 from services.bus.messages import position
 from services.bus.producer import Producer
 from services.embedder.indexing import Decoded, Indexer, Outcome, Prepared
+from services.embedder.inference import InferenceLost, InferenceUnavailable
 from services.embedder.metrics import EmbedderMetrics
 from services.settings import Settings
 from services.vectors.store import StoredProduct
@@ -171,8 +172,13 @@ class EmbedderWorker:
         """The batch's store operations in message order; runs of listings are embedded together."""
         prepared = batch.prepared.result()
         decoded = iter(prepared.decoded)
-        # Predictions started early are used run by run; without them each run is predicted alone.
-        whole = self._indexer.predicted(prepared)
+        # Predictions started early are used run by run; without them each run is predicted alone,
+        # and when a model process died with them, each listing alone.
+        try:
+            whole, alone = self._indexer.predicted(prepared), False
+        except InferenceLost:
+            log.warning("a model process died with a batch; embedding its listings one by one")
+            whole, alone = None, True
         predicted = iter(whole) if whole is not None else None
         steps: list[_Step] = []
         run: list[ProductListed] = []
@@ -180,7 +186,7 @@ class EmbedderWorker:
         def flush_run() -> None:
             if run:
                 ready = [next(predicted) for _ in run] if predicted is not None else None
-                stored, outcomes = self._embed_run(run, [next(decoded) for _ in run], ready)
+                stored, outcomes = self._embed_run(run, [next(decoded) for _ in run], ready, alone)
                 steps.append(_Step(stored=stored, outcomes=outcomes))
                 run.clear()
 
@@ -197,19 +203,25 @@ class EmbedderWorker:
         return steps
 
     def _embed_run(
-        self, run: list[ProductListed], decoded: list[Decoded], predicted: list[Prediction] | None = None
+        self, run: list[ProductListed], decoded: list[Decoded], predicted: list[Prediction] | None = None, alone: bool = False
     ) -> tuple[list[StoredProduct], list[Outcome]]:
-        """Embed listings together; when that fails, one by one, so a listing that breaks the model
-        is dead-lettered alone and the rest are indexed."""
-        try:
-            return self._indexer.embed(run, decoded, predicted)
-        except Exception:
-            log.exception("a batch of listings failed to embed; embedding them one by one", extra={"listings": len(run)})
+        """Embed listings together; when that fails (or ``alone``), one by one, so a listing that
+        breaks the model is dead-lettered alone and the rest are indexed. Model processes that
+        cannot be started again are no listing's fault: that raises, and the batch is redone."""
+        if not alone:
+            try:
+                return self._indexer.embed(run, decoded, predicted)
+            except InferenceUnavailable:
+                raise
+            except Exception:
+                log.exception("a batch of listings failed to embed; embedding them one by one", extra={"listings": len(run)})
         stored: list[StoredProduct] = []
         outcomes: list[Outcome] = []
         for product, picture in zip(run, decoded, strict=True):
             try:
-                one_stored, one_outcome = self._indexer.embed([product], [picture])
+                one_stored, one_outcome = self._embed_one(product, picture)
+            except InferenceUnavailable:
+                raise
             except Exception as exc:  # this listing's own fault: the model or its contract cannot take it
                 log.exception("listing could not be embedded", extra={"product_id": product.product_id})
                 outcomes.append(Outcome(product.product_id, refused=f"could not be embedded: {type(exc).__name__}"))
@@ -217,6 +229,14 @@ class EmbedderWorker:
             stored += one_stored
             outcomes += one_outcome
         return stored, outcomes
+
+    def _embed_one(self, product: ProductListed, picture: Decoded) -> tuple[list[StoredProduct], list[Outcome]]:
+        """One listing; a model process lost once may have been the next batch's doing (its
+        predictions start early on the same processes), so it is tried a second time."""
+        try:
+            return self._indexer.embed([product], [picture])
+        except InferenceLost:
+            return self._indexer.embed([product], [picture])
 
     def _update(self, event: ProductUpdated) -> Outcome:
         """A change to a stored product; one the stored payload cannot take is refused, not raised

@@ -89,6 +89,8 @@ def open_version(
         if isinstance(store, EdgeProductStore):  # a Qdrant server indexes by itself
             version.upkeep = IndexUpkeep(store, upkeep)
     except BaseException:
+        if version.embedder is not None:
+            version.embedder.release()  # its model processes, never run
         store.close()  # an embedded shard left open would stay locked to this process
         raise
     return version
@@ -188,6 +190,8 @@ class LiveCatalogue:
             return
         if new is None or stop.is_set():  # stopping
             if new is not None:
+                if new.embedder is not None:
+                    new.embedder.release()
                 new.store.close()
             return
         # The old version's writers end first (the embedder's batch in hand is written and committed

@@ -69,8 +69,10 @@ def _png_with_size(width: int, height: int) -> bytes:
         (_png_with_size(100_000, 100_000), "too_many_pixels"),
         (_png_with_size(6_000, 5_000), "too_many_pixels"),
         (_png_with_size(0, 10), "undecodable"),
+        (_png_with_size(1_000_000, 20), "too_elongated"),
+        (_png_with_size(10, 201), "too_elongated"),
     ],
-    ids=["empty", "garbage", "zeros", "gif", "bmp", "truncated-png", "truncated-jpeg", "bomb", "huge", "zero-width"],
+    ids=["empty", "garbage", "zeros", "gif", "bmp", "truncated-png", "truncated-jpeg", "bomb", "huge", "zero-width", "strip", "tall"],
 )
 def test_hostile_images_are_refused_with_a_code(data, code):
     with pytest.raises(ImageError) as caught:

@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from models.predictor import Predictor, ProductInput
 from schemas import ProductListed, decode
 from schemas.topics import PRODUCTS_LISTED
 from services.demo.catalogue import catalogue
-from services.embedder.inference import InferenceLost, ModelSpec, PredictorPool, predictor_pool
+from services.embedder.inference import InferenceLost, InferenceUnavailable, ModelSpec, PredictorPool, predictor_pool
 from services.embedder.service import build_embedder
 from tests.hostile import dead_lettered
 from tests.services.embedder.conftest import publish_lines, wait_committed
@@ -39,15 +40,64 @@ def _inputs() -> list[ProductInput]:
     ]
 
 
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"  # dead, not yet reaped
+    except FileNotFoundError:
+        return True
+
+
+def _model_processes() -> set[int]:
+    """This process's spawned children (model processes, and the resource tracker)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z" and b"spawn_main" in cmdline:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _only_these_remain(pids: list[int]) -> None:
+    """Broken pools' survivors are ended, not left holding a model (polls 10 s)."""
+    deadline = time.monotonic() + 10
+    while _model_processes() - set(pids):
+        assert time.monotonic() < deadline, f"model processes outlived their pool: {sorted(_model_processes() - set(pids))}"
+        time.sleep(0.1)
+
+
 def _dies(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
+    while not _gone(pid):
+        assert time.monotonic() < deadline, f"model process {pid} still runs 10 s after SIGKILL"
         time.sleep(0.05)
+
+
+def _load_poisoned(spec: ModelSpec) -> None:
+    """Runs in each model process: the real model, which dies on a listing titled POISON, as a
+    crash in native code would take the process with it."""
+    from services.embedder import inference
+
+    inference._load(spec)
+    model = inference._model
+    assert model is not None
+    real = model.predict_decoded
+
+    def predict(inputs, decoded):  # type: ignore[no-untyped-def]
+        if any(i.title == "POISON" for i in inputs):
+            os._exit(1)
+        return real(inputs, decoded)
+
+    model.predict_decoded = predict  # type: ignore[method-assign]
+
+
+def _load_fails(spec: ModelSpec) -> None:
+    raise OSError("the checkpoint is gone")
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +140,19 @@ def test_a_model_process_that_dies_costs_the_batch_in_hand_not_the_pool(predicto
             pool.predict_decoded(inputs, decoded)
         after = pool.pids()
         assert len(after) == 2 and not set(after) & set(before)  # started afresh
+        _only_these_remain(after)
         assert [p.category for p in pool.predict_decoded(inputs, decoded)] == [
             p.category for p in predictor.predict_decoded(inputs, decoded)
         ]
     finally:
         pool.close()
+
+
+def test_model_processes_that_cannot_start_say_so(predictor):
+    spec = ModelSpec.of(predictor)
+    assert spec is not None
+    with pytest.raises(InferenceUnavailable, match="could not be started"):
+        PredictorPool(predictor, spec, processes=2, load=_load_fails)
 
 
 def test_the_model_runs_in_process_when_processes_would_not_help(predictor):
@@ -123,6 +181,47 @@ def test_the_embedder_loses_nothing_when_a_model_process_dies(embedder_settings)
         source = settings.topic(PRODUCTS_LISTED.name)
         assert dead_lettered(settings, settings.topic(PRODUCTS_LISTED.dlq), source) == {}
         assert not set(embedder.models.pids()) & set(first)
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not thread.is_alive()
+
+
+@pytest.mark.kafka
+def test_a_listing_that_kills_the_model_process_is_dead_lettered_alone(embedder_settings):
+    settings = embedder_settings.model_copy(update={"embedder_processes": 2})
+    predictor = Predictor.load(settings.checkpoint, device="cpu")
+    spec = ModelSpec.of(predictor)
+    assert spec is not None
+    embedder = build_embedder(settings, predictor, models=PredictorPool(predictor, spec, 2, load=_load_poisoned))
+    stop = threading.Event()
+    thread = threading.Thread(target=embedder.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        products = list(catalogue(8, seed=13))
+        products[2] = {**products[2], "title": "POISON"}
+        update = {
+            "event": "product.updated",
+            "product_id": products[0]["product_id"],
+            "in_stock": False,
+            "updated_at": "2026-11-27T10:00:00Z",
+        }
+        # Runs of listings between an update and a refused line: predictions stay with their listings.
+        publish_lines(settings, [*products[:4], "{not json", update, *products[4:]])
+        wait_committed(settings, timeout=240)
+        assert thread.is_alive()
+        source = settings.topic(PRODUCTS_LISTED.name)
+        reasons = sorted(letter.reason for letter in dead_lettered(settings, settings.topic(PRODUCTS_LISTED.dlq), source).values())
+        assert len(reasons) == 2 and "could not be embedded: InferenceLost" in reasons
+        wanted = [p["product_id"] for p in products if p["title"] != "POISON"]
+        stored = {p.product_id: p for p in embedder.store.get(wanted, with_vectors=True)}
+        assert set(stored) == set(wanted)
+        assert stored[products[0]["product_id"]].payload["in_stock"] is False
+        _only_these_remain(embedder.models.pids())  # the poisoned pools' survivors too
+        # Each listing has its own picture's vector, not a neighbour's.
+        again = predictor.predict([ProductInput(image=decode(ProductListed, json.dumps(p)).image) for p in products[3:5]])
+        for product, prediction in zip(products[3:5], again, strict=True):
+            np.testing.assert_allclose(stored[product["product_id"]].vectors["image"], prediction.vectors["image"], atol=1e-4)
     finally:
         stop.set()
         thread.join(60)
