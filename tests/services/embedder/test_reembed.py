@@ -92,8 +92,11 @@ class Traffic:
         while not self.stop.wait(0.08):  # about 12 a second: under the API's 20 per client address
             shopper, product = SHOPPERS[i % len(SHOPPERS)], self.ids[(i * 7) % len(self.ids)]
             path = f"/v1/users/{shopper}/recommendations" if i % 2 else f"/v1/products/{product}/similar"
+            # An answer counts as the experiment's when it ran at any moment of it: a request begun
+            # just before the experiment stopped may be answered, and recorded, just after.
+            began = self.phase
             status, body = _get(self.url + path)
-            self.answers.append((status, body.get("model_version"), self.phase if i % 2 else None))
+            self.answers.append((status, body.get("model_version"), (self.phase or began) if i % 2 else None))
             if i % 3 == 0:
                 self.producer.send(self.clicks, encode(_click(shopper, product, i)))
                 self.producer.flush(10)
@@ -147,11 +150,11 @@ def _serve_a_variant_from_the_staged_version(env, kafka, url, traffic: Traffic, 
     )
     on_staged = {s for s in SHOPPERS if variant_of(spec, s).name == "mirror"}
     assert on_staged and on_staged != set(SHOPPERS), "the test's shoppers should fall in both variants"
+    traffic.phase = "experiment"  # from before it exists: serve may assign shoppers before the test sees it open
     _experiments(env, "create", "models-1", "--variant", "live=prior", "--variant", f"mirror=prior,model={staged}")
     _wait(
         lambda: _get(f"{url}/healthz")[1].get("experiment_versions") == [staged], 120, "serve did not open the staged version", serve, log
     )
-    traffic.phase = "experiment"
     _wait(lambda: _get(f"{url}/v1/users/{SHOPPERS[0]}/recommendations")[1].get("experiment") is not None, 30, "not assigned")
     for shopper in SHOPPERS:  # each shopper's list from their variant's version
         status, body = _get(f"{url}/v1/users/{shopper}/recommendations")
